@@ -1,0 +1,145 @@
+//! The vocabulary between the drivers and the core: commands in, replies out.
+//!
+//! Parsing of HTTP happens at the edge (`crate::http`); the core only sees
+//! validated room names and raw SDP text, and answers with a [`Reply`] or an
+//! [`ApiError`] that the HTTP layer maps to a status code.
+
+use std::fmt;
+
+use super::id::{RoomName, SessionToken};
+
+/// Which side of a room a session is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// A WHIP publisher: sends media into the room.
+    Publisher,
+    /// A WHEP viewer: receives the room's media.
+    Subscriber,
+}
+
+impl Role {
+    /// `"whip"` or `"whep"`: the first path segment of the session URL.
+    pub fn path_prefix(self) -> &'static str {
+        match self {
+            Role::Publisher => "whip",
+            Role::Subscriber => "whep",
+        }
+    }
+}
+
+/// A request to the core, sent by the HTTP thread through the channel.
+#[derive(Debug)]
+pub enum Command {
+    /// WHIP POST: publish into `room` with the client's SDP offer.
+    Publish {
+        /// The room to publish into.
+        room: RoomName,
+        /// The SDP offer text.
+        offer: String,
+    },
+    /// WHEP POST: watch `room` with the client's SDP offer.
+    Subscribe {
+        /// The room to watch.
+        room: RoomName,
+        /// The SDP offer text.
+        offer: String,
+    },
+    /// DELETE on a session URL.
+    DeleteSession {
+        /// Role from the URL; a token of the other role is "not found".
+        role: Role,
+        /// Room from the URL; a token of another room is "not found".
+        room: RoomName,
+        /// The session token from the URL.
+        token: SessionToken,
+    },
+    /// Close a room: disconnect its publisher and every viewer.
+    CloseRoom {
+        /// The room to close.
+        room: RoomName,
+    },
+    /// List all rooms (the room API and `/metrics` read this).
+    ListRooms,
+    /// Read the counters for `/metrics`.
+    Stats,
+}
+
+/// A successful answer to a [`Command`].
+#[derive(Debug)]
+pub enum Reply {
+    /// A session was created.
+    Created {
+        /// The unguessable token in the session URL.
+        token: SessionToken,
+        /// The SDP answer with every server candidate.
+        answer: String,
+    },
+    /// A session was ended.
+    Deleted,
+    /// A room was closed; how many sessions were ended.
+    RoomClosed {
+        /// Number of sessions disconnected.
+        sessions: usize,
+    },
+    /// The rooms, sorted by name.
+    Rooms(Vec<RoomInfo>),
+    /// A snapshot of the counters.
+    Stats(Box<super::stats::Stats>),
+}
+
+/// What the room API shows about one room.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomInfo {
+    /// Room name.
+    pub name: String,
+    /// Whether a publisher session exists and is connected.
+    pub publisher_live: bool,
+    /// The publisher's tracks.
+    pub tracks: Vec<TrackInfo>,
+    /// Number of viewer sessions.
+    pub viewers: usize,
+    /// Seconds since the room was created.
+    pub uptime_s: f64,
+}
+
+/// One publisher track in [`RoomInfo`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackInfo {
+    /// `"audio"` or `"video"`.
+    pub kind: &'static str,
+    /// Codec name of the last packet received, e.g. `"vp8"`, or empty before media.
+    pub codec: String,
+    /// Packets received on this track.
+    pub packets: u64,
+    /// Payload bytes received on this track.
+    pub bytes: u64,
+}
+
+/// Why a command failed. Each variant maps to one HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// The offer could not be parsed or accepted (400).
+    BadOffer(String),
+    /// The offer is valid SDP but asks for something wisp does not do (422).
+    Unsupported(String),
+    /// The room already has a live publisher (409).
+    AlreadyPublished,
+    /// No such session or room (404).
+    NotFound,
+    /// A capacity limit was reached (503 with Retry-After).
+    AtCapacity,
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiError::BadOffer(r) => write!(f, "bad offer: {r}"),
+            ApiError::Unsupported(r) => write!(f, "unsupported offer: {r}"),
+            ApiError::AlreadyPublished => write!(f, "room already has a live publisher"),
+            ApiError::NotFound => write!(f, "not found"),
+            ApiError::AtCapacity => write!(f, "server at capacity"),
+        }
+    }
+}
+
+impl std::error::Error for ApiError {}

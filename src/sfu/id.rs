@@ -1,0 +1,143 @@
+//! Ids: room names, session ids and the unguessable session tokens.
+
+use std::fmt;
+
+/// A validated room name: `[A-Za-z0-9_-]{1,64}`.
+///
+/// Validation makes it safe in URLs, log lines and file paths (no separators,
+/// no dots, no control characters).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomName(String);
+
+/// The longest accepted room name.
+pub const MAX_ROOM_NAME: usize = 64;
+
+impl RoomName {
+    /// Validate `s`; `None` if it is empty, too long or has a character outside `[A-Za-z0-9_-]`.
+    pub fn new(s: &str) -> Option<RoomName> {
+        let ok = !s.is_empty()
+            && s.len() <= MAX_ROOM_NAME
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        ok.then(|| RoomName(s.to_string()))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RoomName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Internal handle of a session: small, `Copy`, never reused within a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+/// The public, unguessable part of a session URL: 128 random bits as 32 lowercase hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionToken([u8; 16]);
+
+impl SessionToken {
+    /// Parse 32 hex digits (either case); `None` for anything else.
+    pub fn parse(s: &str) -> Option<SessionToken> {
+        let b = s.as_bytes();
+        if b.len() != 32 {
+            return None;
+        }
+        let mut out = [0u8; 16];
+        for (i, o) in out.iter_mut().enumerate() {
+            let hi = (b[2 * i] as char).to_digit(16)?;
+            let lo = (b[2 * i + 1] as char).to_digit(16)?;
+            *o = (hi * 16 + lo) as u8;
+        }
+        Some(SessionToken(out))
+    }
+}
+
+impl fmt::Display for SessionToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Deterministic generator of unguessable bytes: HMAC-SHA256(seed, counter).
+///
+/// With a random 32-byte seed (the binary reads one from the OS) the output is
+/// unpredictable; with a fixed seed (tests) it is reproducible.
+pub struct IdGen {
+    key: aws_lc_rs::hmac::Key,
+    counter: u64,
+}
+
+impl fmt::Debug for IdGen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdGen").field("counter", &self.counter).finish()
+    }
+}
+
+impl IdGen {
+    /// A generator keyed by `seed`.
+    pub fn new(seed: [u8; 32]) -> IdGen {
+        IdGen {
+            key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &seed),
+            counter: 0,
+        }
+    }
+
+    fn next_block(&mut self) -> [u8; 32] {
+        self.counter += 1;
+        let tag = aws_lc_rs::hmac::sign(&self.key, &self.counter.to_be_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
+    /// A fresh session token.
+    pub fn token(&mut self) -> SessionToken {
+        let b = self.next_block();
+        let mut t = [0u8; 16];
+        t.copy_from_slice(&b[..16]);
+        SessionToken(t)
+    }
+
+    /// A random u32 (initial RTP timestamps).
+    pub fn u32(&mut self) -> u32 {
+        let b = self.next_block();
+        u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_names() {
+        assert!(RoomName::new("abc-DEF_123").is_some());
+        assert!(RoomName::new(&"a".repeat(64)).is_some());
+        for bad in ["", "../x", "a/b", "a b", "a.b", "a\0b", "é", &"a".repeat(65)] {
+            assert!(RoomName::new(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tokens_round_trip_and_differ() {
+        let mut g = IdGen::new([7; 32]);
+        let a = g.token();
+        let b = g.token();
+        assert_ne!(a, b);
+        let s = a.to_string();
+        assert_eq!(s.len(), 32);
+        assert_eq!(SessionToken::parse(&s), Some(a));
+        assert_eq!(SessionToken::parse(&s.to_uppercase()), Some(a));
+        assert_eq!(SessionToken::parse("zz"), None);
+        assert_eq!(SessionToken::parse(&"g".repeat(32)), None);
+    }
+}

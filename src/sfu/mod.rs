@@ -1,0 +1,920 @@
+//! The sans-IO core: every room, session and `Rtc`, and no I/O at all.
+//!
+//! Push input in with [`Sfu::handle_command`], [`Sfu::handle_receive`] and
+//! [`Sfu::handle_timeout`], each taking `now`; then pull output with
+//! [`Sfu::poll_output`] until it returns [`Output::Timeout`]. The core never
+//! reads the clock, opens a socket, touches a file or spawns a thread.
+
+pub mod command;
+pub mod demux;
+pub mod fanout;
+pub mod id;
+pub mod room;
+pub mod session;
+pub mod stats;
+pub mod timers;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use str0m::change::SdpOffer;
+use str0m::format::PayloadParams;
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
+use str0m::net::{Protocol, Receive, Transmit};
+use str0m::rtp::{ExtensionValues, RtpPacket, SeqNo};
+use str0m::{Candidate, Event, IceConnectionState, Input, Rtc, RtcConfig};
+
+pub use command::{ApiError, Command, Reply, Role, RoomInfo, TrackInfo};
+pub use id::{IdGen, RoomName, SessionId, SessionToken};
+pub use stats::{DropReason, Stats};
+
+use demux::{classify, stun_local_ufrag, Class, Demux};
+use fanout::{is_keyframe_start, OutStream, Verdict};
+use room::{Room, Track};
+use session::{drain, kind_index, Drained, Session, Sinks};
+use timers::Timers;
+
+/// Settings of the core. Durations are in simulated or real time alike.
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    /// Host candidates put in every answer; received datagrams are attributed to one of them.
+    pub candidates: Vec<SocketAddr>,
+    /// Most rooms at once (`AtCapacity` above).
+    pub max_rooms: usize,
+    /// Most sessions at once (`AtCapacity` above).
+    pub max_sessions: usize,
+    /// A session that is not connected (ICE + DTLS) this long after creation is closed.
+    pub connect_timeout: Duration,
+    /// At most one keyframe request per publisher track in this interval.
+    pub keyframe_interval: Duration,
+    /// Seed for session tokens and initial RTP numbers.
+    pub seed: [u8; 32],
+}
+
+impl Default for SfuConfig {
+    fn default() -> Self {
+        SfuConfig {
+            candidates: vec![SocketAddr::from(([127, 0, 0, 1], 8189))],
+            max_rooms: 1000,
+            max_sessions: 10_000,
+            connect_timeout: Duration::from_secs(15),
+            keyframe_interval: Duration::from_secs(1),
+            seed: [0; 32],
+        }
+    }
+}
+
+/// What [`Sfu::poll_output`] returns.
+#[derive(Debug)]
+pub enum Output {
+    /// Send this datagram.
+    Transmit(Transmit),
+    /// Nothing to send; call [`Sfu::handle_timeout`] at this instant (or on new input).
+    Timeout(Instant),
+}
+
+/// Sizes of every map, for tests that assert nothing leaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Sessions.
+    pub sessions: usize,
+    /// Rooms.
+    pub rooms: usize,
+    /// Session tokens.
+    pub tokens: usize,
+    /// Address map entries.
+    pub addrs: usize,
+    /// Ufrag map entries.
+    pub ufrags: usize,
+    /// Sessions with address lists.
+    pub addr_lists: usize,
+    /// Pending keyframe timers.
+    pub keyframe_timers: usize,
+}
+
+/// The Manager of rooms, and owner of every session.
+pub struct Sfu {
+    config: SfuConfig,
+    ids: IdGen,
+    next_id: u64,
+    last_now: Instant,
+    sessions: HashMap<SessionId, Session>,
+    tokens: HashMap<SessionToken, SessionId>,
+    rooms: HashMap<RoomName, Room>,
+    demux: Demux,
+    timers: Timers,
+    /// Rooms whose video track owes a keyframe request, with when it is allowed.
+    keyframe_timers: Vec<(Instant, RoomName)>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<(SessionId, Event)>,
+    stats: Stats,
+}
+
+impl std::fmt::Debug for Sfu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sfu")
+            .field("sessions", &self.sessions.len())
+            .field("rooms", &self.rooms.len())
+            .finish()
+    }
+}
+
+impl Sfu {
+    /// A core with no rooms. `now` is the start of its clock.
+    pub fn new(config: SfuConfig, now: Instant) -> Sfu {
+        assert!(
+            !config.candidates.is_empty(),
+            "at least one candidate address"
+        );
+        Sfu {
+            ids: IdGen::new(config.seed),
+            config,
+            next_id: 0,
+            last_now: now,
+            sessions: HashMap::new(),
+            tokens: HashMap::new(),
+            rooms: HashMap::new(),
+            demux: Demux::default(),
+            timers: Timers::default(),
+            keyframe_timers: Vec::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SfuConfig {
+        &self.config
+    }
+
+    // ------------------------------------------------------------------ input
+
+    /// Execute one command from the HTTP side.
+    pub fn handle_command(&mut self, now: Instant, cmd: Command) -> Result<Reply, ApiError> {
+        self.tick(now);
+        let r = match cmd {
+            Command::Publish { room, offer } => self.publish(now, room, &offer),
+            Command::Subscribe { room, offer } => self.subscribe(now, room, &offer),
+            Command::DeleteSession { role, room, token } => {
+                let id = self.tokens.get(&token).copied().ok_or(ApiError::NotFound)?;
+                let s = &self.sessions[&id];
+                if s.role != role || s.room != room {
+                    return Err(ApiError::NotFound);
+                }
+                self.close_session(now, id);
+                Ok(Reply::Deleted)
+            }
+            Command::CloseRoom { room } => self.close_room(now, &room).map(|n| Reply::RoomClosed {
+                sessions: n,
+            }),
+            Command::ListRooms => Ok(Reply::Rooms(self.list_rooms(now))),
+            Command::Stats => Ok(Reply::Stats(Box::new(self.stats()))),
+        };
+        self.process(now);
+        r
+    }
+
+    /// A datagram arrived from `source` on the local socket `destination`.
+    ///
+    /// `destination` may be the wildcard address the socket is bound to; it is
+    /// then attributed to a configured candidate of the same family.
+    pub fn handle_receive(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        buf: &[u8],
+    ) {
+        self.tick(now);
+        self.stats.datagrams_in += 1;
+        self.stats.bytes_in += buf.len() as u64;
+        let class = classify(buf);
+        let id = match class {
+            Class::Stun => match stun_local_ufrag(buf).and_then(|u| self.demux.by_ufrag(u)) {
+                Some(id) => id,
+                None => {
+                    // Not for us, or a binding response/indication from a known peer.
+                    match self.demux.by_addr(&source) {
+                        Some(id) if stun_local_ufrag(buf).is_none() => id,
+                        _ => return self.stats.drop(DropReason::StunRejected),
+                    }
+                }
+            },
+            Class::Dtls | Class::Rtp => match self.demux.by_addr(&source) {
+                Some(id) => id,
+                None => return self.stats.drop(DropReason::UnknownSource),
+            },
+            Class::Other => return self.stats.drop(DropReason::UnknownSource),
+        };
+        let destination = self.local_address(destination);
+        let Ok(recv) = Receive::new(Protocol::Udp, source, destination, buf) else {
+            return self.stats.drop(DropReason::RtcError);
+        };
+        let input = Input::Receive(now, recv);
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return self.stats.drop(DropReason::UnknownSource);
+        };
+        if class == Class::Stun && self.demux.by_addr(&source) != Some(id) {
+            // First check from this address: integrity must pass before the
+            // address may route DTLS and SRTP to this session.
+            if !s.rtc.accepts(&input) {
+                return self.stats.drop(DropReason::StunRejected);
+            }
+            self.demux.add_addr(source, id);
+        }
+        match catch_unwind(AssertUnwindSafe(|| s.rtc.handle_input(input))) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                log::debug!("session {id:?}: input rejected: {e}");
+                self.stats.drop(DropReason::RtcError);
+            }
+            Err(_) => {
+                self.stats.caught_panics += 1;
+                log::error!("session {id:?}: panic in handle_input; closing it");
+                s.dead = true;
+            }
+        }
+        self.drain_session(id);
+        self.process(now);
+    }
+
+    /// Time has advanced to `now`: fire due session timers and keyframe requests.
+    /// Spurious calls are harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.tick(now);
+        while let Some((id, gen)) = self.timers.pop_due(now) {
+            let Some(s) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            if s.timer.gen != gen {
+                continue;
+            }
+            s.timer.at = None;
+            if !s.connected && now >= s.created + self.config.connect_timeout {
+                log::info!("session {id:?} ({:?}) did not connect in time", s.room);
+                self.stats.connect_timeouts += 1;
+                s.dead = true;
+                continue;
+            }
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| s.rtc.handle_input(Input::Timeout(now)))) {
+                drop(p);
+                self.stats.caught_panics += 1;
+                s.dead = true;
+                continue;
+            }
+            self.drain_session(id);
+        }
+        let sessions = &self.sessions;
+        self.timers.compact(sessions.len(), |id, gen| {
+            sessions.get(&id).is_some_and(|s| s.timer.gen == gen)
+        });
+        // Keyframe requests that the throttle held back.
+        let mut i = 0;
+        while i < self.keyframe_timers.len() {
+            if self.keyframe_timers[i].0 <= now {
+                let (_, room) = self.keyframe_timers.swap_remove(i);
+                self.request_keyframe(now, &room);
+            } else {
+                i += 1;
+            }
+        }
+        self.process(now);
+    }
+
+    /// Next output: a datagram to send, or the instant of the next timeout.
+    pub fn poll_output(&mut self) -> Output {
+        if let Some(t) = self.transmits.pop_front() {
+            self.stats.datagrams_out += 1;
+            self.stats.bytes_out += t.contents.len() as u64;
+            return Output::Transmit(t);
+        }
+        let far = self.last_now + Duration::from_secs(1);
+        let next = [
+            self.timers.next(),
+            self.keyframe_timers.iter().map(|(t, _)| *t).min(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(far);
+        Output::Timeout(next.min(far))
+    }
+
+    // ------------------------------------------------------------ the Manager
+
+    /// Rooms, sorted by name.
+    pub fn list_rooms(&self, now: Instant) -> Vec<RoomInfo> {
+        let mut v: Vec<RoomInfo> = self
+            .rooms
+            .values()
+            .map(|r| RoomInfo {
+                name: r.name.to_string(),
+                publisher_live: r
+                    .publisher
+                    .and_then(|p| self.sessions.get(&p))
+                    .is_some_and(|s| s.connected),
+                tracks: r
+                    .tracks
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, t)| t.as_ref().map(|t| (i, t)))
+                    .map(|(i, t)| TrackInfo {
+                        kind: if i == 0 { "audio" } else { "video" },
+                        codec: t.codec.map(|c| c.to_string()).unwrap_or_default(),
+                        packets: t.packets,
+                        bytes: t.bytes,
+                    })
+                    .collect(),
+                viewers: r.subscribers.len(),
+                uptime_s: now.saturating_duration_since(r.created).as_secs_f64(),
+            })
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Number of rooms.
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Close a room: end its publisher and every viewer. Returns how many sessions ended.
+    pub fn close_room(&mut self, now: Instant, room: &RoomName) -> Result<usize, ApiError> {
+        let r = self.rooms.get(room).ok_or(ApiError::NotFound)?;
+        let ids: Vec<SessionId> = r.publisher.iter().chain(&r.subscribers).copied().collect();
+        for id in &ids {
+            self.close_session(now, *id);
+        }
+        self.rooms.remove(room);
+        Ok(ids.len())
+    }
+
+    /// A snapshot of the counters, with the live gauges filled in.
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats.clone();
+        s.sessions_live = [0, 0];
+        s.sessions_connected = [0, 0];
+        for x in self.sessions.values() {
+            let i = role_index(x.role);
+            s.sessions_live[i] += 1;
+            if x.connected {
+                s.sessions_connected[i] += 1;
+            }
+        }
+        s.rooms = self.rooms.len() as u64;
+        s
+    }
+
+    /// Sizes of every internal map.
+    pub fn counts(&self) -> Counts {
+        let (addrs, ufrags, addr_lists) = self.demux.sizes();
+        Counts {
+            sessions: self.sessions.len(),
+            rooms: self.rooms.len(),
+            tokens: self.tokens.len(),
+            addrs,
+            ufrags,
+            addr_lists,
+            keyframe_timers: self.keyframe_timers.len(),
+        }
+    }
+
+    // ------------------------------------------------------------- sessions
+
+    fn tick(&mut self, now: Instant) {
+        if now > self.last_now {
+            self.last_now = now;
+        }
+    }
+
+    /// The configured candidate a datagram to `dst` arrived on.
+    fn local_address(&self, dst: SocketAddr) -> SocketAddr {
+        let c = &self.config.candidates;
+        if c.contains(&dst) {
+            return dst;
+        }
+        c.iter()
+            .find(|a| a.is_ipv4() == dst.is_ipv4() && a.port() == dst.port())
+            .or_else(|| c.iter().find(|a| a.is_ipv4() == dst.is_ipv4()))
+            .copied()
+            .unwrap_or(c[0])
+    }
+
+    fn rtc_config() -> RtcConfig {
+        Rtc::builder()
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .enable_h264(true)
+            .enable_vp9(true)
+            .enable_av1(true)
+    }
+
+    fn check_capacity(&self, room: &RoomName) -> Result<(), ApiError> {
+        if self.sessions.len() >= self.config.max_sessions
+            || (!self.rooms.contains_key(room) && self.rooms.len() >= self.config.max_rooms)
+        {
+            return Err(ApiError::AtCapacity);
+        }
+        Ok(())
+    }
+
+    /// Build an `Rtc` for `offer` and register it. The session is complete
+    /// (maps, room, timer) before the answer leaves, so the first STUN finds it.
+    fn create_session(
+        &mut self,
+        now: Instant,
+        role: Role,
+        room: &RoomName,
+        offer: &str,
+    ) -> Result<(SessionId, SessionToken, String), ApiError> {
+        let offer = SdpOffer::from_sdp_string(offer)
+            .map_err(|e| ApiError::BadOffer(one_line(&e.to_string())))?;
+        let candidates = self.config.candidates.clone();
+        let built = catch_unwind(AssertUnwindSafe(move || {
+            let mut rtc = Self::rtc_config().build(now);
+            for a in candidates {
+                if let Ok(c) = Candidate::host(a, "udp") {
+                    rtc.add_local_candidate(c);
+                }
+            }
+            let answer = rtc.sdp_api().accept_offer(offer)?;
+            Ok::<_, str0m::RtcError>((rtc, answer.to_sdp_string()))
+        }));
+        let (rtc, answer) = match built {
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => return Err(ApiError::BadOffer(one_line(&e.to_string()))),
+            Err(_) => {
+                self.stats.caught_panics += 1;
+                return Err(ApiError::BadOffer("offer rejected".into()));
+            }
+        };
+        let mut rtc = rtc;
+        let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+        self.next_id += 1;
+        let id = SessionId(self.next_id);
+        let token = self.ids.token();
+        let session = Session {
+            id,
+            token,
+            role,
+            room: room.clone(),
+            rtc,
+            ufrag: ufrag.clone(),
+            created: now,
+            connected: false,
+            dead: false,
+            timer: Default::default(),
+            ssrc_kind: Vec::new(),
+            track_mid: [None, None],
+            outs: [None, None],
+        };
+        self.sessions.insert(id, session);
+        self.tokens.insert(token, id);
+        self.demux.add_ufrag(ufrag, id);
+        self.stats.sessions_created[role_index(role)] += 1;
+        let r = self
+            .rooms
+            .entry(room.clone())
+            .or_insert_with(|| Room::new(room.clone(), now));
+        match role {
+            Role::Publisher => r.publisher = Some(id),
+            Role::Subscriber => r.subscribers.push(id),
+        }
+        self.setup_media(id, room, &answer);
+        self.drain_session(id);
+        self.process(now);
+        Ok((id, token, answer))
+    }
+
+    fn publish(&mut self, now: Instant, room: RoomName, offer: &str) -> Result<Reply, ApiError> {
+        if let Some(p) = self.rooms.get(&room).and_then(|r| r.publisher) {
+            if self.sessions.get(&p).is_some_and(|s| !s.dead) {
+                return Err(ApiError::AlreadyPublished);
+            }
+        }
+        self.check_capacity(&room)?;
+        let (id, token, answer) = self.create_session(now, Role::Publisher, &room, offer)?;
+        let s = &self.sessions[&id];
+        if s.track_mid.iter().all(Option::is_none) {
+            self.close_session(now, id);
+            return Err(ApiError::Unsupported(
+                "the offer has no audio or video the server can receive".into(),
+            ));
+        }
+        log::info!("room {room}: publisher {id:?} created");
+        Ok(Reply::Created { token, answer })
+    }
+
+    fn subscribe(&mut self, now: Instant, room: RoomName, offer: &str) -> Result<Reply, ApiError> {
+        self.check_capacity(&room)?;
+        let (id, token, answer) = self.create_session(now, Role::Subscriber, &room, offer)?;
+        let s = &self.sessions[&id];
+        if s.outs.iter().all(Option::is_none) {
+            self.close_session(now, id);
+            return Err(ApiError::Unsupported(
+                "the offer has no audio or video the server can send".into(),
+            ));
+        }
+        log::info!("room {room}: viewer {id:?} created");
+        // A viewer joining mid-stream needs a keyframe soon.
+        self.request_keyframe(now, &room);
+        Ok(Reply::Created { token, answer })
+    }
+
+    /// End a session at once and remove every trace of it. Queues the DTLS
+    /// close so the peer learns promptly. Safe to call for an unknown id.
+    fn close_session(&mut self, now: Instant, id: SessionId) {
+        let Some(mut s) = self.sessions.remove(&id) else {
+            return;
+        };
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            if s.rtc.close().is_ok() {
+                let mut sinks = Sinks {
+                    transmits: &mut self.transmits,
+                    events: &mut VecDeque::new(),
+                };
+                let _ = drain(id, &mut s.rtc, &mut sinks);
+            }
+        }));
+        self.tokens.remove(&s.token);
+        self.demux.remove_session(id, &s.ufrag);
+        self.stats.sessions_closed[role_index(s.role)] += 1;
+        if let Some(r) = self.rooms.get_mut(&s.room) {
+            match s.role {
+                Role::Publisher => {
+                    if r.close_publisher(id) {
+                        // Viewers keep their sessions; their streams start a new segment later.
+                        for sub in &r.subscribers {
+                            if let Some(v) = self.sessions.get_mut(sub) {
+                                v.outs.iter_mut().flatten().for_each(OutStream::detach);
+                            }
+                        }
+                        self.keyframe_timers.retain(|(_, n)| *n != s.room);
+                    }
+                }
+                Role::Subscriber => {
+                    r.remove_subscriber(id);
+                }
+            }
+            if r.is_empty() {
+                self.rooms.remove(&s.room);
+                self.keyframe_timers.retain(|(_, n)| *n != s.room);
+            }
+        }
+        log::info!(
+            "room {}: {} {id:?} closed after {:.1}s",
+            s.room,
+            s.role.path_prefix(),
+            now.saturating_duration_since(s.created).as_secs_f64()
+        );
+    }
+
+    /// Drain one session's `Rtc` and reschedule its timer.
+    fn drain_session(&mut self, id: SessionId) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let mut sinks = Sinks {
+            transmits: &mut self.transmits,
+            events: &mut self.events,
+        };
+        match drain(id, &mut s.rtc, &mut sinks) {
+            Drained::Until(t) => {
+                let t = if s.connected {
+                    t
+                } else {
+                    t.min(s.created + self.config.connect_timeout)
+                };
+                self.timers.schedule(id, &mut s.timer, t);
+            }
+            Drained::Dead { panicked } => {
+                if panicked {
+                    self.stats.caught_panics += 1;
+                    log::error!("session {id:?}: panic in str0m; closing it");
+                }
+                s.dead = true;
+            }
+        }
+    }
+
+    /// Handle queued events, then end sessions marked dead. Events can queue
+    /// more events (a viewer's keyframe request drains the publisher), so this
+    /// loops until both are empty.
+    fn process(&mut self, now: Instant) {
+        loop {
+            while let Some((id, ev)) = self.events.pop_front() {
+                self.on_event(now, id, ev);
+            }
+            let dead: Vec<SessionId> = self
+                .sessions
+                .values()
+                .filter(|s| s.dead)
+                .map(|s| s.id)
+                .take(64)
+                .collect();
+            if dead.is_empty() {
+                break;
+            }
+            for id in dead {
+                self.close_session(now, id);
+            }
+        }
+    }
+
+    fn on_event(&mut self, now: Instant, id: SessionId, ev: Event) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        match ev {
+            Event::RtpPacket(p) => {
+                if s.role == Role::Publisher {
+                    self.forward(now, id, p);
+                }
+            }
+            Event::Connected => {
+                s.connected = true;
+                log::info!("room {}: {} {id:?} connected", s.room, s.role.path_prefix());
+                if s.role == Role::Subscriber {
+                    let room = s.room.clone();
+                    self.request_keyframe(now, &room);
+                }
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                log::info!("room {}: {id:?} ICE disconnected", s.room);
+                s.dead = true;
+            }
+            Event::Closed => s.dead = true,
+            Event::KeyframeRequest(r) => {
+                self.stats.keyframe_requests_received += 1;
+                let is_video = s
+                    .outs
+                    .get(1)
+                    .and_then(|o| o.as_ref())
+                    .is_some_and(|o| o.mid == r.mid);
+                if s.role == Role::Subscriber && is_video {
+                    let room = s.room.clone();
+                    self.request_keyframe(now, &room);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Read the negotiated m-lines (in answer order): a publisher's first
+    /// receiving line per kind becomes the room's track of that kind; a
+    /// viewer's first sending line per kind gets an outgoing stream.
+    fn setup_media(&mut self, id: SessionId, room: &RoomName, answer: &str) {
+        let mids = answer
+            .lines()
+            .filter_map(|l| l.trim_end().strip_prefix("a=mid:"))
+            .map(Mid::from);
+        let mut new_tracks = vec![];
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        for mid in mids {
+            let Some(m) = s.rtc.media(mid) else {
+                continue;
+            };
+            let (kind, dir) = (m.kind(), m.direction());
+            let k = kind_index(kind);
+            match s.role {
+                Role::Publisher if dir.is_receiving() && s.track_mid[k].is_none() => {
+                    s.track_mid[k] = Some(mid);
+                    new_tracks.push(k);
+                }
+                Role::Subscriber if dir.is_sending() && s.outs[k].is_none() => {
+                    let seq = self.ids.u32() as u16;
+                    let ts = self.ids.u32();
+                    s.outs[k] = Some(OutStream::new(mid, seq, ts));
+                }
+                _ => {}
+            }
+        }
+        for k in new_tracks {
+            self.attach_track(room, k);
+        }
+    }
+
+    /// A new publisher track of kind `k`: every viewer starts a new segment on it.
+    fn attach_track(&mut self, room: &RoomName, k: usize) {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        r.tracks[k] = Some(Track::default());
+        for sub in &r.subscribers {
+            if let Some(Some(o)) = self.sessions.get_mut(sub).map(|v| &mut v.outs[k]) {
+                o.detach();
+            }
+        }
+    }
+
+    /// Ask the room's publisher for a video keyframe, at most once per
+    /// `keyframe_interval`; a request inside the interval is deferred, not lost.
+    fn request_keyframe(&mut self, now: Instant, room: &RoomName) {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        let (Some(pid), Some(track)) = (r.publisher, r.tracks[1].as_mut()) else {
+            return;
+        };
+        if let Some(last) = track.last_keyframe_request {
+            let allowed = last + self.config.keyframe_interval;
+            if now < allowed {
+                if !track.keyframe_pending {
+                    track.keyframe_pending = true;
+                    self.keyframe_timers.push((allowed, room.clone()));
+                }
+                return;
+            }
+        }
+        let Some(p) = self.sessions.get_mut(&pid) else {
+            return;
+        };
+        let Some(mid) = p.track_mid[1] else {
+            return;
+        };
+        track.last_keyframe_request = Some(now);
+        track.keyframe_pending = false;
+        let mut sent = false;
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            let mut api = p.rtc.direct_api();
+            if let Some(rx) = api.stream_rx_by_mid(mid, None) {
+                rx.request_keyframe(KeyframeRequestKind::Pli);
+                sent = true;
+            }
+        }));
+        if sent {
+            self.stats.keyframe_requests_sent += 1;
+            self.drain_session(pid);
+        }
+    }
+
+    /// Fan one publisher packet out to every viewer of the room.
+    fn forward(&mut self, now: Instant, pid: SessionId, pkt: RtpPacket) {
+        self.stats.rtp_in += 1;
+        let Sfu {
+            sessions,
+            rooms,
+            stats,
+            transmits,
+            events,
+            timers,
+            config,
+            ..
+        } = self;
+        let Some(p) = sessions.get_mut(&pid) else {
+            return;
+        };
+        let ssrc = pkt.header.ssrc;
+        let kind = match p.ssrc_kind.iter().find(|(s, _)| *s == ssrc) {
+            Some((_, k)) => *k,
+            None => {
+                let mid = p.rtc.direct_api().stream_rx(&ssrc).map(|rx| rx.mid());
+                let kind = mid.and_then(|mid| {
+                    let kind = p.rtc.media(mid)?.kind();
+                    (p.track_mid[kind_index(kind)] == Some(mid)).then_some(kind)
+                });
+                if p.ssrc_kind.len() < 16 {
+                    p.ssrc_kind.push((ssrc, kind));
+                }
+                kind
+            }
+        };
+        let Some(kind) = kind else {
+            return stats.drop(DropReason::ExtraTrack);
+        };
+        let k = kind_index(kind);
+        let Some(params): Option<PayloadParams> = p
+            .rtc
+            .codec_config()
+            .find(|c| c.pt() == pkt.header.payload_type)
+            .copied()
+        else {
+            return stats.drop(DropReason::CodecNotNegotiated);
+        };
+        let room_name = p.room.clone();
+        let Some(room) = rooms.get_mut(&room_name) else {
+            return;
+        };
+        let codec = params.spec().codec;
+        if let Some(t) = room.tracks[k].as_mut() {
+            t.packets += 1;
+            t.bytes += pkt.payload.len() as u64;
+            t.codec = Some(codec);
+        }
+        let video = kind == MediaKind::Video;
+        let keyframe = video && is_keyframe_start(codec, &pkt.payload);
+        let clock = params.spec().clock_rate.get();
+        let mut want_keyframe = false;
+        for sub_id in &room.subscribers {
+            let Some(sub) = sessions.get_mut(sub_id) else {
+                continue;
+            };
+            let Some(out) = sub.outs[k].as_mut() else {
+                stats.drop(DropReason::NoViewerTrack);
+                continue;
+            };
+            let out_pt = match out.cached_pt(pkt.header.payload_type) {
+                Some(x) => x,
+                None => {
+                    let local = sub.rtc.codec_config().match_params(params).map(|c| c.pt());
+                    let negotiated = local.filter(|pt| {
+                        sub.rtc
+                            .media(out.mid)
+                            .is_some_and(|m| m.remote_pts().contains(pt))
+                    });
+                    out.cache_pt(pkt.header.payload_type, negotiated);
+                    negotiated
+                }
+            };
+            let Some(out_pt) = out_pt else {
+                stats.drop(DropReason::CodecNotNegotiated);
+                continue;
+            };
+            let (seq, ts) = match out.map(
+                (pid, ssrc),
+                *pkt.seq_no,
+                pkt.header.timestamp,
+                video,
+                keyframe,
+                clock,
+                now,
+            ) {
+                Verdict::Send { seq, ts } => (seq, ts),
+                Verdict::WaitForKeyframe => {
+                    want_keyframe = true;
+                    stats.drop(DropReason::WaitingForKeyframe);
+                    continue;
+                }
+            };
+            let mid = out.mid;
+            let mut ext = ExtensionValues::default();
+            ext.audio_level = pkt.header.ext_vals.audio_level;
+            ext.voice_activity = pkt.header.ext_vals.voice_activity;
+            ext.video_orientation = pkt.header.ext_vals.video_orientation;
+            let write = str0m::rtp::RtpWrite::new(out_pt, SeqNo::from(seq), ts, now, pkt.payload.clone())
+                .marker(pkt.header.marker)
+                .nackable(video)
+                .ext_vals(ext);
+            let wrote = catch_unwind(AssertUnwindSafe(|| {
+                match sub.rtc.direct_api().stream_tx_by_mid(mid, None) {
+                    Some(tx) => {
+                        tx.write_rtp(write);
+                        true
+                    }
+                    None => false,
+                }
+            }));
+            match wrote {
+                Ok(true) => stats.rtp_forwarded += 1,
+                Ok(false) => {
+                    stats.drop(DropReason::NoViewerTrack);
+                    continue;
+                }
+                Err(_) => {
+                    stats.caught_panics += 1;
+                    sub.dead = true;
+                    continue;
+                }
+            }
+            let mut sinks = Sinks { transmits, events };
+            match drain(*sub_id, &mut sub.rtc, &mut sinks) {
+                Drained::Until(t) => {
+                    let t = if sub.connected {
+                        t
+                    } else {
+                        t.min(sub.created + config.connect_timeout)
+                    };
+                    timers.schedule(*sub_id, &mut sub.timer, t);
+                }
+                Drained::Dead { panicked } => {
+                    stats.caught_panics += u64::from(panicked);
+                    sub.dead = true;
+                }
+            }
+        }
+        if want_keyframe {
+            self.request_keyframe(now, &room_name);
+        }
+    }
+}
+
+fn role_index(r: Role) -> usize {
+    match r {
+        Role::Publisher => 0,
+        Role::Subscriber => 1,
+    }
+}
+
+/// The first line of `s`, trimmed to 200 characters, for error bodies.
+fn one_line(s: &str) -> String {
+    let line = s.lines().next().unwrap_or("").trim();
+    line.chars().take(200).collect()
+}

@@ -1,0 +1,73 @@
+//! A room: at most one publisher, any number of viewers, one track per kind.
+
+use std::time::Instant;
+
+use str0m::format::Codec;
+
+use super::id::{RoomName, SessionId};
+
+/// A publisher track as the room sees it (fan-out source for one kind).
+#[derive(Debug, Clone, Default)]
+pub struct Track {
+    /// Codec of the last packet.
+    pub codec: Option<Codec>,
+    /// Packets received.
+    pub packets: u64,
+    /// Payload bytes received.
+    pub bytes: u64,
+    /// When the last keyframe request went to the publisher.
+    pub last_keyframe_request: Option<Instant>,
+    /// A keyframe request is owed once the throttle allows.
+    pub keyframe_pending: bool,
+}
+
+/// One room of the Manager.
+#[derive(Debug)]
+pub struct Room {
+    /// Its name.
+    pub name: RoomName,
+    /// The publisher session, if any.
+    pub publisher: Option<SessionId>,
+    /// The viewer sessions, in join order.
+    pub subscribers: Vec<SessionId>,
+    /// The publisher's tracks, per kind (audio 0, video 1).
+    pub tracks: [Option<Track>; 2],
+    /// When the room was created.
+    pub created: Instant,
+}
+
+impl Room {
+    /// An empty room.
+    pub fn new(name: RoomName, now: Instant) -> Room {
+        Room {
+            name,
+            publisher: None,
+            subscribers: Vec::new(),
+            tracks: [None, None],
+            created: now,
+        }
+    }
+
+    /// Neither a publisher nor a viewer: the room can be pruned.
+    pub fn is_empty(&self) -> bool {
+        self.publisher.is_none() && self.subscribers.is_empty()
+    }
+
+    /// Remove a viewer. Returns whether it was there.
+    pub fn remove_subscriber(&mut self, id: SessionId) -> bool {
+        let before = self.subscribers.len();
+        self.subscribers.retain(|s| *s != id);
+        before != self.subscribers.len()
+    }
+
+    /// Close the publisher slot if `id` holds it; its tracks go with it.
+    pub fn close_publisher(&mut self, id: SessionId) -> bool {
+        if self.publisher == Some(id) {
+            self.publisher = None;
+            self.tracks = [None, None];
+            true
+        } else {
+            false
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! One peer: a str0m `Rtc` plus what wisp knows about it. [`drain`] is the
+//! only place an `Rtc` is polled.
+
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Instant;
+
+use str0m::media::{MediaKind, Mid};
+use str0m::net::Transmit;
+use str0m::rtp::Ssrc;
+use str0m::{Event, Output, Rtc};
+
+use super::command::Role;
+use super::fanout::OutStream;
+use super::id::{RoomName, SessionId, SessionToken};
+use super::timers::TimerSlot;
+
+/// Index of a media kind in per-kind arrays: audio 0, video 1.
+pub fn kind_index(kind: MediaKind) -> usize {
+    match kind {
+        MediaKind::Audio => 0,
+        MediaKind::Video => 1,
+    }
+}
+
+/// A publisher's or viewer's peer connection.
+#[derive(Debug)]
+pub struct Session {
+    /// Internal id.
+    pub id: SessionId,
+    /// Public token in the session URL.
+    pub token: SessionToken,
+    /// Publisher or viewer.
+    pub role: Role,
+    /// The room it belongs to.
+    pub room: RoomName,
+    /// The str0m peer.
+    pub rtc: Rtc,
+    /// Local ICE ufrag (key in the ufrag map).
+    pub ufrag: String,
+    /// When the session was created.
+    pub created: Instant,
+    /// ICE and DTLS are up (`Event::Connected` seen).
+    pub connected: bool,
+    /// Set when the session must end; removed at the end of the current call.
+    pub dead: bool,
+    /// This session's entry in the timer heap.
+    pub timer: TimerSlot,
+    /// Publisher: SSRC → kind it feeds (`None`: ignored extra track). Small.
+    pub ssrc_kind: Vec<(Ssrc, Option<MediaKind>)>,
+    /// Publisher: the mid carrying each kind.
+    pub track_mid: [Option<Mid>; 2],
+    /// Viewer: the outgoing stream per kind.
+    pub outs: [Option<OutStream>; 2],
+}
+
+/// Where a drain puts what it pulls out of an `Rtc`.
+pub struct Sinks<'a> {
+    /// Datagrams to send.
+    pub transmits: &'a mut VecDeque<Transmit>,
+    /// Events to process after the drain, tagged with their session.
+    pub events: &'a mut VecDeque<(SessionId, Event)>,
+}
+
+/// Outcome of a drain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    /// The `Rtc` wants a timeout at this instant.
+    Until(Instant),
+    /// The `Rtc` errored, panicked or is no longer alive: end the session.
+    Dead {
+        /// True if the `Rtc` panicked.
+        panicked: bool,
+    },
+}
+
+/// Poll `rtc` until it returns a timeout, moving transmits and events into
+/// `sinks`. A panic inside str0m is caught and reported as `Dead`.
+pub fn drain(id: SessionId, rtc: &mut Rtc, sinks: &mut Sinks<'_>) -> Drained {
+    // Bounded: str0m returns Timeout once it has nothing more; the bound only
+    // guards against a bug turning this into a spin.
+    for _ in 0..100_000 {
+        match catch_unwind(AssertUnwindSafe(|| rtc.poll_output())) {
+            Ok(Ok(Output::Timeout(t))) => {
+                if !rtc.is_alive() {
+                    return Drained::Dead { panicked: false };
+                }
+                return Drained::Until(t);
+            }
+            Ok(Ok(Output::Transmit(t))) => sinks.transmits.push_back(t),
+            Ok(Ok(Output::Event(e))) => sinks.events.push_back((id, e)),
+            Ok(Err(e)) => {
+                log::debug!("session {id:?}: rtc error: {e}");
+                return Drained::Dead { panicked: false };
+            }
+            Err(_) => return Drained::Dead { panicked: true },
+        }
+    }
+    log::error!("session {id:?}: drain did not reach a timeout");
+    Drained::Dead { panicked: false }
+}
