@@ -189,12 +189,18 @@ mod tests {
         );
         assert_eq!(
             o.map(src(2), 10, 77, true, true, 90_000, t1),
-            Verdict::Send { seq: 102, ts: 17_000 }
+            Verdict::Send {
+                seq: 102,
+                ts: 17_000
+            }
         );
         // Reordered older packet keeps its place.
         assert_eq!(
             o.map(src(2), 9, 77, true, false, 90_000, t1),
-            Verdict::Send { seq: 101, ts: 17_000 }
+            Verdict::Send {
+                seq: 101,
+                ts: 17_000
+            }
         );
     }
 
@@ -211,7 +217,10 @@ mod tests {
         );
         assert_eq!(
             o.map(src(1), 6, 970, false, false, 48_000, t0),
-            Verdict::Send { seq: 0x8000, ts: 959 }
+            Verdict::Send {
+                seq: 0x8000,
+                ts: 959
+            }
         );
     }
 }

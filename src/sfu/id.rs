@@ -17,7 +17,8 @@ impl RoomName {
     pub fn new(s: &str) -> Option<RoomName> {
         let ok = !s.is_empty()
             && s.len() <= MAX_ROOM_NAME
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         ok.then(|| RoomName(s.to_string()))
     }
 
@@ -78,7 +79,9 @@ pub struct IdGen {
 
 impl fmt::Debug for IdGen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IdGen").field("counter", &self.counter).finish()
+        f.debug_struct("IdGen")
+            .field("counter", &self.counter)
+            .finish()
     }
 }
 
@@ -122,7 +125,16 @@ mod tests {
     fn room_names() {
         assert!(RoomName::new("abc-DEF_123").is_some());
         assert!(RoomName::new(&"a".repeat(64)).is_some());
-        for bad in ["", "../x", "a/b", "a b", "a.b", "a\0b", "é", &"a".repeat(65)] {
+        for bad in [
+            "",
+            "../x",
+            "a/b",
+            "a b",
+            "a.b",
+            "a\0b",
+            "é",
+            &"a".repeat(65),
+        ] {
             assert!(RoomName::new(bad).is_none(), "{bad:?}");
         }
     }

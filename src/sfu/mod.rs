@@ -167,9 +167,9 @@ impl Sfu {
                 self.close_session(now, id);
                 Ok(Reply::Deleted)
             }
-            Command::CloseRoom { room } => self.close_room(now, &room).map(|n| Reply::RoomClosed {
-                sessions: n,
-            }),
+            Command::CloseRoom { room } => self
+                .close_room(now, &room)
+                .map(|n| Reply::RoomClosed { sessions: n }),
             Command::ListRooms => Ok(Reply::Rooms(self.list_rooms(now))),
             Command::Stats => Ok(Reply::Stats(Box::new(self.stats()))),
         };
@@ -259,7 +259,9 @@ impl Sfu {
                 s.dead = true;
                 continue;
             }
-            if let Err(p) = catch_unwind(AssertUnwindSafe(|| s.rtc.handle_input(Input::Timeout(now)))) {
+            if let Err(p) =
+                catch_unwind(AssertUnwindSafe(|| s.rtc.handle_input(Input::Timeout(now))))
+            {
                 drop(p);
                 self.stats.caught_panics += 1;
                 s.dead = true;
@@ -522,8 +524,6 @@ impl Sfu {
             ));
         }
         log::info!("room {room}: viewer {id:?} created");
-        // A viewer joining mid-stream needs a keyframe soon.
-        self.request_keyframe(now, &room);
         Ok(Reply::Created { token, answer })
     }
 
@@ -817,6 +817,12 @@ impl Sfu {
             let Some(sub) = sessions.get_mut(sub_id) else {
                 continue;
             };
+            if !sub.connected {
+                // Media written before DTLS is up would be lost, keyframe included;
+                // the viewer asks for its keyframe when it connects.
+                stats.drop(DropReason::ViewerNotConnected);
+                continue;
+            }
             let Some(out) = sub.outs[k].as_mut() else {
                 stats.drop(DropReason::NoViewerTrack);
                 continue;
@@ -859,10 +865,11 @@ impl Sfu {
             ext.audio_level = pkt.header.ext_vals.audio_level;
             ext.voice_activity = pkt.header.ext_vals.voice_activity;
             ext.video_orientation = pkt.header.ext_vals.video_orientation;
-            let write = str0m::rtp::RtpWrite::new(out_pt, SeqNo::from(seq), ts, now, pkt.payload.clone())
-                .marker(pkt.header.marker)
-                .nackable(video)
-                .ext_vals(ext);
+            let write =
+                str0m::rtp::RtpWrite::new(out_pt, SeqNo::from(seq), ts, now, pkt.payload.clone())
+                    .marker(pkt.header.marker)
+                    .nackable(video)
+                    .ext_vals(ext);
             let wrote = catch_unwind(AssertUnwindSafe(|| {
                 match sub.rtc.direct_api().stream_tx_by_mid(mid, None) {
                     Some(tx) => {

@@ -17,11 +17,13 @@ pub enum DropReason {
     WaitingForKeyframe,
     /// The viewer has no m-line of this kind.
     NoViewerTrack,
+    /// The viewer has not finished ICE + DTLS yet.
+    ViewerNotConnected,
 }
 
 impl DropReason {
     /// All reasons, for metrics output.
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 8] = [
         DropReason::UnknownSource,
         DropReason::StunRejected,
         DropReason::RtcError,
@@ -29,6 +31,7 @@ impl DropReason {
         DropReason::CodecNotNegotiated,
         DropReason::WaitingForKeyframe,
         DropReason::NoViewerTrack,
+        DropReason::ViewerNotConnected,
     ];
 
     /// Stable snake_case label, used as a Prometheus label value.
@@ -41,6 +44,7 @@ impl DropReason {
             DropReason::CodecNotNegotiated => "codec_not_negotiated",
             DropReason::WaitingForKeyframe => "waiting_for_keyframe",
             DropReason::NoViewerTrack => "no_viewer_track",
+            DropReason::ViewerNotConnected => "viewer_not_connected",
         }
     }
 }
@@ -61,7 +65,7 @@ pub struct Stats {
     /// RTP packets written to viewers (one per viewer).
     pub rtp_forwarded: u64,
     /// Dropped datagrams and per-viewer packet drops, indexed like [`DropReason::ALL`].
-    pub dropped: [u64; 7],
+    pub dropped: [u64; 8],
     /// Keyframe requests sent to publishers.
     pub keyframe_requests_sent: u64,
     /// Keyframe requests (PLI/FIR) received from viewers.

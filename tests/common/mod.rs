@@ -112,7 +112,16 @@ impl TestNet {
     }
 
     /// Create a client Rtc and an offer with the given media.
-    fn offer(&mut self, kinds: &[(MediaKind, Direction)]) -> (Rtc, SocketAddr, String, SdpPendingOffer, Vec<(Mid, MediaKind)>) {
+    fn offer(
+        &mut self,
+        kinds: &[(MediaKind, Direction)],
+    ) -> (
+        Rtc,
+        SocketAddr,
+        String,
+        SdpPendingOffer,
+        Vec<(Mid, MediaKind)>,
+    ) {
         let n = self.clients.len() as u8 + 1;
         let addr = SocketAddr::from(([192, 0, 2, n], 5000 + n as u16));
         let mut rtc = Rtc::builder().set_rtp_mode(true).build(self.now);
@@ -120,27 +129,43 @@ impl TestNet {
         let mut api = rtc.sdp_api();
         let mut mids = vec![];
         for (k, d) in kinds {
-            mids.push((api.add_media(*k, *d, Some("wisp-test".into()), None, None), *k));
+            mids.push((
+                api.add_media(*k, *d, Some("wisp-test".into()), None, None),
+                *k,
+            ));
         }
         let (offer, pending) = api.apply().expect("offer");
         (rtc, addr, offer.to_sdp_string(), pending, mids)
     }
 
     /// POST an offer through the core; returns the client's index or the error.
-    pub fn join(&mut self, room: &str, publisher: bool, kinds: &[(MediaKind, Direction)]) -> Result<usize, wisp::sfu::ApiError> {
+    pub fn join(
+        &mut self,
+        room: &str,
+        publisher: bool,
+        kinds: &[(MediaKind, Direction)],
+    ) -> Result<usize, wisp::sfu::ApiError> {
         let (mut rtc, addr, offer, pending, mids) = self.offer(kinds);
         let room_name = RoomName::new(room).unwrap();
         let cmd = if publisher {
-            Command::Publish { room: room_name, offer }
+            Command::Publish {
+                room: room_name,
+                offer,
+            }
         } else {
-            Command::Subscribe { room: room_name, offer }
+            Command::Subscribe {
+                room: room_name,
+                offer,
+            }
         };
         let (token, answer) = match self.sfu.handle_command(self.now, cmd)? {
             Reply::Created { token, answer } => (token, answer),
             other => panic!("unexpected reply {other:?}"),
         };
         let answer = SdpAnswer::from_sdp_string(&answer).expect("answer parses");
-        rtc.sdp_api().accept_answer(pending, answer).expect("answer accepted");
+        rtc.sdp_api()
+            .accept_answer(pending, answer)
+            .expect("answer accepted");
         self.clients.push(Client {
             rtc,
             addr,
@@ -167,20 +192,38 @@ impl TestNet {
     }
 
     pub fn publish(&mut self, room: &str) -> usize {
-        self.join(room, true, &[(MediaKind::Audio, Direction::SendOnly), (MediaKind::Video, Direction::SendOnly)])
-            .expect("publish")
+        self.join(
+            room,
+            true,
+            &[
+                (MediaKind::Audio, Direction::SendOnly),
+                (MediaKind::Video, Direction::SendOnly),
+            ],
+        )
+        .expect("publish")
     }
 
     pub fn view(&mut self, room: &str) -> usize {
-        self.join(room, false, &[(MediaKind::Audio, Direction::RecvOnly), (MediaKind::Video, Direction::RecvOnly)])
-            .expect("subscribe")
+        self.join(
+            room,
+            false,
+            &[
+                (MediaKind::Audio, Direction::RecvOnly),
+                (MediaKind::Video, Direction::RecvOnly),
+            ],
+        )
+        .expect("subscribe")
     }
 
     /// DELETE the client's session through the core and drop the client peer.
     pub fn delete(&mut self, i: usize) -> Result<Reply, wisp::sfu::ApiError> {
         let c = &mut self.clients[i];
         c.alive = false;
-        let role = if c.publisher { wisp::sfu::Role::Publisher } else { wisp::sfu::Role::Subscriber };
+        let role = if c.publisher {
+            wisp::sfu::Role::Publisher
+        } else {
+            wisp::sfu::Role::Subscriber
+        };
         let cmd = Command::DeleteSession {
             role,
             room: RoomName::new(&c.room).unwrap(),
@@ -192,7 +235,10 @@ impl TestNet {
 
     fn push(&mut self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
         self.seq += 1;
-        self.queue.insert((self.now + self.latency, self.seq), InFlight { from, to, bytes });
+        self.queue.insert(
+            (self.now + self.latency, self.seq),
+            InFlight { from, to, bytes },
+        );
     }
 
     fn drain_client(&mut self, i: usize) {
@@ -209,7 +255,9 @@ impl TestNet {
                         c.next = t;
                         break;
                     }
-                    Ok(Output::Transmit(t)) => out.push((t.source, t.destination, t.contents.to_vec())),
+                    Ok(Output::Transmit(t)) => {
+                        out.push((t.source, t.destination, t.contents.to_vec()))
+                    }
                     Ok(Output::Event(e)) => match e {
                         Event::Connected => c.connected_at = Some(now),
                         Event::KeyframeRequest(_) => {
@@ -217,8 +265,17 @@ impl TestNet {
                             c.want_keyframe = true;
                         }
                         Event::RtpPacket(p) => {
-                            let mid = c.rtc.direct_api().stream_rx(&p.header.ssrc).map(|s| s.mid());
-                            let kind = c.mids.iter().find(|(m, _)| Some(*m) == mid).map(|(_, k)| *k).unwrap_or(MediaKind::Audio);
+                            let mid = c
+                                .rtc
+                                .direct_api()
+                                .stream_rx(&p.header.ssrc)
+                                .map(|s| s.mid());
+                            let kind = c
+                                .mids
+                                .iter()
+                                .find(|(m, _)| Some(*m) == mid)
+                                .map(|(_, k)| *k)
+                                .unwrap_or(MediaKind::Audio);
                             c.got.push(Got {
                                 at: now,
                                 kind,
@@ -247,9 +304,15 @@ impl TestNet {
             match self.sfu.poll_output() {
                 wisp::sfu::Output::Transmit(t) => {
                     let to = t.destination;
-                    let target = self.clients.iter().find(|c| c.addr == to).map(|c| (c.blackholed, c.inbound_loss));
+                    let target = self
+                        .clients
+                        .iter()
+                        .find(|c| c.addr == to)
+                        .map(|c| (c.blackholed, c.inbound_loss));
                     let lost = match target {
-                        Some((blackholed, loss)) => blackholed || (loss > 0.0 && self.random() < loss),
+                        Some((blackholed, loss)) => {
+                            blackholed || (loss > 0.0 && self.random() < loss)
+                        }
                         None => true,
                     };
                     if !lost {
@@ -266,17 +329,34 @@ impl TestNet {
     /// Opus-shaped audio packet every 20 ms (approximated at the video tick).
     fn send_media(&mut self) {
         let now = self.now;
-        for c in self.clients.iter_mut().filter(|c| c.publisher && c.alive && c.connected_at.is_some()) {
+        for c in self
+            .clients
+            .iter_mut()
+            .filter(|c| c.publisher && c.alive && c.connected_at.is_some())
+        {
             let key = c.want_keyframe || c.frame % 90 == 0;
             c.want_keyframe = false;
             c.frame += 1;
             for (mid, kind) in c.mids.clone() {
-                let codec = if kind == MediaKind::Video { Codec::Vp8 } else { Codec::Opus };
-                let Some(pt) = c.rtc.codec_config().find(|p| p.spec().codec == codec).map(|p| p.pt()) else {
+                let codec = if kind == MediaKind::Video {
+                    Codec::Vp8
+                } else {
+                    Codec::Opus
+                };
+                let Some(pt) = c
+                    .rtc
+                    .codec_config()
+                    .find(|p| p.spec().codec == codec)
+                    .map(|p| p.pt())
+                else {
                     continue;
                 };
                 let npk = if kind == MediaKind::Video { 3 } else { 1 };
-                let ts = (c.frame as u32).wrapping_mul(if kind == MediaKind::Video { 3000 } else { 960 });
+                let ts = (c.frame as u32).wrapping_mul(if kind == MediaKind::Video {
+                    3000
+                } else {
+                    960
+                });
                 for j in 0..npk {
                     c.counter += 1;
                     let mut payload = Vec::with_capacity(200);
@@ -289,11 +369,17 @@ impl TestNet {
                     }
                     payload.extend_from_slice(&c.counter.to_be_bytes());
                     payload.resize(200, 0xab);
-                    let seq = if kind == MediaKind::Video { &mut c.video_seq } else { &mut c.audio_seq };
+                    let seq = if kind == MediaKind::Video {
+                        &mut c.video_seq
+                    } else {
+                        &mut c.audio_seq
+                    };
                     let s = *seq;
                     *seq += 1;
                     let mut api = c.rtc.direct_api();
-                    let Some(tx) = api.stream_tx_by_mid(mid, None) else { continue };
+                    let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+                        continue;
+                    };
                     tx.write_rtp(
                         RtpWrite::new(pt, SeqNo::from(s), ts, now, payload)
                             .marker(j == npk - 1)
@@ -324,7 +410,11 @@ impl TestNet {
             next = next.min(self.next_media);
         }
         // Never go backwards; at least 100 µs forward when nothing is due, so no loop spins.
-        self.now = if next > self.now { next } else { self.now + Duration::from_micros(100) };
+        self.now = if next > self.now {
+            next
+        } else {
+            self.now + Duration::from_micros(100)
+        };
         let now = self.now;
 
         // Deliveries due.
@@ -334,7 +424,11 @@ impl TestNet {
             }
             let (_, p) = self.queue.pop_first().unwrap();
             if p.to == server_addr() {
-                if self.clients.iter().any(|c| c.addr == p.from && c.blackholed) {
+                if self
+                    .clients
+                    .iter()
+                    .any(|c| c.addr == p.from && c.blackholed)
+                {
                     continue;
                 }
                 self.sfu.handle_receive(now, p.from, p.to, &p.bytes);

@@ -1,0 +1,100 @@
+//! Every map returns to empty: after DELETEs, after a connect timeout, after ICE dies.
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestNet;
+use wisp::sfu::{ApiError, Command, RoomName};
+
+fn assert_empty(net: &TestNet) {
+    let c = net.sfu.counts();
+    assert_eq!(
+        (
+            c.sessions,
+            c.rooms,
+            c.tokens,
+            c.addrs,
+            c.ufrags,
+            c.addr_lists,
+            c.keyframe_timers
+        ),
+        (0, 0, 0, 0, 0, 0, 0),
+        "{c:?}"
+    );
+}
+
+#[test]
+fn deletes_clear_every_map() {
+    let mut net = TestNet::new(7);
+    let p = net.publish("t");
+    let v1 = net.view("t");
+    let v2 = net.view("t");
+    net.run_for(Duration::from_secs(2));
+    assert_eq!(net.sfu.room_count(), 1);
+    assert!(net.sfu.counts().addrs >= 3);
+    for i in [v1, p, v2] {
+        net.delete(i).unwrap();
+    }
+    assert_empty(&net);
+    assert_eq!(net.delete(v1).err(), Some(ApiError::NotFound));
+    net.run_for(Duration::from_secs(2));
+    assert_empty(&net);
+    let s = net.sfu.stats();
+    assert_eq!(s.sessions_created, s.sessions_closed);
+}
+
+#[test]
+fn a_session_that_never_connects_is_dropped() {
+    let mut net = TestNet::new(8);
+    let v = net.view("ghost");
+    net.clients[v].blackholed = true;
+    net.run_for(Duration::from_secs(14));
+    assert_eq!(net.sfu.counts().sessions, 1);
+    net.run_for(Duration::from_secs(2));
+    assert_empty(&net);
+    assert_eq!(net.sfu.stats().connect_timeouts, 1);
+}
+
+#[test]
+fn a_vanished_publisher_is_closed_and_viewers_stay() {
+    let mut net = TestNet::new(9);
+    let p = net.publish("gone");
+    let v = net.view("gone");
+    net.run_for(Duration::from_secs(2));
+    assert!(net.connected(p) && net.connected(v));
+    net.clients[p].blackholed = true;
+    let t0 = net.now;
+    assert!(net.run_until(Duration::from_secs(25), |n| n.sfu.counts().sessions == 1));
+    let took = net.now - t0;
+    eprintln!("vanished publisher closed after {took:?}");
+    assert!(took <= Duration::from_secs(20));
+    assert_eq!(net.sfu.list_rooms(net.now)[0].viewers, 1);
+    assert!(!net.sfu.list_rooms(net.now)[0].publisher_live);
+    net.delete(v).unwrap();
+    assert_empty(&net);
+}
+
+#[test]
+fn close_room_ends_everyone() {
+    let mut net = TestNet::new(10);
+    net.publish("c");
+    net.view("c");
+    net.view("c");
+    net.run_for(Duration::from_secs(1));
+    let rooms = net.sfu.list_rooms(net.now);
+    assert_eq!(rooms.len(), 1);
+    assert_eq!(rooms[0].viewers, 2);
+    assert!(rooms[0].publisher_live);
+    let r = net.sfu.handle_command(
+        net.now,
+        Command::CloseRoom {
+            room: RoomName::new("c").unwrap(),
+        },
+    );
+    assert!(matches!(
+        r,
+        Ok(wisp::sfu::Reply::RoomClosed { sessions: 3 })
+    ));
+    assert_empty(&net);
+}
