@@ -1,4 +1,29 @@
 //! wisp: a sans-IO WebRTC SFU on str0m. WHIP in, WHEP out, one UDP port.
+//!
+//! ```text
+//!  HTTP (WHIP/WHEP) ─▶ http_thread ─Command─▶ channel + Waker ─▶ event_loop
+//!                         ▲                                        │
+//!                         └──────── Reply (SDP answer) ◀───────────┤
+//!                                                                  ▼
+//!  UDP in ─▶ Sfu::handle_receive ─▶ demux (ufrag / address, O(1)) ─▶ publisher Rtc
+//!                                                                  │ RtpPacket
+//!                                     fan-out per track, per viewer ▼
+//!                        PT map · own SSRC · seq/ts rebase · keyframe gate
+//!                                                                  │ write_rtp
+//!  UDP out ◀─ Sfu::poll_output ◀──────────────────────────── viewer Rtcs
+//! ```
+//!
+//! - [`sfu`] is the core. It owns every room, session and `Rtc`, takes `now`
+//!   as an argument and never touches a socket, a thread or the clock: push in
+//!   with `handle_command` / `handle_receive` / `handle_timeout`, pull out with
+//!   `poll_output` until it returns a timeout.
+//! - [`event_loop`] and [`http_thread`] are the drivers; [`http`] is the pure
+//!   request → command → response mapping; [`config`] reads flags and environment.
 #![forbid(unsafe_code)]
 
+pub mod config;
+pub mod event_loop;
+#[doc(hidden)]
+pub mod http;
+pub mod http_thread;
 pub mod sfu;

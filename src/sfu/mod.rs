@@ -305,6 +305,17 @@ impl Sfu {
         Output::Timeout(next.min(far))
     }
 
+    /// End the session behind `token` whatever its role or room: used when
+    /// the HTTP side gave up waiting and its client never got the answer.
+    pub fn abandon_session(&mut self, now: Instant, token: SessionToken) {
+        self.tick(now);
+        if let Some(id) = self.tokens.get(&token).copied() {
+            log::warn!("session {id:?}: answer not delivered; closing it");
+            self.close_session(now, id);
+            self.process(now);
+        }
+    }
+
     // ------------------------------------------------------------ the Manager
 
     /// Rooms, sorted by name.
@@ -632,11 +643,7 @@ impl Sfu {
             return;
         };
         match ev {
-            Event::RtpPacket(p) => {
-                if s.role == Role::Publisher {
-                    self.forward(now, id, p);
-                }
-            }
+            Event::RtpPacket(p) if s.role == Role::Publisher => self.forward(now, id, p),
             Event::Connected => {
                 s.connected = true;
                 log::info!("room {}: {} {id:?} connected", s.room, s.role.path_prefix());
@@ -812,6 +819,14 @@ impl Sfu {
         let video = kind == MediaKind::Video;
         let keyframe = video && is_keyframe_start(codec, &pkt.payload);
         let clock = params.spec().clock_rate.get();
+        // Only the extensions that describe the media travel on; transport ones
+        // (TWCC, abs-send-time, mid/rid) are the viewer Rtc's own.
+        let ext = ExtensionValues {
+            audio_level: pkt.header.ext_vals.audio_level,
+            voice_activity: pkt.header.ext_vals.voice_activity,
+            video_orientation: pkt.header.ext_vals.video_orientation,
+            ..Default::default()
+        };
         let mut want_keyframe = false;
         for sub_id in &room.subscribers {
             let Some(sub) = sessions.get_mut(sub_id) else {
@@ -861,10 +876,7 @@ impl Sfu {
                 }
             };
             let mid = out.mid;
-            let mut ext = ExtensionValues::default();
-            ext.audio_level = pkt.header.ext_vals.audio_level;
-            ext.voice_activity = pkt.header.ext_vals.voice_activity;
-            ext.video_orientation = pkt.header.ext_vals.video_orientation;
+            let ext = ext.clone();
             let write =
                 str0m::rtp::RtpWrite::new(out_pt, SeqNo::from(seq), ts, now, pkt.payload.clone())
                     .marker(pkt.header.marker)

@@ -334,7 +334,7 @@ impl TestNet {
             .iter_mut()
             .filter(|c| c.publisher && c.alive && c.connected_at.is_some())
         {
-            let key = c.want_keyframe || c.frame % 90 == 0;
+            let key = c.want_keyframe || c.frame.is_multiple_of(90);
             c.want_keyframe = false;
             c.frame += 1;
             for (mid, kind) in c.mids.clone() {

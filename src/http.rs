@@ -1,0 +1,922 @@
+//! Pure HTTP request handling for WHIP, WHEP and the room API.
+//!
+//! No sockets, threads or tiny_http types: [`handle`] maps an [`HttpRequest`]
+//! to an [`HttpResponse`], talking to the core only through the `core`
+//! closure. `crate::http_thread` does the I/O. This keeps every route
+//! unit-testable and fuzzable.
+//!
+//! Contracts:
+//! - Every response carries the CORS headers `Access-Control-Allow-Origin: *`
+//!   and `Access-Control-Expose-Headers`.
+//! - Every error body is one short line of `text/plain; charset=utf-8`; it never
+//!   contains the raw room name, the token, or a newline.
+//! - The core is called at most once per request, and only after the request
+//!   passed every edge check (method, room name, token, content type, size).
+
+use log::debug;
+use serde_json::json;
+
+use crate::sfu::command::{ApiError, Command, Reply, Role, RoomInfo};
+use crate::sfu::id::{RoomName, SessionToken};
+
+/// Largest accepted request body (an SDP offer): 64 KiB.
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+
+/// Seconds a client should wait after a 503 because a capacity limit was reached.
+pub const RETRY_AFTER_CAPACITY: &str = "5";
+/// Seconds a client should wait after a 503 because the core was busy.
+pub const RETRY_AFTER_BUSY: &str = "1";
+
+const CORS_EXPOSE: &str = "Location, ETag, Link, Accept-Patch, Accept-Post";
+const CORS_ALLOW_HEADERS: &str = "Authorization, Content-Type, If-Match";
+const ENDPOINT_CORS_METHODS: &str = "POST, PATCH, DELETE, OPTIONS";
+const SESSION_CORS_METHODS: &str = "PATCH, DELETE, OPTIONS";
+const ENDPOINT_ALLOW: &str = "POST, GET, HEAD, OPTIONS";
+const SESSION_ALLOW: &str = "DELETE, GET, HEAD, OPTIONS";
+const SDP: &str = "application/sdp";
+const TEXT: &str = "text/plain; charset=utf-8";
+const JSON: &str = "application/json";
+/// Longest error body, in bytes.
+const MAX_ERROR_BODY: usize = 200;
+
+/// A request as read from the wire.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpRequest {
+    /// Method, e.g. `"POST"` (compared case-sensitively, as HTTP requires).
+    pub method: String,
+    /// Path plus optional `?query`; the query is ignored.
+    pub url: String,
+    /// Header names and values in arrival order; names compare case-insensitively.
+    pub headers: Vec<(String, String)>,
+    /// The body; the driver already capped it at a little over the body limit.
+    pub body: Vec<u8>,
+}
+
+impl HttpRequest {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name)
+    }
+}
+
+/// A response to write back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers; a name may repeat (one `Link` per ICE server).
+    pub headers: Vec<(String, String)>,
+    /// The body (empty for 204).
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name)
+    }
+
+    /// All values of headers named `name` (case-insensitive), in order.
+    pub fn header_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn new(status: u16) -> HttpResponse {
+        HttpResponse {
+            status,
+            headers: vec![
+                ("Access-Control-Allow-Origin".into(), "*".into()),
+                ("Access-Control-Expose-Headers".into(), CORS_EXPOSE.into()),
+            ],
+            body: Vec::new(),
+        }
+    }
+
+    fn with(mut self, name: &str, value: impl Into<String>) -> HttpResponse {
+        self.headers.push((name.to_string(), value.into()));
+        self
+    }
+
+    fn body(mut self, content_type: &str, body: impl Into<Vec<u8>>) -> HttpResponse {
+        self.headers
+            .push(("Content-Type".into(), content_type.to_string()));
+        self.body = body.into();
+        self
+    }
+
+    /// A one-line `text/plain` error response.
+    pub fn error(status: u16, msg: &str) -> HttpResponse {
+        HttpResponse::new(status).body(TEXT, one_line(msg))
+    }
+
+    /// 503 with `Retry-After: 1`: the core (or the driver's queue) is busy.
+    pub fn busy() -> HttpResponse {
+        HttpResponse::error(503, "server busy, retry later").with("Retry-After", RETRY_AFTER_BUSY)
+    }
+
+    /// 413: body over the limit.
+    pub fn too_large() -> HttpResponse {
+        HttpResponse::error(413, "request body too large")
+    }
+
+    /// 500: something inside wisp went wrong (never the client's fault).
+    pub fn internal() -> HttpResponse {
+        HttpResponse::error(500, "internal error")
+    }
+}
+
+fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// Why the core could not answer at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CoreError {
+    /// The command channel is full or closed, or the reply came too late (→ 503, Retry-After: 1).
+    Busy,
+}
+
+/// What the HTTP layer needs from the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// One `Link` header value per ICE server (see `Config::ice_server_links`).
+    pub ice_server_links: Vec<String>,
+    /// Largest accepted body in bytes; larger → 413.
+    pub body_limit: usize,
+}
+
+impl HttpConfig {
+    /// A configuration with these ICE server links and the default 64 KiB body limit.
+    pub fn new(ice_server_links: Vec<String>) -> HttpConfig {
+        HttpConfig {
+            ice_server_links,
+            body_limit: DEFAULT_BODY_LIMIT,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig::new(Vec::new())
+    }
+}
+
+/// The function the driver passes to [`handle`]: send one command, wait for its reply.
+pub type CoreFn<'a> = dyn FnMut(Command) -> Result<Result<Reply, ApiError>, CoreError> + 'a;
+
+/// Where a path leads. Borrowed segments are raw (unvalidated) text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route<'a> {
+    Health,
+    Endpoint(Role, &'a str),
+    Session(Role, &'a str, &'a str),
+    Rooms,
+    Room(&'a str),
+    Unknown,
+}
+
+fn route(url: &str) -> Route<'_> {
+    let path = url.split_once('?').map_or(url, |(p, _)| p);
+    let Some(path) = path.strip_prefix('/') else {
+        return Route::Unknown;
+    };
+    let segs: Vec<&str> = path.split('/').collect();
+    let role = match segs.first() {
+        Some(&"whip") => Some(Role::Publisher),
+        Some(&"whep") => Some(Role::Subscriber),
+        _ => None,
+    };
+    match (role, segs.as_slice()) {
+        (None, ["healthz"]) => Route::Health,
+        (Some(role), [_, room]) => Route::Endpoint(role, room),
+        (Some(role), [_, room, token]) => Route::Session(role, room, token),
+        (None, ["api", "rooms"]) => Route::Rooms,
+        (None, ["api", "rooms", room]) => Route::Room(room),
+        _ => Route::Unknown,
+    }
+}
+
+/// Handle one request. `core` is called at most once.
+///
+/// Routes: `POST /whip/{room}`, `POST /whep/{room}` (201 + Location + Link),
+/// `DELETE /whip|whep/{room}/{token}` (200), OPTIONS/GET/HEAD on both,
+/// `GET /healthz`, `GET /api/rooms`, `GET|DELETE /api/rooms/{room}`.
+/// Unknown path → 404; known path, wrong method → 405 with `Allow`.
+pub fn handle(req: &HttpRequest, cfg: &HttpConfig, core: &mut CoreFn<'_>) -> HttpResponse {
+    let m = req.method.as_str();
+    match route(&req.url) {
+        Route::Unknown => HttpResponse::error(404, "not found"),
+        Route::Health => match m {
+            "GET" | "HEAD" => HttpResponse::new(200).body(TEXT, "ok"),
+            _ => not_allowed("GET, HEAD"),
+        },
+        Route::Endpoint(role, raw) => match m {
+            "POST" | "OPTIONS" | "GET" | "HEAD" => {
+                let Some(room) = room_name(raw) else {
+                    return bad_room(raw);
+                };
+                match m {
+                    "POST" => post_offer(req, cfg, core, role, room),
+                    "OPTIONS" => options(req, cfg, ENDPOINT_CORS_METHODS, ENDPOINT_ALLOW, true),
+                    "HEAD" => HttpResponse::new(200).with("Content-Type", SDP),
+                    _ => HttpResponse::new(204),
+                }
+            }
+            _ => not_allowed(ENDPOINT_ALLOW),
+        },
+        Route::Session(role, raw_room, raw_token) => match m {
+            "DELETE" | "OPTIONS" | "GET" | "HEAD" => {
+                let Some(room) = room_name(raw_room) else {
+                    return bad_room(raw_room);
+                };
+                let Some(token) = SessionToken::parse(raw_token) else {
+                    return HttpResponse::error(404, "no such session");
+                };
+                match m {
+                    "DELETE" => {
+                        // If-Match is ignored on DELETE (RFC 9725).
+                        let cmd = Command::DeleteSession { role, room, token };
+                        match core(cmd) {
+                            Ok(Ok(Reply::Deleted)) => HttpResponse::new(200),
+                            other => from_failure(other, "DeleteSession"),
+                        }
+                    }
+                    "OPTIONS" => options(req, cfg, SESSION_CORS_METHODS, SESSION_ALLOW, false),
+                    _ => HttpResponse::new(204),
+                }
+            }
+            // PATCH (trickle, ICE restart) is not supported yet: 405 per RFC 9725 §4.3.
+            _ => not_allowed(SESSION_ALLOW),
+        },
+        Route::Rooms => match m {
+            "GET" | "HEAD" => match core(Command::ListRooms) {
+                Ok(Ok(Reply::Rooms(rooms))) => {
+                    let list: Vec<_> = rooms.iter().map(room_json).collect();
+                    json_response(200, &serde_json::Value::Array(list))
+                }
+                other => from_failure(other, "ListRooms"),
+            },
+            _ => not_allowed("GET, HEAD"),
+        },
+        Route::Room(raw) => match m {
+            "GET" | "HEAD" | "DELETE" => {
+                let Some(room) = room_name(raw) else {
+                    return bad_room(raw);
+                };
+                if m == "DELETE" {
+                    return match core(Command::CloseRoom { room }) {
+                        Ok(Ok(Reply::RoomClosed { sessions })) => {
+                            json_response(200, &json!({ "closed": sessions }))
+                        }
+                        other => from_failure(other, "CloseRoom"),
+                    };
+                }
+                match core(Command::ListRooms) {
+                    Ok(Ok(Reply::Rooms(rooms))) => {
+                        match rooms.iter().find(|r| r.name == room.as_str()) {
+                            Some(r) => json_response(200, &room_json(r)),
+                            None => HttpResponse::error(404, "no such room"),
+                        }
+                    }
+                    other => from_failure(other, "ListRooms"),
+                }
+            }
+            _ => not_allowed("GET, HEAD, DELETE"),
+        },
+    }
+}
+
+/// POST of an SDP offer to a WHIP or WHEP endpoint.
+fn post_offer(
+    req: &HttpRequest,
+    cfg: &HttpConfig,
+    core: &mut CoreFn<'_>,
+    role: Role,
+    room: RoomName,
+) -> HttpResponse {
+    if !is_sdp_content_type(&req.headers) {
+        return HttpResponse::error(415, "Content-Type must be application/sdp")
+            .with("Accept", SDP);
+    }
+    if req.body.len() > cfg.body_limit {
+        return HttpResponse::too_large();
+    }
+    let Ok(offer) = std::str::from_utf8(&req.body) else {
+        return HttpResponse::error(400, "offer is not valid UTF-8");
+    };
+    if offer.trim().is_empty() {
+        return HttpResponse::error(400, "empty offer");
+    }
+    let offer = offer.to_string();
+    let cmd = match role {
+        Role::Publisher => Command::Publish {
+            room: room.clone(),
+            offer,
+        },
+        Role::Subscriber => Command::Subscribe {
+            room: room.clone(),
+            offer,
+        },
+    };
+    match core(cmd) {
+        Ok(Ok(Reply::Created { token, answer })) => {
+            let location = format!("/{}/{}/{}", role.path_prefix(), room, token);
+            let mut resp = HttpResponse::new(201)
+                .with("Location", location)
+                .body(SDP, answer.into_bytes());
+            for link in &cfg.ice_server_links {
+                resp = resp.with("Link", link.clone());
+            }
+            resp
+        }
+        other => from_failure(other, "Publish/Subscribe"),
+    }
+}
+
+/// OPTIONS on an endpoint (`endpoint = true`) or a session URL.
+///
+/// A preflight (has `Access-Control-Request-Method`) gets the CORS allow
+/// headers and never ICE server links; a plain OPTIONS on an endpoint gets
+/// the links (clients such as whip-web-client read them before POSTing).
+fn options(
+    req: &HttpRequest,
+    cfg: &HttpConfig,
+    cors_methods: &str,
+    allow: &str,
+    endpoint: bool,
+) -> HttpResponse {
+    let preflight = req.header("Access-Control-Request-Method").is_some();
+    let mut resp = HttpResponse::new(204)
+        .with("Allow", allow)
+        .with("Access-Control-Allow-Methods", cors_methods);
+    if endpoint {
+        resp = resp.with("Accept-Post", SDP);
+    }
+    if preflight {
+        resp = resp.with("Access-Control-Allow-Headers", CORS_ALLOW_HEADERS);
+    } else if endpoint {
+        // TODO(auth): only hand TURN credentials to authenticated callers.
+        for link in &cfg.ice_server_links {
+            resp = resp.with("Link", link.clone());
+        }
+    }
+    resp
+}
+
+/// Map a core failure (or an unexpected success variant) to a response.
+fn from_failure(r: Result<Result<Reply, ApiError>, CoreError>, what: &str) -> HttpResponse {
+    match r {
+        Err(CoreError::Busy) => HttpResponse::busy(),
+        Ok(Err(e)) => api_error(&e),
+        Ok(Ok(reply)) => {
+            log::error!("core answered {what} with an unexpected reply: {reply:?}");
+            HttpResponse::internal()
+        }
+    }
+}
+
+/// The status and body for an [`ApiError`].
+pub fn api_error(e: &ApiError) -> HttpResponse {
+    match e {
+        ApiError::BadOffer(_) => HttpResponse::error(400, &e.to_string()),
+        ApiError::Unsupported(_) => HttpResponse::error(422, &e.to_string()),
+        ApiError::AlreadyPublished => HttpResponse::error(409, &e.to_string()),
+        ApiError::NotFound => HttpResponse::error(404, &e.to_string()),
+        ApiError::AtCapacity => {
+            HttpResponse::error(503, &e.to_string()).with("Retry-After", RETRY_AFTER_CAPACITY)
+        }
+    }
+}
+
+fn not_allowed(allow: &str) -> HttpResponse {
+    HttpResponse::error(405, "method not allowed").with("Allow", allow)
+}
+
+fn room_name(raw: &str) -> Option<RoomName> {
+    RoomName::new(raw)
+}
+
+fn bad_room(raw: &str) -> HttpResponse {
+    // Never echo the raw name: escape it, and cap what reaches the log.
+    let shown: String = raw.chars().take(80).collect();
+    debug!("rejected room name {shown:?} ({} bytes)", raw.len());
+    HttpResponse::error(400, "invalid room name: use 1-64 of A-Z a-z 0-9 _ -")
+}
+
+/// True if there is exactly one Content-Type and its media type is
+/// `application/sdp` (case-insensitive, parameters ignored).
+fn is_sdp_content_type(headers: &[(String, String)]) -> bool {
+    let mut cts = headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("Content-Type"));
+    match (cts.next(), cts.next()) {
+        (Some((_, v)), None) => {
+            let media = v.split(';').next().unwrap_or("").trim();
+            media.eq_ignore_ascii_case(SDP)
+        }
+        _ => false,
+    }
+}
+
+fn room_json(r: &RoomInfo) -> serde_json::Value {
+    let tracks: Vec<_> = r
+        .tracks
+        .iter()
+        .map(|t| {
+            json!({
+                "kind": t.kind,
+                "codec": t.codec,
+                "packets": t.packets,
+                "bytes": t.bytes,
+            })
+        })
+        .collect();
+    json!({
+        "name": r.name,
+        "publisher_live": r.publisher_live,
+        "tracks": tracks,
+        "viewers": r.viewers,
+        "uptime_s": r.uptime_s,
+    })
+}
+
+fn json_response(status: u16, v: &serde_json::Value) -> HttpResponse {
+    HttpResponse::new(status).body(JSON, v.to_string().into_bytes())
+}
+
+/// `msg` as one short line: control characters become spaces, at most
+/// [`MAX_ERROR_BODY`] bytes (cut on a char boundary), ending in `\n`.
+fn one_line(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len().min(MAX_ERROR_BODY) + 1);
+    for c in msg.chars() {
+        let c = if c.is_control() { ' ' } else { c };
+        if out.len() + c.len_utf8() > MAX_ERROR_BODY {
+            break;
+        }
+        out.push(c);
+    }
+    let mut out = out.trim_end().to_string();
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sfu::command::TrackInfo;
+
+    const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+    const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n";
+
+    fn cfg() -> HttpConfig {
+        HttpConfig::new(vec![
+            "<stun:s:3478>; rel=\"ice-server\"".into(),
+            "<turn:t:3478>; rel=\"ice-server\"; username=\"u\"; credential=\"p\"; \
+             credential-type=\"password\""
+                .into(),
+        ])
+    }
+
+    fn req(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpRequest {
+        HttpRequest {
+            method: method.into(),
+            url: url.into(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body: body.to_vec(),
+        }
+    }
+
+    fn post(url: &str, ct: &str, body: &[u8]) -> HttpRequest {
+        req("POST", url, &[("Content-Type", ct)], body)
+    }
+
+    /// Run `handle` with a core that records the command and answers `answer`.
+    fn run_with(
+        r: &HttpRequest,
+        answer: Result<Result<Reply, ApiError>, CoreError>,
+    ) -> (HttpResponse, Vec<Command>) {
+        let mut seen = Vec::new();
+        let mut answer = Some(answer);
+        let resp = handle(r, &cfg(), &mut |c| {
+            seen.push(c);
+            answer.take().expect("core called twice")
+        });
+        check_invariants(&resp);
+        (resp, seen)
+    }
+
+    /// Run `handle` with a core that must not be called.
+    fn run_no_core(r: &HttpRequest) -> HttpResponse {
+        let resp = handle(r, &cfg(), &mut |c| panic!("core called with {c:?}"));
+        check_invariants(&resp);
+        resp
+    }
+
+    fn check_invariants(resp: &HttpResponse) {
+        assert_eq!(resp.header("Access-Control-Allow-Origin"), Some("*"));
+        assert_eq!(
+            resp.header("Access-Control-Expose-Headers"),
+            Some(CORS_EXPOSE)
+        );
+        if resp.status >= 400 {
+            assert_eq!(resp.header("Content-Type"), Some(TEXT));
+            let body = std::str::from_utf8(&resp.body).unwrap();
+            assert!(
+                body.ends_with('\n') && body.matches('\n').count() == 1,
+                "{body:?}"
+            );
+            assert!(body.len() <= MAX_ERROR_BODY + 1);
+        }
+    }
+
+    fn created() -> Result<Result<Reply, ApiError>, CoreError> {
+        Ok(Ok(Reply::Created {
+            token: SessionToken::parse(TOKEN).unwrap(),
+            answer: "v=0\r\nanswer\r\n".into(),
+        }))
+    }
+
+    #[test]
+    fn whip_post_created() {
+        let (resp, seen) = run_with(
+            &post("/whip/room1", "application/sdp", OFFER.as_bytes()),
+            created(),
+        );
+        assert_eq!(resp.status, 201);
+        assert_eq!(resp.header("Content-Type"), Some("application/sdp"));
+        assert_eq!(
+            resp.header("Location"),
+            Some(&*format!("/whip/room1/{TOKEN}"))
+        );
+        assert_eq!(resp.body, b"v=0\r\nanswer\r\n");
+        let links: Vec<_> = resp.header_all("Link").collect();
+        assert_eq!(links, cfg().ice_server_links);
+        match &seen[..] {
+            [Command::Publish { room, offer }] => {
+                assert_eq!(room.as_str(), "room1");
+                assert_eq!(offer, OFFER);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn whep_post_created_with_content_type_params() {
+        for ct in [
+            "application/sdp; charset=utf-8",
+            "Application/SDP",
+            " application/sdp ;x=y",
+        ] {
+            let (resp, seen) = run_with(
+                &post("/whep/r_2-x?foo=bar", ct, OFFER.as_bytes()),
+                created(),
+            );
+            assert_eq!(resp.status, 201, "{ct}");
+            assert_eq!(
+                resp.header("Location"),
+                Some(&*format!("/whep/r_2-x/{TOKEN}"))
+            );
+            assert!(
+                matches!(&seen[..], [Command::Subscribe { room, .. }] if room.as_str() == "r_2-x")
+            );
+        }
+    }
+
+    #[test]
+    fn post_edge_rejections() {
+        // Bad room names → 400, never echoed.
+        for url in [
+            "/whip/a.b",
+            "/whip/..%2f",
+            "/whep/",
+            "/whip/%0d%0aX",
+            &format!("/whip/{}", "a".repeat(65)),
+        ] {
+            let resp = run_no_core(&post(url, SDP, OFFER.as_bytes()));
+            assert_eq!(resp.status, 400, "{url}");
+            let body = String::from_utf8(resp.body).unwrap();
+            assert!(!body.contains("%") && !body.contains("a.b"), "{body}");
+        }
+        // Wrong or missing content type → 415 with Accept.
+        for headers in [
+            vec![("Content-Type", "text/plain")],
+            vec![("Content-Type", "application/sdpx")],
+            vec![],
+            vec![
+                ("Content-Type", "application/sdp"),
+                ("content-type", "text/plain"),
+            ],
+        ] {
+            let resp = run_no_core(&req("POST", "/whip/r", &headers, OFFER.as_bytes()));
+            assert_eq!(resp.status, 415, "{headers:?}");
+            assert_eq!(resp.header("Accept"), Some("application/sdp"));
+        }
+        // Too large → 413; exactly the limit passes the edge.
+        let big = vec![b'a'; DEFAULT_BODY_LIMIT + 1];
+        assert_eq!(run_no_core(&post("/whip/r", SDP, &big)).status, 413);
+        let (resp, _) = run_with(&post("/whip/r", SDP, &big[1..]), created());
+        assert_eq!(resp.status, 201);
+        // Not UTF-8, empty → 400.
+        assert_eq!(
+            run_no_core(&post("/whip/r", SDP, b"v=0\xff\xfe")).status,
+            400
+        );
+        assert_eq!(run_no_core(&post("/whip/r", SDP, b" \r\n")).status, 400);
+    }
+
+    #[test]
+    fn post_api_errors() {
+        let cases: Vec<(ApiError, u16)> = vec![
+            (
+                ApiError::BadOffer("line one\r\nline two\x1b[31m".into()),
+                400,
+            ),
+            (ApiError::Unsupported("two video tracks".into()), 422),
+            (ApiError::AlreadyPublished, 409),
+            (ApiError::NotFound, 404),
+            (ApiError::AtCapacity, 503),
+        ];
+        for (e, status) in cases {
+            let (resp, _) = run_with(&post("/whip/r", SDP, OFFER.as_bytes()), Ok(Err(e.clone())));
+            assert_eq!(resp.status, status, "{e:?}");
+            if status == 503 {
+                assert_eq!(resp.header("Retry-After"), Some("5"));
+            }
+            if let ApiError::BadOffer(_) = e {
+                assert_eq!(resp.body, b"bad offer: line one  line two [31m\n");
+            }
+        }
+        let (resp, _) = run_with(
+            &post("/whep/r", SDP, OFFER.as_bytes()),
+            Err(CoreError::Busy),
+        );
+        assert_eq!(resp.status, 503);
+        assert_eq!(resp.header("Retry-After"), Some("1"));
+        // A wrong reply variant is an internal error, not a crash.
+        let (resp, _) = run_with(
+            &post("/whep/r", SDP, OFFER.as_bytes()),
+            Ok(Ok(Reply::Deleted)),
+        );
+        assert_eq!(resp.status, 500);
+        // A long reason is cut to one short line.
+        let (resp, _) = run_with(
+            &post("/whip/r", SDP, OFFER.as_bytes()),
+            Ok(Err(ApiError::BadOffer("é".repeat(500)))),
+        );
+        assert_eq!(resp.status, 400);
+    }
+
+    #[test]
+    fn delete_session() {
+        let url = format!("/whep/room/{TOKEN}");
+        let r = req("DELETE", &url, &[("If-Match", "\"stale\"")], b"");
+        let (resp, seen) = run_with(&r, Ok(Ok(Reply::Deleted)));
+        assert_eq!(resp.status, 200);
+        match &seen[..] {
+            [Command::DeleteSession { role, room, token }] => {
+                assert_eq!(*role, Role::Subscriber);
+                assert_eq!(room.as_str(), "room");
+                assert_eq!(token.to_string(), TOKEN);
+            }
+            other => panic!("{other:?}"),
+        }
+        let (resp, seen) = run_with(
+            &req(
+                "DELETE",
+                &format!("/whip/room/{}", TOKEN.to_uppercase()),
+                &[],
+                b"",
+            ),
+            Ok(Err(ApiError::NotFound)),
+        );
+        assert_eq!(resp.status, 404);
+        assert!(matches!(
+            &seen[..],
+            [Command::DeleteSession {
+                role: Role::Publisher,
+                ..
+            }]
+        ));
+        let (resp, _) = run_with(&req("DELETE", &url, &[], b""), Err(CoreError::Busy));
+        assert_eq!(resp.status, 503);
+        // Malformed tokens → 404 without asking the core; bad room → 400.
+        for bad in [
+            "/whip/room/xyz",
+            "/whip/room/",
+            &format!("/whip/room/{TOKEN}0"),
+        ] {
+            assert_eq!(
+                run_no_core(&req("DELETE", bad, &[], b"")).status,
+                404,
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            run_no_core(&req("DELETE", &format!("/whip/a b/{TOKEN}"), &[], b"")).status,
+            400
+        );
+    }
+
+    #[test]
+    fn methods_not_allowed() {
+        let session = format!("/whip/r/{TOKEN}");
+        for (m, url, allow) in [
+            ("PUT", "/whip/r", ENDPOINT_ALLOW),
+            ("DELETE", "/whep/r", ENDPOINT_ALLOW),
+            ("PATCH", "/whip/r", ENDPOINT_ALLOW),
+            ("PATCH", session.as_str(), SESSION_ALLOW),
+            ("POST", session.as_str(), SESSION_ALLOW),
+            ("POST", "/healthz", "GET, HEAD"),
+            ("DELETE", "/api/rooms", "GET, HEAD"),
+            ("OPTIONS", "/api/rooms/r", "GET, HEAD, DELETE"),
+            ("get", "/healthz", "GET, HEAD"),
+        ] {
+            let resp = run_no_core(&req(m, url, &[], b""));
+            assert_eq!(resp.status, 405, "{m} {url}");
+            assert_eq!(resp.header("Allow"), Some(allow), "{m} {url}");
+        }
+    }
+
+    #[test]
+    fn unknown_paths() {
+        for url in [
+            "/",
+            "",
+            "whip/r",
+            "/whip",
+            "/whip/r/t/x",
+            "/api",
+            "/api/rooms/r/x",
+            "/WHIP/r",
+            "/healthz/",
+        ] {
+            assert_eq!(
+                run_no_core(&req("GET", url, &[], b"")).status,
+                404,
+                "{url:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn healthz() {
+        let resp = run_no_core(&req("GET", "/healthz", &[], b""));
+        assert_eq!((resp.status, &resp.body[..]), (200, &b"ok"[..]));
+    }
+
+    #[test]
+    fn get_and_head_have_no_body() {
+        for url in ["/whip/r".to_string(), format!("/whep/r/{TOKEN}")] {
+            let resp = run_no_core(&req("GET", &url, &[], b""));
+            assert_eq!(resp.status, 204, "{url}");
+            assert!(resp.body.is_empty());
+        }
+        let resp = run_no_core(&req("HEAD", "/whep/r", &[], b""));
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.header("Content-Type"), Some(SDP));
+        assert!(resp.body.is_empty());
+    }
+
+    #[test]
+    fn options_and_preflight() {
+        // Plain OPTIONS on an endpoint: Accept-Post, methods, ICE links.
+        let resp = run_no_core(&req("OPTIONS", "/whip/r", &[], b""));
+        assert_eq!(resp.status, 204);
+        assert_eq!(resp.header("Accept-Post"), Some("application/sdp"));
+        assert_eq!(
+            resp.header("Access-Control-Allow-Methods"),
+            Some("POST, PATCH, DELETE, OPTIONS")
+        );
+        assert_eq!(resp.header_all("Link").count(), 2);
+        assert_eq!(resp.header("Access-Control-Allow-Headers"), None);
+        // Preflight: allow headers, never ICE links (no TURN credentials).
+        let pre = req(
+            "OPTIONS",
+            "/whep/r",
+            &[
+                ("Access-Control-Request-Method", "POST"),
+                ("Origin", "https://x"),
+            ],
+            b"",
+        );
+        let resp = run_no_core(&pre);
+        assert_eq!(resp.status, 204);
+        assert_eq!(
+            resp.header("Access-Control-Allow-Headers"),
+            Some("Authorization, Content-Type, If-Match")
+        );
+        assert_eq!(resp.header_all("Link").count(), 0);
+        // Session URL.
+        let resp = run_no_core(&req(
+            "OPTIONS",
+            &format!("/whip/r/{TOKEN}"),
+            &[("access-control-request-method", "DELETE")],
+            b"",
+        ));
+        assert_eq!(resp.status, 204);
+        assert_eq!(
+            resp.header("Access-Control-Allow-Methods"),
+            Some(SESSION_CORS_METHODS)
+        );
+        assert_eq!(resp.header("Accept-Post"), None);
+        assert!(resp.header("Access-Control-Allow-Headers").is_some());
+        assert_eq!(resp.header_all("Link").count(), 0);
+    }
+
+    fn rooms() -> Vec<RoomInfo> {
+        vec![
+            RoomInfo {
+                name: "a".into(),
+                publisher_live: true,
+                tracks: vec![TrackInfo {
+                    kind: "video",
+                    codec: "vp8".into(),
+                    packets: 10,
+                    bytes: 1000,
+                }],
+                viewers: 2,
+                uptime_s: 1.5,
+            },
+            RoomInfo {
+                name: "b".into(),
+                publisher_live: false,
+                tracks: vec![],
+                viewers: 0,
+                uptime_s: 0.0,
+            },
+        ]
+    }
+
+    #[test]
+    fn room_api() {
+        let (resp, seen) = run_with(
+            &req("GET", "/api/rooms", &[], b""),
+            Ok(Ok(Reply::Rooms(rooms()))),
+        );
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.header("Content-Type"), Some("application/json"));
+        assert!(matches!(&seen[..], [Command::ListRooms]));
+        let v: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+        assert_eq!(
+            v,
+            json!([
+                {"name": "a", "publisher_live": true,
+                 "tracks": [{"kind": "video", "codec": "vp8", "packets": 10, "bytes": 1000}],
+                 "viewers": 2, "uptime_s": 1.5},
+                {"name": "b", "publisher_live": false, "tracks": [], "viewers": 0, "uptime_s": 0.0}
+            ])
+        );
+
+        let (resp, _) = run_with(
+            &req("GET", "/api/rooms/b", &[], b""),
+            Ok(Ok(Reply::Rooms(rooms()))),
+        );
+        assert_eq!(resp.status, 200);
+        let v: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+        assert_eq!(v["name"], "b");
+        let (resp, _) = run_with(
+            &req("GET", "/api/rooms/zz", &[], b""),
+            Ok(Ok(Reply::Rooms(rooms()))),
+        );
+        assert_eq!(resp.status, 404);
+        assert_eq!(
+            run_no_core(&req("GET", "/api/rooms/a.b", &[], b"")).status,
+            400
+        );
+        let (resp, _) = run_with(&req("GET", "/api/rooms", &[], b""), Err(CoreError::Busy));
+        assert_eq!(resp.status, 503);
+
+        let (resp, seen) = run_with(
+            &req("DELETE", "/api/rooms/a", &[], b""),
+            Ok(Ok(Reply::RoomClosed { sessions: 3 })),
+        );
+        assert_eq!(resp.status, 200);
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&resp.body).unwrap(),
+            json!({"closed": 3})
+        );
+        assert!(matches!(&seen[..], [Command::CloseRoom { room }] if room.as_str() == "a"));
+        let (resp, _) = run_with(
+            &req("DELETE", "/api/rooms/a", &[], b""),
+            Ok(Err(ApiError::NotFound)),
+        );
+        assert_eq!(resp.status, 404);
+    }
+
+    #[test]
+    fn one_line_is_bounded() {
+        assert_eq!(one_line("a\nb\r\n"), "a b\n");
+        let s = one_line(&"é".repeat(1000));
+        assert!(s.len() <= MAX_ERROR_BODY + 1);
+        assert!(s.ends_with('\n'));
+    }
+}

@@ -1,0 +1,564 @@
+//! The tiny_http driver: one acceptor thread, a bounded worker pool, and the
+//! hand-off to the core through a bounded channel plus a `mio::Waker`.
+//!
+//! Contracts:
+//! - At most `workers` requests are being handled and at most `queue` wait;
+//!   beyond that the acceptor answers 503 + `Retry-After: 1` at once, without
+//!   reading the body.
+//! - A body is read only on a worker, and never more than `body_limit + 1`
+//!   bytes (413 above the limit).
+//! - A command waits at most `reply_timeout` for the core (then 503); the core
+//!   must not assume the reply is read (a failed `send` means the client got a 503).
+//! - If `server.recv()` fails, tiny_http's accept thread is gone: the process
+//!   exits with status 1 so a supervisor restarts it.
+//!
+//! tiny_http 0.12 hazard handled here: dropping a `Request` whose fixed-length
+//! body was not read makes tiny_http read the rest, allocating a buffer of the
+//! *declared* size first (`EqualReader::drop`), so a request claiming
+//! `Content-Length: 1000000000000000` aborts the process, and a client that
+//! never sends its body blocks the dropping thread. Requests with more than
+//! [`MAX_DRAIN`] unread bytes are therefore leaked (never dropped, never
+//! answered; counted by [`leaked_requests`]), and requests with an unread body
+//! are never dropped on the acceptor thread.
+
+use std::io::Read;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use log::{debug, error, info, warn};
+
+use crate::http::{self, CoreError, HttpConfig, HttpRequest, HttpResponse};
+use crate::sfu::command::{ApiError, Command, Reply};
+
+/// A command for the core and where to send its reply.
+#[derive(Debug)]
+pub struct CoreRequest {
+    /// The command.
+    pub command: Command,
+    /// Send exactly one reply here; a failed send means the HTTP side gave up.
+    pub reply: Sender<Result<Reply, ApiError>>,
+}
+
+/// Most unread body bytes a `Request` may have when it is dropped (tiny_http
+/// then reads and discards them). Above this the request is leaked instead.
+pub const MAX_DRAIN: usize = 16 * 1024 * 1024;
+
+/// Bodies up to this size are read by tiny_http before the request is handed
+/// out (unless the client sent `Expect: 100-continue`).
+const TINY_HTTP_PREBUFFER: usize = 1024;
+
+static LEAKED: AtomicU64 = AtomicU64::new(0);
+
+/// Requests leaked because dropping them was unsafe (see the module docs).
+pub fn leaked_requests() -> u64 {
+    LEAKED.load(Ordering::Relaxed)
+}
+
+/// Sizes and timeouts of the pool.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Worker threads (requests handled at once).
+    pub workers: usize,
+    /// Requests waiting for a worker; more → 503 from the acceptor.
+    pub queue: usize,
+    /// Requests waiting to get a 503 when their body still has to be drained.
+    pub reject_queue: usize,
+    /// How long a worker waits for the core's reply before answering 503.
+    pub reply_timeout: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            workers: 16,
+            queue: 64,
+            reject_queue: 64,
+            reply_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Start the acceptor and the default pool ([`PoolConfig::default`]).
+///
+/// Returns the acceptor's handle; it only ends by exiting the process.
+pub fn spawn(
+    server: tiny_http::Server,
+    cfg: HttpConfig,
+    tx: Sender<CoreRequest>,
+    waker: Arc<mio::Waker>,
+) -> std::io::Result<JoinHandle<()>> {
+    spawn_with(server, cfg, tx, waker, PoolConfig::default())
+}
+
+/// [`spawn`] with explicit pool sizes and timeout.
+pub fn spawn_with(
+    server: tiny_http::Server,
+    cfg: HttpConfig,
+    tx: Sender<CoreRequest>,
+    waker: Arc<mio::Waker>,
+    pool: PoolConfig,
+) -> std::io::Result<JoinHandle<()>> {
+    let (work_tx, work_rx) = bounded::<tiny_http::Request>(pool.queue);
+    let (reject_tx, reject_rx) = bounded::<tiny_http::Request>(pool.reject_queue);
+    let cfg = Arc::new(cfg);
+    for i in 0..pool.workers.max(1) {
+        let ctx = Worker {
+            cfg: cfg.clone(),
+            tx: tx.clone(),
+            waker: waker.clone(),
+            reply_timeout: pool.reply_timeout,
+        };
+        let rx = work_rx.clone();
+        thread::Builder::new()
+            .name(format!("wisp-http-{i}"))
+            .spawn(move || ctx.run(rx))?;
+    }
+    thread::Builder::new()
+        .name("wisp-http-reject".into())
+        .spawn(move || {
+            for rq in reject_rx {
+                finish(rq, &HttpResponse::busy(), 0, Instant::now());
+            }
+        })?;
+    thread::Builder::new()
+        .name("wisp-http-accept".into())
+        .spawn(move || {
+            let e = accept_loop(&server, &work_tx, &reject_tx);
+            error!("HTTP listener failed, exiting so a supervisor can restart wisp: {e}");
+            std::process::exit(1);
+        })
+}
+
+/// Hand requests to the workers until `recv` fails; returns that error.
+fn accept_loop(
+    server: &tiny_http::Server,
+    work: &Sender<tiny_http::Request>,
+    reject: &Sender<tiny_http::Request>,
+) -> std::io::Error {
+    loop {
+        let rq = match server.recv() {
+            Ok(rq) => rq,
+            Err(e) => return e,
+        };
+        match work.try_send(rq) {
+            Ok(()) => {}
+            Err(TrySendError::Full(rq)) => {
+                debug!("HTTP queue full, 503 to {:?}", rq.remote_addr());
+                if unread_body(&rq, 0) == 0 {
+                    // Nothing to drain: answering here cannot block for long.
+                    finish(rq, &HttpResponse::busy(), 0, Instant::now());
+                } else if let Err(e) = reject.try_send(rq) {
+                    leak(e.into_inner(), "reject queue full");
+                }
+            }
+            Err(TrySendError::Disconnected(rq)) => {
+                finish(rq, &HttpResponse::busy(), 0, Instant::now());
+                return std::io::Error::other("all HTTP workers are gone");
+            }
+        }
+    }
+}
+
+struct Worker {
+    cfg: Arc<HttpConfig>,
+    tx: Sender<CoreRequest>,
+    waker: Arc<mio::Waker>,
+    reply_timeout: Duration,
+}
+
+impl Worker {
+    fn run(&self, rx: Receiver<tiny_http::Request>) {
+        for rq in rx {
+            // A panic here loses one request, never the worker.
+            if catch_unwind(AssertUnwindSafe(|| self.serve(rq))).is_err() {
+                error!("panic while serving an HTTP request");
+            }
+        }
+    }
+
+    fn serve(&self, mut rq: tiny_http::Request) {
+        let start = Instant::now();
+        let limit = self.cfg.body_limit;
+        if has_token(&rq, "Connection", "upgrade") {
+            // tiny_http hands out the raw stream for upgrades; we never want it.
+            let resp = HttpResponse::error(400, "protocol upgrade not supported");
+            return finish(rq, &resp, 0, start);
+        }
+        if rq.body_length().is_some_and(|n| n > limit) {
+            return finish(rq, &HttpResponse::too_large(), 0, start);
+        }
+        let mut body = Vec::with_capacity(rq.body_length().unwrap_or(0).min(limit));
+        // `as_reader` sends `100 Continue` if the client asked for it.
+        let read = rq.as_reader().take(limit as u64 + 1).read_to_end(&mut body);
+        if let Err(e) = read {
+            debug!("reading an HTTP body failed: {e}");
+            let resp = HttpResponse::error(400, "could not read the request body");
+            return finish(rq, &resp, body.len(), start);
+        }
+        if body.len() > limit {
+            return finish(rq, &HttpResponse::too_large(), body.len(), start);
+        }
+        let consumed = body.len();
+        let req = HttpRequest {
+            method: rq.method().as_str().to_string(),
+            url: rq.url().to_string(),
+            headers: rq
+                .headers()
+                .iter()
+                .map(|h| (h.field.as_str().to_string(), h.value.as_str().to_string()))
+                .collect(),
+            body,
+        };
+        let resp = catch_unwind(AssertUnwindSafe(|| {
+            http::handle(&req, &self.cfg, &mut |command| self.call_core(command))
+        }))
+        .unwrap_or_else(|_| {
+            error!("panic in the HTTP handler");
+            HttpResponse::internal()
+        });
+        finish(rq, &resp, consumed, start);
+    }
+
+    /// Send `command` to the core and wait for the reply (at most `reply_timeout`).
+    fn call_core(&self, command: Command) -> Result<Result<Reply, ApiError>, CoreError> {
+        let (reply, rx) = bounded(1);
+        match self.tx.try_send(CoreRequest { command, reply }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                debug!("core channel full");
+                return Err(CoreError::Busy);
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                warn!("core channel closed");
+                return Err(CoreError::Busy);
+            }
+        }
+        if let Err(e) = self.waker.wake() {
+            warn!("waking the event loop failed: {e}");
+        }
+        rx.recv_timeout(self.reply_timeout).map_err(|e| {
+            warn!("no reply from the core: {e}");
+            CoreError::Busy
+        })
+    }
+}
+
+/// Write `resp` to `rq`, or leak `rq` if dropping it is unsafe. Logs one line.
+fn finish(rq: tiny_http::Request, resp: &HttpResponse, consumed: usize, start: Instant) {
+    let line = format!(
+        "{} {:?} -> {} ({} ms, {:?})",
+        rq.method(),
+        loggable_path(rq.url()),
+        resp.status,
+        start.elapsed().as_millis(),
+        rq.remote_addr()
+    );
+    if unread_body(&rq, consumed) > MAX_DRAIN {
+        leak(rq, "body too large to drain");
+        return;
+    }
+    if resp.status >= 500 {
+        warn!("{line}");
+    } else {
+        info!("{line}");
+    }
+    let mut out = tiny_http::Response::from_data(resp.body.clone()).with_status_code(resp.status);
+    for (k, v) in &resp.headers {
+        match tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()) {
+            Ok(h) => out.add_header(h),
+            Err(()) => warn!("dropping an unencodable response header {k:?}"),
+        }
+    }
+    // Dropping `rq` inside `respond` drains at most MAX_DRAIN unread bytes.
+    if let Err(e) = rq.respond(out) {
+        debug!("writing an HTTP response failed: {e}");
+    }
+}
+
+/// Never drop `rq`: its socket, buffers and tiny_http connection thread are lost.
+fn leak(rq: tiny_http::Request, why: &str) {
+    let n = LEAKED.fetch_add(1, Ordering::Relaxed) + 1;
+    // Log the first few, then at powers of two, so a flood cannot flood the log.
+    if n > 8 && !n.is_power_of_two() {
+        std::mem::forget(rq);
+        return;
+    }
+    warn!(
+        "{why}: abandoning {} {:?} from {:?} declaring {:?} body bytes ({n} abandoned so far)",
+        rq.method(),
+        loggable_path(rq.url()),
+        rq.remote_addr(),
+        rq.body_length()
+    );
+    std::mem::forget(rq);
+}
+
+/// Body bytes tiny_http would read when `rq` is dropped, after `consumed` were read.
+fn unread_body(rq: &tiny_http::Request, consumed: usize) -> usize {
+    if has_token(rq, "Connection", "upgrade") {
+        return 0; // raw stream, no draining reader
+    }
+    match rq.body_length() {
+        Some(n) if n > TINY_HTTP_PREBUFFER || has_token(rq, "Expect", "100-continue") => {
+            n.saturating_sub(consumed)
+        }
+        _ => 0,
+    }
+}
+
+/// True if the first header `name` contains `token` (ASCII case-insensitive).
+fn has_token(rq: &tiny_http::Request, name: &'static str, token: &str) -> bool {
+    rq.headers()
+        .iter()
+        .find(|h| h.field.equiv(name))
+        .is_some_and(|h| {
+            h.value
+                .as_str()
+                .to_ascii_lowercase()
+                .contains(&token.to_ascii_lowercase())
+        })
+}
+
+/// The path for logs: no query, session tokens replaced, at most 100 chars.
+fn loggable_path(url: &str) -> String {
+    let path = url.split_once('?').map_or(url, |(p, _)| p);
+    let segs: Vec<&str> = path.split('/').collect();
+    let shown = match segs.as_slice() {
+        ["", r @ ("whip" | "whep"), room, _token] => format!("/{r}/{room}/<token>"),
+        _ => path.to_string(),
+    };
+    shown.chars().take(100).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sfu::id::SessionToken;
+    use std::io::Write;
+    use std::net::{SocketAddr, TcpStream};
+
+    const TOKEN: &str = "00112233445566778899aabbccddeeff";
+
+    struct Harness {
+        addr: SocketAddr,
+        core_rx: Receiver<CoreRequest>,
+        _poll: mio::Poll,
+    }
+
+    fn start(pool: PoolConfig, links: Vec<String>) -> Harness {
+        let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+        let addr = server.server_addr().to_ip().unwrap();
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let (tx, core_rx) = bounded(8);
+        spawn_with(server, HttpConfig::new(links), tx, waker, pool).unwrap();
+        Harness {
+            addr,
+            core_rx,
+            _poll: poll,
+        }
+    }
+
+    /// A core thread that answers every command like a healthy core.
+    fn serve_core(rx: Receiver<CoreRequest>) {
+        thread::spawn(move || {
+            for r in rx {
+                let reply = match r.command {
+                    Command::Publish { .. } | Command::Subscribe { .. } => Ok(Reply::Created {
+                        token: SessionToken::parse(TOKEN).unwrap(),
+                        answer: "v=0\r\n".into(),
+                    }),
+                    Command::DeleteSession { .. } => Err(ApiError::NotFound),
+                    _ => Ok(Reply::Rooms(vec![])),
+                };
+                let _ = r.reply.send(reply);
+            }
+        });
+    }
+
+    /// Send raw bytes, read the whole response (the request should say `Connection: close`).
+    fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(bytes).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    fn post(path: &str, body: &[u8], extra: &str) -> Vec<u8> {
+        let mut v = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+             Content-Type: application/sdp\r\nContent-Length: {}\r\n{extra}\r\n",
+            body.len()
+        )
+        .into_bytes();
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn default_pool() -> PoolConfig {
+        PoolConfig {
+            workers: 2,
+            queue: 4,
+            reject_queue: 4,
+            reply_timeout: Duration::from_millis(300),
+        }
+    }
+
+    #[test]
+    fn post_created_with_separate_link_lines() {
+        let h = start(
+            default_pool(),
+            vec![
+                "<stun:a:1>; rel=\"ice-server\"".into(),
+                "<stun:b:2>; rel=\"ice-server\"".into(),
+            ],
+        );
+        serve_core(h.core_rx);
+        let resp = raw(h.addr, &post("/whip/r1", b"v=0\r\n", ""));
+        assert!(resp.starts_with("HTTP/1.1 201"), "{resp}");
+        assert!(
+            resp.contains(&format!("Location: /whip/r1/{TOKEN}\r\n")),
+            "{resp}"
+        );
+        assert!(
+            resp.contains("\r\nLink: <stun:a:1>; rel=\"ice-server\"\r\n"),
+            "{resp}"
+        );
+        assert!(
+            resp.contains("\r\nLink: <stun:b:2>; rel=\"ice-server\"\r\n"),
+            "{resp}"
+        );
+        assert!(resp.ends_with("\r\n\r\nv=0\r\n"), "{resp}");
+
+        let del =
+            format!("DELETE /whep/r1/{TOKEN} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        assert!(raw(h.addr, del.as_bytes()).starts_with("HTTP/1.1 404"));
+        let health = raw(
+            h.addr,
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        assert!(
+            health.starts_with("HTTP/1.1 200") && health.ends_with("ok"),
+            "{health}"
+        );
+    }
+
+    #[test]
+    fn bodies_over_the_limit_get_413() {
+        let h = start(default_pool(), vec![]);
+        serve_core(h.core_rx);
+        // Declared too large (and sent).
+        let big = vec![b'a'; http::DEFAULT_BODY_LIMIT + 1];
+        let resp = raw(h.addr, &post("/whip/r", &big, ""));
+        assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
+        // Declared too large with Expect: the body is never requested.
+        let mut s = TcpStream::connect(h.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(
+            b"POST /whip/r HTTP/1.1\r\nHost: x\r\nContent-Type: application/sdp\r\n\
+              Content-Length: 100000\r\nExpect: 100-continue\r\n\r\n",
+        )
+        .unwrap();
+        let mut buf = [0u8; 12];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"HTTP/1.1 413");
+        drop(s);
+        // Chunked, endless: cut after limit + 1 bytes.
+        let mut req = b"POST /whep/r HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+            Content-Type: application/sdp\r\nTransfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
+        for _ in 0..80 {
+            req.extend_from_slice(b"400\r\n");
+            req.extend_from_slice(&[b'a'; 0x400]);
+            req.extend_from_slice(b"\r\n");
+        }
+        let resp = raw(h.addr, &req);
+        assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
+    }
+
+    #[test]
+    fn absurd_content_length_does_not_abort() {
+        let h = start(default_pool(), vec![]);
+        serve_core(h.core_rx);
+        let before = leaked_requests();
+        let mut s = TcpStream::connect(h.addr).unwrap();
+        s.write_all(
+            b"POST /whip/r HTTP/1.1\r\nHost: x\r\nContent-Type: application/sdp\r\n\
+              Content-Length: 1000000000000000\r\n\r\nv=0\r\n",
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while leaked_requests() == before && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert!(leaked_requests() > before);
+        drop(s);
+        // Still alive and serving.
+        let health = raw(
+            h.addr,
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    }
+
+    #[test]
+    fn silent_core_gives_503() {
+        let h = start(default_pool(), vec![]);
+        // Keep the channel open but never answer.
+        let _keep = h.core_rx;
+        let resp = raw(h.addr, &post("/whep/r", b"v=0\r\n", ""));
+        assert!(resp.starts_with("HTTP/1.1 503"), "{resp}");
+        assert!(resp.contains("Retry-After: 1\r\n"), "{resp}");
+    }
+
+    #[test]
+    fn closed_core_gives_503() {
+        let h = start(default_pool(), vec![]);
+        drop(h.core_rx);
+        let resp = raw(h.addr, &post("/whip/r", b"v=0\r\n", ""));
+        assert!(resp.starts_with("HTTP/1.1 503"), "{resp}");
+    }
+
+    #[test]
+    fn full_queue_gives_503_from_acceptor() {
+        let pool = PoolConfig {
+            workers: 1,
+            queue: 1,
+            reject_queue: 1,
+            reply_timeout: Duration::from_secs(3),
+        };
+        let h = start(pool, vec![]);
+        // Request A occupies the only worker (the core never answers)...
+        let addr = h.addr;
+        let a = thread::spawn(move || raw(addr, &post("/whip/a", b"v=0\r\n", "")));
+        let first = h.core_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        // ... B waits in the queue ...
+        let mut b = TcpStream::connect(h.addr).unwrap();
+        b.write_all(&post("/whip/b", b"v=0\r\n", "")).unwrap();
+        thread::sleep(Duration::from_millis(200));
+        // ... so C is turned away at once.
+        let t = Instant::now();
+        let c = raw(h.addr, &post("/whip/c", b"v=0\r\n", ""));
+        assert!(c.starts_with("HTTP/1.1 503"), "{c}");
+        assert!(c.contains("Retry-After: 1\r\n"), "{c}");
+        assert!(t.elapsed() < Duration::from_secs(2));
+        drop(first);
+        let _ = a.join();
+    }
+
+    #[test]
+    fn log_paths_hide_tokens_and_queries() {
+        assert_eq!(
+            loggable_path(&format!("/whip/r/{TOKEN}?x=1")),
+            "/whip/r/<token>"
+        );
+        assert_eq!(loggable_path("/api/rooms?token=secret"), "/api/rooms");
+        assert_eq!(loggable_path(&"/x".repeat(200)).len(), 100);
+    }
+}

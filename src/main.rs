@@ -1,0 +1,85 @@
+//! The `wisp` binary: read the configuration, bind the sockets, start the HTTP
+//! thread and run the event loop.
+
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use wisp::config::{Config, ConfigOutcome};
+use wisp::event_loop::{EventLoop, WAKER};
+use wisp::http::HttpConfig;
+use wisp::sfu::{Sfu, SfuConfig};
+
+fn main() -> ExitCode {
+    let cfg = match Config::from_args_and_env(std::env::args().skip(1), |k| std::env::var(k).ok()) {
+        Ok(ConfigOutcome::Run(c)) => c,
+        Ok(ConfigOutcome::Help(text)) => {
+            println!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("wisp: {e}\nTry `wisp --help`.");
+            return ExitCode::from(2);
+        }
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match run(cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
+    str0m::crypto::from_feature_flags().install_process_default();
+
+    let udp = std::net::UdpSocket::bind(cfg.udp_addr)
+        .map_err(|e| format!("cannot bind UDP {}: {e}", cfg.udp_addr))?;
+    let udp_port = udp.local_addr()?.port();
+    let mut candidates = cfg.advertised_addrs();
+    for c in &mut candidates {
+        if c.port() == 0 {
+            c.set_port(udp_port);
+        }
+    }
+
+    let mut seed = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut seed).map_err(|_| "no OS randomness")?;
+    let now = Instant::now();
+    let sfu = Sfu::new(
+        SfuConfig {
+            candidates: candidates.clone(),
+            max_rooms: cfg.max_rooms,
+            max_sessions: cfg.max_sessions,
+            seed,
+            ..SfuConfig::default()
+        },
+        now,
+    );
+
+    let poll = mio::Poll::new()?;
+    let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER)?);
+    // Bounded: a full queue answers 503 at the HTTP side instead of piling up.
+    let (tx, rx) = crossbeam_channel::bounded(64);
+    let server = tiny_http::Server::http(cfg.http_addr)
+        .map_err(|e| format!("cannot bind HTTP {}: {e}", cfg.http_addr))?;
+    let http_addr = server
+        .server_addr()
+        .to_ip()
+        .ok_or("HTTP listener has no IP address")?;
+    wisp::http_thread::spawn(server, HttpConfig::new(cfg.ice_server_links()), tx, waker)?;
+
+    let list: Vec<String> = candidates.iter().map(|c| c.to_string()).collect();
+    log::info!(
+        "wisp listening: http={http_addr} udp={} candidates={}",
+        udp.local_addr()?,
+        list.join(",")
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut event_loop = EventLoop::new(poll, udp, rx, sfu, stop)?;
+    event_loop.run()?;
+    Ok(())
+}
