@@ -109,6 +109,8 @@ pub struct Sfu {
     keyframe_timers: Vec<(Instant, RoomName)>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<(SessionId, Event)>,
+    /// Sessions marked dead, ended at the end of the current call.
+    doomed: Vec<SessionId>,
     stats: Stats,
 }
 
@@ -141,6 +143,7 @@ impl Sfu {
             keyframe_timers: Vec::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            doomed: Vec::new(),
             stats: Stats::default(),
         }
     }
@@ -234,6 +237,7 @@ impl Sfu {
             Err(_) => {
                 self.stats.caught_panics += 1;
                 log::error!("session {id:?}: panic in handle_input; closing it");
+                self.doomed.push(s.id);
                 s.dead = true;
             }
         }
@@ -256,6 +260,7 @@ impl Sfu {
             if !s.connected && now >= s.created + self.config.connect_timeout {
                 log::info!("session {id:?} ({:?}) did not connect in time", s.room);
                 self.stats.connect_timeouts += 1;
+                self.doomed.push(s.id);
                 s.dead = true;
                 continue;
             }
@@ -264,6 +269,7 @@ impl Sfu {
             {
                 drop(p);
                 self.stats.caught_panics += 1;
+                self.doomed.push(s.id);
                 s.dead = true;
                 continue;
             }
@@ -609,6 +615,7 @@ impl Sfu {
                     self.stats.caught_panics += 1;
                     log::error!("session {id:?}: panic in str0m; closing it");
                 }
+                self.doomed.push(s.id);
                 s.dead = true;
             }
         }
@@ -622,17 +629,10 @@ impl Sfu {
             while let Some((id, ev)) = self.events.pop_front() {
                 self.on_event(now, id, ev);
             }
-            let dead: Vec<SessionId> = self
-                .sessions
-                .values()
-                .filter(|s| s.dead)
-                .map(|s| s.id)
-                .take(64)
-                .collect();
-            if dead.is_empty() {
+            if self.doomed.is_empty() {
                 break;
             }
-            for id in dead {
+            for id in std::mem::take(&mut self.doomed) {
                 self.close_session(now, id);
             }
         }
@@ -654,9 +654,13 @@ impl Sfu {
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 log::info!("room {}: {id:?} ICE disconnected", s.room);
+                self.doomed.push(s.id);
                 s.dead = true;
             }
-            Event::Closed => s.dead = true,
+            Event::Closed => {
+                s.dead = true;
+                self.doomed.push(id);
+            }
             Event::KeyframeRequest(r) => {
                 self.stats.keyframe_requests_received += 1;
                 let is_video = s
@@ -774,6 +778,7 @@ impl Sfu {
             events,
             timers,
             config,
+            doomed,
             ..
         } = self;
         let Some(p) = sessions.get_mut(&pid) else {
@@ -900,6 +905,7 @@ impl Sfu {
                 Err(_) => {
                     stats.caught_panics += 1;
                     sub.dead = true;
+                    doomed.push(*sub_id);
                     continue;
                 }
             }
@@ -916,6 +922,7 @@ impl Sfu {
                 Drained::Dead { panicked } => {
                     stats.caught_panics += u64::from(panicked);
                     sub.dead = true;
+                    doomed.push(*sub_id);
                 }
             }
         }
