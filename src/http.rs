@@ -325,10 +325,15 @@ fn post_offer(
         },
     };
     match core(cmd) {
-        Ok(Ok(Reply::Created { token, answer })) => {
+        Ok(Ok(Reply::Created {
+            token,
+            answer,
+            etag,
+        })) => {
             let location = format!("/{}/{}/{}", role.path_prefix(), room, token);
             let mut resp = HttpResponse::new(201)
                 .with("Location", location)
+                .with("ETag", etag)
                 .body(SDP, answer.into_bytes());
             for link in &cfg.ice_server_links {
                 resp = resp.with("Link", link.clone());
@@ -388,6 +393,9 @@ pub fn api_error(e: &ApiError) -> HttpResponse {
         ApiError::Unsupported(_) => HttpResponse::error(422, &e.to_string()),
         ApiError::AlreadyPublished => HttpResponse::error(409, &e.to_string()),
         ApiError::NotFound => HttpResponse::error(404, &e.to_string()),
+        ApiError::BadFragment(_) => HttpResponse::error(400, &e.to_string()),
+        ApiError::PreconditionRequired => HttpResponse::error(428, &e.to_string()),
+        ApiError::PreconditionFailed => HttpResponse::error(412, &e.to_string()),
         ApiError::AtCapacity => {
             HttpResponse::error(503, &e.to_string()).with("Retry-After", RETRY_AFTER_CAPACITY)
         }
@@ -542,6 +550,7 @@ mod tests {
         Ok(Ok(Reply::Created {
             token: SessionToken::parse(TOKEN).unwrap(),
             answer: "v=0\r\nanswer\r\n".into(),
+            etag: "\"e1\"".into(),
         }))
     }
 

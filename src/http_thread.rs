@@ -371,6 +371,7 @@ mod tests {
                     Command::Publish { .. } | Command::Subscribe { .. } => Ok(Reply::Created {
                         token: SessionToken::parse(TOKEN).unwrap(),
                         answer: "v=0\r\n".into(),
+                        etag: "\"e1\"".into(),
                     }),
                     Command::DeleteSession { .. } => Err(ApiError::NotFound),
                     _ => Ok(Reply::Rooms(vec![])),

@@ -53,6 +53,21 @@ pub enum Command {
         /// The session token from the URL.
         token: SessionToken,
     },
+    /// PATCH on a session URL with an `application/trickle-ice-sdpfrag` body:
+    /// trickled candidates (same ufrag) or an ICE restart (new ufrag/pwd).
+    Patch {
+        /// Role from the URL.
+        role: Role,
+        /// Room from the URL.
+        room: RoomName,
+        /// The session token from the URL.
+        token: SessionToken,
+        /// The `If-Match` request header (or, leniently, an `ETag` request
+        /// header), verbatim; `None` when absent. `*` and `"*"` match any tag.
+        if_match: Option<String>,
+        /// The sdpfrag body.
+        fragment: String,
+    },
     /// Close a room: disconnect its publisher and every viewer.
     CloseRoom {
         /// The room to close.
@@ -73,6 +88,16 @@ pub enum Reply {
         token: SessionToken,
         /// The SDP answer with every server candidate.
         answer: String,
+        /// Strong entity tag of the ICE session, quoted (`"…"`), for the `ETag` header.
+        etag: String,
+    },
+    /// A PATCH was applied.
+    Patched {
+        /// Trickle: `None` (204, no body, no ETag). ICE restart: the server's
+        /// new sdpfrag (200, `application/trickle-ice-sdpfrag`).
+        fragment: Option<String>,
+        /// ICE restart: the new ETag (quoted). Trickle: `None`.
+        etag: Option<String>,
     },
     /// A session was ended.
     Deleted,
@@ -128,6 +153,12 @@ pub enum ApiError {
     NotFound,
     /// A capacity limit was reached (503 with Retry-After).
     AtCapacity,
+    /// A PATCH body that is not a usable sdpfrag (400). The session is kept.
+    BadFragment(String),
+    /// PATCH without `If-Match` (428).
+    PreconditionRequired,
+    /// PATCH whose `If-Match` is not the session's current ETag (412).
+    PreconditionFailed,
 }
 
 impl fmt::Display for ApiError {
@@ -138,6 +169,9 @@ impl fmt::Display for ApiError {
             ApiError::AlreadyPublished => write!(f, "room already has a live publisher"),
             ApiError::NotFound => write!(f, "not found"),
             ApiError::AtCapacity => write!(f, "server at capacity"),
+            ApiError::BadFragment(r) => write!(f, "bad sdpfrag: {r}"),
+            ApiError::PreconditionRequired => write!(f, "If-Match is required"),
+            ApiError::PreconditionFailed => write!(f, "If-Match does not match the current ETag"),
         }
     }
 }

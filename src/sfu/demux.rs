@@ -62,6 +62,106 @@ pub fn stun_local_ufrag(buf: &[u8]) -> Option<&str> {
     None
 }
 
+const ATTR_PRIORITY: u16 = 0x0024;
+const ATTR_MESSAGE_INTEGRITY: u16 = 0x0008;
+const ATTR_FINGERPRINT: u16 = 0x8028;
+const FINGERPRINT_XOR: u32 = 0x5354_554e;
+/// Priority given to a check that carried none: the RFC 8445 peer-reflexive
+/// priority for component 1 (type preference 110, local preference 65535).
+const PRFLX_PRIORITY: u32 = (110 << 24) | (65535 << 8) | 255;
+
+/// Attributes of a STUN message as (type, offset of the attribute header, total length incl. padding).
+fn stun_attrs(buf: &[u8]) -> Option<Vec<(u16, usize, usize)>> {
+    if buf.len() < 20 || buf[4..8] != MAGIC_COOKIE {
+        return None;
+    }
+    let len = u16::from_be_bytes([buf[2], buf[3]]) as usize;
+    if 20 + len != buf.len() {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut i = 20;
+    while i + 4 <= buf.len() {
+        let t = u16::from_be_bytes([buf[i], buf[i + 1]]);
+        let l = u16::from_be_bytes([buf[i + 2], buf[i + 3]]) as usize;
+        let total = 4 + l.div_ceil(4) * 4;
+        if i + total > buf.len() {
+            return None;
+        }
+        out.push((t, i, total));
+        i += total;
+    }
+    Some(out)
+}
+
+/// Compatibility shim for clients whose Binding requests carry no PRIORITY
+/// (FFmpeg 8's WHIP muxer); str0m rejects those.
+///
+/// If `buf` is a Binding request with USERNAME and MESSAGE-INTEGRITY but no
+/// PRIORITY, and its integrity verifies with the session's local password
+/// `pwd`, return a copy with PRIORITY added and MESSAGE-INTEGRITY and
+/// FINGERPRINT recomputed. Anything else (including a bad integrity) is `None`:
+/// an unauthenticated request is never turned into an authenticated one.
+pub fn add_missing_priority(buf: &[u8], pwd: &str) -> Option<Vec<u8>> {
+    if u16::from_be_bytes([*buf.first()?, *buf.get(1)?]) != BINDING_REQUEST {
+        return None;
+    }
+    let attrs = stun_attrs(buf)?;
+    if attrs.iter().any(|a| a.0 == ATTR_PRIORITY) || !attrs.iter().any(|a| a.0 == ATTR_USERNAME) {
+        return None;
+    }
+    let &(_, mi_at, mi_len) = attrs.iter().find(|a| a.0 == ATTR_MESSAGE_INTEGRITY)?;
+    if mi_len != 24 {
+        return None;
+    }
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, pwd.as_bytes());
+    // Verify the original: HMAC over everything before MI, with the length
+    // field covering up to the end of MI.
+    let mut head = buf[..mi_at].to_vec();
+    head[2..4].copy_from_slice(&((mi_at + 24 - 20) as u16).to_be_bytes());
+    if aws_lc_rs::hmac::verify(&key, &head, &buf[mi_at + 4..mi_at + 24]).is_err() {
+        return None;
+    }
+    // Rebuild: attributes before MI, PRIORITY, MI, FINGERPRINT.
+    let mut out = head;
+    out.extend_from_slice(&ATTR_PRIORITY.to_be_bytes());
+    out.extend_from_slice(&4u16.to_be_bytes());
+    out.extend_from_slice(&PRFLX_PRIORITY.to_be_bytes());
+    let with_mi = out.len() + 24 - 20;
+    out[2..4].copy_from_slice(&(with_mi as u16).to_be_bytes());
+    let tag = aws_lc_rs::hmac::sign(&key, &out);
+    out.extend_from_slice(&ATTR_MESSAGE_INTEGRITY.to_be_bytes());
+    out.extend_from_slice(&20u16.to_be_bytes());
+    out.extend_from_slice(tag.as_ref());
+    let with_fp = out.len() + 8 - 20;
+    out[2..4].copy_from_slice(&(with_fp as u16).to_be_bytes());
+    let crc = crc32(&out) ^ FINGERPRINT_XOR;
+    out.extend_from_slice(&ATTR_FINGERPRINT.to_be_bytes());
+    out.extend_from_slice(&4u16.to_be_bytes());
+    out.extend_from_slice(&crc.to_be_bytes());
+    Some(out)
+}
+
+/// Cheap pre-check for [`add_missing_priority`]: a Binding request without PRIORITY.
+pub fn lacks_priority(buf: &[u8]) -> bool {
+    buf.len() >= 2
+        && u16::from_be_bytes([buf[0], buf[1]]) == BINDING_REQUEST
+        && stun_attrs(buf).is_some_and(|a| !a.iter().any(|a| a.0 == ATTR_PRIORITY))
+}
+
+/// CRC-32 (IEEE 802.3), as STUN FINGERPRINT uses. Bitwise: this runs only on
+/// the rare shimmed Binding request.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
 /// The most remote addresses remembered per session (NAT rebinding, several
 /// candidates). The oldest is forgotten first.
 pub const MAX_ADDRS_PER_SESSION: usize = 8;
@@ -78,6 +178,13 @@ impl Demux {
     /// Route STUN for `ufrag` to `id`.
     pub fn add_ufrag(&mut self, ufrag: String, id: SessionId) {
         self.by_ufrag.insert(ufrag, id);
+    }
+
+    /// Stop routing `ufrag` (if it still routes to `id`).
+    pub fn remove_ufrag(&mut self, ufrag: &str, id: SessionId) {
+        if self.by_ufrag.get(ufrag) == Some(&id) {
+            self.by_ufrag.remove(ufrag);
+        }
     }
 
     /// The session owning local ufrag `ufrag`.
@@ -156,6 +263,37 @@ mod tests {
         assert_eq!(stun_local_ufrag(&b), None);
         assert_eq!(stun_local_ufrag(&[]), None);
         assert_eq!(stun_local_ufrag(&[0; 19]), None);
+    }
+
+    #[test]
+    fn crc32_known_value() {
+        assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
+    }
+
+    #[test]
+    fn priority_shim_needs_valid_integrity() {
+        // A request with USERNAME + MI (key "pw"), no PRIORITY.
+        let mut b = binding(b"srv:cli");
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, b"pw");
+        let len = (b.len() + 24 - 20) as u16;
+        b[2..4].copy_from_slice(&len.to_be_bytes());
+        let tag = aws_lc_rs::hmac::sign(&key, &b);
+        b.extend_from_slice(&ATTR_MESSAGE_INTEGRITY.to_be_bytes());
+        b.extend_from_slice(&20u16.to_be_bytes());
+        b.extend_from_slice(tag.as_ref());
+        let fixed = add_missing_priority(&b, "pw").expect("shimmed");
+        let attrs = stun_attrs(&fixed).unwrap();
+        let types: Vec<u16> = attrs.iter().map(|a| a.0).collect();
+        assert_eq!(types, vec![ATTR_USERNAME, ATTR_PRIORITY, ATTR_MESSAGE_INTEGRITY, ATTR_FINGERPRINT]);
+        assert_eq!(stun_local_ufrag(&fixed), Some("srv"));
+        // Wrong password: untouched.
+        assert!(add_missing_priority(&b, "other").is_none());
+        // Already has PRIORITY: untouched.
+        assert!(add_missing_priority(&fixed, "pw").is_none());
+        // Garbage never panics.
+        for n in 0..b.len() {
+            let _ = add_missing_priority(&b[..n], "pw");
+        }
     }
 
     #[test]

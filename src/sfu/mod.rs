@@ -10,6 +10,7 @@ pub mod demux;
 pub mod fanout;
 pub mod id;
 pub mod room;
+pub mod sdp;
 pub mod session;
 pub mod stats;
 pub mod timers;
@@ -170,6 +171,22 @@ impl Sfu {
                 self.close_session(now, id);
                 Ok(Reply::Deleted)
             }
+            Command::Patch {
+                role,
+                room,
+                token,
+                if_match,
+                fragment,
+            } => {
+                let id = self.tokens.get(&token).copied().ok_or(ApiError::NotFound)?;
+                let s = &self.sessions[&id];
+                if s.role != role || s.room != room {
+                    return Err(ApiError::NotFound);
+                }
+                let r = self.patch(now, id, if_match.as_deref(), &fragment);
+                self.process(now);
+                r
+            }
             Command::CloseRoom { room } => self
                 .close_room(now, &room)
                 .map(|n| Reply::RoomClosed { sessions: n }),
@@ -213,6 +230,20 @@ impl Sfu {
             Class::Other => return self.stats.drop(DropReason::UnknownSource),
         };
         let destination = self.local_address(destination);
+        let shimmed;
+        let buf = match class {
+            Class::Stun if demux::lacks_priority(buf) => match self.sessions.get_mut(&id).and_then(|s| {
+                let pwd = s.rtc.direct_api().local_ice_credentials().pass;
+                demux::add_missing_priority(buf, &pwd)
+            }) {
+                Some(fixed) => {
+                    shimmed = fixed;
+                    &shimmed[..]
+                }
+                None => buf,
+            },
+            _ => buf,
+        };
         let Ok(recv) = Receive::new(Protocol::Udp, source, destination, buf) else {
             return self.stats.drop(DropReason::RtcError);
         };
@@ -451,7 +482,14 @@ impl Sfu {
         role: Role,
         room: &RoomName,
         offer: &str,
-    ) -> Result<(SessionId, SessionToken, String), ApiError> {
+    ) -> Result<(SessionId, SessionToken, String, String), ApiError> {
+        let (mlines, bundle) = sdp::media_shape(offer);
+        if mlines > 1 && !bundle {
+            return Err(ApiError::Unsupported(
+                "offer without BUNDLE: all media must share one transport".into(),
+            ));
+        }
+        let offer_text = offer.to_string();
         let offer = SdpOffer::from_sdp_string(offer)
             .map_err(|e| ApiError::BadOffer(one_line(&e.to_string())))?;
         let candidates = self.config.candidates.clone();
@@ -463,7 +501,7 @@ impl Sfu {
                 }
             }
             let answer = rtc.sdp_api().accept_offer(offer)?;
-            Ok::<_, str0m::RtcError>((rtc, answer.to_sdp_string()))
+            Ok::<_, str0m::RtcError>((rtc, sdp::complete_answer(&answer.to_sdp_string())))
         }));
         let (rtc, answer) = match built {
             Ok(Ok(x)) => x,
@@ -478,9 +516,13 @@ impl Sfu {
         self.next_id += 1;
         let id = SessionId(self.next_id);
         let token = self.ids.token();
+        let etag = self.new_etag();
         let session = Session {
             id,
             token,
+            etag: etag.clone(),
+            remote_ufrag: sdp::attr(&offer_text, "ice-ufrag").unwrap_or("").to_string(),
+            offer: offer_text,
             role,
             room: room.clone(),
             rtc,
@@ -505,10 +547,14 @@ impl Sfu {
             Role::Publisher => r.publisher = Some(id),
             Role::Subscriber => r.subscribers.push(id),
         }
-        self.setup_media(id, room, &answer);
+        if let Err(e) = self.setup_media(id, room, &answer) {
+            self.close_session(now, id);
+            self.process(now);
+            return Err(e);
+        }
         self.drain_session(id);
         self.process(now);
-        Ok((id, token, answer))
+        Ok((id, token, answer, etag))
     }
 
     fn publish(&mut self, now: Instant, room: RoomName, offer: &str) -> Result<Reply, ApiError> {
@@ -518,7 +564,7 @@ impl Sfu {
             }
         }
         self.check_capacity(&room)?;
-        let (id, token, answer) = self.create_session(now, Role::Publisher, &room, offer)?;
+        let (id, token, answer, etag) = self.create_session(now, Role::Publisher, &room, offer)?;
         let s = &self.sessions[&id];
         if s.track_mid.iter().all(Option::is_none) {
             self.close_session(now, id);
@@ -527,12 +573,16 @@ impl Sfu {
             ));
         }
         log::info!("room {room}: publisher {id:?} created");
-        Ok(Reply::Created { token, answer })
+        Ok(Reply::Created {
+            token,
+            answer,
+            etag,
+        })
     }
 
     fn subscribe(&mut self, now: Instant, room: RoomName, offer: &str) -> Result<Reply, ApiError> {
         self.check_capacity(&room)?;
-        let (id, token, answer) = self.create_session(now, Role::Subscriber, &room, offer)?;
+        let (id, token, answer, etag) = self.create_session(now, Role::Subscriber, &room, offer)?;
         let s = &self.sessions[&id];
         if s.outs.iter().all(Option::is_none) {
             self.close_session(now, id);
@@ -541,7 +591,11 @@ impl Sfu {
             ));
         }
         log::info!("room {room}: viewer {id:?} created");
-        Ok(Reply::Created { token, answer })
+        Ok(Reply::Created {
+            token,
+            answer,
+            etag,
+        })
     }
 
     /// End a session at once and remove every trace of it. Queues the DTLS
@@ -680,14 +734,14 @@ impl Sfu {
     /// Read the negotiated m-lines (in answer order): a publisher's first
     /// receiving line per kind becomes the room's track of that kind; a
     /// viewer's first sending line per kind gets an outgoing stream.
-    fn setup_media(&mut self, id: SessionId, room: &RoomName, answer: &str) {
+    fn setup_media(&mut self, id: SessionId, room: &RoomName, answer: &str) -> Result<(), ApiError> {
         let mids = answer
             .lines()
             .filter_map(|l| l.trim_end().strip_prefix("a=mid:"))
             .map(Mid::from);
         let mut new_tracks = vec![];
         let Some(s) = self.sessions.get_mut(&id) else {
-            return;
+            return Ok(());
         };
         for mid in mids {
             let Some(m) = s.rtc.media(mid) else {
@@ -705,12 +759,101 @@ impl Sfu {
                     let ts = self.ids.u32();
                     s.outs[k] = Some(OutStream::new(mid, seq, ts));
                 }
+                Role::Publisher if dir.is_receiving() => return Err(too_many(kind)),
+                Role::Subscriber if dir.is_sending() => return Err(too_many(kind)),
                 _ => {}
             }
         }
         for k in new_tracks {
             self.attach_track(room, k);
         }
+        Ok(())
+    }
+
+    /// A quoted strong ETag, unique per ICE session.
+    fn new_etag(&mut self) -> String {
+        format!("\"{:08x}{:08x}\"", self.ids.u32(), self.ids.u32())
+    }
+
+    /// PATCH: trickle (same ufrag) or ICE restart (new ufrag/pwd).
+    fn patch(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        if_match: Option<&str>,
+        body: &str,
+    ) -> Result<Reply, ApiError> {
+        let s = self.sessions.get_mut(&id).ok_or(ApiError::NotFound)?;
+        match if_match.map(str::trim) {
+            None => return Err(ApiError::PreconditionRequired),
+            Some("*") | Some("\"*\"") => {}
+            Some(t) if t == s.etag || t.strip_prefix("W/") == Some(s.etag.as_str()) => {}
+            Some(_) => return Err(ApiError::PreconditionFailed),
+        }
+        let frag = sdp::parse_frag(body).map_err(ApiError::BadFragment)?;
+        let restart = frag.ufrag.as_deref().is_some_and(|u| u != s.remote_ufrag);
+        if !restart {
+            // Parse everything first: a bad line changes nothing.
+            let mut cands = Vec::with_capacity(frag.candidates.len());
+            for c in &frag.candidates {
+                match Candidate::from_sdp_string(c) {
+                    Ok(c) => cands.push(c),
+                    // mDNS names are never resolved: the address arrives as peer-reflexive.
+                    Err(_) if c.contains(".local ") => {}
+                    Err(e) => return Err(ApiError::BadFragment(one_line(&e.to_string()))),
+                }
+            }
+            let ok = catch_unwind(AssertUnwindSafe(|| {
+                for c in cands {
+                    s.rtc.add_remote_candidate(c);
+                }
+            }));
+            if ok.is_err() {
+                self.stats.caught_panics += 1;
+                self.doomed.push(id);
+                return Err(ApiError::BadFragment("candidate rejected".into()));
+            }
+            self.drain_session(id);
+            return Ok(Reply::Patched {
+                fragment: None,
+                etag: None,
+            });
+        }
+        // ICE restart: re-accept the session's offer with the new credentials,
+        // so str0m restarts ICE exactly as for a full re-offer.
+        if frag.pwd.is_none() {
+            return Err(ApiError::BadFragment("ICE restart without a=ice-pwd".into()));
+        }
+        let new_offer = sdp::restart_offer(&s.offer, &frag)
+            .ok_or_else(|| ApiError::BadFragment("bad ICE restart".into()))?;
+        let parsed = SdpOffer::from_sdp_string(&new_offer)
+            .map_err(|e| ApiError::BadFragment(one_line(&e.to_string())))?;
+        let answer = match catch_unwind(AssertUnwindSafe(|| s.rtc.sdp_api().accept_offer(parsed))) {
+            Ok(Ok(a)) => a.to_sdp_string(),
+            Ok(Err(e)) => return Err(ApiError::BadFragment(one_line(&e.to_string()))),
+            Err(_) => {
+                self.stats.caught_panics += 1;
+                self.doomed.push(id);
+                return Err(ApiError::BadFragment("ICE restart rejected".into()));
+            }
+        };
+        let new_ufrag = s.rtc.direct_api().local_ice_credentials().ufrag;
+        let old_ufrag = std::mem::replace(&mut s.ufrag, new_ufrag.clone());
+        s.remote_ufrag = frag.ufrag.clone().unwrap_or_default();
+        s.offer = new_offer;
+        self.demux.remove_ufrag(&old_ufrag, id);
+        self.demux.add_ufrag(new_ufrag, id);
+        let etag = self.new_etag();
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.etag = etag.clone();
+        }
+        log::info!("session {id:?}: ICE restart");
+        self.drain_session(id);
+        let _ = now;
+        Ok(Reply::Patched {
+            fragment: Some(sdp::restart_frag(&answer, frag.ice_options.as_deref())),
+            etag: Some(etag),
+        })
     }
 
     /// A new publisher track of kind `k`: every viewer starts a new segment on it.
@@ -930,6 +1073,13 @@ impl Sfu {
             self.request_keyframe(now, &room_name);
         }
     }
+}
+
+fn too_many(kind: MediaKind) -> ApiError {
+    ApiError::Unsupported(format!(
+        "more than one {} track: wisp takes one audio and one video track per session",
+        if kind == MediaKind::Audio { "audio" } else { "video" }
+    ))
 }
 
 fn role_index(r: Role) -> usize {

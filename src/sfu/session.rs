@@ -30,6 +30,12 @@ pub struct Session {
     pub id: SessionId,
     /// Public token in the session URL.
     pub token: SessionToken,
+    /// Current strong ETag (quoted); changes on ICE restart.
+    pub etag: String,
+    /// The client's ICE ufrag; a PATCH with another one is an ICE restart.
+    pub remote_ufrag: String,
+    /// The last offer accepted (the base for a remote ICE restart). ≤ the body limit.
+    pub offer: String,
     /// Publisher or viewer.
     pub role: Role,
     /// The room it belongs to.

@@ -84,6 +84,10 @@ pub struct Stats {
     pub sessions_connected: [u64; 2],
     /// Rooms now.
     pub rooms: u64,
+    /// Filled in by the event loop: `send_to` failures (datagram dropped).
+    pub io_send_errors: u64,
+    /// Filled in by the event loop: `recv_from` errors other than WouldBlock.
+    pub io_recv_errors: u64,
 }
 
 impl Stats {

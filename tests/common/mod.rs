@@ -64,7 +64,30 @@ struct InFlight {
     bytes: Vec<u8>,
 }
 
+/// How a client shapes its offer.
+pub struct JoinOpts {
+    /// Put the host candidate in the offer (false: OBS, FFmpeg).
+    pub candidate_in_offer: bool,
+    /// Rewrite the offer text before it is sent.
+    pub mangle: Option<fn(String) -> String>,
+    /// Adjust the client's Rtc config (codecs).
+    pub config: Option<fn(str0m::RtcConfig) -> str0m::RtcConfig>,
+}
+
+impl Default for JoinOpts {
+    fn default() -> Self {
+        JoinOpts {
+            candidate_in_offer: true,
+            mangle: None,
+            config: None,
+        }
+    }
+}
+
 pub struct TestNet {
+    pub last_offer: String,
+    pub last_answer: String,
+    pub last_etag: String,
     pub now: Instant,
     pub start: Instant,
     pub sfu: Sfu,
@@ -86,6 +109,9 @@ impl TestNet {
             ..SfuConfig::default()
         };
         TestNet {
+            last_offer: String::new(),
+            last_answer: String::new(),
+            last_etag: String::new(),
             now,
             start: now,
             sfu: Sfu::new(config, now),
@@ -115,6 +141,7 @@ impl TestNet {
     fn offer(
         &mut self,
         kinds: &[(MediaKind, Direction)],
+        opts: &JoinOpts,
     ) -> (
         Rtc,
         SocketAddr,
@@ -124,8 +151,14 @@ impl TestNet {
     ) {
         let n = self.clients.len() as u8 + 1;
         let addr = SocketAddr::from(([192, 0, 2, n], 5000 + n as u16));
-        let mut rtc = Rtc::builder().set_rtp_mode(true).build(self.now);
-        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        let mut b = Rtc::builder().set_rtp_mode(true);
+        if let Some(f) = opts.config {
+            b = f(b);
+        }
+        let mut rtc = b.build(self.now);
+        if opts.candidate_in_offer {
+            rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        }
         let mut api = rtc.sdp_api();
         let mut mids = vec![];
         for (k, d) in kinds {
@@ -145,7 +178,23 @@ impl TestNet {
         publisher: bool,
         kinds: &[(MediaKind, Direction)],
     ) -> Result<usize, wisp::sfu::ApiError> {
-        let (mut rtc, addr, offer, pending, mids) = self.offer(kinds);
+        self.join_opts(room, publisher, kinds, &JoinOpts::default())
+    }
+
+    /// [`TestNet::join`] with the offer shaped like a particular client.
+    pub fn join_opts(
+        &mut self,
+        room: &str,
+        publisher: bool,
+        kinds: &[(MediaKind, Direction)],
+        opts: &JoinOpts,
+    ) -> Result<usize, wisp::sfu::ApiError> {
+        let (mut rtc, addr, offer, pending, mids) = self.offer(kinds, opts);
+        let offer = match opts.mangle {
+            Some(f) => f(offer),
+            None => offer,
+        };
+        self.last_offer = offer.clone();
         let room_name = RoomName::new(room).unwrap();
         let cmd = if publisher {
             Command::Publish {
@@ -158,14 +207,20 @@ impl TestNet {
                 offer,
             }
         };
-        let (token, answer) = match self.sfu.handle_command(self.now, cmd)? {
-            Reply::Created { token, answer } => (token, answer),
+        let (token, answer, etag) = match self.sfu.handle_command(self.now, cmd)? {
+            Reply::Created { token, answer, etag } => (token, answer, etag),
             other => panic!("unexpected reply {other:?}"),
         };
+        self.last_answer = answer.clone();
+        self.last_etag = etag;
         let answer = SdpAnswer::from_sdp_string(&answer).expect("answer parses");
         rtc.sdp_api()
             .accept_answer(pending, answer)
             .expect("answer accepted");
+        if !opts.candidate_in_offer {
+            // The client still has an address; it just did not announce it (OBS).
+            rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        }
         self.clients.push(Client {
             rtc,
             addr,
@@ -231,6 +286,34 @@ impl TestNet {
         };
         c.rtc.disconnect();
         self.sfu.handle_command(self.now, cmd)
+    }
+
+    /// PATCH the client's session with an sdpfrag.
+    pub fn patch(&mut self, i: usize, if_match: Option<&str>, fragment: &str) -> Result<Reply, wisp::sfu::ApiError> {
+        let c = &self.clients[i];
+        let role = if c.publisher { wisp::sfu::Role::Publisher } else { wisp::sfu::Role::Subscriber };
+        let cmd = Command::Patch {
+            role,
+            room: RoomName::new(&c.room).unwrap(),
+            token: c.token.unwrap(),
+            if_match: if_match.map(str::to_string),
+            fragment: fragment.to_string(),
+        };
+        self.sfu.handle_command(self.now, cmd)
+    }
+
+    /// Deliver a raw datagram to the server now; returns the datagrams the
+    /// server sends back to `from` in response (other output stays queued).
+    pub fn inject(&mut self, from: SocketAddr, bytes: &[u8]) -> Vec<Vec<u8>> {
+        self.sfu.handle_receive(self.now, from, server_addr(), bytes);
+        let mut back = vec![];
+        loop {
+            match self.sfu.poll_output() {
+                wisp::sfu::Output::Transmit(t) if t.destination == from => back.push(t.contents.to_vec()),
+                wisp::sfu::Output::Transmit(t) => self.push(server_addr(), t.destination, t.contents.to_vec()),
+                wisp::sfu::Output::Timeout(_) => return back,
+            }
+        }
     }
 
     fn push(&mut self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
@@ -338,19 +421,20 @@ impl TestNet {
             c.want_keyframe = false;
             c.frame += 1;
             for (mid, kind) in c.mids.clone() {
-                let codec = if kind == MediaKind::Video {
-                    Codec::Vp8
-                } else {
-                    Codec::Opus
-                };
+                // The first codec the answer kept for this m-line.
                 let Some(pt) = c
                     .rtc
-                    .codec_config()
-                    .find(|p| p.spec().codec == codec)
-                    .map(|p| p.pt())
+                    .media(mid)
+                    .and_then(|m| m.remote_pts().first().copied())
                 else {
                     continue;
                 };
+                let codec = c
+                    .rtc
+                    .codec_config()
+                    .find(|p| p.pt() == pt)
+                    .map(|p| p.spec().codec)
+                    .unwrap_or(Codec::Vp8);
                 let npk = if kind == MediaKind::Video { 3 } else { 1 };
                 let ts = (c.frame as u32).wrapping_mul(if kind == MediaKind::Video {
                     3000
@@ -360,7 +444,11 @@ impl TestNet {
                 for j in 0..npk {
                     c.counter += 1;
                     let mut payload = Vec::with_capacity(200);
-                    if kind == MediaKind::Video {
+                    if codec == Codec::H264 {
+                        // Single NAL units: IDR (5) for keyframes, else non-IDR slice (1).
+                        payload.push(if key && j == 0 { 0x65 } else { 0x41 });
+                        payload.push(0x88);
+                    } else if kind == MediaKind::Video {
                         payload.push(if j == 0 { 0x10 } else { 0x00 });
                         payload.push(if key && j == 0 { 0x00 } else { 0x01 });
                     } else {

@@ -1,0 +1,237 @@
+//! Small text operations on SDP and sdpfrag bodies that str0m does not offer:
+//! reading ICE lines, completing the answer for WHIP/WHEP, and building the
+//! ICE-restart fragment. Pure functions over strings.
+
+/// The ICE-related content of a `application/trickle-ice-sdpfrag` body (RFC 8840).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Frag {
+    /// `a=ice-ufrag`, if present.
+    pub ufrag: Option<String>,
+    /// `a=ice-pwd`, if present.
+    pub pwd: Option<String>,
+    /// `a=ice-options`, if present (echoed on restart).
+    pub ice_options: Option<String>,
+    /// Candidate attribute values without the `a=` prefix (`candidate:…`).
+    pub candidates: Vec<String>,
+    /// `a=end-of-candidates` seen.
+    pub end_of_candidates: bool,
+}
+
+/// Most candidate lines accepted in one fragment.
+pub const MAX_FRAG_CANDIDATES: usize = 64;
+
+/// Parse an sdpfrag. Lines other than ICE lines (`m=`, `a=mid`, ...) are
+/// ignored; a body with nothing ICE-related is an error.
+pub fn parse_frag(body: &str) -> Result<Frag, String> {
+    let mut f = Frag::default();
+    let mut seen = false;
+    for line in body.lines() {
+        let line = line.trim();
+        if let Some(v) = line.strip_prefix("a=ice-ufrag:") {
+            f.ufrag.get_or_insert_with(|| v.trim().to_string());
+            seen = true;
+        } else if let Some(v) = line.strip_prefix("a=ice-pwd:") {
+            f.pwd.get_or_insert_with(|| v.trim().to_string());
+            seen = true;
+        } else if let Some(v) = line.strip_prefix("a=ice-options:") {
+            f.ice_options = Some(v.trim().to_string());
+        } else if let Some(v) = line.strip_prefix("a=") {
+            if v.starts_with("candidate:") {
+                if f.candidates.len() >= MAX_FRAG_CANDIDATES {
+                    return Err("too many candidates".into());
+                }
+                f.candidates.push(v.to_string());
+                seen = true;
+            } else if v == "end-of-candidates" {
+                f.end_of_candidates = true;
+                seen = true;
+            }
+        }
+    }
+    if !seen {
+        return Err("no ICE attributes".into());
+    }
+    if let Some(u) = &f.ufrag {
+        if u.is_empty() || u.len() > 256 {
+            return Err("bad ice-ufrag".into());
+        }
+    }
+    Ok(f)
+}
+
+/// The first value of attribute `a=<name>:` in `sdp`.
+pub fn attr<'a>(sdp: &'a str, name: &str) -> Option<&'a str> {
+    sdp.lines().find_map(|l| {
+        l.trim_end()
+            .strip_prefix("a=")?
+            .strip_prefix(name)?
+            .strip_prefix(':')
+    })
+}
+
+/// Make str0m's answer what WHIP/WHEP ask for: `a=rtcp-mux-only` beside every
+/// `a=rtcp-mux`, and `a=end-of-candidates` after the last candidate of each section.
+///
+/// Opus lines get `stereo=1;sprop-stereo=1`: browsers send and play stereo only
+/// when the answer says so, and a mono stream still plays under it.
+pub fn complete_answer(answer: &str) -> String {
+    let mut out = String::with_capacity(answer.len() + 128);
+    let lines: Vec<&str> = answer.lines().map(str::trim_end).collect();
+    let has_eoc = lines.contains(&"a=end-of-candidates");
+    let opus_pts: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("a=rtpmap:"))
+        .filter_map(|r| r.split_once(' '))
+        .filter(|(_, codec)| codec.to_ascii_lowercase().starts_with("opus/48000/2"))
+        .map(|(pt, _)| pt)
+        .collect();
+    for (i, l) in lines.iter().enumerate() {
+        out.push_str(l);
+        let is_opus_fmtp = l
+            .strip_prefix("a=fmtp:")
+            .and_then(|r| r.split_once(' '))
+            .is_some_and(|(pt, _)| opus_pts.contains(&pt));
+        if is_opus_fmtp && !l.contains("stereo=") {
+            out.push_str(";stereo=1;sprop-stereo=1");
+        }
+        out.push_str("\r\n");
+        let opus_rtpmap = l
+            .strip_prefix("a=rtpmap:")
+            .and_then(|r| r.split_once(' '))
+            .filter(|(pt, _)| opus_pts.contains(pt));
+        if let Some((pt, _)) = opus_rtpmap {
+            let has_fmtp = lines.iter().any(|x| x.starts_with(&format!("a=fmtp:{pt} ")));
+            if !has_fmtp {
+                out.push_str(&format!("a=fmtp:{pt} stereo=1;sprop-stereo=1\r\n"));
+            }
+        }
+        if *l == "a=rtcp-mux" && !lines.contains(&"a=rtcp-mux-only") {
+            out.push_str("a=rtcp-mux-only\r\n");
+        }
+        let next_is_candidate = lines.get(i + 1).is_some_and(|n| n.starts_with("a=candidate:"));
+        if !has_eoc && l.starts_with("a=candidate:") && !next_is_candidate {
+            out.push_str("a=end-of-candidates\r\n");
+        }
+    }
+    out
+}
+
+/// Rewrite a previously accepted offer for a remote ICE restart: new
+/// ufrag/pwd everywhere, old candidates gone, the new ones in the first media section.
+pub fn restart_offer(offer: &str, frag: &Frag) -> Option<String> {
+    let (ufrag, pwd) = (frag.ufrag.as_deref()?, frag.pwd.as_deref()?);
+    let mut out = String::with_capacity(offer.len() + 256);
+    let mut first_media = true;
+    let mut in_media = false;
+    for l in offer.lines().map(str::trim_end) {
+        if l.starts_with("a=candidate:") || l == "a=end-of-candidates" {
+            continue;
+        }
+        if l.starts_with("m=") {
+            in_media = true;
+        }
+        if l.starts_with("a=ice-ufrag:") {
+            out.push_str("a=ice-ufrag:");
+            out.push_str(ufrag);
+        } else if l.starts_with("a=ice-pwd:") {
+            out.push_str("a=ice-pwd:");
+            out.push_str(pwd);
+            if in_media && first_media {
+                first_media = false;
+                for c in &frag.candidates {
+                    out.push_str("\r\na=");
+                    out.push_str(c);
+                }
+            }
+        } else {
+            out.push_str(l);
+        }
+        out.push_str("\r\n");
+    }
+    Some(out)
+}
+
+/// The server's sdpfrag after an ICE restart, cut from the new answer:
+/// `a=ice-lite`, `a=ice-options` (echoed), the BUNDLE group, and the first
+/// media section's `m=`, `a=mid`, credentials and candidates.
+pub fn restart_frag(answer: &str, ice_options: Option<&str>) -> String {
+    let mut out = String::from("a=ice-lite\r\n");
+    if let Some(o) = ice_options {
+        out.push_str(&format!("a=ice-options:{o}\r\n"));
+    }
+    let lines: Vec<&str> = answer.lines().map(str::trim_end).collect();
+    if let Some(g) = lines.iter().find(|l| l.starts_with("a=group:BUNDLE")) {
+        out.push_str(g);
+        out.push_str("\r\n");
+    }
+    let mut in_first = false;
+    for l in &lines {
+        if l.starts_with("m=") {
+            if in_first {
+                break;
+            }
+            in_first = true;
+            out.push_str(l);
+            out.push_str("\r\n");
+            continue;
+        }
+        if in_first
+            && (l.starts_with("a=mid:")
+                || l.starts_with("a=ice-ufrag:")
+                || l.starts_with("a=ice-pwd:")
+                || l.starts_with("a=candidate:"))
+        {
+            out.push_str(l);
+            out.push_str("\r\n");
+        }
+    }
+    if !out.contains("a=ice-ufrag:") {
+        if let Some(u) = attr(answer, "ice-ufrag") {
+            out.push_str(&format!("a=ice-ufrag:{u}\r\n"));
+        }
+        if let Some(p) = attr(answer, "ice-pwd") {
+            out.push_str(&format!("a=ice-pwd:{p}\r\n"));
+        }
+    }
+    out.push_str("a=end-of-candidates\r\n");
+    out
+}
+
+/// Number of m-lines and whether the offer has a BUNDLE group.
+pub fn media_shape(offer: &str) -> (usize, bool) {
+    let m = offer.lines().filter(|l| l.starts_with("m=")).count();
+    let bundle = offer.lines().any(|l| l.trim_end().starts_with("a=group:BUNDLE"));
+    (m, bundle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frag_parse() {
+        let f = parse_frag(
+            "a=ice-ufrag:abcd\r\na=ice-pwd:secretsecretsecretsecret\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\na=candidate:1 1 udp 2130706431 192.0.2.1 5000 typ host\r\na=end-of-candidates\r\n",
+        )
+        .unwrap();
+        assert_eq!(f.ufrag.as_deref(), Some("abcd"));
+        assert_eq!(f.candidates.len(), 1);
+        assert!(f.end_of_candidates);
+        assert!(parse_frag("hello").is_err());
+        assert!(parse_frag("").is_err());
+    }
+
+    #[test]
+    fn answer_completed() {
+        let a = complete_answer("v=0\r\nm=audio 9 X 0\r\na=rtcp-mux\r\na=candidate:1 1 udp 1 1.2.3.4 5 typ host\r\nm=video 9 X 0\r\na=rtcp-mux\r\n");
+        assert_eq!(a.matches("a=rtcp-mux-only").count(), 2);
+        assert_eq!(a.matches("a=end-of-candidates").count(), 1);
+        let again = complete_answer(&a);
+        assert_eq!(again, a, "idempotent");
+        let o = complete_answer("m=audio 9 X 111\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10\r\n");
+        assert!(o.contains("a=fmtp:111 minptime=10;stereo=1;sprop-stereo=1\r\n"), "{o}");
+        let o = complete_answer("m=audio 9 X 111\r\na=rtpmap:111 OPUS/48000/2\r\n");
+        assert!(o.contains("a=fmtp:111 stereo=1;sprop-stereo=1\r\n"), "{o}");
+        assert_eq!(complete_answer(&o), o);
+    }
+}
