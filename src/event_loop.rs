@@ -147,7 +147,11 @@ impl EventLoop {
         for _ in 0..COMMAND_BUDGET {
             match self.commands.try_recv() {
                 Ok(req) => {
-                    let reply = self.sfu.handle_command(now, req.command);
+                    let mut reply = self.sfu.handle_command(now, req.command);
+                    if let Ok(Reply::Stats(s)) = &mut reply {
+                        s.io_send_errors = self.io.send_errors;
+                        s.io_recv_errors = self.io.recv_errors;
+                    }
                     // The HTTP side may have timed out and gone. A session it
                     // will never hear about must not linger until its timeout.
                     if let Err(e) = req.reply.try_send(reply) {

@@ -84,7 +84,8 @@ impl HttpResponse {
             .map(|(_, v)| v.as_str())
     }
 
-    fn new(status: u16) -> HttpResponse {
+    /// A response with this status and the CORS headers every response carries.
+    pub fn new(status: u16) -> HttpResponse {
         HttpResponse {
             status,
             headers: vec![
@@ -95,12 +96,14 @@ impl HttpResponse {
         }
     }
 
-    fn with(mut self, name: &str, value: impl Into<String>) -> HttpResponse {
+    /// Add a header.
+    pub fn with(mut self, name: &str, value: impl Into<String>) -> HttpResponse {
         self.headers.push((name.to_string(), value.into()));
         self
     }
 
-    fn body(mut self, content_type: &str, body: impl Into<Vec<u8>>) -> HttpResponse {
+    /// Set the body and its `Content-Type`.
+    pub fn body(mut self, content_type: &str, body: impl Into<Vec<u8>>) -> HttpResponse {
         self.headers
             .push(("Content-Type".into(), content_type.to_string()));
         self.body = body.into();
@@ -210,6 +213,10 @@ fn route(url: &str) -> Route<'_> {
 /// Unknown path → 404; known path, wrong method → 405 with `Allow`.
 pub fn handle(req: &HttpRequest, cfg: &HttpConfig, core: &mut CoreFn<'_>) -> HttpResponse {
     let m = req.method.as_str();
+    // The browser page (GET / and its static files) is served by `crate::page`.
+    if let Some(resp) = crate::page::serve(req) {
+        return resp;
+    }
     match route(&req.url) {
         Route::Unknown => HttpResponse::error(404, "not found"),
         Route::Health => match m {
@@ -758,7 +765,6 @@ mod tests {
     #[test]
     fn unknown_paths() {
         for url in [
-            "/",
             "",
             "whip/r",
             "/whip",

@@ -26,4 +26,5 @@ pub mod event_loop;
 #[doc(hidden)]
 pub mod http;
 pub mod http_thread;
+pub mod page;
 pub mod sfu;

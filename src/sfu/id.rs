@@ -6,8 +6,10 @@ use std::fmt;
 ///
 /// Validation makes it safe in URLs, log lines and file paths (no separators,
 /// no dots, no control characters).
+///
+/// Shared (`Arc<str>`), so the packet path can copy it without allocating.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RoomName(String);
+pub struct RoomName(std::sync::Arc<str>);
 
 /// The longest accepted room name.
 pub const MAX_ROOM_NAME: usize = 64;
@@ -19,7 +21,7 @@ impl RoomName {
             && s.len() <= MAX_ROOM_NAME
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        ok.then(|| RoomName(s.to_string()))
+        ok.then(|| RoomName(s.into()))
     }
 
     /// The name as text.
