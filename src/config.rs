@@ -7,6 +7,9 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use crate::auth::{self, Auth, Token};
 
 /// Default STUN server handed to clients in `Link` headers.
 pub const DEFAULT_STUN_URL: &str = "stun:stun.l.google.com:19302";
@@ -36,6 +39,18 @@ pub struct Config {
     pub max_rooms: usize,
     /// Maximum number of sessions (publishers plus viewers).
     pub max_sessions: usize,
+    /// Server-wide WHIP token; `None` leaves publishing open. Redacted in `Debug`.
+    pub publish_token: Option<Token>,
+    /// Server-wide WHEP token; `None` leaves viewing open. Redacted in `Debug`.
+    pub view_token: Option<Token>,
+    /// Admin token (room API, `/metrics`; also satisfies publish and view). Redacted in `Debug`.
+    pub admin_token: Option<Token>,
+    /// JSON file of per-room tokens, read by [`Config::auth`].
+    pub tokens_file: Option<PathBuf>,
+    /// PEM certificate chain; with `tls_key`, HTTP is served over TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8 or RSA) for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl fmt::Debug for Config {
@@ -53,6 +68,12 @@ impl fmt::Debug for Config {
             )
             .field("max_rooms", &self.max_rooms)
             .field("max_sessions", &self.max_sessions)
+            .field("publish_token", &self.publish_token)
+            .field("view_token", &self.view_token)
+            .field("admin_token", &self.admin_token)
+            .field("tokens_file", &self.tokens_file)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
             .finish()
     }
 }
@@ -69,11 +90,19 @@ impl Default for Config {
             turn_credential: None,
             max_rooms: DEFAULT_MAX_ROOMS,
             max_sessions: DEFAULT_MAX_SESSIONS,
+            publish_token: None,
+            view_token: None,
+            admin_token: None,
+            tokens_file: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
 
 /// What the command line asked for.
+// Built once at startup: boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigOutcome {
     /// Start the server with this configuration.
@@ -90,7 +119,7 @@ struct Opt {
     help: &'static str,
 }
 
-const OPTS: [Opt; 9] = [
+const OPTS: [Opt; 15] = [
     Opt {
         flag: "--http-addr",
         env: "WISP_HTTP_ADDR",
@@ -145,6 +174,42 @@ const OPTS: [Opt; 9] = [
         default: "10000",
         help: "maximum number of sessions (publishers plus viewers)",
     },
+    Opt {
+        flag: "--publish-token",
+        env: "WISP_PUBLISH_TOKEN",
+        default: "",
+        help: "Bearer token for WHIP (publishing); unset = open (prefer the variable)",
+    },
+    Opt {
+        flag: "--view-token",
+        env: "WISP_VIEW_TOKEN",
+        default: "",
+        help: "Bearer token for WHEP (viewing); unset = open (prefer the variable)",
+    },
+    Opt {
+        flag: "--admin-token",
+        env: "WISP_ADMIN_TOKEN",
+        default: "",
+        help: "Bearer token for /api/rooms and /metrics, also valid for publish and view",
+    },
+    Opt {
+        flag: "--tokens-file",
+        env: "WISP_TOKENS_FILE",
+        default: "",
+        help: "JSON per-room tokens {\"room\": {\"publish\": \"..\", \"view\": \"..\"}}",
+    },
+    Opt {
+        flag: "--tls-cert",
+        env: "WISP_TLS_CERT",
+        default: "",
+        help: "PEM certificate chain: serve HTTPS (needs --tls-key)",
+    },
+    Opt {
+        flag: "--tls-key",
+        env: "WISP_TLS_KEY",
+        default: "",
+        help: "PEM private key (PKCS#8 or RSA) for --tls-cert",
+    },
 ];
 
 /// The `--help` text: every flag, its environment variable and its default.
@@ -167,6 +232,8 @@ pub fn help_text() -> String {
     }
     s.push_str(
         "  -h, --help                               print this help and exit\n\n\
+         Auth: a role with no token is open. Clients send `Authorization: Bearer TOKEN`.\n\
+         A room in the tokens file overrides the server-wide token of that role there.\n\
          Logging: set RUST_LOG (e.g. RUST_LOG=info, RUST_LOG=wisp=debug).\n",
     );
     s
@@ -244,6 +311,18 @@ impl Config {
                 }
                 "--max-rooms" => cfg.max_rooms = parse_count(&v).map_err(err)?,
                 "--max-sessions" => cfg.max_sessions = parse_count(&v).map_err(err)?,
+                "--publish-token" | "--view-token" | "--admin-token" => {
+                    // Never echo a token in an error message.
+                    let t = parse_token(&v).map_err(|why| format!("invalid {src} value: {why}"))?;
+                    match o.flag {
+                        "--publish-token" => cfg.publish_token = t,
+                        "--view-token" => cfg.view_token = t,
+                        _ => cfg.admin_token = t,
+                    }
+                }
+                "--tokens-file" => cfg.tokens_file = parse_path(&v),
+                "--tls-cert" => cfg.tls_cert = parse_path(&v),
+                "--tls-key" => cfg.tls_key = parse_path(&v),
                 _ => unreachable!("every OPTS entry is handled"),
             }
         }
@@ -256,7 +335,31 @@ impl Config {
                     .to_string(),
             );
         }
+        if cfg.tls_cert.is_some() != cfg.tls_key.is_some() {
+            return Err(
+                "HTTPS needs both WISP_TLS_CERT and WISP_TLS_KEY (or their flags)".to_string(),
+            );
+        }
         Ok(ConfigOutcome::Run(cfg))
+    }
+
+    /// The tokens: the server-wide ones plus the tokens file, read now.
+    /// A missing or malformed file is an error naming the file (never a token).
+    pub fn auth(&self) -> Result<Auth, String> {
+        let auth = Auth::new(
+            self.publish_token.clone(),
+            self.view_token.clone(),
+            self.admin_token.clone(),
+        );
+        match &self.tokens_file {
+            Some(p) => Ok(auth.with_rooms(auth::load_tokens_file(p)?)),
+            None => Ok(auth),
+        }
+    }
+
+    /// The TLS certificate and key paths, when HTTPS is configured.
+    pub fn tls(&self) -> Option<(&Path, &Path)> {
+        Some((self.tls_cert.as_deref()?, self.tls_key.as_deref()?))
     }
 
     /// The host-candidate addresses to advertise, all with the UDP port.
@@ -337,6 +440,19 @@ fn parse_secret(v: &str) -> Result<Option<String>, String> {
         return Err("only printable ASCII is allowed".to_string());
     }
     Ok(Some(v.to_string()))
+}
+
+/// A token: empty means unset.
+fn parse_token(v: &str) -> Result<Option<Token>, String> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    Token::new(v).map(Some)
+}
+
+/// A file path: empty means unset.
+fn parse_path(v: &str) -> Option<PathBuf> {
+    (!v.trim().is_empty()).then(|| PathBuf::from(v.trim()))
 }
 
 fn parse_count(v: &str) -> Result<usize, String> {
@@ -571,6 +687,59 @@ mod tests {
             &[],
         );
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn tokens_and_tls() {
+        let c = run(
+            &[
+                "--admin-token=adm1n",
+                "--tls-cert",
+                "/c.pem",
+                "--tls-key=/k.pem",
+            ],
+            &[
+                ("WISP_PUBLISH_TOKEN", "pub-s3cret"),
+                ("WISP_VIEW_TOKEN", ""),
+            ],
+        );
+        assert_eq!(c.publish_token, Some(Token::new("pub-s3cret").unwrap()));
+        assert_eq!(c.view_token, None);
+        assert_eq!(c.tls(), Some((Path::new("/c.pem"), Path::new("/k.pem"))));
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("s3cret") && !dbg.contains("adm1n"), "{dbg}");
+        let auth = c.auth().unwrap();
+        assert!(!auth.is_open());
+        assert_eq!(
+            auth.check(auth::Need::Publish, Some("r"), Some("Bearer adm1n")),
+            auth::Decision::Allow
+        );
+        // Errors never show the token; TLS needs both files.
+        let e = parse(&["--view-token", "bad s3cret"], &[]).unwrap_err();
+        assert!(e.contains("--view-token") && !e.contains("s3cret"), "{e}");
+        let e = parse(&["--tls-cert=/c.pem"], &[]).unwrap_err();
+        assert!(e.contains("WISP_TLS_KEY"), "{e}");
+        // A bad tokens file is an error naming the file.
+        let dir = std::env::temp_dir().join(format!("wisp-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("tokens.json");
+        std::fs::write(&f, r#"{"r": {"publish": 1}}"#).unwrap();
+        let e = run(&["--tokens-file", f.to_str().unwrap()], &[])
+            .auth()
+            .unwrap_err();
+        assert!(
+            e.contains("tokens.json") && e.contains("must be a string"),
+            "{e}"
+        );
+        std::fs::write(&f, r#"{"r": {"publish": "room-pub"}}"#).unwrap();
+        let a = run(&[], &[("WISP_TOKENS_FILE", f.to_str().unwrap())])
+            .auth()
+            .unwrap();
+        assert_eq!(
+            a.check(auth::Need::Publish, Some("r"), Some("Bearer room-pub")),
+            auth::Decision::Allow
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -8,11 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, TryRecvError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::http_thread::CoreRequest;
+use crate::sfu::record::RecordEvent;
 use crate::sfu::{Output, Reply, Sfu};
 
 /// Token of the UDP socket.
@@ -37,6 +38,8 @@ pub struct IoStats {
     pub send_errors: u64,
     /// `recv_from` errors other than WouldBlock (ICMP-induced and the like).
     pub recv_errors: u64,
+    /// Recording events dropped because the recorder's queue was full.
+    pub record_dropped: u64,
 }
 
 /// The loop: the sans-IO core plus a socket, a channel and a stop flag.
@@ -47,6 +50,7 @@ pub struct EventLoop {
     commands: Receiver<CoreRequest>,
     sfu: Sfu,
     stop: Arc<AtomicBool>,
+    recorder: Option<Sender<RecordEvent>>,
     /// Socket counters.
     pub io: IoStats,
 }
@@ -72,8 +76,20 @@ impl EventLoop {
             commands,
             sfu,
             stop,
+            recorder: None,
             io: IoStats::default(),
         })
+    }
+
+    /// Send recording events to this bounded channel (the recorder thread).
+    /// When it is full, events are dropped and counted: forwarding never waits.
+    pub fn set_recorder(&mut self, tx: Sender<RecordEvent>) {
+        self.recorder = Some(tx);
+    }
+
+    /// Stop accepting work and give back the core (for a graceful shutdown).
+    pub fn into_sfu(self) -> Sfu {
+        self.sfu
     }
 
     /// Run until the stop flag is set (checked at least once a second).
@@ -114,6 +130,16 @@ impl EventLoop {
                     if let Err(e) = self.socket.send_to(&t.contents, t.destination) {
                         self.io.send_errors += 1;
                         log::debug!("send to {} failed: {e}", t.destination);
+                    }
+                }
+                Output::Record(ev) => {
+                    if let Some(tx) = &self.recorder {
+                        match tx.try_send(ev) {
+                            Ok(()) => {}
+                            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                                self.io.record_dropped += 1;
+                            }
+                        }
                     }
                 }
                 Output::Timeout(t) => return t,

@@ -13,13 +13,17 @@
 //! - The core is called at most once per request, and only after the request
 //!   passed every edge check (method, room name, token, content type, size).
 
+use std::sync::Arc;
+
 use log::debug;
 use serde_json::json;
 
+use crate::auth::{Auth, Decision, Need};
+use crate::metrics::{self, HttpCounters};
 use crate::sfu::command::{ApiError, Command, Reply, Role, RoomInfo};
 use crate::sfu::id::{RoomName, SessionToken};
 
-/// Largest accepted request body (an SDP offer): 64 KiB.
+/// Largest accepted request body (an SDP offer or an sdpfrag): 64 KiB.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 
 /// Seconds a client should wait after a 503 because a capacity limit was reached.
@@ -28,14 +32,21 @@ pub const RETRY_AFTER_CAPACITY: &str = "5";
 pub const RETRY_AFTER_BUSY: &str = "1";
 
 const CORS_EXPOSE: &str = "Location, ETag, Link, Accept-Patch, Accept-Post";
-const CORS_ALLOW_HEADERS: &str = "Authorization, Content-Type, If-Match";
+/// `ETag` too: Eyevinn's whip-web-client sends the tag in an `ETag` request header.
+const CORS_ALLOW_HEADERS: &str = "Authorization, Content-Type, If-Match, ETag";
 const ENDPOINT_CORS_METHODS: &str = "POST, PATCH, DELETE, OPTIONS";
 const SESSION_CORS_METHODS: &str = "PATCH, DELETE, OPTIONS";
 const ENDPOINT_ALLOW: &str = "POST, GET, HEAD, OPTIONS";
-const SESSION_ALLOW: &str = "DELETE, GET, HEAD, OPTIONS";
+const SESSION_ALLOW: &str = "PATCH, DELETE, GET, HEAD, OPTIONS";
+const ROOMS_ALLOW: &str = "GET, HEAD, OPTIONS";
+const ROOM_ALLOW: &str = "GET, HEAD, DELETE, OPTIONS";
 const SDP: &str = "application/sdp";
+/// The PATCH body type (RFC 8840).
+const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
 const TEXT: &str = "text/plain; charset=utf-8";
 const JSON: &str = "application/json";
+/// `WWW-Authenticate` realm.
+const REALM: &str = "Bearer realm=\"wisp\"";
 /// Longest error body, in bytes.
 const MAX_ERROR_BODY: usize = 200;
 
@@ -146,21 +157,33 @@ pub enum CoreError {
 }
 
 /// What the HTTP layer needs from the configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct HttpConfig {
     /// One `Link` header value per ICE server (see `Config::ice_server_links`).
     pub ice_server_links: Vec<String>,
     /// Largest accepted body in bytes; larger → 413.
     pub body_limit: usize,
+    /// Bearer tokens; [`Auth::default`] is fully open.
+    pub auth: Auth,
+    /// Responses by status, filled in by the driver, shown by `/metrics`.
+    pub counters: Arc<HttpCounters>,
 }
 
 impl HttpConfig {
-    /// A configuration with these ICE server links and the default 64 KiB body limit.
+    /// These ICE server links, the default 64 KiB body limit, no auth, fresh counters.
     pub fn new(ice_server_links: Vec<String>) -> HttpConfig {
         HttpConfig {
             ice_server_links,
             body_limit: DEFAULT_BODY_LIMIT,
+            auth: Auth::default(),
+            counters: Arc::new(HttpCounters::new()),
         }
+    }
+
+    /// The same configuration with these tokens.
+    pub fn with_auth(mut self, auth: Auth) -> HttpConfig {
+        self.auth = auth;
+        self
     }
 }
 
@@ -177,6 +200,7 @@ pub type CoreFn<'a> = dyn FnMut(Command) -> Result<Result<Reply, ApiError>, Core
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route<'a> {
     Health,
+    Metrics,
     Endpoint(Role, &'a str),
     Session(Role, &'a str, &'a str),
     Rooms,
@@ -197,6 +221,7 @@ fn route(url: &str) -> Route<'_> {
     };
     match (role, segs.as_slice()) {
         (None, ["healthz"]) => Route::Health,
+        (None, ["metrics"]) => Route::Metrics,
         (Some(role), [_, room]) => Route::Endpoint(role, room),
         (Some(role), [_, room, token]) => Route::Session(role, room, token),
         (None, ["api", "rooms"]) => Route::Rooms,
@@ -205,12 +230,53 @@ fn route(url: &str) -> Route<'_> {
     }
 }
 
+fn need(role: Role) -> Need {
+    match role {
+        Role::Publisher => Need::Publish,
+        Role::Subscriber => Need::View,
+    }
+}
+
+/// `None` if the request may go on, else the 401/403 response.
+fn deny(
+    req: &HttpRequest,
+    cfg: &HttpConfig,
+    need: Need,
+    room: Option<&RoomName>,
+) -> Option<HttpResponse> {
+    let decision = cfg.auth.check(
+        need,
+        room.map(RoomName::as_str),
+        req.header("Authorization"),
+    );
+    match decision {
+        Decision::Allow => None,
+        Decision::Missing => Some(
+            HttpResponse::error(401, "authorization required: send a Bearer token")
+                .with("WWW-Authenticate", REALM),
+        ),
+        Decision::Invalid => Some(HttpResponse::error(401, "invalid token").with(
+            "WWW-Authenticate",
+            format!("{REALM}, error=\"invalid_token\""),
+        )),
+        Decision::Forbidden => Some(
+            HttpResponse::error(403, "token not valid for this resource").with(
+                "WWW-Authenticate",
+                format!("{REALM}, error=\"insufficient_scope\""),
+            ),
+        ),
+    }
+}
+
 /// Handle one request. `core` is called at most once.
 ///
-/// Routes: `POST /whip/{room}`, `POST /whep/{room}` (201 + Location + Link),
+/// Routes: `POST /whip/{room}`, `POST /whep/{room}` (201 + Location + ETag + Link),
+/// `PATCH /whip|whep/{room}/{token}` (trickle 204, ICE restart 200),
 /// `DELETE /whip|whep/{room}/{token}` (200), OPTIONS/GET/HEAD on both,
-/// `GET /healthz`, `GET /api/rooms`, `GET|DELETE /api/rooms/{room}`.
+/// `GET /healthz`, `GET /metrics`, `GET /api/rooms`, `GET|DELETE /api/rooms/{room}`.
 /// Unknown path → 404; known path, wrong method → 405 with `Allow`.
+/// Auth (see [`crate::auth`]) is checked after the path and method, before
+/// anything else; preflights, GET/HEAD on WHIP/WHEP URLs and `/healthz` never need it.
 pub fn handle(req: &HttpRequest, cfg: &HttpConfig, core: &mut CoreFn<'_>) -> HttpResponse {
     let m = req.method.as_str();
     // The browser page (GET / and its static files) is served by `crate::page`.
@@ -223,14 +289,37 @@ pub fn handle(req: &HttpRequest, cfg: &HttpConfig, core: &mut CoreFn<'_>) -> Htt
             "GET" | "HEAD" => HttpResponse::new(200).body(TEXT, "ok"),
             _ => not_allowed("GET, HEAD"),
         },
+        Route::Metrics => match m {
+            "GET" | "HEAD" => {
+                if let Some(r) = deny(req, cfg, Need::Admin, None) {
+                    return r;
+                }
+                match core(Command::Stats) {
+                    Ok(Ok(Reply::Stats(s))) => HttpResponse::new(200)
+                        .body(metrics::CONTENT_TYPE, metrics::render(&s, &cfg.counters)),
+                    other => from_failure(other, "Stats"),
+                }
+            }
+            _ => not_allowed("GET, HEAD"),
+        },
         Route::Endpoint(role, raw) => match m {
             "POST" | "OPTIONS" | "GET" | "HEAD" => {
                 let Some(room) = room_name(raw) else {
                     return bad_room(raw);
                 };
                 match m {
-                    "POST" => post_offer(req, cfg, core, role, room),
-                    "OPTIONS" => options(req, cfg, ENDPOINT_CORS_METHODS, ENDPOINT_ALLOW, true),
+                    "POST" => {
+                        if let Some(r) = deny(req, cfg, need(role), Some(&room)) {
+                            return r;
+                        }
+                        post_offer(req, cfg, core, role, room)
+                    }
+                    "OPTIONS" => {
+                        // ICE servers (TURN credentials) only to authorised callers.
+                        let links = deny(req, cfg, need(role), Some(&room)).is_none();
+                        options(req, cfg, ENDPOINT_CORS_METHODS, ENDPOINT_ALLOW, links)
+                            .with("Accept-Post", SDP)
+                    }
                     "HEAD" => HttpResponse::new(200).with("Content-Type", SDP),
                     _ => HttpResponse::new(204),
                 }
@@ -238,14 +327,20 @@ pub fn handle(req: &HttpRequest, cfg: &HttpConfig, core: &mut CoreFn<'_>) -> Htt
             _ => not_allowed(ENDPOINT_ALLOW),
         },
         Route::Session(role, raw_room, raw_token) => match m {
-            "DELETE" | "OPTIONS" | "GET" | "HEAD" => {
+            "PATCH" | "DELETE" | "OPTIONS" | "GET" | "HEAD" => {
                 let Some(room) = room_name(raw_room) else {
                     return bad_room(raw_room);
                 };
+                if matches!(m, "PATCH" | "DELETE") {
+                    if let Some(r) = deny(req, cfg, need(role), Some(&room)) {
+                        return r;
+                    }
+                }
                 let Some(token) = SessionToken::parse(raw_token) else {
                     return HttpResponse::error(404, "no such session");
                 };
                 match m {
+                    "PATCH" => patch(req, cfg, core, role, room, token),
                     "DELETE" => {
                         // If-Match is ignored on DELETE (RFC 9725).
                         let cmd = Command::DeleteSession { role, room, token };
@@ -254,28 +349,40 @@ pub fn handle(req: &HttpRequest, cfg: &HttpConfig, core: &mut CoreFn<'_>) -> Htt
                             other => from_failure(other, "DeleteSession"),
                         }
                     }
-                    "OPTIONS" => options(req, cfg, SESSION_CORS_METHODS, SESSION_ALLOW, false),
+                    "OPTIONS" => options(req, cfg, SESSION_CORS_METHODS, SESSION_ALLOW, false)
+                        .with("Accept-Patch", SDPFRAG),
                     _ => HttpResponse::new(204),
                 }
             }
-            // PATCH (trickle, ICE restart) is not supported yet: 405 per RFC 9725 §4.3.
             _ => not_allowed(SESSION_ALLOW),
         },
         Route::Rooms => match m {
-            "GET" | "HEAD" => match core(Command::ListRooms) {
-                Ok(Ok(Reply::Rooms(rooms))) => {
-                    let list: Vec<_> = rooms.iter().map(room_json).collect();
-                    json_response(200, &serde_json::Value::Array(list))
+            "OPTIONS" => options(req, cfg, ROOMS_ALLOW, ROOMS_ALLOW, false),
+            "GET" | "HEAD" => {
+                if let Some(r) = deny(req, cfg, Need::Admin, None) {
+                    return r;
                 }
-                other => from_failure(other, "ListRooms"),
-            },
-            _ => not_allowed("GET, HEAD"),
+                match core(Command::ListRooms) {
+                    Ok(Ok(Reply::Rooms(rooms))) => {
+                        let list: Vec<_> = rooms.iter().map(room_json).collect();
+                        json_response(200, &serde_json::Value::Array(list))
+                    }
+                    other => from_failure(other, "ListRooms"),
+                }
+            }
+            _ => not_allowed(ROOMS_ALLOW),
         },
         Route::Room(raw) => match m {
-            "GET" | "HEAD" | "DELETE" => {
+            "GET" | "HEAD" | "DELETE" | "OPTIONS" => {
                 let Some(room) = room_name(raw) else {
                     return bad_room(raw);
                 };
+                if m == "OPTIONS" {
+                    return options(req, cfg, ROOM_ALLOW, ROOM_ALLOW, false);
+                }
+                if let Some(r) = deny(req, cfg, Need::Admin, None) {
+                    return r;
+                }
                 if m == "DELETE" {
                     return match core(Command::CloseRoom { room }) {
                         Ok(Ok(Reply::RoomClosed { sessions })) => {
@@ -294,7 +401,7 @@ pub fn handle(req: &HttpRequest, cfg: &HttpConfig, core: &mut CoreFn<'_>) -> Htt
                     other => from_failure(other, "ListRooms"),
                 }
             }
-            _ => not_allowed("GET, HEAD, DELETE"),
+            _ => not_allowed(ROOM_ALLOW),
         },
     }
 }
@@ -307,7 +414,7 @@ fn post_offer(
     role: Role,
     room: RoomName,
 ) -> HttpResponse {
-    if !is_sdp_content_type(&req.headers) {
+    if !has_content_type(&req.headers, SDP) {
         return HttpResponse::error(415, "Content-Type must be application/sdp")
             .with("Accept", SDP);
     }
@@ -325,6 +432,7 @@ fn post_offer(
         Role::Publisher => Command::Publish {
             room: room.clone(),
             offer,
+            record: record_override(&req.url),
         },
         Role::Subscriber => Command::Subscribe {
             room: room.clone(),
@@ -351,29 +459,78 @@ fn post_offer(
     }
 }
 
-/// OPTIONS on an endpoint (`endpoint = true`) or a session URL.
+/// PATCH of an `application/trickle-ice-sdpfrag` body on a session URL.
+///
+/// The tag comes from `If-Match`, else (leniently, for Eyevinn clients) from
+/// an `ETag` request header, verbatim; the core answers 428/412 and tells
+/// trickle (204) from ICE restart (200 + sdpfrag + new ETag).
+fn patch(
+    req: &HttpRequest,
+    cfg: &HttpConfig,
+    core: &mut CoreFn<'_>,
+    role: Role,
+    room: RoomName,
+    token: SessionToken,
+) -> HttpResponse {
+    if !has_content_type(&req.headers, SDPFRAG) {
+        return HttpResponse::error(415, "Content-Type must be application/trickle-ice-sdpfrag")
+            .with("Accept-Patch", SDPFRAG);
+    }
+    if req.body.len() > cfg.body_limit {
+        return HttpResponse::too_large();
+    }
+    let Ok(fragment) = std::str::from_utf8(&req.body) else {
+        return HttpResponse::error(400, "sdpfrag is not valid UTF-8");
+    };
+    let if_match = req
+        .header("If-Match")
+        .or_else(|| req.header("ETag"))
+        .map(str::to_string);
+    let cmd = Command::Patch {
+        role,
+        room,
+        token,
+        if_match,
+        fragment: fragment.to_string(),
+    };
+    match core(cmd) {
+        Ok(Ok(Reply::Patched { fragment: None, .. })) => HttpResponse::new(204),
+        Ok(Ok(Reply::Patched {
+            fragment: Some(frag),
+            etag,
+        })) => {
+            let mut resp = HttpResponse::new(200);
+            if let Some(etag) = etag {
+                resp = resp.with("ETag", etag);
+            }
+            resp.body(SDPFRAG, frag.into_bytes())
+        }
+        other => from_failure(other, "Patch"),
+    }
+}
+
+/// OPTIONS on a WHIP/WHEP or room API URL.
 ///
 /// A preflight (has `Access-Control-Request-Method`) gets the CORS allow
-/// headers and never ICE server links; a plain OPTIONS on an endpoint gets
-/// the links (clients such as whip-web-client read them before POSTing).
+/// headers, never needs auth and never carries ICE server links; a plain
+/// OPTIONS gets the links when `links` is true (an endpoint, and the caller
+/// is authorised: clients such as whip-web-client read them before POSTing).
 fn options(
     req: &HttpRequest,
     cfg: &HttpConfig,
     cors_methods: &str,
     allow: &str,
-    endpoint: bool,
+    links: bool,
 ) -> HttpResponse {
     let preflight = req.header("Access-Control-Request-Method").is_some();
     let mut resp = HttpResponse::new(204)
         .with("Allow", allow)
         .with("Access-Control-Allow-Methods", cors_methods);
-    if endpoint {
-        resp = resp.with("Accept-Post", SDP);
-    }
     if preflight {
-        resp = resp.with("Access-Control-Allow-Headers", CORS_ALLOW_HEADERS);
-    } else if endpoint {
-        // TODO(auth): only hand TURN credentials to authenticated callers.
+        resp = resp
+            .with("Access-Control-Allow-Headers", CORS_ALLOW_HEADERS)
+            .with("Access-Control-Max-Age", "600");
+    } else if links {
         for link in &cfg.ice_server_links {
             resp = resp.with("Link", link.clone());
         }
@@ -424,16 +581,16 @@ fn bad_room(raw: &str) -> HttpResponse {
     HttpResponse::error(400, "invalid room name: use 1-64 of A-Z a-z 0-9 _ -")
 }
 
-/// True if there is exactly one Content-Type and its media type is
-/// `application/sdp` (case-insensitive, parameters ignored).
-fn is_sdp_content_type(headers: &[(String, String)]) -> bool {
+/// True if there is exactly one Content-Type and its media type is `want`
+/// (case-insensitive, parameters ignored).
+fn has_content_type(headers: &[(String, String)], want: &str) -> bool {
     let mut cts = headers
         .iter()
         .filter(|(k, _)| k.eq_ignore_ascii_case("Content-Type"));
     match (cts.next(), cts.next()) {
         (Some((_, v)), None) => {
             let media = v.split(';').next().unwrap_or("").trim();
-            media.eq_ignore_ascii_case(SDP)
+            media.eq_ignore_ascii_case(want)
         }
         _ => false,
     }
@@ -479,6 +636,16 @@ fn one_line(msg: &str) -> String {
     let mut out = out.trim_end().to_string();
     out.push('\n');
     out
+}
+
+/// `?record=0|1` on a WHIP POST: per-publish recording override.
+fn record_override(url: &str) -> Option<bool> {
+    let query = url.split_once('?')?.1;
+    query.split('&').find_map(|kv| match kv {
+        "record=1" | "record=true" => Some(true),
+        "record=0" | "record=false" => Some(false),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
@@ -577,7 +744,7 @@ mod tests {
         let links: Vec<_> = resp.header_all("Link").collect();
         assert_eq!(links, cfg().ice_server_links);
         match &seen[..] {
-            [Command::Publish { room, offer }] => {
+            [Command::Publish { room, offer, .. }] => {
                 assert_eq!(room.as_str(), "room1");
                 assert_eq!(offer, OFFER);
             }
@@ -749,11 +916,11 @@ mod tests {
             ("PUT", "/whip/r", ENDPOINT_ALLOW),
             ("DELETE", "/whep/r", ENDPOINT_ALLOW),
             ("PATCH", "/whip/r", ENDPOINT_ALLOW),
-            ("PATCH", session.as_str(), SESSION_ALLOW),
             ("POST", session.as_str(), SESSION_ALLOW),
             ("POST", "/healthz", "GET, HEAD"),
-            ("DELETE", "/api/rooms", "GET, HEAD"),
-            ("OPTIONS", "/api/rooms/r", "GET, HEAD, DELETE"),
+            ("DELETE", "/api/rooms", ROOMS_ALLOW),
+            ("PUT", "/api/rooms/r", ROOM_ALLOW),
+            ("POST", "/metrics", "GET, HEAD"),
             ("get", "/healthz", "GET, HEAD"),
         ] {
             let resp = run_no_core(&req(m, url, &[], b""));
@@ -827,7 +994,7 @@ mod tests {
         assert_eq!(resp.status, 204);
         assert_eq!(
             resp.header("Access-Control-Allow-Headers"),
-            Some("Authorization, Content-Type, If-Match")
+            Some("Authorization, Content-Type, If-Match, ETag")
         );
         assert_eq!(resp.header_all("Link").count(), 0);
         // Session URL.
@@ -860,6 +1027,7 @@ mod tests {
                 }],
                 viewers: 2,
                 uptime_s: 1.5,
+                recording: false,
             },
             RoomInfo {
                 name: "b".into(),
@@ -867,6 +1035,7 @@ mod tests {
                 tracks: vec![],
                 viewers: 0,
                 uptime_s: 0.0,
+                recording: false,
             },
         ]
     }

@@ -9,6 +9,9 @@
 //!   bytes (413 above the limit).
 //! - A command waits at most `reply_timeout` for the core (then 503); the core
 //!   must not assume the reply is read (a failed `send` means the client got a 503).
+//! - At most `per_connection` requests of one connection (pipelining) are
+//!   queued or in progress; more → 503 from the acceptor.
+//! - Every response is counted by status in `HttpConfig::counters` (`/metrics`).
 //! - If `server.recv()` fails, tiny_http's accept thread is gone: the process
 //!   exits with status 1 so a supervisor restarts it.
 //!
@@ -18,13 +21,22 @@
 //! `Content-Length: 1000000000000000` aborts the process, and a client that
 //! never sends its body blocks the dropping thread. Requests with more than
 //! [`MAX_DRAIN`] unread bytes are therefore leaked (never dropped, never
-//! answered; counted by [`leaked_requests`]), and requests with an unread body
+//! answered; counted as abandoned in `HttpCounters`), and requests with an unread body
 //! are never dropped on the acceptor thread.
+//!
+//! What tiny_http 0.12 cannot do, and wisp therefore cannot either: a read or
+//! header timeout per connection (the accepted sockets are never exposed, and a
+//! receive timeout set on the listener would also time out `accept()`, which
+//! ends tiny_http's accept thread), and a cap on connections (one thread each).
+//! Production deployments need a reverse proxy in front for those and for TLS
+//! termination, or [`bind`] with a certificate for TLS alone.
 
+use std::collections::HashMap;
 use std::io::Read;
+use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -32,6 +44,7 @@ use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use log::{debug, error, info, warn};
 
 use crate::http::{self, CoreError, HttpConfig, HttpRequest, HttpResponse};
+use crate::metrics::HttpCounters;
 use crate::sfu::command::{ApiError, Command, Reply};
 
 /// A command for the core and where to send its reply.
@@ -51,13 +64,6 @@ pub const MAX_DRAIN: usize = 16 * 1024 * 1024;
 /// out (unless the client sent `Expect: 100-continue`).
 const TINY_HTTP_PREBUFFER: usize = 1024;
 
-static LEAKED: AtomicU64 = AtomicU64::new(0);
-
-/// Requests leaked because dropping them was unsafe (see the module docs).
-pub fn leaked_requests() -> u64 {
-    LEAKED.load(Ordering::Relaxed)
-}
-
 /// Sizes and timeouts of the pool.
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
@@ -69,6 +75,8 @@ pub struct PoolConfig {
     pub reject_queue: usize,
     /// How long a worker waits for the core's reply before answering 503.
     pub reply_timeout: Duration,
+    /// Requests of one connection queued or in progress at once; more → 503.
+    pub per_connection: usize,
 }
 
 impl Default for PoolConfig {
@@ -78,6 +86,7 @@ impl Default for PoolConfig {
             queue: 64,
             reject_queue: 64,
             reply_timeout: Duration::from_secs(2),
+            per_connection: 4,
         }
     }
 }
@@ -102,9 +111,11 @@ pub fn spawn_with(
     waker: Arc<mio::Waker>,
     pool: PoolConfig,
 ) -> std::io::Result<JoinHandle<()>> {
-    let (work_tx, work_rx) = bounded::<tiny_http::Request>(pool.queue);
+    let (work_tx, work_rx) = bounded::<Job>(pool.queue);
     let (reject_tx, reject_rx) = bounded::<tiny_http::Request>(pool.reject_queue);
     let cfg = Arc::new(cfg);
+    let counters = cfg.counters.clone();
+    let in_flight = InFlight::new(pool.per_connection);
     for i in 0..pool.workers.max(1) {
         let ctx = Worker {
             cfg: cfg.clone(),
@@ -117,48 +128,181 @@ pub fn spawn_with(
             .name(format!("wisp-http-{i}"))
             .spawn(move || ctx.run(rx))?;
     }
+    let reject_counters = counters.clone();
     thread::Builder::new()
         .name("wisp-http-reject".into())
         .spawn(move || {
             for rq in reject_rx {
-                finish(rq, &HttpResponse::busy(), 0, Instant::now());
+                finish(
+                    rq,
+                    &HttpResponse::busy(),
+                    0,
+                    Instant::now(),
+                    &reject_counters,
+                );
             }
         })?;
     thread::Builder::new()
         .name("wisp-http-accept".into())
         .spawn(move || {
-            let e = accept_loop(&server, &work_tx, &reject_tx);
+            let e = accept_loop(&server, &work_tx, &reject_tx, &in_flight, &counters);
             error!("HTTP listener failed, exiting so a supervisor can restart wisp: {e}");
             std::process::exit(1);
         })
 }
 
+/// Bind the HTTP listener: plain HTTP, or HTTPS (rustls) when `tls` names a
+/// PEM certificate chain and a PEM private key (PKCS#8 or PKCS#1 RSA).
+///
+/// Every failure is one clear line naming the file; a key tiny_http cannot
+/// parse is reported, not a panic.
+pub fn bind(addr: SocketAddr, tls: Option<(&Path, &Path)>) -> Result<tiny_http::Server, String> {
+    let Some((cert_path, key_path)) = tls else {
+        return tiny_http::Server::http(addr).map_err(|e| format!("cannot bind HTTP {addr}: {e}"));
+    };
+    let read = |what: &str, p: &Path| {
+        std::fs::read(p).map_err(|e| format!("cannot read TLS {what} {}: {e}", p.display()))
+    };
+    let certificate = read("certificate", cert_path)?;
+    let private_key = read("key", key_path)?;
+    if !has_pem(&certificate, "CERTIFICATE") {
+        return Err(format!(
+            "TLS certificate {} has no PEM CERTIFICATE block",
+            cert_path.display()
+        ));
+    }
+    if !has_pem(&private_key, "PRIVATE KEY") && !has_pem(&private_key, "RSA PRIVATE KEY") {
+        let hint = if has_pem(&private_key, "EC PRIVATE KEY") {
+            "SEC1 EC keys are not supported; convert with \
+             `openssl pkcs8 -topk8 -nocrypt -in KEY -out KEY.pk8.pem`"
+        } else {
+            "expected an unencrypted PEM PRIVATE KEY (PKCS#8) or RSA PRIVATE KEY block"
+        };
+        return Err(format!("TLS key {}: {hint}", key_path.display()));
+    }
+    let config = tiny_http::SslConfig {
+        certificate,
+        private_key,
+    };
+    // tiny_http 0.12 panics on some malformed keys instead of returning an error.
+    match catch_unwind(AssertUnwindSafe(|| tiny_http::Server::https(addr, config))) {
+        Ok(Ok(server)) => Ok(server),
+        Ok(Err(e)) => Err(format!("cannot start HTTPS on {addr}: {e}")),
+        Err(_) => Err(format!(
+            "TLS key {} or certificate {} could not be parsed",
+            key_path.display(),
+            cert_path.display()
+        )),
+    }
+}
+
+/// True if `pem` has a `-----BEGIN {label}-----` line.
+fn has_pem(pem: &[u8], label: &str) -> bool {
+    let marker = format!("-----BEGIN {label}-----");
+    pem.windows(marker.len()).any(|w| w == marker.as_bytes())
+}
+
+/// A request for a worker, holding its connection's in-flight slot.
+type Job = (tiny_http::Request, Slot);
+
+/// Requests queued or in progress per connection (keyed by peer address).
+#[derive(Clone)]
+struct InFlight {
+    cap: usize,
+    map: Arc<Mutex<HashMap<SocketAddr, usize>>>,
+}
+
+/// One taken in-flight place; given back on drop.
+struct Slot {
+    owner: Option<(InFlight, SocketAddr)>,
+    /// No other request of this connection was in flight: answering it cannot
+    /// wait behind earlier responses (tiny_http writes them in order).
+    first: bool,
+}
+
+impl InFlight {
+    fn new(cap: usize) -> InFlight {
+        InFlight {
+            cap: cap.max(1),
+            map: Arc::default(),
+        }
+    }
+
+    /// A place for a request from `peer`, or `None` if that connection is at the cap.
+    fn acquire(&self, peer: Option<SocketAddr>) -> Option<Slot> {
+        let Some(peer) = peer else {
+            return Some(Slot {
+                owner: None,
+                first: true,
+            });
+        };
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(peer).or_insert(0);
+        if *n >= self.cap {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            owner: Some((self.clone(), peer)),
+            first: *n == 1,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some((f, peer)) = self.owner.take() {
+            let mut map = f.map.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = map.get_mut(&peer) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&peer);
+                }
+            }
+        }
+    }
+}
+
 /// Hand requests to the workers until `recv` fails; returns that error.
 fn accept_loop(
     server: &tiny_http::Server,
-    work: &Sender<tiny_http::Request>,
+    work: &Sender<Job>,
     reject: &Sender<tiny_http::Request>,
+    in_flight: &InFlight,
+    counters: &HttpCounters,
 ) -> std::io::Error {
     loop {
         let rq = match server.recv() {
             Ok(rq) => rq,
             Err(e) => return e,
         };
-        match work.try_send(rq) {
-            Ok(()) => {}
-            Err(TrySendError::Full(rq)) => {
-                debug!("HTTP queue full, 503 to {:?}", rq.remote_addr());
-                if unread_body(&rq, 0) == 0 {
-                    // Nothing to drain: answering here cannot block for long.
-                    finish(rq, &HttpResponse::busy(), 0, Instant::now());
-                } else if let Err(e) = reject.try_send(rq) {
-                    leak(e.into_inner(), "reject queue full");
+        // `alone`: no earlier request of this connection is pending, so
+        // responding cannot wait behind it.
+        let (rq, alone) = match in_flight.acquire(rq.remote_addr().copied()) {
+            Some(slot) => {
+                let alone = slot.first;
+                match work.try_send((rq, slot)) {
+                    Ok(()) => continue,
+                    Err(TrySendError::Full((rq, _))) => {
+                        debug!("HTTP queue full, 503 to {:?}", rq.remote_addr());
+                        (rq, alone)
+                    }
+                    Err(TrySendError::Disconnected((rq, _))) => {
+                        finish(rq, &HttpResponse::busy(), 0, Instant::now(), counters);
+                        return std::io::Error::other("all HTTP workers are gone");
+                    }
                 }
             }
-            Err(TrySendError::Disconnected(rq)) => {
-                finish(rq, &HttpResponse::busy(), 0, Instant::now());
-                return std::io::Error::other("all HTTP workers are gone");
+            None => {
+                debug!("too many requests in flight on {:?}, 503", rq.remote_addr());
+                (rq, false)
             }
+        };
+        if alone && unread_body(&rq, 0) == 0 {
+            // Nothing to drain or wait for: answering here cannot block for long.
+            finish(rq, &HttpResponse::busy(), 0, Instant::now(), counters);
+        } else if let Err(e) = reject.try_send(rq) {
+            leak(e.into_inner(), "reject queue full", counters);
         }
     }
 }
@@ -171,8 +315,8 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(&self, rx: Receiver<tiny_http::Request>) {
-        for rq in rx {
+    fn run(&self, rx: Receiver<Job>) {
+        for (rq, _slot) in rx {
             // A panic here loses one request, never the worker.
             if catch_unwind(AssertUnwindSafe(|| self.serve(rq))).is_err() {
                 error!("panic while serving an HTTP request");
@@ -186,10 +330,10 @@ impl Worker {
         if has_token(&rq, "Connection", "upgrade") {
             // tiny_http hands out the raw stream for upgrades; we never want it.
             let resp = HttpResponse::error(400, "protocol upgrade not supported");
-            return finish(rq, &resp, 0, start);
+            return finish(rq, &resp, 0, start, &self.cfg.counters);
         }
         if rq.body_length().is_some_and(|n| n > limit) {
-            return finish(rq, &HttpResponse::too_large(), 0, start);
+            return finish(rq, &HttpResponse::too_large(), 0, start, &self.cfg.counters);
         }
         let mut body = Vec::with_capacity(rq.body_length().unwrap_or(0).min(limit));
         // `as_reader` sends `100 Continue` if the client asked for it.
@@ -197,10 +341,16 @@ impl Worker {
         if let Err(e) = read {
             debug!("reading an HTTP body failed: {e}");
             let resp = HttpResponse::error(400, "could not read the request body");
-            return finish(rq, &resp, body.len(), start);
+            return finish(rq, &resp, body.len(), start, &self.cfg.counters);
         }
         if body.len() > limit {
-            return finish(rq, &HttpResponse::too_large(), body.len(), start);
+            return finish(
+                rq,
+                &HttpResponse::too_large(),
+                body.len(),
+                start,
+                &self.cfg.counters,
+            );
         }
         let consumed = body.len();
         let req = HttpRequest {
@@ -220,7 +370,7 @@ impl Worker {
             error!("panic in the HTTP handler");
             HttpResponse::internal()
         });
-        finish(rq, &resp, consumed, start);
+        finish(rq, &resp, consumed, start, &self.cfg.counters);
     }
 
     /// Send `command` to the core and wait for the reply (at most `reply_timeout`).
@@ -247,8 +397,15 @@ impl Worker {
     }
 }
 
-/// Write `resp` to `rq`, or leak `rq` if dropping it is unsafe. Logs one line.
-fn finish(rq: tiny_http::Request, resp: &HttpResponse, consumed: usize, start: Instant) {
+/// Write `resp` to `rq`, or leak `rq` if dropping it is unsafe. Logs one
+/// line and counts the response (or the abandoned request) in `counters`.
+fn finish(
+    rq: tiny_http::Request,
+    resp: &HttpResponse,
+    consumed: usize,
+    start: Instant,
+    counters: &HttpCounters,
+) {
     let line = format!(
         "{} {:?} -> {} ({} ms, {:?})",
         rq.method(),
@@ -258,9 +415,10 @@ fn finish(rq: tiny_http::Request, resp: &HttpResponse, consumed: usize, start: I
         rq.remote_addr()
     );
     if unread_body(&rq, consumed) > MAX_DRAIN {
-        leak(rq, "body too large to drain");
+        leak(rq, "body too large to drain", counters);
         return;
     }
+    counters.record(resp.status);
     if resp.status >= 500 {
         warn!("{line}");
     } else {
@@ -280,8 +438,8 @@ fn finish(rq: tiny_http::Request, resp: &HttpResponse, consumed: usize, start: I
 }
 
 /// Never drop `rq`: its socket, buffers and tiny_http connection thread are lost.
-fn leak(rq: tiny_http::Request, why: &str) {
-    let n = LEAKED.fetch_add(1, Ordering::Relaxed) + 1;
+fn leak(rq: tiny_http::Request, why: &str, counters: &HttpCounters) {
+    let n = counters.record_abandoned();
     // Log the first few, then at powers of two, so a flood cannot flood the log.
     if n > 8 && !n.is_power_of_two() {
         std::mem::forget(rq);
@@ -346,6 +504,7 @@ mod tests {
     struct Harness {
         addr: SocketAddr,
         core_rx: Receiver<CoreRequest>,
+        counters: Arc<HttpCounters>,
         _poll: mio::Poll,
     }
 
@@ -355,10 +514,13 @@ mod tests {
         let poll = mio::Poll::new().unwrap();
         let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
         let (tx, core_rx) = bounded(8);
-        spawn_with(server, HttpConfig::new(links), tx, waker, pool).unwrap();
+        let cfg = HttpConfig::new(links);
+        let counters = cfg.counters.clone();
+        spawn_with(server, cfg, tx, waker, pool).unwrap();
         Harness {
             addr,
             core_rx,
+            counters,
             _poll: poll,
         }
     }
@@ -408,6 +570,7 @@ mod tests {
             queue: 4,
             reject_queue: 4,
             reply_timeout: Duration::from_millis(300),
+            per_connection: 4,
         }
     }
 
@@ -486,8 +649,9 @@ mod tests {
     #[test]
     fn absurd_content_length_does_not_abort() {
         let h = start(default_pool(), vec![]);
+        let counters = h.counters.clone();
         serve_core(h.core_rx);
-        let before = leaked_requests();
+        let before = counters.abandoned();
         let mut s = TcpStream::connect(h.addr).unwrap();
         s.write_all(
             b"POST /whip/r HTTP/1.1\r\nHost: x\r\nContent-Type: application/sdp\r\n\
@@ -495,10 +659,10 @@ mod tests {
         )
         .unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
-        while leaked_requests() == before && Instant::now() < deadline {
+        while counters.abandoned() == before && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(10));
         }
-        assert!(leaked_requests() > before);
+        assert!(counters.abandoned() > before);
         drop(s);
         // Still alive and serving.
         let health = raw(
@@ -533,6 +697,7 @@ mod tests {
             queue: 1,
             reject_queue: 1,
             reply_timeout: Duration::from_secs(3),
+            per_connection: 4,
         };
         let h = start(pool, vec![]);
         // Request A occupies the only worker (the core never answers)...
@@ -551,6 +716,98 @@ mod tests {
         assert!(t.elapsed() < Duration::from_secs(2));
         drop(first);
         let _ = a.join();
+    }
+
+    #[test]
+    fn pipelined_requests_are_capped_per_connection() {
+        let pool = PoolConfig {
+            workers: 8,
+            queue: 8,
+            reject_queue: 8,
+            reply_timeout: Duration::from_millis(500),
+            per_connection: 2,
+        };
+        let h = start(pool, vec![]);
+        let counters = h.counters.clone();
+        // Six pipelined POSTs in one write; the core never answers.
+        let mut all = Vec::new();
+        for _ in 0..6 {
+            all.extend(post("/whip/a", b"v=0\r\n", ""));
+        }
+        let all = String::from_utf8(all)
+            .unwrap()
+            .replace("Connection: close\r\n", "");
+        let mut s = TcpStream::connect(h.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(all.as_bytes()).unwrap();
+        // Read the six responses (all 503: two timed out, four capped).
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while String::from_utf8_lossy(&got)
+            .matches("HTTP/1.1 503")
+            .count()
+            < 6
+            && Instant::now() < deadline
+        {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        let text = String::from_utf8_lossy(&got);
+        assert_eq!(text.matches("HTTP/1.1 503").count(), 6, "{text}");
+        // Only two reached the core.
+        let mut commands = 0;
+        while h.core_rx.try_recv().is_ok() {
+            commands += 1;
+        }
+        assert_eq!(commands, 2);
+        assert_eq!(counters.count(503), 6);
+    }
+
+    #[test]
+    fn responses_are_counted() {
+        let h = start(default_pool(), vec![]);
+        let counters = h.counters.clone();
+        serve_core(h.core_rx);
+        raw(h.addr, &post("/whip/r1", b"v=0\r\n", ""));
+        raw(
+            h.addr,
+            b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!((counters.count(201), counters.count(404)), (1, 1));
+    }
+
+    #[test]
+    fn bind_rejects_bad_tls_files() {
+        let dir = std::env::temp_dir().join(format!("wisp-tls-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cert = dir.join("cert.pem");
+        let key = dir.join("key.pem");
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let e = bind(addr, Some((&cert, &key))).err().unwrap();
+        assert!(e.contains("cert.pem"), "{e}");
+        std::fs::write(
+            &cert,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &key,
+            "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let e = bind(addr, Some((&cert, &key))).err().unwrap();
+        assert!(e.contains("openssl pkcs8"), "{e}");
+        std::fs::write(
+            &key,
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        // Garbage inside valid markers: an error (tiny_http would panic), not a crash.
+        assert!(bind(addr, Some((&cert, &key))).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

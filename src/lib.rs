@@ -21,10 +21,12 @@
 //!   request → command → response mapping; [`config`] reads flags and environment.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod config;
 pub mod event_loop;
 #[doc(hidden)]
 pub mod http;
 pub mod http_thread;
+pub mod metrics;
 pub mod page;
 pub mod sfu;

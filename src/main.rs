@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
+use wisp::auth::Auth;
 use wisp::config::{Config, ConfigOutcome};
 use wisp::event_loop::{EventLoop, WAKER};
 use wisp::http::HttpConfig;
@@ -23,8 +24,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // A bad tokens file is a configuration error, like a bad flag.
+    let auth = match cfg.auth() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("wisp: {e}");
+            return ExitCode::from(2);
+        }
+    };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    match run(cfg) {
+    match run(cfg, auth) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");
@@ -33,7 +42,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
+fn run(cfg: Config, auth: Auth) -> Result<(), Box<dyn std::error::Error>> {
     str0m::crypto::from_feature_flags().install_process_default();
 
     let udp = std::net::UdpSocket::bind(cfg.udp_addr)
@@ -64,17 +73,21 @@ fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
     let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER)?);
     // Bounded: a full queue answers 503 at the HTTP side instead of piling up.
     let (tx, rx) = crossbeam_channel::bounded(64);
-    let server = tiny_http::Server::http(cfg.http_addr)
-        .map_err(|e| format!("cannot bind HTTP {}: {e}", cfg.http_addr))?;
+    let server = wisp::http_thread::bind(cfg.http_addr, cfg.tls())?;
     let http_addr = server
         .server_addr()
         .to_ip()
         .ok_or("HTTP listener has no IP address")?;
-    wisp::http_thread::spawn(server, HttpConfig::new(cfg.ice_server_links()), tx, waker)?;
+    if auth.is_open() {
+        log::warn!("no tokens configured: anyone who reaches the HTTP port can publish and view");
+    }
+    let http_cfg = HttpConfig::new(cfg.ice_server_links()).with_auth(auth);
+    wisp::http_thread::spawn(server, http_cfg, tx, waker)?;
 
     let list: Vec<String> = candidates.iter().map(|c| c.to_string()).collect();
     log::info!(
-        "wisp listening: http={http_addr} udp={} candidates={}",
+        "wisp listening: {}={http_addr} udp={} candidates={}",
+        if cfg.tls().is_some() { "https" } else { "http" },
         udp.local_addr()?,
         list.join(",")
     );

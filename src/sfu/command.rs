@@ -36,6 +36,9 @@ pub enum Command {
         room: RoomName,
         /// The SDP offer text.
         offer: String,
+        /// Per-publish recording override (`?record=0|1`, tokens file);
+        /// `None`: the server default.
+        record: Option<bool>,
     },
     /// WHEP POST: watch `room` with the client's SDP offer.
     Subscribe {
@@ -75,6 +78,12 @@ pub enum Command {
     },
     /// List all rooms (the room API and `/metrics` read this).
     ListRooms,
+    /// Ask the room's publisher for a video keyframe (throttled); sent by the
+    /// recorder after a gap.
+    RequestKeyframe {
+        /// The room.
+        room: RoomName,
+    },
     /// Read the counters for `/metrics`.
     Stats,
 }
@@ -101,6 +110,8 @@ pub enum Reply {
     },
     /// A session was ended.
     Deleted,
+    /// Done; nothing to report.
+    Done,
     /// A room was closed; how many sessions were ended.
     RoomClosed {
         /// Number of sessions disconnected.
@@ -125,6 +136,8 @@ pub struct RoomInfo {
     pub viewers: usize,
     /// Seconds since the room was created.
     pub uptime_s: f64,
+    /// Whether the current publisher's tracks are being recorded.
+    pub recording: bool,
 }
 
 /// One publisher track in [`RoomInfo`].

@@ -10,6 +10,7 @@ pub mod demux;
 pub mod fanout;
 pub mod id;
 pub mod room;
+pub mod record;
 pub mod sdp;
 pub mod session;
 pub mod stats;
@@ -52,6 +53,8 @@ pub struct SfuConfig {
     pub keyframe_interval: Duration,
     /// Seed for session tokens and initial RTP numbers.
     pub seed: [u8; 32],
+    /// Record publishers' tracks unless a publish says otherwise.
+    pub record_default: bool,
 }
 
 impl Default for SfuConfig {
@@ -63,6 +66,7 @@ impl Default for SfuConfig {
             connect_timeout: Duration::from_secs(15),
             keyframe_interval: Duration::from_secs(1),
             seed: [0; 32],
+            record_default: false,
         }
     }
 }
@@ -72,6 +76,8 @@ impl Default for SfuConfig {
 pub enum Output {
     /// Send this datagram.
     Transmit(Transmit),
+    /// Hand this to the recorder (never blocks forwarding: drop it if the recorder is behind).
+    Record(record::RecordEvent),
     /// Nothing to send; call [`Sfu::handle_timeout`] at this instant (or on new input).
     Timeout(Instant),
 }
@@ -109,6 +115,8 @@ pub struct Sfu {
     /// Rooms whose video track owes a keyframe request, with when it is allowed.
     keyframe_timers: Vec<(Instant, RoomName)>,
     transmits: VecDeque<Transmit>,
+    records: VecDeque<record::RecordEvent>,
+    next_recording: u64,
     events: VecDeque<(SessionId, Event)>,
     /// Sessions marked dead, ended at the end of the current call.
     doomed: Vec<SessionId>,
@@ -143,6 +151,8 @@ impl Sfu {
             timers: Timers::default(),
             keyframe_timers: Vec::new(),
             transmits: VecDeque::new(),
+            records: VecDeque::new(),
+            next_recording: 0,
             events: VecDeque::new(),
             doomed: Vec::new(),
             stats: Stats::default(),
@@ -160,7 +170,15 @@ impl Sfu {
     pub fn handle_command(&mut self, now: Instant, cmd: Command) -> Result<Reply, ApiError> {
         self.tick(now);
         let r = match cmd {
-            Command::Publish { room, offer } => self.publish(now, room, &offer),
+            Command::Publish {
+                room,
+                offer,
+                record,
+            } => self.publish(now, room, &offer, record),
+            Command::RequestKeyframe { room } => {
+                self.request_keyframe(now, &room);
+                Ok(Reply::Done)
+            }
             Command::Subscribe { room, offer } => self.subscribe(now, room, &offer),
             Command::DeleteSession { role, room, token } => {
                 let id = self.tokens.get(&token).copied().ok_or(ApiError::NotFound)?;
@@ -330,6 +348,9 @@ impl Sfu {
             self.stats.bytes_out += t.contents.len() as u64;
             return Output::Transmit(t);
         }
+        if let Some(r) = self.records.pop_front() {
+            return Output::Record(r);
+        }
         let far = self.last_now + Duration::from_secs(1);
         let next = [
             self.timers.next(),
@@ -379,6 +400,7 @@ impl Sfu {
                     })
                     .collect(),
                 viewers: r.subscribers.len(),
+                recording: r.record && r.publisher.is_some(),
                 uptime_s: now.saturating_duration_since(r.created).as_secs_f64(),
             })
             .collect();
@@ -557,7 +579,13 @@ impl Sfu {
         Ok((id, token, answer, etag))
     }
 
-    fn publish(&mut self, now: Instant, room: RoomName, offer: &str) -> Result<Reply, ApiError> {
+    fn publish(
+        &mut self,
+        now: Instant,
+        room: RoomName,
+        offer: &str,
+        record: Option<bool>,
+    ) -> Result<Reply, ApiError> {
         if let Some(p) = self.rooms.get(&room).and_then(|r| r.publisher) {
             if self.sessions.get(&p).is_some_and(|s| !s.dead) {
                 return Err(ApiError::AlreadyPublished);
@@ -571,6 +599,9 @@ impl Sfu {
             return Err(ApiError::Unsupported(
                 "the offer has no audio or video the server can receive".into(),
             ));
+        }
+        if let Some(r) = self.rooms.get_mut(&room) {
+            r.record = record.unwrap_or(self.config.record_default);
         }
         log::info!("room {room}: publisher {id:?} created");
         Ok(Reply::Created {
@@ -619,7 +650,10 @@ impl Sfu {
         if let Some(r) = self.rooms.get_mut(&s.room) {
             match s.role {
                 Role::Publisher => {
-                    if r.close_publisher(id) {
+                    if let Some(recs) = r.close_publisher(id) {
+                        for id in recs {
+                            self.records.push_back(record::RecordEvent::Stop { id });
+                        }
                         // Viewers keep their sessions; their streams start a new segment later.
                         for sub in &r.subscribers {
                             if let Some(v) = self.sessions.get_mut(sub) {
@@ -922,6 +956,8 @@ impl Sfu {
             timers,
             config,
             doomed,
+            records,
+            next_recording,
             ..
         } = self;
         let Some(p) = sessions.get_mut(&pid) else {
@@ -959,12 +995,42 @@ impl Sfu {
             return;
         };
         let codec = params.spec().codec;
+        let video = kind == MediaKind::Video;
         if let Some(t) = room.tracks[k].as_mut() {
             t.packets += 1;
             t.bytes += pkt.payload.len() as u64;
             t.codec = Some(codec);
+            if room.record {
+                // A copy for the recorder: the payload Arc is shared, nothing is copied.
+                let id = match t.recording {
+                    Some((id, c)) if c == codec => id,
+                    prev => {
+                        if let Some((old, _)) = prev {
+                            records.push_back(record::RecordEvent::Stop { id: old });
+                        }
+                        *next_recording += 1;
+                        let id = record::RecordingId(*next_recording);
+                        t.recording = Some((id, codec));
+                        records.push_back(record::RecordEvent::Start {
+                            id,
+                            room: room.name.clone(),
+                            kind: if video { "video" } else { "audio" },
+                            codec,
+                            clock_rate: params.spec().clock_rate.get(),
+                            channels: params.spec().channels.unwrap_or(1),
+                        });
+                        id
+                    }
+                };
+                records.push_back(record::RecordEvent::Packet {
+                    id,
+                    seq: *pkt.seq_no,
+                    ts: pkt.header.timestamp,
+                    marker: pkt.header.marker,
+                    payload: pkt.payload.clone(),
+                });
+            }
         }
-        let video = kind == MediaKind::Video;
         let keyframe = video && is_keyframe_start(codec, &pkt.payload);
         let clock = params.spec().clock_rate.get();
         // Only the extensions that describe the media travel on; transport ones

@@ -5,6 +5,7 @@ use std::time::Instant;
 use str0m::format::Codec;
 
 use super::id::{RoomName, SessionId};
+use super::record::RecordingId;
 
 /// A publisher track as the room sees it (fan-out source for one kind).
 #[derive(Debug, Clone, Default)]
@@ -19,6 +20,8 @@ pub struct Track {
     pub last_keyframe_request: Option<Instant>,
     /// A keyframe request is owed once the throttle allows.
     pub keyframe_pending: bool,
+    /// The recording this track feeds, and the codec it was started with.
+    pub recording: Option<(RecordingId, Codec)>,
 }
 
 /// One room of the Manager.
@@ -34,6 +37,8 @@ pub struct Room {
     pub tracks: [Option<Track>; 2],
     /// When the room was created.
     pub created: Instant,
+    /// Record the current publisher's tracks.
+    pub record: bool,
 }
 
 impl Room {
@@ -45,6 +50,7 @@ impl Room {
             subscribers: Vec::new(),
             tracks: [None, None],
             created: now,
+            record: false,
         }
     }
 
@@ -61,13 +67,18 @@ impl Room {
     }
 
     /// Close the publisher slot if `id` holds it; its tracks go with it.
-    pub fn close_publisher(&mut self, id: SessionId) -> bool {
-        if self.publisher == Some(id) {
-            self.publisher = None;
-            self.tracks = [None, None];
-            true
-        } else {
-            false
+    /// Returns the recordings those tracks fed (to be stopped), or `None` if
+    /// `id` was not the publisher.
+    pub fn close_publisher(&mut self, id: SessionId) -> Option<Vec<RecordingId>> {
+        if self.publisher != Some(id) {
+            return None;
         }
+        self.publisher = None;
+        let recs = self
+            .tracks
+            .iter_mut()
+            .filter_map(|t| t.take()?.recording.map(|(r, _)| r))
+            .collect();
+        Some(recs)
     }
 }

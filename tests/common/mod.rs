@@ -72,6 +72,8 @@ pub struct JoinOpts {
     pub mangle: Option<fn(String) -> String>,
     /// Adjust the client's Rtc config (codecs).
     pub config: Option<fn(str0m::RtcConfig) -> str0m::RtcConfig>,
+    /// Per-publish recording override.
+    pub record: Option<bool>,
 }
 
 impl Default for JoinOpts {
@@ -80,11 +82,14 @@ impl Default for JoinOpts {
             candidate_in_offer: true,
             mangle: None,
             config: None,
+            record: None,
         }
     }
 }
 
 pub struct TestNet {
+    /// Everything the core handed to the recorder, in order.
+    pub recorded: Vec<wisp::sfu::record::RecordEvent>,
     pub last_offer: String,
     pub last_answer: String,
     pub last_etag: String,
@@ -102,13 +107,19 @@ pub struct TestNet {
 
 impl TestNet {
     pub fn new(seed: u64) -> TestNet {
+        Self::with_config(seed, SfuConfig::default())
+    }
+
+    /// A net whose core has `config` (candidates and seed are set here).
+    pub fn with_config(seed: u64, config: SfuConfig) -> TestNet {
         let now = Instant::now();
         let config = SfuConfig {
             candidates: vec![server_addr()],
             seed: [seed as u8; 32],
-            ..SfuConfig::default()
+            ..config
         };
         TestNet {
+            recorded: Vec::new(),
             last_offer: String::new(),
             last_answer: String::new(),
             last_etag: String::new(),
@@ -200,6 +211,7 @@ impl TestNet {
             Command::Publish {
                 room: room_name,
                 offer,
+                record: opts.record,
             }
         } else {
             Command::Subscribe {
@@ -258,6 +270,23 @@ impl TestNet {
         .expect("publish")
     }
 
+    pub fn publish_opts_record(&mut self, room: &str, record: Option<bool>) -> usize {
+        let opts = JoinOpts {
+            record,
+            ..JoinOpts::default()
+        };
+        self.join_opts(
+            room,
+            true,
+            &[
+                (MediaKind::Audio, Direction::SendOnly),
+                (MediaKind::Video, Direction::SendOnly),
+            ],
+            &opts,
+        )
+        .expect("publish")
+    }
+
     pub fn view(&mut self, room: &str) -> usize {
         self.join(
             room,
@@ -311,6 +340,7 @@ impl TestNet {
             match self.sfu.poll_output() {
                 wisp::sfu::Output::Transmit(t) if t.destination == from => back.push(t.contents.to_vec()),
                 wisp::sfu::Output::Transmit(t) => self.push(server_addr(), t.destination, t.contents.to_vec()),
+                wisp::sfu::Output::Record(r) => self.recorded.push(r),
                 wisp::sfu::Output::Timeout(_) => return back,
             }
         }
@@ -402,6 +432,7 @@ impl TestNet {
                         self.push(server_addr(), to, t.contents.to_vec());
                     }
                 }
+                wisp::sfu::Output::Record(r) => self.recorded.push(r),
                 wisp::sfu::Output::Timeout(t) => return t,
             }
         }

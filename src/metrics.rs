@@ -1,0 +1,334 @@
+//! `GET /metrics`: the core's [`Stats`] plus HTTP-side counters, in the
+//! Prometheus text exposition format (version 0.0.4).
+//!
+//! Every family has `# HELP` and `# TYPE`; counters end in `_total`; label
+//! values are fixed strings from wisp (never user input).
+
+use std::fmt::{self, Write as _};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::sfu::stats::{DropReason, Stats};
+
+/// The `Content-Type` of a metrics response.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Lowest and highest status code counted individually.
+const FIRST_CODE: u16 = 100;
+const LAST_CODE: u16 = 599;
+
+/// HTTP responses by status code, and requests abandoned without a response.
+/// Lock-free; shared by the acceptor and the workers.
+pub struct HttpCounters {
+    by_status: [AtomicU64; (LAST_CODE - FIRST_CODE + 1) as usize],
+    abandoned: AtomicU64,
+}
+
+impl Default for HttpCounters {
+    fn default() -> Self {
+        HttpCounters {
+            by_status: std::array::from_fn(|_| AtomicU64::new(0)),
+            abandoned: AtomicU64::new(0),
+        }
+    }
+}
+
+impl fmt::Debug for HttpCounters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpCounters")
+            .field("by_status", &self.snapshot())
+            .field("abandoned", &self.abandoned())
+            .finish()
+    }
+}
+
+impl HttpCounters {
+    /// All zero.
+    pub fn new() -> HttpCounters {
+        HttpCounters::default()
+    }
+
+    /// Count one response with `status` (codes outside 100–599 are ignored).
+    pub fn record(&self, status: u16) {
+        if let Some(c) = self.slot(status) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Responses sent with `status`.
+    pub fn count(&self, status: u16) -> u64 {
+        self.slot(status).map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// Count one request that was abandoned without an answer.
+    pub fn record_abandoned(&self) -> u64 {
+        self.abandoned.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Requests abandoned without an answer (see `crate::http_thread`).
+    pub fn abandoned(&self) -> u64 {
+        self.abandoned.load(Ordering::Relaxed)
+    }
+
+    /// `(status, count)` for every status seen, ascending.
+    pub fn snapshot(&self) -> Vec<(u16, u64)> {
+        (FIRST_CODE..=LAST_CODE)
+            .map(|s| (s, self.count(s)))
+            .filter(|&(_, n)| n > 0)
+            .collect()
+    }
+
+    fn slot(&self, status: u16) -> Option<&AtomicU64> {
+        if (FIRST_CODE..=LAST_CODE).contains(&status) {
+            Some(&self.by_status[usize::from(status - FIRST_CODE)])
+        } else {
+            None
+        }
+    }
+}
+
+/// Text output with one helper per line kind.
+struct Out(String);
+
+impl Out {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            self.0.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.0.push(',');
+                }
+                let _ = write!(self.0, "{k}=\"{v}\"");
+            }
+            self.0.push('}');
+        }
+        let _ = writeln!(self.0, " {value}");
+    }
+
+    fn single(&mut self, name: &str, kind: &str, help: &str, value: u64) {
+        self.family(name, kind, help);
+        self.sample(name, &[], value);
+    }
+}
+
+const ROLES: [&str; 2] = ["publisher", "viewer"];
+
+/// Render the metrics page.
+pub fn render(s: &Stats, http: &HttpCounters) -> String {
+    let mut o = Out(String::with_capacity(4096));
+    o.single("wisp_rooms", "gauge", "Rooms that exist now.", s.rooms);
+
+    o.family("wisp_sessions", "gauge", "Live sessions by role and state.");
+    for (i, role) in ROLES.iter().enumerate() {
+        let connected = s.sessions_connected[i];
+        let connecting = s.sessions_live[i].saturating_sub(connected);
+        o.sample(
+            "wisp_sessions",
+            &[("role", role), ("state", "connected")],
+            connected,
+        );
+        o.sample(
+            "wisp_sessions",
+            &[("role", role), ("state", "connecting")],
+            connecting,
+        );
+    }
+
+    o.family(
+        "wisp_datagrams_total",
+        "counter",
+        "UDP datagrams received and sent.",
+    );
+    o.sample(
+        "wisp_datagrams_total",
+        &[("direction", "in")],
+        s.datagrams_in,
+    );
+    o.sample(
+        "wisp_datagrams_total",
+        &[("direction", "out")],
+        s.datagrams_out,
+    );
+    o.family(
+        "wisp_bytes_total",
+        "counter",
+        "UDP payload bytes received and sent.",
+    );
+    o.sample("wisp_bytes_total", &[("direction", "in")], s.bytes_in);
+    o.sample("wisp_bytes_total", &[("direction", "out")], s.bytes_out);
+
+    o.single(
+        "wisp_rtp_packets_received_total",
+        "counter",
+        "RTP packets received from publishers (after SRTP).",
+        s.rtp_in,
+    );
+    o.single(
+        "wisp_rtp_packets_forwarded_total",
+        "counter",
+        "RTP packets written to viewers (one per viewer).",
+        s.rtp_forwarded,
+    );
+    o.family(
+        "wisp_packets_dropped_total",
+        "counter",
+        "Datagrams and per-viewer packets not forwarded, by reason.",
+    );
+    for r in DropReason::ALL {
+        o.sample(
+            "wisp_packets_dropped_total",
+            &[("reason", r.label())],
+            s.dropped(r),
+        );
+    }
+
+    o.family(
+        "wisp_keyframe_requests_total",
+        "counter",
+        "Keyframe requests sent to publishers and received from viewers.",
+    );
+    o.sample(
+        "wisp_keyframe_requests_total",
+        &[("direction", "sent")],
+        s.keyframe_requests_sent,
+    );
+    o.sample(
+        "wisp_keyframe_requests_total",
+        &[("direction", "received")],
+        s.keyframe_requests_received,
+    );
+
+    o.family(
+        "wisp_sessions_created_total",
+        "counter",
+        "Sessions created, by role.",
+    );
+    for (i, role) in ROLES.iter().enumerate() {
+        o.sample(
+            "wisp_sessions_created_total",
+            &[("role", role)],
+            s.sessions_created[i],
+        );
+    }
+    o.family(
+        "wisp_sessions_closed_total",
+        "counter",
+        "Sessions ended, by role.",
+    );
+    for (i, role) in ROLES.iter().enumerate() {
+        o.sample(
+            "wisp_sessions_closed_total",
+            &[("role", role)],
+            s.sessions_closed[i],
+        );
+    }
+    o.single(
+        "wisp_connect_timeouts_total",
+        "counter",
+        "Sessions ended because ICE+DTLS did not complete in time.",
+        s.connect_timeouts,
+    );
+    o.single(
+        "wisp_caught_panics_total",
+        "counter",
+        "Panics caught in one session's work (each ended that session).",
+        s.caught_panics,
+    );
+    o.family(
+        "wisp_udp_errors_total",
+        "counter",
+        "UDP socket errors (send: datagram dropped).",
+    );
+    o.sample("wisp_udp_errors_total", &[("op", "send")], s.io_send_errors);
+    o.sample("wisp_udp_errors_total", &[("op", "recv")], s.io_recv_errors);
+
+    // TODO(core-rtt-loss-nack): wisp_rtt_seconds{role} and wisp_packet_loss_ratio{role}
+    // (summaries) and wisp_nacks_total{direction} need per-session RTT, loss and NACK
+    // counters in `sfu::stats::Stats`; not exported until the core provides them.
+
+    o.family(
+        "wisp_http_requests_total",
+        "counter",
+        "HTTP responses by status code.",
+    );
+    for (code, n) in http.snapshot() {
+        o.sample(
+            "wisp_http_requests_total",
+            &[("code", &code.to_string())],
+            n,
+        );
+    }
+    o.single(
+        "wisp_http_requests_abandoned_total",
+        "counter",
+        "HTTP requests dropped without a response (undrainable body).",
+        http.abandoned(),
+    );
+    o.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters() {
+        let c = HttpCounters::new();
+        c.record(201);
+        c.record(201);
+        c.record(503);
+        c.record(42);
+        c.record(600);
+        assert_eq!(c.snapshot(), vec![(201, 2), (503, 1)]);
+        assert_eq!(c.record_abandoned(), 1);
+    }
+
+    #[test]
+    fn render_format() {
+        let mut s = Stats {
+            rooms: 3,
+            sessions_live: [2, 5],
+            sessions_connected: [1, 4],
+            rtp_in: 100,
+            io_send_errors: 7,
+            ..Stats::default()
+        };
+        s.drop(DropReason::WaitingForKeyframe);
+        let c = HttpCounters::new();
+        c.record(404);
+        let text = render(&s, &c);
+        for line in [
+            "wisp_rooms 3",
+            "wisp_sessions{role=\"publisher\",state=\"connected\"} 1",
+            "wisp_sessions{role=\"publisher\",state=\"connecting\"} 1",
+            "wisp_sessions{role=\"viewer\",state=\"connecting\"} 1",
+            "wisp_rtp_packets_received_total 100",
+            "wisp_packets_dropped_total{reason=\"waiting_for_keyframe\"} 1",
+            "wisp_packets_dropped_total{reason=\"unknown_source\"} 0",
+            "wisp_udp_errors_total{op=\"send\"} 7",
+            "wisp_http_requests_total{code=\"404\"} 1",
+            "# TYPE wisp_bytes_total counter",
+            "# TYPE wisp_sessions gauge",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        // Every sample belongs to a family declared just before it.
+        let mut declared = Vec::new();
+        for l in text.lines() {
+            if let Some(rest) = l.strip_prefix("# TYPE ") {
+                declared.push(rest.split(' ').next().unwrap().to_string());
+            } else if !l.starts_with('#') {
+                let name = l.split(['{', ' ']).next().unwrap();
+                assert_eq!(declared.last().map(String::as_str), Some(name), "{l}");
+            }
+        }
+        assert!(text.ends_with('\n'));
+    }
+}
