@@ -7,7 +7,7 @@
 use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::sfu::stats::{DropReason, Stats};
+use crate::sfu::stats::{self, DropReason, Stats};
 
 /// The `Content-Type` of a metrics response.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -109,6 +109,28 @@ impl Out {
         let _ = writeln!(self.0, " {value}");
     }
 
+    /// One histogram family with a `role` label per role.
+    fn histogram(&mut self, name: &str, help: &str, h: &[stats::Histogram; 2], bounds: &[f64]) {
+        self.family(name, "histogram", help);
+        for (role, h) in ROLES.iter().zip(h) {
+            let mut cumulative = 0;
+            for (i, le) in bounds
+                .iter()
+                .map(|b| b.to_string())
+                .chain(["+Inf".to_string()])
+                .enumerate()
+            {
+                cumulative += h.buckets.get(i).copied().unwrap_or(0);
+                let _ = writeln!(
+                    self.0,
+                    "{name}_bucket{{role=\"{role}\",le=\"{le}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(self.0, "{name}_sum{{role=\"{role}\"}} {}", h.sum);
+            let _ = writeln!(self.0, "{name}_count{{role=\"{role}\"}} {}", h.count);
+        }
+    }
+
     fn single(&mut self, name: &str, kind: &str, help: &str, value: u64) {
         self.family(name, kind, help);
         self.sample(name, &[], value);
@@ -172,6 +194,12 @@ pub fn render(s: &Stats, http: &HttpCounters) -> String {
         "counter",
         "RTP packets written to viewers (one per viewer).",
         s.rtp_forwarded,
+    );
+    o.single(
+        "wisp_rtp_fanout_total",
+        "counter",
+        "(packet, viewer) pairs considered; = forwarded + per-viewer drops.",
+        s.fanout_attempts,
     );
     o.family(
         "wisp_packets_dropped_total",
@@ -246,9 +274,29 @@ pub fn render(s: &Stats, http: &HttpCounters) -> String {
     o.sample("wisp_udp_errors_total", &[("op", "send")], s.io_send_errors);
     o.sample("wisp_udp_errors_total", &[("op", "recv")], s.io_recv_errors);
 
-    // TODO(core-rtt-loss-nack): wisp_rtt_seconds{role} and wisp_packet_loss_ratio{role}
-    // (summaries) and wisp_nacks_total{direction} need per-session RTT, loss and NACK
-    // counters in `sfu::stats::Stats`; not exported until the core provides them.
+    o.family(
+        "wisp_nacks_total",
+        "counter",
+        "NACKs: sent to publishers (repair of inbound loss), received from viewers.",
+    );
+    o.sample("wisp_nacks_total", &[("direction", "sent")], s.nacks_sent);
+    o.sample(
+        "wisp_nacks_total",
+        &[("direction", "received")],
+        s.nacks_received,
+    );
+    o.histogram(
+        "wisp_rtt_seconds",
+        "Round-trip time per session, sampled once a second.",
+        &s.rtt,
+        &stats::RTT_BUCKETS_S,
+    );
+    o.histogram(
+        "wisp_packet_loss_ratio",
+        "Loss per session once a second: from a publisher, toward a viewer.",
+        &s.loss,
+        &stats::LOSS_BUCKETS,
+    );
 
     o.family(
         "wisp_http_requests_total",
@@ -313,6 +361,9 @@ mod tests {
             "wisp_http_requests_total{code=\"404\"} 1",
             "# TYPE wisp_bytes_total counter",
             "# TYPE wisp_sessions gauge",
+            "# TYPE wisp_rtt_seconds histogram",
+            "wisp_rtt_seconds_bucket{role=\"viewer\",le=\"+Inf\"} 0",
+            "wisp_nacks_total{direction=\"sent\"} 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -326,7 +377,12 @@ mod tests {
                 declared.push(rest.split(' ').next().unwrap().to_string());
             } else if !l.starts_with('#') {
                 let name = l.split(['{', ' ']).next().unwrap();
-                assert_eq!(declared.last().map(String::as_str), Some(name), "{l}");
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .filter(|f| declared.last().is_some_and(|d| d == f))
+                    .unwrap_or(name);
+                assert_eq!(declared.last().map(String::as_str), Some(family), "{l}");
             }
         }
         assert!(text.ends_with('\n'));

@@ -50,14 +50,20 @@ fn video_m_line_first() {
         .join(
             "vf",
             true,
-            &[(MediaKind::Video, Direction::SendOnly), (MediaKind::Audio, Direction::SendOnly)],
+            &[
+                (MediaKind::Video, Direction::SendOnly),
+                (MediaKind::Audio, Direction::SendOnly),
+            ],
         )
         .unwrap();
     let v = net
         .join(
             "vf",
             false,
-            &[(MediaKind::Video, Direction::RecvOnly), (MediaKind::Audio, Direction::RecvOnly)],
+            &[
+                (MediaKind::Video, Direction::RecvOnly),
+                (MediaKind::Audio, Direction::RecvOnly),
+            ],
         )
         .unwrap();
     assert_media_flows(&mut net, p, v);
@@ -152,7 +158,10 @@ fn two_video_tracks_are_refused_with_a_reason() {
     let r = net.join(
         "two",
         true,
-        &[(MediaKind::Video, Direction::SendOnly), (MediaKind::Video, Direction::SendOnly)],
+        &[
+            (MediaKind::Video, Direction::SendOnly),
+            (MediaKind::Video, Direction::SendOnly),
+        ],
     );
     match r {
         Err(ApiError::Unsupported(reason)) => assert!(reason.contains("video"), "{reason}"),
@@ -162,7 +171,10 @@ fn two_video_tracks_are_refused_with_a_reason() {
     let r = net.join(
         "two",
         false,
-        &[(MediaKind::Audio, Direction::RecvOnly), (MediaKind::Audio, Direction::RecvOnly)],
+        &[
+            (MediaKind::Audio, Direction::RecvOnly),
+            (MediaKind::Audio, Direction::RecvOnly),
+        ],
     );
     assert!(matches!(r, Err(ApiError::Unsupported(_))));
 }
@@ -182,7 +194,11 @@ fn answers_are_bundled_mux_only_and_end_candidates() {
 
 fn candidate_line(net: &TestNet, i: usize) -> String {
     let a = net.clients[i].addr;
-    format!("a=candidate:1 1 udp 2130706431 {} {} typ host", a.ip(), a.port())
+    format!(
+        "a=candidate:1 1 udp 2130706431 {} {} typ host",
+        a.ip(),
+        a.port()
+    )
 }
 
 #[test]
@@ -194,14 +210,29 @@ fn trickle_patch_rules() {
     };
     let p = net.join_opts("tr", true, AV_SEND, &opts).unwrap();
     let etag = net.last_etag.clone();
-    let ufrag = wisp::sfu::sdp::attr(&net.last_offer, "ice-ufrag").unwrap().to_string();
+    let ufrag = wisp::sfu::sdp::attr(&net.last_offer, "ice-ufrag")
+        .unwrap()
+        .to_string();
     let cand = candidate_line(&net, p);
-    let one = format!("a=ice-ufrag:{ufrag}\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n{cand}\r\n");
+    let one =
+        format!("a=ice-ufrag:{ufrag}\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n{cand}\r\n");
 
-    assert_eq!(net.patch(p, None, &one).err(), Some(ApiError::PreconditionRequired));
-    assert_eq!(net.patch(p, Some("\"stale\""), &one).err(), Some(ApiError::PreconditionFailed));
-    assert!(matches!(net.patch(p, Some("garbage-body"), "hello"), Err(ApiError::PreconditionFailed)));
-    assert!(matches!(net.patch(p, Some(&etag), "hello"), Err(ApiError::BadFragment(_))));
+    assert_eq!(
+        net.patch(p, None, &one).err(),
+        Some(ApiError::PreconditionRequired)
+    );
+    assert_eq!(
+        net.patch(p, Some("\"stale\""), &one).err(),
+        Some(ApiError::PreconditionFailed)
+    );
+    assert!(matches!(
+        net.patch(p, Some("garbage-body"), "hello"),
+        Err(ApiError::PreconditionFailed)
+    ));
+    assert!(matches!(
+        net.patch(p, Some(&etag), "hello"),
+        Err(ApiError::BadFragment(_))
+    ));
     assert!(matches!(
         net.patch(p, Some(&etag), "a=candidate:not a candidate\r\n"),
         Err(ApiError::BadFragment(_))
@@ -211,10 +242,16 @@ fn trickle_patch_rules() {
         (etag.as_str(), one.clone()),
         ("*", format!("{cand}\r\n")),
         ("\"*\"", "a=end-of-candidates\r\n".to_string()),
-        (etag.as_str(), "a=candidate:2 1 udp 2130706431 3f1e2d.local 5000 typ host\r\n".to_string()),
+        (
+            etag.as_str(),
+            "a=candidate:2 1 udp 2130706431 3f1e2d.local 5000 typ host\r\n".to_string(),
+        ),
     ] {
         match net.patch(p, Some(tag), &body) {
-            Ok(Reply::Patched { fragment: None, etag: None }) => {}
+            Ok(Reply::Patched {
+                fragment: None,
+                etag: None,
+            }) => {}
             other => panic!("{tag} {body:?}: {other:?}"),
         }
     }
@@ -228,7 +265,9 @@ fn frag_of(offer: &str) -> String {
     offer
         .lines()
         .filter(|l| {
-            l.starts_with("a=ice-ufrag:") || l.starts_with("a=ice-pwd:") || l.starts_with("a=candidate:")
+            l.starts_with("a=ice-ufrag:")
+                || l.starts_with("a=ice-pwd:")
+                || l.starts_with("a=candidate:")
         })
         .map(|l| format!("{l}\r\n"))
         .collect()
@@ -242,7 +281,9 @@ fn ice_restart_via_patch_restores_media() {
     assert_media_flows(&mut net, p, v);
     let etag = net.last_etag.clone();
     let old_answer = net.last_answer.clone();
-    let old_ufrag = wisp::sfu::sdp::attr(&old_answer, "ice-ufrag").unwrap().to_string();
+    let old_ufrag = wisp::sfu::sdp::attr(&old_answer, "ice-ufrag")
+        .unwrap()
+        .to_string();
 
     // The viewer restarts ICE (new network): new ufrag/pwd, sent with If-Match: "*".
     let mut api = net.clients[v].rtc.sdp_api();
@@ -251,29 +292,57 @@ fn ice_restart_via_patch_restores_media() {
     let offer = offer.to_sdp_string();
     let frag = frag_of(&offer);
     let (server_frag, new_etag) = match net.patch(v, Some("*"), &frag) {
-        Ok(Reply::Patched { fragment: Some(f), etag: Some(e) }) => (f, e),
+        Ok(Reply::Patched {
+            fragment: Some(f),
+            etag: Some(e),
+        }) => (f, e),
         other => panic!("{other:?}"),
     };
     assert_ne!(new_etag, etag);
-    let new_ufrag = wisp::sfu::sdp::attr(&server_frag, "ice-ufrag").unwrap().to_string();
-    let new_pwd = wisp::sfu::sdp::attr(&server_frag, "ice-pwd").unwrap().to_string();
+    let new_ufrag = wisp::sfu::sdp::attr(&server_frag, "ice-ufrag")
+        .unwrap()
+        .to_string();
+    let new_pwd = wisp::sfu::sdp::attr(&server_frag, "ice-pwd")
+        .unwrap()
+        .to_string();
     assert_ne!(new_ufrag, old_ufrag);
-    assert!(server_frag.contains("a=candidate:") && server_frag.contains("a=ice-lite"), "{server_frag}");
+    assert!(
+        server_frag.contains("a=candidate:") && server_frag.contains("a=ice-lite"),
+        "{server_frag}"
+    );
 
     // The client applies the server's new credentials as its answer.
-    let old_pwd = wisp::sfu::sdp::attr(&old_answer, "ice-pwd").unwrap().to_string();
+    let old_pwd = wisp::sfu::sdp::attr(&old_answer, "ice-pwd")
+        .unwrap()
+        .to_string();
     let answer = old_answer
-        .replace(&format!("a=ice-ufrag:{old_ufrag}"), &format!("a=ice-ufrag:{new_ufrag}"))
-        .replace(&format!("a=ice-pwd:{old_pwd}"), &format!("a=ice-pwd:{new_pwd}"));
+        .replace(
+            &format!("a=ice-ufrag:{old_ufrag}"),
+            &format!("a=ice-ufrag:{new_ufrag}"),
+        )
+        .replace(
+            &format!("a=ice-pwd:{old_pwd}"),
+            &format!("a=ice-pwd:{new_pwd}"),
+        );
     let answer = str0m::change::SdpAnswer::from_sdp_string(&answer).unwrap();
-    net.clients[v].rtc.sdp_api().accept_answer(pending, answer).unwrap();
+    net.clients[v]
+        .rtc
+        .sdp_api()
+        .accept_answer(pending, answer)
+        .unwrap();
 
     let before = net.counters(v, MediaKind::Video).len();
     net.run_for(Duration::from_secs(3));
     let after = net.counters(v, MediaKind::Video).len();
-    assert!(after > before + 50, "media after restart: {before} -> {after}");
+    assert!(
+        after > before + 50,
+        "media after restart: {before} -> {after}"
+    );
     // The old ETag is now stale.
-    assert_eq!(net.patch(v, Some(&etag), "a=end-of-candidates\r\n").err(), Some(ApiError::PreconditionFailed));
+    assert_eq!(
+        net.patch(v, Some(&etag), "a=end-of-candidates\r\n").err(),
+        Some(ApiError::PreconditionFailed)
+    );
 }
 
 /// FFmpeg 8's WHIP muxer: Binding requests with USERNAME, USE-CANDIDATE,
@@ -292,7 +361,10 @@ fn ffmpeg_binding_request(server_ufrag: &str, client_ufrag: &str, pwd: &str) -> 
     b.extend_from_slice(&0u16.to_be_bytes());
     let len = (b.len() - 20 + 24) as u16;
     b[2..4].copy_from_slice(&len.to_be_bytes());
-    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, pwd.as_bytes());
+    let key = aws_lc_rs::hmac::Key::new(
+        aws_lc_rs::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+        pwd.as_bytes(),
+    );
     let tag = aws_lc_rs::hmac::sign(&key, &b);
     b.extend_from_slice(&0x0008u16.to_be_bytes());
     b.extend_from_slice(&20u16.to_be_bytes());
@@ -303,7 +375,11 @@ fn ffmpeg_binding_request(server_ufrag: &str, client_ufrag: &str, pwd: &str) -> 
     for &x in &b {
         crc ^= u32::from(x);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     b.extend_from_slice(&0x8028u16.to_be_bytes());
@@ -317,9 +393,15 @@ fn ffmpeg_binding_request_without_priority_is_answered() {
     let mut net = TestNet::new(29);
     let _p = net.publish("ff");
     let answer = net.last_answer.clone();
-    let ufrag = wisp::sfu::sdp::attr(&answer, "ice-ufrag").unwrap().to_string();
-    let pwd = wisp::sfu::sdp::attr(&answer, "ice-pwd").unwrap().to_string();
-    let client_ufrag = wisp::sfu::sdp::attr(&net.last_offer, "ice-ufrag").unwrap().to_string();
+    let ufrag = wisp::sfu::sdp::attr(&answer, "ice-ufrag")
+        .unwrap()
+        .to_string();
+    let pwd = wisp::sfu::sdp::attr(&answer, "ice-pwd")
+        .unwrap()
+        .to_string();
+    let client_ufrag = wisp::sfu::sdp::attr(&net.last_offer, "ice-ufrag")
+        .unwrap()
+        .to_string();
     let from = std::net::SocketAddr::from(([192, 0, 2, 99], 6000));
 
     // Wrong password: dropped without a reply (no amplification, no laundering).
@@ -358,8 +440,12 @@ fn h264_viewer_gets_only_a_profile_it_negotiated() {
     // The VP8-only viewer gets audio but no video, and the drop is counted.
     assert!(net.counters(v_vp8, MediaKind::Audio).len() > 20);
     assert!(net.counters(v_vp8, MediaKind::Video).is_empty());
-    let dropped = net.sfu.stats().dropped(wisp::sfu::DropReason::CodecNotNegotiated);
+    let dropped = net
+        .sfu
+        .stats()
+        .dropped(wisp::sfu::DropReason::CodecNotNegotiated);
     assert!(dropped > 50, "counted drops: {dropped}");
+    net.assert_accounting();
 }
 
 #[test]

@@ -26,9 +26,18 @@ fn summary(events: &[RecordEvent]) -> BTreeMap<RecordingId, (&'static str, Codec
     let mut m = BTreeMap::new();
     for e in events {
         match e {
-            RecordEvent::Start { id, kind, codec, room, .. } => {
+            RecordEvent::Start {
+                id,
+                kind,
+                codec,
+                room,
+                ..
+            } => {
                 assert_eq!(room.as_str(), "rec");
-                assert!(m.insert(*id, (*kind, *codec, 0, false)).is_none(), "one Start per id");
+                assert!(
+                    m.insert(*id, (*kind, *codec, 0, false)).is_none(),
+                    "one Start per id"
+                );
             }
             RecordEvent::Packet { id, .. } => {
                 let e = m.get_mut(id).expect("Start before Packet");
@@ -63,7 +72,10 @@ fn every_publisher_track_is_recorded_and_a_new_publisher_starts_new_files() {
     assert_eq!(s.len(), 4, "two tracks per publisher: {s:?}");
     let packets_in = net.sfu.stats().rtp_in as usize;
     let recorded: usize = s.values().map(|e| e.2).sum();
-    assert_eq!(recorded, packets_in, "every received packet reaches the recorder");
+    assert_eq!(
+        recorded, packets_in,
+        "every received packet reaches the recorder"
+    );
     for (kind, codec, packets, stopped) in s.values() {
         assert!(*stopped, "file finalised when its publisher left");
         assert!(*packets > 20);

@@ -35,4 +35,15 @@ fn two_percent_viewer_loss_is_repaired() {
     );
     assert!(want.len() > 500);
     assert!(missing.is_empty(), "unrepaired: {missing:?}");
+    let s = net.sfu.stats();
+    eprintln!(
+        "NACKs received from viewers: {}; loss samples: {}",
+        s.nacks_received, s.loss[1].count
+    );
+    assert!(s.nacks_received > 0, "the repair went through NACKs");
+    assert!(
+        s.rtt[1].count > 0 && s.loss[1].count > 0,
+        "per-role RTT and loss are sampled"
+    );
+    net.assert_accounting();
 }

@@ -114,7 +114,10 @@ pub fn add_missing_priority(buf: &[u8], pwd: &str) -> Option<Vec<u8>> {
     if mi_len != 24 {
         return None;
     }
-    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, pwd.as_bytes());
+    let key = aws_lc_rs::hmac::Key::new(
+        aws_lc_rs::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+        pwd.as_bytes(),
+    );
     // Verify the original: HMAC over everything before MI, with the length
     // field covering up to the end of MI.
     let mut head = buf[..mi_at].to_vec();
@@ -156,7 +159,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -284,7 +291,15 @@ mod tests {
         let fixed = add_missing_priority(&b, "pw").expect("shimmed");
         let attrs = stun_attrs(&fixed).unwrap();
         let types: Vec<u16> = attrs.iter().map(|a| a.0).collect();
-        assert_eq!(types, vec![ATTR_USERNAME, ATTR_PRIORITY, ATTR_MESSAGE_INTEGRITY, ATTR_FINGERPRINT]);
+        assert_eq!(
+            types,
+            vec![
+                ATTR_USERNAME,
+                ATTR_PRIORITY,
+                ATTR_MESSAGE_INTEGRITY,
+                ATTR_FINGERPRINT
+            ]
+        );
         assert_eq!(stun_local_ufrag(&fixed), Some("srv"));
         // Wrong password: untouched.
         assert!(add_missing_priority(&b, "other").is_none());

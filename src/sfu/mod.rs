@@ -9,8 +9,8 @@ pub mod command;
 pub mod demux;
 pub mod fanout;
 pub mod id;
-pub mod room;
 pub mod record;
+pub mod room;
 pub mod sdp;
 pub mod session;
 pub mod stats;
@@ -250,16 +250,18 @@ impl Sfu {
         let destination = self.local_address(destination);
         let shimmed;
         let buf = match class {
-            Class::Stun if demux::lacks_priority(buf) => match self.sessions.get_mut(&id).and_then(|s| {
-                let pwd = s.rtc.direct_api().local_ice_credentials().pass;
-                demux::add_missing_priority(buf, &pwd)
-            }) {
-                Some(fixed) => {
-                    shimmed = fixed;
-                    &shimmed[..]
+            Class::Stun if demux::lacks_priority(buf) => {
+                match self.sessions.get_mut(&id).and_then(|s| {
+                    let pwd = s.rtc.direct_api().local_ice_credentials().pass;
+                    demux::add_missing_priority(buf, &pwd)
+                }) {
+                    Some(fixed) => {
+                        shimmed = fixed;
+                        &shimmed[..]
+                    }
+                    None => buf,
                 }
-                None => buf,
-            },
+            }
             _ => buf,
         };
         let Ok(recv) = Receive::new(Protocol::Udp, source, destination, buf) else {
@@ -485,6 +487,7 @@ impl Sfu {
             .enable_h264(true)
             .enable_vp9(true)
             .enable_av1(true)
+            .set_stats_interval(Some(Duration::from_secs(1)))
     }
 
     fn check_capacity(&self, room: &RoomName) -> Result<(), ApiError> {
@@ -543,7 +546,9 @@ impl Sfu {
             id,
             token,
             etag: etag.clone(),
-            remote_ufrag: sdp::attr(&offer_text, "ice-ufrag").unwrap_or("").to_string(),
+            remote_ufrag: sdp::attr(&offer_text, "ice-ufrag")
+                .unwrap_or("")
+                .to_string(),
             offer: offer_text,
             role,
             room: room.clone(),
@@ -556,6 +561,7 @@ impl Sfu {
             ssrc_kind: Vec::new(),
             track_mid: [None, None],
             outs: [None, None],
+            nacks_seen: [0, 0],
         };
         self.sessions.insert(id, session);
         self.tokens.insert(token, id);
@@ -745,6 +751,33 @@ impl Sfu {
                 self.doomed.push(s.id);
                 s.dead = true;
             }
+            Event::PeerStats(p) => {
+                let r = role_index(s.role);
+                if let Some(rtt) = p.rtt {
+                    self.stats.rtt[r].observe(&stats::RTT_BUCKETS_S, rtt.as_secs_f64());
+                }
+                let loss = match s.role {
+                    Role::Publisher => p.ingress_loss_fraction,
+                    Role::Subscriber => p.egress_loss_fraction,
+                };
+                if let Some(l) = loss {
+                    self.stats.loss[r].observe(&stats::LOSS_BUCKETS, f64::from(l));
+                }
+            }
+            Event::MediaIngressStats(m) if s.role == Role::Publisher => {
+                let k = if s.track_mid[1] == Some(m.mid) { 1 } else { 0 };
+                self.stats.nacks_sent += m.nacks.saturating_sub(s.nacks_seen[k]);
+                s.nacks_seen[k] = s.nacks_seen[k].max(m.nacks);
+            }
+            Event::MediaEgressStats(m) if s.role == Role::Subscriber => {
+                let k = if s.outs[1].as_ref().is_some_and(|o| o.mid == m.mid) {
+                    1
+                } else {
+                    0
+                };
+                self.stats.nacks_received += m.nacks.saturating_sub(s.nacks_seen[k]);
+                s.nacks_seen[k] = s.nacks_seen[k].max(m.nacks);
+            }
             Event::Closed => {
                 s.dead = true;
                 self.doomed.push(id);
@@ -768,7 +801,12 @@ impl Sfu {
     /// Read the negotiated m-lines (in answer order): a publisher's first
     /// receiving line per kind becomes the room's track of that kind; a
     /// viewer's first sending line per kind gets an outgoing stream.
-    fn setup_media(&mut self, id: SessionId, room: &RoomName, answer: &str) -> Result<(), ApiError> {
+    fn setup_media(
+        &mut self,
+        id: SessionId,
+        room: &RoomName,
+        answer: &str,
+    ) -> Result<(), ApiError> {
         let mids = answer
             .lines()
             .filter_map(|l| l.trim_end().strip_prefix("a=mid:"))
@@ -856,7 +894,9 @@ impl Sfu {
         // ICE restart: re-accept the session's offer with the new credentials,
         // so str0m restarts ICE exactly as for a full re-offer.
         if frag.pwd.is_none() {
-            return Err(ApiError::BadFragment("ICE restart without a=ice-pwd".into()));
+            return Err(ApiError::BadFragment(
+                "ICE restart without a=ice-pwd".into(),
+            ));
         }
         let new_offer = sdp::restart_offer(&s.offer, &frag)
             .ok_or_else(|| ApiError::BadFragment("bad ICE restart".into()))?;
@@ -988,7 +1028,7 @@ impl Sfu {
             .find(|c| c.pt() == pkt.header.payload_type)
             .copied()
         else {
-            return stats.drop(DropReason::CodecNotNegotiated);
+            return stats.drop(DropReason::UnknownPayloadType);
         };
         let room_name = p.room.clone();
         let Some(room) = rooms.get_mut(&room_name) else {
@@ -1043,7 +1083,9 @@ impl Sfu {
         };
         let mut want_keyframe = false;
         for sub_id in &room.subscribers {
+            stats.fanout_attempts += 1;
             let Some(sub) = sessions.get_mut(sub_id) else {
+                stats.drop(DropReason::NoViewerTrack);
                 continue;
             };
             if !sub.connected {
@@ -1113,6 +1155,7 @@ impl Sfu {
                 }
                 Err(_) => {
                     stats.caught_panics += 1;
+                    stats.drop(DropReason::RtcError);
                     sub.dead = true;
                     doomed.push(*sub_id);
                     continue;
@@ -1144,7 +1187,11 @@ impl Sfu {
 fn too_many(kind: MediaKind) -> ApiError {
     ApiError::Unsupported(format!(
         "more than one {} track: wisp takes one audio and one video track per session",
-        if kind == MediaKind::Audio { "audio" } else { "video" }
+        if kind == MediaKind::Audio {
+            "audio"
+        } else {
+            "video"
+        }
     ))
 }
 

@@ -100,7 +100,9 @@ pub fn complete_answer(answer: &str) -> String {
             .and_then(|r| r.split_once(' '))
             .filter(|(pt, _)| opus_pts.contains(pt));
         if let Some((pt, _)) = opus_rtpmap {
-            let has_fmtp = lines.iter().any(|x| x.starts_with(&format!("a=fmtp:{pt} ")));
+            let has_fmtp = lines
+                .iter()
+                .any(|x| x.starts_with(&format!("a=fmtp:{pt} ")));
             if !has_fmtp {
                 out.push_str(&format!("a=fmtp:{pt} stereo=1;sprop-stereo=1\r\n"));
             }
@@ -108,7 +110,9 @@ pub fn complete_answer(answer: &str) -> String {
         if *l == "a=rtcp-mux" && !lines.contains(&"a=rtcp-mux-only") {
             out.push_str("a=rtcp-mux-only\r\n");
         }
-        let next_is_candidate = lines.get(i + 1).is_some_and(|n| n.starts_with("a=candidate:"));
+        let next_is_candidate = lines
+            .get(i + 1)
+            .is_some_and(|n| n.starts_with("a=candidate:"));
         if !has_eoc && l.starts_with("a=candidate:") && !next_is_candidate {
             out.push_str("a=end-of-candidates\r\n");
         }
@@ -200,7 +204,9 @@ pub fn restart_frag(answer: &str, ice_options: Option<&str>) -> String {
 /// Number of m-lines and whether the offer has a BUNDLE group.
 pub fn media_shape(offer: &str) -> (usize, bool) {
     let m = offer.lines().filter(|l| l.starts_with("m=")).count();
-    let bundle = offer.lines().any(|l| l.trim_end().starts_with("a=group:BUNDLE"));
+    let bundle = offer
+        .lines()
+        .any(|l| l.trim_end().starts_with("a=group:BUNDLE"));
     (m, bundle)
 }
 
@@ -228,8 +234,13 @@ mod tests {
         assert_eq!(a.matches("a=end-of-candidates").count(), 1);
         let again = complete_answer(&a);
         assert_eq!(again, a, "idempotent");
-        let o = complete_answer("m=audio 9 X 111\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10\r\n");
-        assert!(o.contains("a=fmtp:111 minptime=10;stereo=1;sprop-stereo=1\r\n"), "{o}");
+        let o = complete_answer(
+            "m=audio 9 X 111\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10\r\n",
+        );
+        assert!(
+            o.contains("a=fmtp:111 minptime=10;stereo=1;sprop-stereo=1\r\n"),
+            "{o}"
+        );
         let o = complete_answer("m=audio 9 X 111\r\na=rtpmap:111 OPUS/48000/2\r\n");
         assert!(o.contains("a=fmtp:111 stereo=1;sprop-stereo=1\r\n"), "{o}");
         assert_eq!(complete_answer(&o), o);

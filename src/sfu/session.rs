@@ -58,6 +58,8 @@ pub struct Session {
     pub track_mid: [Option<Mid>; 2],
     /// Viewer: the outgoing stream per kind.
     pub outs: [Option<OutStream>; 2],
+    /// Last cumulative NACK count seen in a stats event, per kind (for deltas).
+    pub nacks_seen: [u64; 2],
 }
 
 /// Where a drain puts what it pulls out of an `Rtc`.

@@ -19,11 +19,13 @@ pub enum DropReason {
     NoViewerTrack,
     /// The viewer has not finished ICE + DTLS yet.
     ViewerNotConnected,
+    /// A publisher packet with a payload type its offer did not negotiate.
+    UnknownPayloadType,
 }
 
 impl DropReason {
     /// All reasons, for metrics output.
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::UnknownSource,
         DropReason::StunRejected,
         DropReason::RtcError,
@@ -32,7 +34,19 @@ impl DropReason {
         DropReason::WaitingForKeyframe,
         DropReason::NoViewerTrack,
         DropReason::ViewerNotConnected,
+        DropReason::UnknownPayloadType,
     ];
+
+    /// Drops counted once per (packet, viewer) rather than once per datagram.
+    pub fn is_per_viewer(self) -> bool {
+        matches!(
+            self,
+            DropReason::CodecNotNegotiated
+                | DropReason::WaitingForKeyframe
+                | DropReason::NoViewerTrack
+                | DropReason::ViewerNotConnected
+        )
+    }
 
     /// Stable snake_case label, used as a Prometheus label value.
     pub fn label(self) -> &'static str {
@@ -45,12 +59,42 @@ impl DropReason {
             DropReason::WaitingForKeyframe => "waiting_for_keyframe",
             DropReason::NoViewerTrack => "no_viewer_track",
             DropReason::ViewerNotConnected => "viewer_not_connected",
+            DropReason::UnknownPayloadType => "unknown_payload_type",
         }
     }
 }
 
+/// Upper bounds (seconds) of the RTT histogram buckets; a last bucket is +Inf.
+pub const RTT_BUCKETS_S: [f64; 8] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+/// Upper bounds of the loss-ratio histogram buckets; a last bucket is +Inf.
+pub const LOSS_BUCKETS: [f64; 6] = [0.0, 0.001, 0.01, 0.02, 0.05, 0.1];
+
+/// A Prometheus-style histogram: cumulative buckets are computed when exported.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative); one more than the bounds (+Inf).
+    pub buckets: Vec<u64>,
+    /// Sum of observations.
+    pub sum: f64,
+    /// Number of observations.
+    pub count: u64,
+}
+
+impl Histogram {
+    /// Record `v` against `bounds`.
+    pub fn observe(&mut self, bounds: &[f64], v: f64) {
+        if self.buckets.len() != bounds.len() + 1 {
+            self.buckets = vec![0; bounds.len() + 1];
+        }
+        let i = bounds.iter().position(|b| v <= *b).unwrap_or(bounds.len());
+        self.buckets[i] += 1;
+        self.sum += v;
+        self.count += 1;
+    }
+}
+
 /// Counters since start. `Clone` so a snapshot can cross the channel.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Stats {
     /// Datagrams handed to `handle_receive`.
     pub datagrams_in: u64,
@@ -64,8 +108,12 @@ pub struct Stats {
     pub rtp_in: u64,
     /// RTP packets written to viewers (one per viewer).
     pub rtp_forwarded: u64,
+    /// (packet, viewer) pairs the fan-out considered. Exact accounting:
+    /// `fanout_attempts == rtp_forwarded + ` the per-viewer drops
+    /// ([`DropReason::is_per_viewer`]).
+    pub fanout_attempts: u64,
     /// Dropped datagrams and per-viewer packet drops, indexed like [`DropReason::ALL`].
-    pub dropped: [u64; 8],
+    pub dropped: [u64; 9],
     /// Keyframe requests sent to publishers.
     pub keyframe_requests_sent: u64,
     /// Keyframe requests (PLI/FIR) received from viewers.
@@ -84,6 +132,15 @@ pub struct Stats {
     pub sessions_connected: [u64; 2],
     /// Rooms now.
     pub rooms: u64,
+    /// Round-trip times reported once a second per session, by role (publishers, viewers).
+    pub rtt: [Histogram; 2],
+    /// Loss ratio once a second per session, by role: from a publisher
+    /// (what reaches wisp) and toward a viewer (what its receiver reports).
+    pub loss: [Histogram; 2],
+    /// NACKs wisp sent to publishers (repair requests for packets lost on the way in).
+    pub nacks_sent: u64,
+    /// NACKs viewers sent to wisp (answered from the send history).
+    pub nacks_received: u64,
     /// Filled in by the event loop: `send_to` failures (datagram dropped).
     pub io_send_errors: u64,
     /// Filled in by the event loop: `recv_from` errors other than WouldBlock.

@@ -220,7 +220,11 @@ impl TestNet {
             }
         };
         let (token, answer, etag) = match self.sfu.handle_command(self.now, cmd)? {
-            Reply::Created { token, answer, etag } => (token, answer, etag),
+            Reply::Created {
+                token,
+                answer,
+                etag,
+            } => (token, answer, etag),
             other => panic!("unexpected reply {other:?}"),
         };
         self.last_answer = answer.clone();
@@ -318,9 +322,18 @@ impl TestNet {
     }
 
     /// PATCH the client's session with an sdpfrag.
-    pub fn patch(&mut self, i: usize, if_match: Option<&str>, fragment: &str) -> Result<Reply, wisp::sfu::ApiError> {
+    pub fn patch(
+        &mut self,
+        i: usize,
+        if_match: Option<&str>,
+        fragment: &str,
+    ) -> Result<Reply, wisp::sfu::ApiError> {
         let c = &self.clients[i];
-        let role = if c.publisher { wisp::sfu::Role::Publisher } else { wisp::sfu::Role::Subscriber };
+        let role = if c.publisher {
+            wisp::sfu::Role::Publisher
+        } else {
+            wisp::sfu::Role::Subscriber
+        };
         let cmd = Command::Patch {
             role,
             room: RoomName::new(&c.room).unwrap(),
@@ -334,12 +347,17 @@ impl TestNet {
     /// Deliver a raw datagram to the server now; returns the datagrams the
     /// server sends back to `from` in response (other output stays queued).
     pub fn inject(&mut self, from: SocketAddr, bytes: &[u8]) -> Vec<Vec<u8>> {
-        self.sfu.handle_receive(self.now, from, server_addr(), bytes);
+        self.sfu
+            .handle_receive(self.now, from, server_addr(), bytes);
         let mut back = vec![];
         loop {
             match self.sfu.poll_output() {
-                wisp::sfu::Output::Transmit(t) if t.destination == from => back.push(t.contents.to_vec()),
-                wisp::sfu::Output::Transmit(t) => self.push(server_addr(), t.destination, t.contents.to_vec()),
+                wisp::sfu::Output::Transmit(t) if t.destination == from => {
+                    back.push(t.contents.to_vec())
+                }
+                wisp::sfu::Output::Transmit(t) => {
+                    self.push(server_addr(), t.destination, t.contents.to_vec())
+                }
                 wisp::sfu::Output::Record(r) => self.recorded.push(r),
                 wisp::sfu::Output::Timeout(_) => return back,
             }
@@ -595,6 +613,22 @@ impl TestNet {
             self.step();
         }
         pred(self)
+    }
+
+    /// Exact packet accounting: every (packet, viewer) pair the fan-out saw was
+    /// forwarded or dropped with a counted per-viewer reason.
+    pub fn assert_accounting(&self) {
+        let s = self.sfu.stats();
+        let per_viewer: u64 = wisp::sfu::DropReason::ALL
+            .iter()
+            .filter(|r| r.is_per_viewer())
+            .map(|r| s.dropped(*r))
+            .sum();
+        assert_eq!(
+            s.fanout_attempts,
+            s.rtp_forwarded + per_viewer,
+            "fan-out accounting: {s:?}"
+        );
     }
 
     pub fn connected(&self, i: usize) -> bool {
