@@ -25,6 +25,7 @@ pub mod auth;
 pub mod config;
 pub mod event_loop;
 #[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod http_thread;
 pub mod metrics;

@@ -1,0 +1,270 @@
+//! Fuzzing entry points: not a public API.
+//!
+//! `fuzz/fuzz_targets/sdp_offer.rs` (cargo-fuzz, nightly) and
+//! `tests/fuzz_smoke.rs` (stable, over the seed corpus) both call
+//! [`sdp_offer`], so CI exercises the same body the fuzzer does.
+
+use std::sync::{Once, OnceLock};
+use std::time::{Duration, Instant};
+
+use str0m::change::SdpAnswer;
+
+use crate::sfu::{ApiError, Command, Counts, Output, Reply, RoomName, Sfu, SfuConfig};
+
+/// Most `poll_output` calls per drain; a core that never reaches its
+/// `Timeout` is a bug, not a slow input.
+const MAX_POLLS: usize = 10_000;
+
+/// Clock steps selectable by the control byte; the last one crosses the
+/// 15 s connect timeout within the run, so that path is exercised too.
+const STEPS: [Duration; 4] = [
+    Duration::from_millis(1),
+    Duration::from_millis(250),
+    Duration::from_secs(3),
+    Duration::from_secs(8),
+];
+
+const ZERO: Counts = Counts {
+    sessions: 0,
+    rooms: 0,
+    tokens: 0,
+    addrs: 0,
+    ufrags: 0,
+    addr_lists: 0,
+    keyframe_timers: 0,
+};
+
+fn install_crypto() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // `install_process_default` ignores a second install, but another
+        // caller (a test, the binary) may have installed one already.
+        if str0m::crypto::CryptoProvider::get_default().is_none() {
+            str0m::crypto::from_feature_flags().install_process_default();
+        }
+    });
+}
+
+/// One fixed origin for the fake clock, so runs differ only by their input.
+fn origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+/// The decisions taken from the first byte of the input.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    /// Subscribe before publishing (viewer waits for a publisher).
+    subscribe_first: bool,
+    /// Also publish into the second room.
+    publish_other: bool,
+    /// Try a second publish into the first room (must be refused while the first is live).
+    publish_twice: bool,
+    /// Clock step between timeouts.
+    step: Duration,
+    /// Number of `handle_timeout` rounds (1..=4).
+    rounds: usize,
+    /// Rewrite bare `\n` line ends as `\r\n`.
+    crlf: bool,
+    /// Delete the sessions one by one before closing the rooms.
+    delete_first: bool,
+}
+
+impl Plan {
+    fn new(b: u8) -> Plan {
+        Plan {
+            subscribe_first: b & 0x01 != 0,
+            publish_other: b & 0x02 != 0,
+            publish_twice: b & 0x04 != 0,
+            step: STEPS[usize::from((b >> 3) & 0x03)],
+            rounds: 1 + usize::from((b >> 5) & 0x01) * 3,
+            crlf: b & 0x40 != 0,
+            delete_first: b & 0x80 != 0,
+        }
+    }
+}
+
+struct Harness {
+    sfu: Sfu,
+    now: Instant,
+    /// Sessions created, with their role and room, for `delete_first`.
+    created: Vec<(crate::sfu::Role, RoomName, crate::sfu::SessionToken)>,
+}
+
+impl Harness {
+    /// Drain every output until the core reports its next timeout.
+    fn drain(&mut self) -> Instant {
+        for _ in 0..MAX_POLLS {
+            match self.sfu.poll_output() {
+                Output::Transmit(t) => {
+                    assert!(!t.contents.is_empty(), "empty datagram queued");
+                }
+                Output::Record(_) => {}
+                Output::Timeout(t) => return t,
+            }
+        }
+        panic!("poll_output did not reach a Timeout in {MAX_POLLS} calls");
+    }
+
+    fn check_maps(&self) {
+        let c = self.sfu.counts();
+        assert_eq!(c.tokens, c.sessions, "one token per session: {c:?}");
+        assert_eq!(c.ufrags, c.sessions, "one ufrag per session: {c:?}");
+        assert!(c.rooms <= c.sessions, "a room without sessions: {c:?}");
+        let s = self.sfu.stats();
+        let live = s.sessions_live[0] + s.sessions_live[1];
+        let created = s.sessions_created[0] + s.sessions_created[1];
+        let closed = s.sessions_closed[0] + s.sessions_closed[1];
+        assert_eq!(created - closed, live, "created - closed != live: {s:?}");
+        assert_eq!(live as usize, c.sessions);
+    }
+
+    /// POST an offer; checks the reply's shape and returns whether a session was created.
+    fn post(&mut self, publisher: bool, room: &RoomName, offer: &str) -> bool {
+        let before = self.sfu.counts().sessions;
+        let cmd = if publisher {
+            Command::Publish {
+                room: room.clone(),
+                offer: offer.to_string(),
+                record: None,
+            }
+        } else {
+            Command::Subscribe {
+                room: room.clone(),
+                offer: offer.to_string(),
+            }
+        };
+        let created = match self.sfu.handle_command(self.now, cmd) {
+            Ok(Reply::Created { token, answer, .. }) => {
+                if let Err(e) = SdpAnswer::from_sdp_string(&answer) {
+                    panic!("the answer does not re-parse: {e}\n--- answer ---\n{answer}");
+                }
+                assert!(
+                    answer.contains("a=candidate"),
+                    "the answer has no server candidate:\n{answer}"
+                );
+                let role = if publisher {
+                    crate::sfu::Role::Publisher
+                } else {
+                    crate::sfu::Role::Subscriber
+                };
+                self.created.push((role, room.clone(), token));
+                true
+            }
+            Ok(other) => panic!("unexpected reply to a POST: {other:?}"),
+            Err(ApiError::BadOffer(_) | ApiError::Unsupported(_)) => false,
+            Err(ApiError::AlreadyPublished) => {
+                assert!(publisher, "AlreadyPublished for a viewer");
+                false
+            }
+            Err(
+                e @ (ApiError::NotFound
+                | ApiError::AtCapacity
+                | ApiError::BadFragment(_)
+                | ApiError::PreconditionRequired
+                | ApiError::PreconditionFailed),
+            ) => {
+                panic!("unexpected error to a POST: {e:?}")
+            }
+        };
+        let after = self.sfu.counts().sessions;
+        if created {
+            assert_eq!(after, before + 1, "Created but the session is not there");
+        } else {
+            assert_eq!(after, before, "a refused offer left a session behind");
+        }
+        self.check_maps();
+        self.drain();
+        created
+    }
+}
+
+/// Feed one fuzz input to a fresh core as WHIP/WHEP offers and check the
+/// core's invariants.
+///
+/// The first byte chooses the order and extra steps (see `Plan`); the rest
+/// is the SDP offer text (lossy UTF-8). The offer is posted as a publisher
+/// and a viewer of room `a` and a viewer (and maybe a publisher) of room
+/// `b`; then the fake clock advances through a few timeouts, and both rooms
+/// are closed. Panics if the core panics, refuses a POST with an impossible
+/// error, creates an answer that does not re-parse, or leaves anything in
+/// any map after the rooms are closed.
+pub fn sdp_offer(data: &[u8]) {
+    install_crypto();
+    let Some((&ctl, rest)) = data.split_first() else {
+        return;
+    };
+    let plan = Plan::new(ctl);
+    let mut offer = String::from_utf8_lossy(rest).into_owned();
+    if plan.crlf {
+        offer = offer.replace("\r\n", "\n").replace('\n', "\r\n");
+    }
+
+    let now = origin();
+    let config = SfuConfig {
+        candidates: vec![std::net::SocketAddr::from(([198, 51, 100, 1], 8189))],
+        seed: [ctl; 32],
+        ..SfuConfig::default()
+    };
+    let mut h = Harness {
+        sfu: Sfu::new(config, now),
+        now,
+        created: Vec::new(),
+    };
+    let a = RoomName::new("a").expect("room name");
+    let b = RoomName::new("b").expect("room name");
+
+    if plan.subscribe_first {
+        h.post(false, &a, &offer);
+    }
+    let published = h.post(true, &a, &offer);
+    if plan.publish_twice {
+        let again = h.post(true, &a, &offer);
+        assert!(
+            !(published && again),
+            "two live publishers accepted in one room"
+        );
+    }
+    if !plan.subscribe_first {
+        h.post(false, &a, &offer);
+    }
+    h.post(false, &b, &offer);
+    if plan.publish_other {
+        h.post(true, &b, &offer);
+    }
+
+    for _ in 0..plan.rounds {
+        let next = h.drain();
+        h.now = (h.now + plan.step).max(next.min(h.now + STEPS[3]));
+        h.sfu.handle_timeout(h.now);
+        h.check_maps();
+    }
+    h.drain();
+
+    if plan.delete_first {
+        for (role, room, token) in std::mem::take(&mut h.created) {
+            let cmd = Command::DeleteSession { role, room, token };
+            match h.sfu.handle_command(h.now, cmd) {
+                Ok(Reply::Deleted) | Err(ApiError::NotFound) => {}
+                other => panic!("unexpected reply to a DELETE: {other:?}"),
+            }
+            h.check_maps();
+        }
+    }
+
+    h.now += Duration::from_millis(1);
+    for room in [a, b] {
+        match h.sfu.handle_command(h.now, Command::CloseRoom { room }) {
+            Ok(Reply::RoomClosed { .. }) | Err(ApiError::NotFound) => {}
+            other => panic!("unexpected reply to CloseRoom: {other:?}"),
+        }
+        h.check_maps();
+    }
+    h.drain();
+    h.now += Duration::from_secs(1);
+    h.sfu.handle_timeout(h.now);
+    h.drain();
+    let c = h.sfu.counts();
+    assert_eq!(c, ZERO, "something left after closing every room");
+    assert_eq!(h.sfu.room_count(), 0);
+}
