@@ -39,6 +39,8 @@ pub struct Config {
     pub max_rooms: usize,
     /// Maximum number of sessions (publishers plus viewers).
     pub max_sessions: usize,
+    /// Where recordings go; `None`: recording off unless a publish asks (then it has nowhere to go).
+    pub record_dir: Option<std::path::PathBuf>,
     /// Server-wide WHIP token; `None` leaves publishing open. Redacted in `Debug`.
     pub publish_token: Option<Token>,
     /// Server-wide WHEP token; `None` leaves viewing open. Redacted in `Debug`.
@@ -68,6 +70,7 @@ impl fmt::Debug for Config {
             )
             .field("max_rooms", &self.max_rooms)
             .field("max_sessions", &self.max_sessions)
+            .field("record_dir", &self.record_dir)
             .field("publish_token", &self.publish_token)
             .field("view_token", &self.view_token)
             .field("admin_token", &self.admin_token)
@@ -90,6 +93,7 @@ impl Default for Config {
             turn_credential: None,
             max_rooms: DEFAULT_MAX_ROOMS,
             max_sessions: DEFAULT_MAX_SESSIONS,
+            record_dir: None,
             publish_token: None,
             view_token: None,
             admin_token: None,
@@ -119,7 +123,7 @@ struct Opt {
     help: &'static str,
 }
 
-const OPTS: [Opt; 15] = [
+const OPTS: [Opt; 16] = [
     Opt {
         flag: "--http-addr",
         env: "WISP_HTTP_ADDR",
@@ -209,6 +213,13 @@ const OPTS: [Opt; 15] = [
         env: "WISP_TLS_KEY",
         default: "",
         help: "PEM private key (PKCS#8 or RSA) for --tls-cert",
+    },
+    Opt {
+        flag: "--record-dir",
+        env: "WISP_RECORD_DIR",
+        default: "",
+        help:
+            "record every published track into this directory (?record=0 on a WHIP POST opts out)",
     },
 ];
 
@@ -323,6 +334,7 @@ impl Config {
                 "--tokens-file" => cfg.tokens_file = parse_path(&v),
                 "--tls-cert" => cfg.tls_cert = parse_path(&v),
                 "--tls-key" => cfg.tls_key = parse_path(&v),
+                "--record-dir" => cfg.record_dir = parse_path(&v),
                 _ => unreachable!("every OPTS entry is handled"),
             }
         }

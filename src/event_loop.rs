@@ -92,7 +92,8 @@ impl EventLoop {
         self.sfu
     }
 
-    /// Run until the stop flag is set (checked at least once a second).
+    /// Run until the stop flag is set (ring the waker after setting it); then
+    /// end every session, send their closes and return.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(64);
         let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -118,6 +119,7 @@ impl EventLoop {
             busy |= self.read_commands(now);
             self.sfu.handle_timeout(now);
         }
+        self.sfu.shutdown(Instant::now());
         self.flush();
         Ok(())
     }

@@ -82,6 +82,7 @@ fn run(cfg: Config, auth: Auth) -> Result<(), Box<dyn std::error::Error>> {
         log::warn!("no tokens configured: anyone who reaches the HTTP port can publish and view");
     }
     let http_cfg = HttpConfig::new(cfg.ice_server_links()).with_auth(auth);
+    let waker_for_signals = waker.clone();
     wisp::http_thread::spawn(server, http_cfg, tx, waker)?;
 
     let list: Vec<String> = candidates.iter().map(|c| c.to_string()).collect();
@@ -92,7 +93,29 @@ fn run(cfg: Config, auth: Auth) -> Result<(), Box<dyn std::error::Error>> {
         list.join(",")
     );
     let stop = Arc::new(AtomicBool::new(false));
+    spawn_signal_thread(stop.clone(), waker_for_signals)?;
     let mut event_loop = EventLoop::new(poll, udp, rx, sfu, stop)?;
     event_loop.run()?;
+    log::info!("wisp stopped: every session closed");
+    Ok(())
+}
+
+/// SIGTERM or SIGINT: stop the loop (which closes every session and finalises
+/// recordings). A second signal exits at once.
+fn spawn_signal_thread(stop: Arc<AtomicBool>, waker: Arc<mio::Waker>) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if stop.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    log::warn!("second signal {sig}: exiting now");
+                    std::process::exit(130);
+                }
+                log::info!("signal {sig}: shutting down");
+                let _ = waker.wake();
+            }
+        })?;
     Ok(())
 }

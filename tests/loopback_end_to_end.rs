@@ -107,6 +107,7 @@ struct Peer {
     connected: bool,
     got_video: Vec<Vec<u8>>,
     got_audio: usize,
+    closed: bool,
 }
 
 impl Peer {
@@ -150,6 +151,7 @@ impl Peer {
             connected: false,
             got_video: vec![],
             got_audio: 0,
+            closed: false,
         }
     }
 
@@ -174,6 +176,7 @@ impl Peer {
                     let _ = self.sock.send_to(&t.contents, t.destination);
                 }
                 Output::Event(Event::Connected) => self.connected = true,
+                Output::Event(Event::Closed) => self.closed = true,
                 Output::Event(Event::RtpPacket(p)) => {
                     let mid = self
                         .rtc
@@ -290,4 +293,57 @@ fn publish_and_play_over_real_sockets() {
     }
     let (_, _, rooms) = http(server.http, "GET", "/api/rooms", None, "");
     assert!(!rooms.contains("\"e2e\""), "room pruned: {rooms}");
+}
+
+#[test]
+fn sigterm_closes_every_session_and_exits_within_two_seconds() {
+    str0m::crypto::from_feature_flags().install_process_default();
+    let mut server = start_server();
+    let mut viewer = Peer::new(&server, "/whep/bye", Direction::RecvOnly);
+    let mut publisher = Peer::new(&server, "/whip/bye", Direction::SendOnly);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && !(viewer.connected && publisher.connected) {
+        publisher.pump();
+        viewer.pump();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(viewer.connected && publisher.connected);
+
+    let pid = server.child.id().to_string();
+    let sent = Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = loop {
+        publisher.pump();
+        viewer.pump();
+        if let Some(st) = server.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(2),
+            "still running 2 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let took = sent.elapsed();
+    // Let the last datagrams (DTLS close_notify) arrive.
+    for _ in 0..20 {
+        publisher.pump();
+        viewer.pump();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    eprintln!(
+        "SIGTERM: exited {status} after {} ms; peers told: viewer {} publisher {}",
+        took.as_millis(),
+        viewer.closed,
+        publisher.closed
+    );
+    assert!(status.success(), "{status}");
+    assert!(
+        viewer.closed && publisher.closed,
+        "every peer got a DTLS close"
+    );
 }

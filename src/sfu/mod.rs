@@ -426,6 +426,22 @@ impl Sfu {
         Ok(ids.len())
     }
 
+    /// End every session (each peer gets a DTLS close) and every room; the
+    /// recordings get their `Stop`. Drain `poll_output` afterwards to send the
+    /// closes. Used for a graceful shutdown.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.tick(now);
+        let rooms: Vec<RoomName> = self.rooms.keys().cloned().collect();
+        for r in rooms {
+            let _ = self.close_room(now, &r);
+        }
+        let rest: Vec<SessionId> = self.sessions.keys().copied().collect();
+        for id in rest {
+            self.close_session(now, id);
+        }
+        self.process(now);
+    }
+
     /// A snapshot of the counters, with the live gauges filled in.
     pub fn stats(&self) -> Stats {
         let mut s = self.stats.clone();
