@@ -99,6 +99,9 @@ pub struct RoomTokens {
     pub publish: Option<Token>,
     /// Replaces the global view token in this room.
     pub view: Option<Token>,
+    /// Recording override for this room (`"record": true|false`); a
+    /// `?record=` on the WHIP POST wins over it.
+    pub record: Option<bool>,
 }
 
 impl fmt::Debug for RoomTokens {
@@ -106,6 +109,7 @@ impl fmt::Debug for RoomTokens {
         f.debug_struct("RoomTokens")
             .field("publish", &self.publish.is_some())
             .field("view", &self.view.is_some())
+            .field("record", &self.record)
             .finish()
     }
 }
@@ -145,6 +149,11 @@ impl Auth {
     pub fn with_rooms(mut self, rooms: HashMap<String, RoomTokens>) -> Auth {
         self.rooms = rooms;
         self
+    }
+
+    /// The tokens file's recording override for `room`, if any.
+    pub fn room_record(&self, room: &str) -> Option<bool> {
+        self.rooms.get(room).and_then(|r| r.record)
     }
 
     /// True if no token is configured at all.
@@ -239,13 +248,20 @@ pub fn parse_tokens_file(text: &str) -> Result<HashMap<String, RoomTokens>, Stri
         })?;
         let mut tokens = RoomTokens::default();
         for (key, value) in entry {
+            if key == "record" {
+                tokens.record =
+                    Some(value.as_bool().ok_or_else(|| {
+                        format!("room {room:?}: \"record\" must be true or false")
+                    })?);
+                continue;
+            }
             let slot = match key.as_str() {
                 "publish" => &mut tokens.publish,
                 "view" => &mut tokens.view,
                 other => {
                     let shown: String = other.chars().take(32).collect();
                     return Err(format!(
-                        "room {room:?}: unknown key {shown:?} (only \"publish\" and \"view\")"
+                        "room {room:?}: unknown key {shown:?} (only \"publish\", \"view\" and \"record\")"
                     ));
                 }
             };

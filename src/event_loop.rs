@@ -38,8 +38,6 @@ pub struct IoStats {
     pub send_errors: u64,
     /// `recv_from` errors other than WouldBlock (ICMP-induced and the like).
     pub recv_errors: u64,
-    /// Recording events dropped because the recorder's queue was full.
-    pub record_dropped: u64,
 }
 
 /// The loop: the sans-IO core plus a socket, a channel and a stop flag.
@@ -50,7 +48,7 @@ pub struct EventLoop {
     commands: Receiver<CoreRequest>,
     sfu: Sfu,
     stop: Arc<AtomicBool>,
-    recorder: Option<Sender<RecordEvent>>,
+    recorder: Option<(Sender<RecordEvent>, Arc<crate::record::RecorderStats>)>,
     /// Socket counters.
     pub io: IoStats,
 }
@@ -82,14 +80,13 @@ impl EventLoop {
     }
 
     /// Send recording events to this bounded channel (the recorder thread).
-    /// When it is full, events are dropped and counted: forwarding never waits.
-    pub fn set_recorder(&mut self, tx: Sender<RecordEvent>) {
-        self.recorder = Some(tx);
-    }
-
-    /// Stop accepting work and give back the core (for a graceful shutdown).
-    pub fn into_sfu(self) -> Sfu {
-        self.sfu
+    /// When it is full, events are dropped and counted in `stats`: forwarding never waits.
+    pub fn set_recorder(
+        &mut self,
+        tx: Sender<RecordEvent>,
+        stats: Arc<crate::record::RecorderStats>,
+    ) {
+        self.recorder = Some((tx, stats));
     }
 
     /// Run until the stop flag is set (ring the waker after setting it); then
@@ -135,12 +132,11 @@ impl EventLoop {
                     }
                 }
                 Output::Record(ev) => {
-                    if let Some(tx) = &self.recorder {
-                        match tx.try_send(ev) {
-                            Ok(()) => {}
-                            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                                self.io.record_dropped += 1;
-                            }
+                    if let Some((tx, stats)) = &self.recorder {
+                        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+                            tx.try_send(ev)
+                        {
+                            stats.events_dropped.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                 }

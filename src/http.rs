@@ -167,6 +167,8 @@ pub struct HttpConfig {
     pub auth: Auth,
     /// Responses by status, filled in by the driver, shown by `/metrics`.
     pub counters: Arc<HttpCounters>,
+    /// The recorder's figures, when recording is configured (room API, metrics).
+    pub recorder: Option<Arc<crate::record::RecorderStats>>,
 }
 
 impl HttpConfig {
@@ -177,12 +179,19 @@ impl HttpConfig {
             body_limit: DEFAULT_BODY_LIMIT,
             auth: Auth::default(),
             counters: Arc::new(HttpCounters::new()),
+            recorder: None,
         }
     }
 
     /// The same configuration with these tokens.
     pub fn with_auth(mut self, auth: Auth) -> HttpConfig {
         self.auth = auth;
+        self
+    }
+
+    /// The same configuration showing this recorder's figures.
+    pub fn with_recorder(mut self, stats: Arc<crate::record::RecorderStats>) -> HttpConfig {
+        self.recorder = Some(stats);
         self
     }
 }
@@ -295,8 +304,10 @@ pub fn handle(req: &HttpRequest, cfg: &HttpConfig, core: &mut CoreFn<'_>) -> Htt
                     return r;
                 }
                 match core(Command::Stats) {
-                    Ok(Ok(Reply::Stats(s))) => HttpResponse::new(200)
-                        .body(metrics::CONTENT_TYPE, metrics::render(&s, &cfg.counters)),
+                    Ok(Ok(Reply::Stats(s))) => HttpResponse::new(200).body(
+                        metrics::CONTENT_TYPE,
+                        metrics::render(&s, &cfg.counters, cfg.recorder.as_deref()),
+                    ),
                     other => from_failure(other, "Stats"),
                 }
             }
@@ -364,7 +375,7 @@ pub fn handle(req: &HttpRequest, cfg: &HttpConfig, core: &mut CoreFn<'_>) -> Htt
                 }
                 match core(Command::ListRooms) {
                     Ok(Ok(Reply::Rooms(rooms))) => {
-                        let list: Vec<_> = rooms.iter().map(room_json).collect();
+                        let list: Vec<_> = rooms.iter().map(|r| room_json(r, cfg)).collect();
                         json_response(200, &serde_json::Value::Array(list))
                     }
                     other => from_failure(other, "ListRooms"),
@@ -394,7 +405,7 @@ pub fn handle(req: &HttpRequest, cfg: &HttpConfig, core: &mut CoreFn<'_>) -> Htt
                 match core(Command::ListRooms) {
                     Ok(Ok(Reply::Rooms(rooms))) => {
                         match rooms.iter().find(|r| r.name == room.as_str()) {
-                            Some(r) => json_response(200, &room_json(r)),
+                            Some(r) => json_response(200, &room_json(r, cfg)),
                             None => HttpResponse::error(404, "no such room"),
                         }
                     }
@@ -432,7 +443,7 @@ fn post_offer(
         Role::Publisher => Command::Publish {
             room: room.clone(),
             offer,
-            record: record_override(&req.url),
+            record: record_override(&req.url).or(cfg.auth.room_record(room.as_str())),
         },
         Role::Subscriber => Command::Subscribe {
             room: room.clone(),
@@ -596,7 +607,7 @@ fn has_content_type(headers: &[(String, String)], want: &str) -> bool {
     }
 }
 
-fn room_json(r: &RoomInfo) -> serde_json::Value {
+fn room_json(r: &RoomInfo, cfg: &HttpConfig) -> serde_json::Value {
     let tracks: Vec<_> = r
         .tracks
         .iter()
@@ -615,6 +626,25 @@ fn room_json(r: &RoomInfo) -> serde_json::Value {
         "tracks": tracks,
         "viewers": r.viewers,
         "uptime_s": r.uptime_s,
+        "recording": recording_json(r, cfg),
+    })
+}
+
+/// The room's recording state: whether its publisher is recorded, and the
+/// recorder's figures for the room.
+fn recording_json(r: &RoomInfo, cfg: &HttpConfig) -> serde_json::Value {
+    let figures = cfg.recorder.as_ref().and_then(|s| {
+        let name = RoomName::new(&r.name)?;
+        s.room(&name)
+    });
+    let f = figures.unwrap_or_default();
+    json!({
+        "on": r.recording,
+        "files_open": f.files_open,
+        "files_failed": f.files_failed,
+        "bytes_written": f.bytes_written,
+        "frames_written": f.frames_written,
+        "frames_dropped": f.frames_dropped,
     })
 }
 
@@ -1050,13 +1080,16 @@ mod tests {
         assert_eq!(resp.header("Content-Type"), Some("application/json"));
         assert!(matches!(&seen[..], [Command::ListRooms]));
         let v: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+        let rec_off = json!({"on": false, "files_open": 0, "files_failed": 0,
+            "bytes_written": 0, "frames_written": 0, "frames_dropped": 0});
         assert_eq!(
             v,
             json!([
                 {"name": "a", "publisher_live": true,
                  "tracks": [{"kind": "video", "codec": "vp8", "packets": 10, "bytes": 1000}],
-                 "viewers": 2, "uptime_s": 1.5},
-                {"name": "b", "publisher_live": false, "tracks": [], "viewers": 0, "uptime_s": 0.0}
+                 "viewers": 2, "uptime_s": 1.5, "recording": rec_off},
+                {"name": "b", "publisher_live": false, "tracks": [], "viewers": 0, "uptime_s": 0.0,
+                 "recording": rec_off}
             ])
         );
 

@@ -30,4 +30,5 @@ pub mod http;
 pub mod http_thread;
 pub mod metrics;
 pub mod page;
+pub mod record;
 pub mod sfu;

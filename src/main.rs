@@ -10,6 +10,9 @@ use wisp::auth::Auth;
 use wisp::config::{Config, ConfigOutcome};
 use wisp::event_loop::{EventLoop, WAKER};
 use wisp::http::HttpConfig;
+use wisp::http_thread::CoreRequest;
+use wisp::record::RecorderConfig;
+use wisp::sfu::Command;
 use wisp::sfu::{Sfu, SfuConfig};
 
 fn main() -> ExitCode {
@@ -42,6 +45,10 @@ fn main() -> ExitCode {
     }
 }
 
+/// Recording events queued between the loop and the recorder thread: about
+/// 2 s of a 2,000 packet/s publisher; beyond it packets are dropped and counted.
+const RECORD_QUEUE: usize = 4096;
+
 fn run(cfg: Config, auth: Auth) -> Result<(), Box<dyn std::error::Error>> {
     str0m::crypto::from_feature_flags().install_process_default();
 
@@ -64,6 +71,8 @@ fn run(cfg: Config, auth: Auth) -> Result<(), Box<dyn std::error::Error>> {
             max_rooms: cfg.max_rooms,
             max_sessions: cfg.max_sessions,
             seed,
+            record_default: cfg.record_dir.is_some(),
+            recording_available: cfg.record_dir.is_some(),
             ..SfuConfig::default()
         },
         now,
@@ -81,7 +90,33 @@ fn run(cfg: Config, auth: Auth) -> Result<(), Box<dyn std::error::Error>> {
     if auth.is_open() {
         log::warn!("no tokens configured: anyone who reaches the HTTP port can publish and view");
     }
-    let http_cfg = HttpConfig::new(cfg.ice_server_links()).with_auth(auth);
+    let mut http_cfg = HttpConfig::new(cfg.ice_server_links()).with_auth(auth);
+
+    // The recorder thread, fed by a bounded queue; it asks for keyframes
+    // through the same command channel as the HTTP thread.
+    let recorder = match &cfg.record_dir {
+        Some(dir) => {
+            let (rec_tx, rec_rx) = crossbeam_channel::bounded(RECORD_QUEUE);
+            let (cmd, wake) = (tx.clone(), waker.clone());
+            let keyframe = move |room| {
+                let (reply, _) = crossbeam_channel::bounded(1);
+                let req = CoreRequest {
+                    command: Command::RequestKeyframe { room },
+                    reply,
+                };
+                if cmd.try_send(req).is_ok() {
+                    let _ = wake.wake();
+                }
+            };
+            let (handle, stats) =
+                wisp::record::spawn(RecorderConfig::new(dir), rec_rx, keyframe)
+                    .map_err(|e| format!("cannot record into {}: {e}", dir.display()))?;
+            http_cfg = http_cfg.with_recorder(stats.clone());
+            log::info!("recording every published track into {}", dir.display());
+            Some((rec_tx, stats, handle))
+        }
+        None => None,
+    };
     let waker_for_signals = waker.clone();
     wisp::http_thread::spawn(server, http_cfg, tx, waker)?;
 
@@ -95,7 +130,24 @@ fn run(cfg: Config, auth: Auth) -> Result<(), Box<dyn std::error::Error>> {
     let stop = Arc::new(AtomicBool::new(false));
     spawn_signal_thread(stop.clone(), waker_for_signals)?;
     let mut event_loop = EventLoop::new(poll, udp, rx, sfu, stop)?;
+    let recorder_thread = recorder.map(|(tx, stats, handle)| {
+        event_loop.set_recorder(tx, stats);
+        handle
+    });
     event_loop.run()?;
+    // Dropping the loop drops the recorder's sender: it finalises every file and ends.
+    drop(event_loop);
+    if let Some(handle) = recorder_thread {
+        let deadline = Instant::now() + std::time::Duration::from_millis(1500);
+        while !handle.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        if handle.is_finished() {
+            let _ = handle.join();
+        } else {
+            log::warn!("recorder did not finish in time; files are valid up to their last flush");
+        }
+    }
     log::info!("wisp stopped: every session closed");
     Ok(())
 }

@@ -140,7 +140,11 @@ impl Out {
 const ROLES: [&str; 2] = ["publisher", "viewer"];
 
 /// Render the metrics page.
-pub fn render(s: &Stats, http: &HttpCounters) -> String {
+pub fn render(
+    s: &Stats,
+    http: &HttpCounters,
+    recorder: Option<&crate::record::RecorderStats>,
+) -> String {
     let mut o = Out(String::with_capacity(4096));
     o.single("wisp_rooms", "gauge", "Rooms that exist now.", s.rooms);
 
@@ -298,6 +302,44 @@ pub fn render(s: &Stats, http: &HttpCounters) -> String {
         &stats::LOSS_BUCKETS,
     );
 
+    if let Some(r) = recorder {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (name, help, v) in [
+            (
+                "wisp_recordings_started_total",
+                "Recording files opened.",
+                &r.recordings_started,
+            ),
+            (
+                "wisp_recordings_failed_total",
+                "Recordings stopped by an I/O error.",
+                &r.recordings_failed,
+            ),
+            (
+                "wisp_recording_frames_written_total",
+                "Frames (audio packets) written to files.",
+                &r.frames_written,
+            ),
+            (
+                "wisp_recording_frames_dropped_total",
+                "Frames not recorded (loss until a keyframe, malformed).",
+                &r.frames_dropped,
+            ),
+            (
+                "wisp_recording_bytes_written_total",
+                "Bytes written to recording files.",
+                &r.bytes_written,
+            ),
+            (
+                "wisp_recording_events_dropped_total",
+                "Packets not handed to the recorder (its queue was full).",
+                &r.events_dropped,
+            ),
+        ] {
+            o.single(name, "counter", help, v.load(Relaxed));
+        }
+    }
+
     o.family(
         "wisp_http_requests_total",
         "counter",
@@ -348,7 +390,7 @@ mod tests {
         s.drop(DropReason::WaitingForKeyframe);
         let c = HttpCounters::new();
         c.record(404);
-        let text = render(&s, &c);
+        let text = render(&s, &c, None);
         for line in [
             "wisp_rooms 3",
             "wisp_sessions{role=\"publisher\",state=\"connected\"} 1",

@@ -59,14 +59,23 @@ mod tests {
         ] {
             let resp = get("GET", url).expect(url);
             assert_eq!(resp.status, 200, "{url}");
-            assert!(resp.header("Content-Type").unwrap().starts_with(ct), "{url}");
+            assert!(
+                resp.header("Content-Type").unwrap().starts_with(ct),
+                "{url}"
+            );
             assert_eq!(resp.header("Cache-Control"), Some("no-cache"));
             assert_eq!(resp.header("Access-Control-Allow-Origin"), Some("*"));
-            assert!(String::from_utf8_lossy(&resp.body).contains(needle), "{url}");
+            assert!(
+                String::from_utf8_lossy(&resp.body).contains(needle),
+                "{url}"
+            );
         }
         let head = get("HEAD", "/app.js").unwrap();
         assert!(head.body.is_empty());
-        assert!(head.header("Content-Type").unwrap().starts_with("text/javascript"));
+        assert!(head
+            .header("Content-Type")
+            .unwrap()
+            .starts_with("text/javascript"));
     }
 
     #[test]
@@ -81,7 +90,10 @@ mod tests {
     fn the_page_makes_no_external_request() {
         for file in [INDEX, APP_JS, STYLE] {
             assert!(!file.contains("https://"), "no external URL");
-            assert!(!file.contains("http://") || file == INDEX, "no external URL");
+            assert!(
+                !file.contains("http://") || file == INDEX,
+                "no external URL"
+            );
         }
         assert!(!INDEX.contains("src=\"http") && !INDEX.contains("href=\"http"));
     }

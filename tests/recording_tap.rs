@@ -16,6 +16,7 @@ fn recording_net(seed: u64) -> TestNet {
         seed,
         SfuConfig {
             record_default: true,
+            recording_available: true,
             ..SfuConfig::default()
         },
     )

@@ -24,7 +24,7 @@ const bearer = field => {
 function explain(role, status, body) {
   const why = {
     400: 'the server rejected the request (check the room name: 1-64 of A-Z a-z 0-9 _ -)',
-    401: `this server needs a token: fill in the ${role} token`,
+    401: `this server needs a valid ${role} token: fill in the ${role} token field`,
     403: `the ${role} token is not valid for this room`,
     404: role === 'watch' ? 'no such room yet' : 'not found: check the server address',
     409: role === 'watch' ? 'the room has no publisher yet' : 'someone is already publishing to this room',
@@ -163,15 +163,16 @@ class Connection {
   every(ms, fn) { this.timers.push(setInterval(fn, ms)); }
   later(ms, fn) { this.timers.push(setTimeout(fn, ms)); }
 
-  // Close the PeerConnection and DELETE the session (keepalive: also works while the page unloads).
+  // DELETE the session, then close the PeerConnection (keepalive: the DELETE
+  // also goes out while the page unloads).
   hangUp() {
     this.gen++;
-    if (this.pc) this.pc.close();
-    this.pc = null;
-    const session = this.session;
-    this.session = null;
-    if (!session) return Promise.resolve();
-    return fetch(session, { method: 'DELETE', headers: this.auth, keepalive: true }).catch(() => {});
+    const { pc, session } = this;
+    this.pc = this.session = null;
+    const deleted = session
+      ? fetch(session, { method: 'DELETE', headers: this.auth, keepalive: true }).catch(() => {})
+      : Promise.resolve();
+    return deleted.finally(() => pc && pc.close());
   }
 
   // Try again later: 1, 2, 4, 8, then every 10 seconds (or the server's Retry-After, if longer).
@@ -471,4 +472,4 @@ refreshRooms();
 setInterval(refreshRooms, 3000);
 
 // For scripts and tests: the two connections and their latest numbers.
-window.wisp = { publisher, viewer, refreshRooms, parseIceServers };
+window.wisp = { publisher, viewer, refreshRooms, parseIceServers, sdpFragment };

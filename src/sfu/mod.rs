@@ -55,6 +55,8 @@ pub struct SfuConfig {
     pub seed: [u8; 32],
     /// Record publishers' tracks unless a publish says otherwise.
     pub record_default: bool,
+    /// A recorder exists; without one, a publish's `record` override is ignored.
+    pub recording_available: bool,
 }
 
 impl Default for SfuConfig {
@@ -67,6 +69,7 @@ impl Default for SfuConfig {
             keyframe_interval: Duration::from_secs(1),
             seed: [0; 32],
             record_default: false,
+            recording_available: false,
         }
     }
 }
@@ -623,7 +626,8 @@ impl Sfu {
             ));
         }
         if let Some(r) = self.rooms.get_mut(&room) {
-            r.record = record.unwrap_or(self.config.record_default);
+            r.record =
+                self.config.recording_available && record.unwrap_or(self.config.record_default);
         }
         log::info!("room {room}: publisher {id:?} created");
         Ok(Reply::Created {

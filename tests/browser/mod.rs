@@ -1,0 +1,775 @@
+//! Shared driver for the browser tests: the real wisp binary, headless Chromium
+//! through chromedriver (W3C WebDriver, JSON over a tiny HTTP/1.1 client), a
+//! loopback-only network namespace, and a str0m peer over real UDP.
+//!
+//! Every wait has a deadline; every process started here is killed (by its own
+//! process group, by id) when its handle drops.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use str0m::change::SdpAnswer;
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{RtpWrite, SeqNo};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+
+/// Debian's real Chromium binary (`/usr/bin/chromium` is a shell wrapper).
+pub const CHROMIUM: &str = "/usr/lib/chromium/chromium";
+
+/// Flags for headless Chromium as root on a closed, loopback-only machine
+/// (see docs/browser-testing.md §2).
+pub const CHROMIUM_FLAGS: &[&str] = &[
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-background-timer-throttling",
+    "--disable-renderer-backgrounding",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--window-size=1280,1400",
+];
+
+// ---- Test gate ----------------------------------------------------------------
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Serialise the browser tests (two cores: media tests must not compete) and
+/// decide whether they can run. `None` means "skip": only when Chromium is
+/// missing *and* `CI` is unset. In CI a missing browser fails the test.
+pub fn begin(test: &str) -> Option<MutexGuard<'static, ()>> {
+    let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let have = Path::new(CHROMIUM).exists() && which("chromedriver").is_some();
+    if !have {
+        if std::env::var_os("CI").is_some() {
+            panic!("{test}: chromium/chromedriver not installed, but CI is set (see .ci/run)");
+        }
+        eprintln!(
+            "SKIPPED {test}: chromium or chromedriver is not installed \
+             (apt-get install chromium chromium-driver); set CI=1 to make this a failure"
+        );
+        return None;
+    }
+    isolate_network(test);
+    Some(guard)
+}
+
+fn which(cmd: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(cmd))
+            .find(|p| p.is_file())
+    })
+}
+
+// ---- Loopback-only network namespace ------------------------------------------
+
+extern "C" {
+    fn unshare(flags: i32) -> i32;
+    fn ioctl(fd: i32, request: u64, ...) -> i32;
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+const CLONE_NEWNET: i32 = 0x4000_0000;
+const SIOCGIFFLAGS: u64 = 0x8913;
+const SIOCSIFFLAGS: u64 = 0x8914;
+const IFF_UP: i16 = 0x1;
+const SIGKILL: i32 = 9;
+
+#[repr(C)]
+struct IfReq {
+    name: [u8; 16],
+    flags: i16,
+    _pad: [u8; 22],
+}
+
+/// Move *this thread* into a fresh network namespace that has only `lo`
+/// (network namespaces are per thread on Linux). Everything the test starts
+/// afterwards (wisp, chromedriver, Chromium, str0m sockets) inherits it, so no
+/// packet can leave loopback, whatever interfaces the machine has. Needs root;
+/// without it the test still asserts that every selected ICE pair is 127.0.0.1.
+fn isolate_network(test: &str) {
+    // SAFETY: unshare only changes the calling thread's namespace membership.
+    if unsafe { unshare(CLONE_NEWNET) } != 0 {
+        eprintln!(
+            "{test}: cannot create a network namespace ({}); staying in the host's \
+             (the tests still assert loopback ICE pairs)",
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    let sock = UdpSocket::bind("0.0.0.0:0").expect("socket in the new namespace");
+    let mut req = IfReq {
+        name: [0; 16],
+        flags: 0,
+        _pad: [0; 22],
+    };
+    req.name[..2].copy_from_slice(b"lo");
+    use std::os::fd::AsRawFd;
+    // SAFETY: `req` is a valid ifreq for SIOCGIFFLAGS/SIOCSIFFLAGS on a live socket.
+    let ok = unsafe {
+        ioctl(sock.as_raw_fd(), SIOCGIFFLAGS, &mut req as *mut IfReq) == 0 && {
+            req.flags |= IFF_UP;
+            ioctl(sock.as_raw_fd(), SIOCSIFFLAGS, &mut req as *mut IfReq) == 0
+        }
+    };
+    assert!(ok, "bring up lo: {}", std::io::Error::last_os_error());
+}
+
+/// Kill a whole process group we created (by its id, never by name).
+fn kill_group(child: &mut Child) {
+    // SAFETY: plain kill(2) on the negative id of a group this test spawned.
+    unsafe { kill(-(child.id() as i32), SIGKILL) };
+    let _ = child.wait();
+}
+
+// ---- HTTP/1.1 client ----------------------------------------------------------
+
+/// A response: status, lower-cased headers, body.
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// One request on a fresh connection (`Connection: close`), bounded by `timeout`.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> std::io::Result<Resp> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    s.write_all(body)?;
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    let mut resp = Resp {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if let Some(n) = resp.header("content-length").and_then(|n| n.parse().ok()) {
+        resp.body.resize(n, 0);
+        r.read_exact(&mut resp.body)?;
+    } else if resp
+        .header("transfer-encoding")
+        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+    {
+        loop {
+            line.clear();
+            r.read_line(&mut line)?;
+            let n = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+                .map_err(std::io::Error::other)?;
+            if n == 0 {
+                break;
+            }
+            let start = resp.body.len();
+            resp.body.resize(start + n, 0);
+            r.read_exact(&mut resp.body[start..])?;
+            r.read_line(&mut line)?; // CRLF after the chunk
+        }
+    } else if method != "HEAD" {
+        r.read_to_end(&mut resp.body)?;
+    }
+    Ok(resp)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port on 127.0.0.1")
+        .port()
+}
+
+// ---- wisp ------------------------------------------------------------------------
+
+/// The real wisp binary on 127.0.0.1 (HTTP and UDP), no STUN servers.
+pub struct Wisp {
+    child: Child,
+    pub http: SocketAddr,
+    /// Sent as Bearer on `get` (the room API needs it when set).
+    admin: Option<String>,
+}
+
+impl Wisp {
+    pub fn start() -> Wisp {
+        Wisp::start_with(&[])
+    }
+
+    /// Start with extra environment variables (e.g. tokens).
+    pub fn start_with(env: &[(&str, &str)]) -> Wisp {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wisp"))
+            .env("WISP_HTTP_ADDR", "127.0.0.1:0")
+            .env("WISP_UDP_ADDR", "127.0.0.1:0")
+            .env("WISP_STUN_URLS", "")
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("start wisp");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("http=").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send(addr);
+                }
+                if std::env::var_os("WISP_TEST_LOG").is_some() {
+                    eprintln!("[wisp] {line}");
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("wisp did not print its address within 20 s");
+        Wisp {
+            child,
+            http: addr.parse().expect("wisp's http address"),
+            admin: env
+                .iter()
+                .find(|(k, _)| *k == "WISP_ADMIN_TOKEN")
+                .map(|(_, v)| v.to_string()),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        let auth = self.admin.as_ref().map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        http(
+            self.http,
+            "GET",
+            path,
+            &headers,
+            b"",
+            Duration::from_secs(10),
+        )
+        .expect("GET from wisp")
+    }
+
+    /// The room's entry in `GET /api/rooms`, if any.
+    pub fn room(&self, name: &str) -> Option<Value> {
+        let rooms = self.get("/api/rooms").json();
+        rooms
+            .as_array()?
+            .iter()
+            .find(|r| r["name"] == name)
+            .cloned()
+    }
+
+    /// Packets wisp received on the room's video track.
+    pub fn video_packets(&self, room: &str) -> u64 {
+        self.room(room)
+            .and_then(|r| {
+                r["tracks"]
+                    .as_array()?
+                    .iter()
+                    .find(|t| t["kind"] == "video")
+                    .and_then(|t| t["packets"].as_u64())
+            })
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Wisp {
+    fn drop(&mut self) {
+        kill_group(&mut self.child);
+    }
+}
+
+// ---- Chromium through chromedriver --------------------------------------------
+
+/// One headless Chromium (its own chromedriver, profile and process group)
+/// with one page open.
+pub struct Browser {
+    driver: Child,
+    addr: SocketAddr,
+    sid: String,
+    profile: PathBuf,
+}
+
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+impl Browser {
+    /// Start chromedriver and Chromium, and open `url`.
+    pub fn open(url: &str) -> Browser {
+        let port = free_port();
+        let profile = std::env::temp_dir().join(format!(
+            "wisp-chromium-{}-{port}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+        ));
+        std::fs::create_dir_all(&profile).expect("profile dir");
+        let driver = Command::new("chromedriver")
+            .args([format!("--port={port}"), "--allowed-ips=127.0.0.1".into()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0) // one kill reaches chromium and all its children
+            .spawn()
+            .expect("start chromedriver");
+        let mut b = Browser {
+            driver,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            sid: String::new(),
+            profile,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while b
+            .call("GET", "/status", None)
+            .map(|v| v["ready"] != true)
+            .unwrap_or(true)
+        {
+            assert!(Instant::now() < deadline, "chromedriver not ready in 15 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|s| s.to_string()).collect();
+        args.push(format!("--user-data-dir={}", b.profile.display()));
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": CHROMIUM, "args": args},
+        }}});
+        let started = Instant::now();
+        let v = b.call("POST", "/session", Some(caps)).expect("new session");
+        b.sid = v["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {v}"))
+            .to_string();
+        eprintln!("chromium started in {} ms", started.elapsed().as_millis());
+        b.session_call(
+            "POST",
+            "/timeouts",
+            json!({"script": 20000, "pageLoad": 20000}),
+        );
+        b.session_call("POST", "/url", json!({ "url": url }));
+        b
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let headers: &[(&str, &str)] = if body.is_empty() {
+            &[]
+        } else {
+            &[("Content-Type", "application/json")]
+        };
+        let r = http(
+            self.addr,
+            method,
+            path,
+            headers,
+            body.as_bytes(),
+            Duration::from_secs(40),
+        )
+        .map_err(|e| format!("{method} {path}: {e}"))?;
+        let mut v = r.json();
+        if r.status != 200 {
+            return Err(format!("{method} {path}: {} {}", r.status, v["value"]));
+        }
+        Ok(v["value"].take())
+    }
+
+    fn session_call(&self, method: &str, path: &str, body: Value) -> Value {
+        let body = if method == "GET" { None } else { Some(body) };
+        self.call(method, &format!("/session/{}{path}", self.sid), body)
+            .unwrap_or_else(|e| panic!("webdriver: {e}"))
+    }
+
+    /// Run `script` (an async function body; `arguments[0..]` are `args`) in the page.
+    /// A rejected promise comes back as `{"error": "..."}`.
+    pub fn exec(&self, script: &str, args: Value) -> Value {
+        let wrapped = format!(
+            "const done = arguments[arguments.length - 1]; \
+             (async () => {{ {script} }}).apply(null, Array.from(arguments).slice(0, -1))\
+             .then(v => done(v === undefined ? null : v), e => done({{ error: String(e) }}));"
+        );
+        self.session_call(
+            "POST",
+            "/execute/async",
+            json!({ "script": wrapped, "args": args }),
+        )
+    }
+
+    /// Click the element matching a CSS selector, as a user would.
+    pub fn click(&self, css: &str) {
+        let el = self.session_call(
+            "POST",
+            "/element",
+            json!({"using": "css selector", "value": css}),
+        );
+        let id = el[ELEMENT_KEY].as_str().expect("element id").to_string();
+        self.session_call("POST", &format!("/element/{id}/click"), json!({}));
+    }
+
+    /// Set an input's or select's value.
+    pub fn set(&self, id: &str, value: &str) {
+        let r = self.exec(
+            "const el = document.getElementById(arguments[0]); \
+             if (el.tagName === 'SELECT' && ![...el.options].some(o => o.value === arguments[1])) \
+               return { error: 'no option ' + arguments[1] + ' in ' + [...el.options].map(o => o.value) }; \
+             el.value = arguments[1]; return el.value;",
+            json!([id, value]),
+        );
+        assert!(r["error"].is_null(), "set #{id}: {r}");
+    }
+
+    pub fn text(&self, id: &str) -> String {
+        self.exec(
+            "return document.getElementById(arguments[0]).textContent",
+            json!([id]),
+        )
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+    }
+
+    /// A PNG of the viewport.
+    pub fn screenshot(&self, path: &Path) {
+        let b64 = self.session_call("GET", "/screenshot", Value::Null);
+        let png = base64_decode(b64.as_str().expect("base64 screenshot"));
+        std::fs::write(path, png).expect("write screenshot");
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.sid.is_empty() {
+            let _ = http(
+                self.addr,
+                "DELETE",
+                &format!("/session/{}", self.sid),
+                &[],
+                b"",
+                Duration::from_secs(5),
+            );
+        }
+        kill_group(&mut self.driver);
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63, // '/'
+    };
+    let clean: Vec<u8> = s
+        .bytes()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
+        .collect();
+    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
+    for chunk in clean.chunks(4) {
+        let mut n = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            n |= (val(*c) as u32) << (18 - 6 * i);
+        }
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..chunk.len().saturating_sub(1)]);
+    }
+    out
+}
+
+/// Poll `f` every 200 ms until it returns `Some`, or panic after `limit`.
+pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+// ---- A str0m peer over real UDP ---------------------------------------------------
+
+/// One received RTP packet.
+#[derive(Clone)]
+pub struct Packet {
+    pub at: Instant,
+    pub kind: MediaKind,
+    pub ts: u32,
+    pub marker: bool,
+    pub payload: Vec<u8>,
+}
+
+/// A str0m WHIP publisher or WHEP viewer (RTP mode) on its own UDP socket.
+pub struct Peer {
+    rtc: Rtc,
+    sock: UdpSocket,
+    addr: SocketAddr,
+    mids: Vec<(Mid, MediaKind)>,
+    pub location: String,
+    pub connected: bool,
+    pub got: Vec<Packet>,
+    seq: [u64; 2],
+}
+
+impl Peer {
+    pub fn new(wisp: &Wisp, path: &str, dir: Direction) -> Peer {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("udp socket");
+        sock.set_nonblocking(true).expect("nonblocking");
+        let addr = sock.local_addr().expect("local addr");
+        let mut rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());
+        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("host candidate"));
+        let mut api = rtc.sdp_api();
+        let mids = vec![
+            (
+                api.add_media(MediaKind::Audio, dir, None, None, None),
+                MediaKind::Audio,
+            ),
+            (
+                api.add_media(MediaKind::Video, dir, None, None, None),
+                MediaKind::Video,
+            ),
+        ];
+        let (offer, pending) = api.apply().expect("an offer");
+        let r = http(
+            wisp.http,
+            "POST",
+            path,
+            &[("Content-Type", "application/sdp")],
+            offer.to_sdp_string().as_bytes(),
+            Duration::from_secs(10),
+        )
+        .expect("POST offer");
+        assert_eq!(r.status, 201, "{}", r.text());
+        let location = r.header("location").expect("Location").to_string();
+        let answer = SdpAnswer::from_sdp_string(&r.text()).expect("answer parses");
+        rtc.sdp_api()
+            .accept_answer(pending, answer)
+            .expect("answer accepted");
+        Peer {
+            rtc,
+            sock,
+            addr,
+            mids,
+            location,
+            connected: false,
+            got: Vec::new(),
+            seq: [0; 2],
+        }
+    }
+
+    /// Read the socket, feed str0m, send what it wants to send.
+    pub fn pump(&mut self) {
+        let mut buf = [0u8; 2000];
+        while let Ok((n, src)) = self.sock.recv_from(&mut buf) {
+            if let Ok(r) = Receive::new(Protocol::Udp, src, self.addr, &buf[..n]) {
+                let _ = self.rtc.handle_input(Input::Receive(Instant::now(), r));
+                self.drain();
+            }
+        }
+        let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
+        self.drain();
+    }
+
+    fn drain(&mut self) {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(_)) | Err(_) => return,
+                Ok(Output::Transmit(t)) => {
+                    let _ = self.sock.send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Event(Event::Connected)) => self.connected = true,
+                Ok(Output::Event(Event::RtpPacket(p))) => {
+                    let mid = self
+                        .rtc
+                        .direct_api()
+                        .stream_rx(&p.header.ssrc)
+                        .map(|s| s.mid());
+                    let kind = self
+                        .mids
+                        .iter()
+                        .find(|(m, _)| Some(*m) == mid)
+                        .map_or(MediaKind::Audio, |(_, k)| *k);
+                    self.got.push(Packet {
+                        at: Instant::now(),
+                        kind,
+                        ts: p.header.timestamp,
+                        marker: p.header.marker,
+                        payload: p.payload.to_vec(),
+                    });
+                }
+                Ok(Output::Event(_)) => {}
+            }
+        }
+    }
+
+    /// Pump for `d`.
+    pub fn run_for(&mut self, d: Duration) {
+        let end = Instant::now() + d;
+        while Instant::now() < end {
+            self.pump();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Send one RTP packet on the track of `kind` (publisher only).
+    pub fn send(&mut self, kind: MediaKind, ts: u32, marker: bool, payload: Vec<u8>) {
+        let codec = if kind == MediaKind::Video {
+            Codec::Vp8
+        } else {
+            Codec::Opus
+        };
+        let Some(pt) = self
+            .rtc
+            .codec_config()
+            .find(|p| p.spec().codec == codec)
+            .map(|p| p.pt())
+        else {
+            return;
+        };
+        let Some(&(mid, _)) = self.mids.iter().find(|(_, k)| *k == kind) else {
+            return;
+        };
+        let i = usize::from(kind == MediaKind::Video);
+        self.seq[i] += 1;
+        let seq = SeqNo::from(self.seq[i]);
+        let mut api = self.rtc.direct_api();
+        if let Some(tx) = api.stream_tx_by_mid(mid, None) {
+            tx.write_rtp(
+                RtpWrite::new(pt, seq, ts, Instant::now(), payload)
+                    .marker(marker)
+                    .nackable(true),
+            );
+        }
+        self.drain();
+    }
+}
+
+// ---- VP8 payloads (RFC 7741) ---------------------------------------------------
+
+/// Offset of the VP8 payload after the payload descriptor, and the picture ID's
+/// position and width in bits (7 or 15), if present.
+fn vp8_descriptor(p: &[u8]) -> Option<(usize, Option<(usize, u8)>)> {
+    let b0 = *p.first()?;
+    let mut i = 1;
+    let mut pic = None;
+    if b0 & 0x80 != 0 {
+        let x = *p.get(1)?;
+        i = 2;
+        if x & 0x80 != 0 {
+            let wide = *p.get(i)? & 0x80 != 0;
+            pic = Some((i, if wide { 15 } else { 7 }));
+            i += if wide { 2 } else { 1 };
+        }
+        if x & 0x40 != 0 {
+            i += 1;
+        }
+        if x & 0x30 != 0 {
+            i += 1;
+        }
+    }
+    (i < p.len()).then_some((i, pic))
+}
+
+/// If this packet starts a VP8 keyframe, its width and height.
+pub fn vp8_keyframe_size(p: &[u8]) -> Option<(u16, u16)> {
+    let (i, _) = vp8_descriptor(p)?;
+    let starts_partition = p[0] & 0x10 != 0 && p[0] & 0x07 == 0;
+    let h = &p[i..];
+    if !starts_partition || h.len() < 10 || h[0] & 1 != 0 || h[3..6] != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    let w = u16::from_le_bytes([h[6], h[7]]) & 0x3fff;
+    let hh = u16::from_le_bytes([h[8], h[9]]) & 0x3fff;
+    Some((w, hh))
+}
+
+/// The VP8 picture ID, if the descriptor has one.
+pub fn vp8_picture_id(p: &[u8]) -> Option<u16> {
+    let (at, bits) = vp8_descriptor(p)?.1?;
+    Some(if bits == 15 {
+        u16::from_be_bytes([p[at] & 0x7f, p[at + 1]])
+    } else {
+        u16::from(p[at] & 0x7f)
+    })
+}
+
+/// Add `delta` to the VP8 picture ID (modulo its width), in place.
+pub fn vp8_shift_picture_id(p: &mut [u8], delta: u16) {
+    let Some((_, Some((at, bits)))) = vp8_descriptor(p) else {
+        return;
+    };
+    if bits == 15 {
+        let id = u16::from_be_bytes([p[at] & 0x7f, p[at + 1]]).wrapping_add(delta) & 0x7fff;
+        let [hi, lo] = id.to_be_bytes();
+        p[at] = 0x80 | hi;
+        p[at + 1] = lo;
+    } else {
+        p[at] = (p[at].wrapping_add(delta as u8)) & 0x7f;
+    }
+}

@@ -1,0 +1,289 @@
+//! Real media for tests: clips encoded by ffmpeg, split into frames and RTP
+//! payloads, and ffprobe/ffmpeg checks of what wisp recorded.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use str0m::unversioned::{H264Packetizer, Packetizer, Vp8Packetizer};
+
+/// Frames (30 fps, 3 s) and Opus packets (20 ms, 3 s) in each clip.
+pub const FRAMES: usize = 90;
+pub const OPUS_PACKETS: usize = 150;
+/// A keyframe every this many frames.
+pub const GOP: usize = 30;
+pub fn have_ffmpeg() -> bool {
+    let ok = |b: &str| {
+        Command::new(b)
+            .arg("-version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if ok("ffmpeg") && ok("ffprobe") {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("ffmpeg/ffprobe missing (apt-get install -y ffmpeg)");
+    }
+    eprintln!("SKIPPED: ffmpeg/ffprobe not installed (apt-get install -y ffmpeg)");
+    false
+}
+
+pub fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("wisp-recording-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&d);
+    fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn ffmpeg(args: &[&str]) {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-y"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ffmpeg {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A clip encoded by ffmpeg.
+pub fn encode(dir: &Path, what: &str) -> PathBuf {
+    let gop = GOP.to_string();
+    let video = [
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=320x240:rate=30",
+        "-frames:v",
+        "90",
+        "-g",
+        &gop,
+        "-keyint_min",
+        &gop,
+    ];
+    match what {
+        "vp8" => {
+            let p = dir.join("in.ivf");
+            let mut a: Vec<&str> = video.to_vec();
+            a.extend([
+                "-c:v",
+                "libvpx",
+                "-b:v",
+                "600k",
+                "-auto-alt-ref",
+                "0",
+                "-lag-in-frames",
+                "0",
+                "-deadline",
+                "realtime",
+                "-f",
+                "ivf",
+            ]);
+            a.push(p.to_str().unwrap());
+            ffmpeg(&a);
+            p
+        }
+        "h264" => {
+            let p = dir.join("in.h264");
+            let mut a: Vec<&str> = video.to_vec();
+            a.extend([
+                "-c:v",
+                "libx264",
+                "-pix_fmt",
+                "yuv420p",
+                "-profile:v",
+                "baseline",
+                "-bf",
+                "0",
+                "-x264-params",
+                "aud=1:scenecut=0",
+                "-bsf:v",
+                "h264_mp4toannexb",
+                "-f",
+                "h264",
+            ]);
+            a.push(p.to_str().unwrap());
+            ffmpeg(&a);
+            p
+        }
+        _ => {
+            let p = dir.join("in.ogg");
+            ffmpeg(&[
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:duration=3",
+                "-c:a",
+                "libopus",
+                "-b:a",
+                "64k",
+                "-frame_duration",
+                "20",
+                "-f",
+                "ogg",
+                p.to_str().unwrap(),
+            ]);
+            p
+        }
+    }
+}
+
+pub fn ivf_frames(b: &[u8]) -> Vec<Vec<u8>> {
+    let mut v = vec![];
+    let mut i = 32;
+    while i + 12 <= b.len() {
+        let n = u32::from_le_bytes(b[i..i + 4].try_into().unwrap()) as usize;
+        v.push(b[i + 12..i + 12 + n].to_vec());
+        i += 12 + n;
+    }
+    v
+}
+
+/// Split an Annex-B stream into access units at each AUD (x264 `aud=1`).
+pub fn h264_access_units(b: &[u8]) -> Vec<Vec<u8>> {
+    let mut starts = vec![];
+    let mut i = 0;
+    while i + 3 <= b.len() {
+        if b[i..i + 3] == [0, 0, 1] {
+            starts.push(i + 3);
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    let mut aus: Vec<Vec<u8>> = vec![];
+    for (k, &s) in starts.iter().enumerate() {
+        let mut e = starts.get(k + 1).map_or(b.len(), |&n| n - 3);
+        while e > s && b[e - 1] == 0 {
+            e -= 1; // the leading zero of a 4-byte start code
+        }
+        let nal = &b[s..e];
+        if nal[0] & 0x1f == 9 {
+            aus.push(vec![]);
+        }
+        if let Some(au) = aus.last_mut() {
+            au.extend_from_slice(&[0, 0, 0, 1]);
+            au.extend_from_slice(nal);
+        }
+    }
+    aus
+}
+
+pub fn opus_packets(p: &Path) -> Vec<Vec<u8>> {
+    let mut r = ogg::reading::PacketReader::new(fs::File::open(p).unwrap());
+    let mut v = vec![];
+    while let Some(pk) = r.read_packet().unwrap() {
+        v.push(pk.data);
+    }
+    v.split_off(2) // OpusHead, OpusTags
+}
+
+/// RTP packets (seq, ts, marker, payload) of a list of frames.
+pub type Rtp = (u64, u32, bool, Vec<u8>);
+
+pub fn packetize(frames: &[Vec<u8>], codec: &str, ticks: u32) -> (Vec<Rtp>, Vec<usize>) {
+    let mut out = vec![];
+    let mut first_pkt = vec![];
+    let mut vp8 = Vp8Packetizer::default();
+    let mut h264 = H264Packetizer::default();
+    for (i, f) in frames.iter().enumerate() {
+        let pkts = match codec {
+            "vp8" => vp8.packetize(1200, f).unwrap(),
+            "h264" => h264.packetize(1200, f).unwrap(),
+            _ => vec![f.clone()],
+        };
+        first_pkt.push(out.len());
+        let n = pkts.len();
+        for (k, p) in pkts.into_iter().enumerate() {
+            let seq = 1000 + out.len() as u64;
+            out.push((seq, (i as u32).wrapping_mul(ticks), k + 1 == n, p));
+        }
+    }
+    (out, first_pkt)
+}
+
+pub struct Probe {
+    pub codec: String,
+    pub frames: u64,
+    pub width: u64,
+    pub height: u64,
+    /// Container duration (ffprobe `format=duration`).
+    pub duration: f64,
+    /// End of the last packet (pts + duration), seconds.
+    pub end: f64,
+}
+
+/// ffprobe's frame count and ffmpeg's full decode; both must report no error.
+pub fn probe(file: &Path) -> Probe {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-show_entries"])
+        .args(["stream=nb_read_frames,width,height,codec_name:format=duration"])
+        .args(["-of", "default=nw=1"])
+        .arg(file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.trim().is_empty(),
+        "ffprobe {file:?}: {err}"
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or("0")
+            .to_string()
+    };
+    let dec = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(file)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    let derr = String::from_utf8_lossy(&dec.stderr);
+    assert!(
+        dec.status.success() && derr.trim().is_empty(),
+        "decode {file:?}: {derr}"
+    );
+    // The end of the media from packet timestamps (an IVF header's length
+    // field is a frame count, which ffprobe reads as a duration).
+    let pk = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "packet=pts_time,duration_time",
+        ])
+        .args(["-of", "csv=p=0"])
+        .arg(file)
+        .output()
+        .unwrap();
+    let end = String::from_utf8_lossy(&pk.stdout)
+        .lines()
+        .map(|l| {
+            let mut it = l.split(',').map(|v| v.trim().parse::<f64>().unwrap_or(0.0));
+            it.next().unwrap_or(0.0) + it.next().unwrap_or(0.0)
+        })
+        .fold(0.0, f64::max);
+    Probe {
+        end,
+        codec: get("codec_name"),
+        frames: get("nb_read_frames").parse().unwrap_or(0),
+        width: get("width").parse().unwrap_or(0),
+        height: get("height").parse().unwrap_or(0),
+        duration: get("duration").parse().unwrap_or(0.0),
+    }
+}
+
+pub fn only_file(dir: &Path) -> PathBuf {
+    let v: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(v.len(), 1, "{v:?}");
+    v[0].clone()
+}

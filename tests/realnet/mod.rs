@@ -1,0 +1,270 @@
+//! The real `wisp` binary on 127.0.0.1 and str0m peers over real HTTP and UDP,
+//! for end-to-end tests. Bounded: every wait has a deadline.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use str0m::change::SdpAnswer;
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{RtpWrite, SeqNo};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+
+pub struct Server {
+    pub child: Child,
+    pub http: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn start_server() -> Server {
+    start_server_with(&[])
+}
+
+/// The binary with extra environment variables.
+pub fn start_server_with(env: &[(&str, &str)]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wisp"))
+        .envs(env.iter().copied())
+        .env("WISP_HTTP_ADDR", "127.0.0.1:0")
+        .env("WISP_UDP_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start wisp");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("http=").nth(1) {
+                let addr = rest.split_whitespace().next().unwrap().to_string();
+                let _ = tx.send(addr);
+            }
+            eprintln!("[wisp] {line}");
+        }
+    });
+    let http = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("wisp did not start");
+    Server {
+        child,
+        http: http.parse().unwrap(),
+    }
+}
+
+/// A minimal HTTP/1.1 client: returns (status, headers, body).
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    ctype: Option<&str>,
+    body: &str,
+) -> (u16, Vec<(String, String)>, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(c) = ctype {
+        req.push_str(&format!("Content-Type: {c}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, body.to_string())
+}
+
+pub fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    h.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+pub struct Peer {
+    pub rtc: Rtc,
+    pub sock: UdpSocket,
+    pub addr: SocketAddr,
+    pub mids: Vec<(Mid, MediaKind)>,
+    pub location: String,
+    pub connected: bool,
+    pub got_video: Vec<Vec<u8>>,
+    pub got_audio: usize,
+    pub closed: bool,
+}
+
+impl Peer {
+    pub fn new(server: &Server, path: &str, dir: Direction) -> Peer {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_nonblocking(true).unwrap();
+        let addr = sock.local_addr().unwrap();
+        let mut rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());
+        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        let mut api = rtc.sdp_api();
+        let mids = vec![
+            (
+                api.add_media(MediaKind::Audio, dir, None, None, None),
+                MediaKind::Audio,
+            ),
+            (
+                api.add_media(MediaKind::Video, dir, None, None, None),
+                MediaKind::Video,
+            ),
+        ];
+        let (offer, pending) = api.apply().unwrap();
+        let (status, headers, body) = http(
+            server.http,
+            "POST",
+            path,
+            Some("application/sdp"),
+            &offer.to_sdp_string(),
+        );
+        assert_eq!(status, 201, "{body}");
+        let location = header(&headers, "location").expect("Location").to_string();
+        assert!(location.starts_with(path), "{location}");
+        assert!(body.contains("a=candidate"), "answer has candidates");
+        let answer = SdpAnswer::from_sdp_string(&body).unwrap();
+        rtc.sdp_api().accept_answer(pending, answer).unwrap();
+        Peer {
+            rtc,
+            sock,
+            addr,
+            mids,
+            location,
+            connected: false,
+            got_video: vec![],
+            got_audio: 0,
+            closed: false,
+        }
+    }
+
+    /// Poll the Rtc, send its datagrams, read the socket once. Returns its next deadline.
+    pub fn pump(&mut self) -> Instant {
+        let mut buf = [0u8; 2000];
+        while let Ok((n, src)) = self.sock.recv_from(&mut buf) {
+            if let Ok(r) = Receive::new(Protocol::Udp, src, self.addr, &buf[..n]) {
+                let _ = self.rtc.handle_input(Input::Receive(Instant::now(), r));
+                self.drain();
+            }
+        }
+        let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
+        self.drain()
+    }
+
+    pub fn drain(&mut self) -> Instant {
+        loop {
+            match self.rtc.poll_output().unwrap() {
+                Output::Timeout(t) => return t,
+                Output::Transmit(t) => {
+                    let _ = self.sock.send_to(&t.contents, t.destination);
+                }
+                Output::Event(Event::Connected) => self.connected = true,
+                Output::Event(Event::Closed) => self.closed = true,
+                Output::Event(Event::RtpPacket(p)) => {
+                    let mid = self
+                        .rtc
+                        .direct_api()
+                        .stream_rx(&p.header.ssrc)
+                        .map(|s| s.mid());
+                    match self
+                        .mids
+                        .iter()
+                        .find(|(m, _)| Some(*m) == mid)
+                        .map(|(_, k)| *k)
+                    {
+                        Some(MediaKind::Video) => self.got_video.push(p.payload.to_vec()),
+                        _ => self.got_audio += 1,
+                    }
+                }
+                Output::Event(_) => {}
+            }
+        }
+    }
+
+    pub fn send_frame(&mut self, n: u64) {
+        let now = Instant::now();
+        for (mid, kind) in self.mids.clone() {
+            let codec = if kind == MediaKind::Video {
+                Codec::Vp8
+            } else {
+                Codec::Opus
+            };
+            let pt = self
+                .rtc
+                .codec_config()
+                .find(|p| p.spec().codec == codec)
+                .unwrap()
+                .pt();
+            let mut payload = if kind == MediaKind::Video {
+                // VP8 descriptor with S=1, PID=0; keyframe every 30 frames.
+                vec![0x10, if n.is_multiple_of(30) { 0x00 } else { 0x01 }]
+            } else {
+                vec![0xfc, 0xff]
+            };
+            payload.extend_from_slice(&n.to_be_bytes());
+            payload.resize(1000, 0x5a);
+            let mut api = self.rtc.direct_api();
+            let tx = api.stream_tx_by_mid(mid, None).unwrap();
+            tx.write_rtp(
+                RtpWrite::new(pt, SeqNo::from(n + 1), (n * 3000) as u32, now, payload)
+                    .marker(true)
+                    .nackable(true),
+            );
+        }
+        self.drain();
+    }
+}
+
+impl Peer {
+    /// Write one RTP packet on the m-line of `kind` with the first negotiated PT of `codec`.
+    pub fn send_rtp(
+        &mut self,
+        kind: MediaKind,
+        codec: Codec,
+        seq: u64,
+        ts: u32,
+        marker: bool,
+        payload: Vec<u8>,
+    ) {
+        let now = Instant::now();
+        let (mid, _) = *self.mids.iter().find(|(_, k)| *k == kind).unwrap();
+        let pt = self
+            .rtc
+            .codec_config()
+            .find(|p| p.spec().codec == codec)
+            .unwrap()
+            .pt();
+        let mut api = self.rtc.direct_api();
+        let tx = api.stream_tx_by_mid(mid, None).unwrap();
+        tx.write_rtp(
+            RtpWrite::new(pt, SeqNo::from(seq), ts, now, payload)
+                .marker(marker)
+                .nackable(kind == MediaKind::Video),
+        );
+        self.drain();
+    }
+}
