@@ -98,3 +98,25 @@ fn close_room_ends_everyone() {
     ));
     assert_empty(&net);
 }
+
+#[test]
+fn delete_after_the_peer_closed_first_is_200_once() {
+    let mut net = TestNet::new(11);
+    let p = net.publish("late-delete");
+    let v = net.view("late-delete");
+    net.run_for(Duration::from_secs(1));
+    // Medooze-style: close the PeerConnection (DTLS close_notify), then DELETE.
+    net.clients[v].rtc.close().unwrap();
+    net.run_for(Duration::from_millis(200));
+    assert_eq!(net.sfu.counts().sessions, 1, "the viewer's session ended on its close");
+    assert!(matches!(net.delete(v), Ok(wisp::sfu::Reply::Deleted)));
+    assert_eq!(net.delete(v).err(), Some(ApiError::NotFound), "only once");
+    // A session that ended by itself is remembered for a bounded time only.
+    net.clients[p].blackholed = true;
+    assert!(net.run_until(Duration::from_secs(20), |n| n.sfu.counts().sessions == 0));
+    assert_eq!(net.sfu.counts().recently_ended, 1);
+    net.run_for(wisp::sfu::ENDED_GRACE);
+    assert_eq!(net.sfu.counts().recently_ended, 0);
+    assert_eq!(net.delete(p).err(), Some(ApiError::NotFound));
+    assert_empty(&net);
+}

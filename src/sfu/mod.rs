@@ -74,6 +74,11 @@ impl Default for SfuConfig {
     }
 }
 
+/// How long a session that ended by itself still answers DELETE with 200.
+pub const ENDED_GRACE: Duration = Duration::from_secs(60);
+/// Most such sessions remembered.
+const MAX_ENDED: usize = 4096;
+
 /// What [`Sfu::poll_output`] returns.
 #[derive(Debug)]
 pub enum Output {
@@ -102,6 +107,9 @@ pub struct Counts {
     pub addr_lists: usize,
     /// Pending keyframe timers.
     pub keyframe_timers: usize,
+    /// Tokens of sessions that ended by themselves, kept for a late DELETE
+    /// (bounded; emptied after [`ENDED_GRACE`]).
+    pub recently_ended: usize,
 }
 
 /// The Manager of rooms, and owner of every session.
@@ -123,6 +131,8 @@ pub struct Sfu {
     events: VecDeque<(SessionId, Event)>,
     /// Sessions marked dead, ended at the end of the current call.
     doomed: Vec<SessionId>,
+    /// Sessions that ended without a DELETE, oldest first (see `remember_ended`).
+    ended: VecDeque<(Instant, SessionToken, Role, RoomName)>,
     stats: Stats,
 }
 
@@ -158,6 +168,7 @@ impl Sfu {
             next_recording: 0,
             events: VecDeque::new(),
             doomed: Vec::new(),
+            ended: VecDeque::new(),
             stats: Stats::default(),
         }
     }
@@ -184,7 +195,17 @@ impl Sfu {
             }
             Command::Subscribe { room, offer } => self.subscribe(now, room, &offer),
             Command::DeleteSession { role, room, token } => {
-                let id = self.tokens.get(&token).copied().ok_or(ApiError::NotFound)?;
+                let Some(id) = self.tokens.get(&token).copied() else {
+                    // A session that ended by itself (peer closed first, ICE
+                    // died, room closed): its first DELETE still succeeds.
+                    let i = self
+                        .ended
+                        .iter()
+                        .position(|e| e.1 == token && e.2 == role && e.3 == room)
+                        .ok_or(ApiError::NotFound)?;
+                    self.ended.remove(i);
+                    return Ok(Reply::Deleted);
+                };
                 let s = &self.sessions[&id];
                 if s.role != role || s.room != room {
                     return Err(ApiError::NotFound);
@@ -329,6 +350,13 @@ impl Sfu {
             }
             self.drain_session(id);
         }
+        while self
+            .ended
+            .front()
+            .is_some_and(|e| now.saturating_duration_since(e.0) >= ENDED_GRACE)
+        {
+            self.ended.pop_front();
+        }
         let sessions = &self.sessions;
         self.timers.compact(sessions.len(), |id, gen| {
             sessions.get(&id).is_some_and(|s| s.timer.gen == gen)
@@ -423,6 +451,7 @@ impl Sfu {
         let r = self.rooms.get(room).ok_or(ApiError::NotFound)?;
         let ids: Vec<SessionId> = r.publisher.iter().chain(&r.subscribers).copied().collect();
         for id in &ids {
+            self.remember_ended(now, *id);
             self.close_session(now, *id);
         }
         self.rooms.remove(room);
@@ -472,6 +501,7 @@ impl Sfu {
             ufrags,
             addr_lists,
             keyframe_timers: self.keyframe_timers.len(),
+            recently_ended: self.ended.len(),
         }
     }
 
@@ -655,6 +685,17 @@ impl Sfu {
         })
     }
 
+    /// Remember the token of a session that ends without a DELETE, so that
+    /// the client's (late) DELETE gets 200 once. Bounded in count and age.
+    fn remember_ended(&mut self, now: Instant, id: SessionId) {
+        if let Some(s) = self.sessions.get(&id) {
+            if self.ended.len() >= MAX_ENDED {
+                self.ended.pop_front();
+            }
+            self.ended.push_back((now, s.token, s.role, s.room.clone()));
+        }
+    }
+
     /// End a session at once and remove every trace of it. Queues the DTLS
     /// close so the peer learns promptly. Safe to call for an unknown id.
     fn close_session(&mut self, now: Instant, id: SessionId) {
@@ -747,6 +788,7 @@ impl Sfu {
                 break;
             }
             for id in std::mem::take(&mut self.doomed) {
+                self.remember_ended(now, id);
                 self.close_session(now, id);
             }
         }
