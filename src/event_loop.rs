@@ -3,18 +3,17 @@
 //! place that reads the clock.
 
 use std::io::{self, ErrorKind};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
-use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::http_thread::CoreRequest;
 use crate::sfu::record::RecordEvent;
 use crate::sfu::{Output, Reply, Sfu};
+use crate::udp::BatchSocket;
 
 /// Token of the UDP socket.
 pub const SOCKET: Token = Token(0);
@@ -23,34 +22,19 @@ pub const WAKER: Token = Token(1);
 
 /// Most datagrams read per loop turn, so timers and commands are served under
 /// a flood. Value: large enough to amortise a `poll` call, small enough to keep
-/// a turn well under a millisecond.
+/// a turn near a millisecond of work.
 const RECV_BUDGET: usize = 256;
 /// Most commands handled per loop turn (each may build an `Rtc`, ~2 ms).
 const COMMAND_BUDGET: usize = 16;
-/// Largest datagram accepted; bigger ones are truncated by the kernel and then
-/// rejected by str0m.
-const MAX_DATAGRAM: usize = 2048;
-
-/// Socket-level counters the core cannot see.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct IoStats {
-    /// `send_to` failures (WouldBlock, ENOBUFS, EMSGSIZE, ECONNREFUSED...): datagram dropped.
-    pub send_errors: u64,
-    /// `recv_from` errors other than WouldBlock (ICMP-induced and the like).
-    pub recv_errors: u64,
-}
 
 /// The loop: the sans-IO core plus a socket, a channel and a stop flag.
 pub struct EventLoop {
     poll: Poll,
-    socket: UdpSocket,
-    local: SocketAddr,
+    socket: BatchSocket,
     commands: Receiver<CoreRequest>,
     sfu: Sfu,
     stop: Arc<AtomicBool>,
     recorder: Option<(Sender<RecordEvent>, Arc<crate::record::RecorderStats>)>,
-    /// Socket counters.
-    pub io: IoStats,
 }
 
 impl EventLoop {
@@ -63,19 +47,16 @@ impl EventLoop {
         stop: Arc<AtomicBool>,
     ) -> io::Result<EventLoop> {
         socket.set_nonblocking(true)?;
-        let local = socket.local_addr()?;
-        let mut socket = UdpSocket::from_std(socket);
+        let mut socket = BatchSocket::new(mio::net::UdpSocket::from_std(socket))?;
         poll.registry()
-            .register(&mut socket, SOCKET, Interest::READABLE)?;
+            .register(socket.socket_mut(), SOCKET, Interest::READABLE)?;
         Ok(EventLoop {
             poll,
             socket,
-            local,
             commands,
             sfu,
             stop,
             recorder: None,
-            io: IoStats::default(),
         })
     }
 
@@ -93,7 +74,6 @@ impl EventLoop {
     /// end every session, send their closes and return.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(64);
-        let mut buf = vec![0u8; MAX_DATAGRAM];
         let mut busy = false;
         while !self.stop.load(Ordering::Relaxed) {
             let deadline = self.flush();
@@ -112,7 +92,7 @@ impl EventLoop {
             }
             let now = Instant::now();
             // Edge-triggered: read until WouldBlock, or come back at once if the budget ran out.
-            busy = self.read_socket(now, &mut buf);
+            busy = self.read_socket(now);
             busy |= self.read_commands(now);
             self.sfu.handle_timeout(now);
         }
@@ -121,16 +101,12 @@ impl EventLoop {
         Ok(())
     }
 
-    /// Send every queued datagram; return when the core next wants a timeout.
+    /// Send every datagram the core has queued (batched: GSO per destination);
+    /// return when the core next wants a timeout.
     fn flush(&mut self) -> Instant {
-        loop {
+        let next = loop {
             match self.sfu.poll_output() {
-                Output::Transmit(t) => {
-                    if let Err(e) = self.socket.send_to(&t.contents, t.destination) {
-                        self.io.send_errors += 1;
-                        log::debug!("send to {} failed: {e}", t.destination);
-                    }
-                }
+                Output::Transmit(t) => self.socket.queue(t),
                 Output::Record(ev) => {
                     if let Some((tx, stats)) = &self.recorder {
                         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
@@ -140,28 +116,28 @@ impl EventLoop {
                         }
                     }
                 }
-                Output::Timeout(t) => return t,
+                Output::Timeout(t) => break t,
             }
-        }
+        };
+        self.socket.send_queued();
+        next
     }
 
-    /// Returns true if the budget ran out before WouldBlock.
-    fn read_socket(&mut self, now: Instant, buf: &mut [u8]) -> bool {
-        for _ in 0..RECV_BUDGET {
-            match self.socket.recv_from(buf) {
-                Ok((n, source)) => {
-                    self.sfu.handle_receive(now, source, self.local, &buf[..n]);
-                    // Send as we go: keeps the core's queue short under fan-out.
-                    self.flush();
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // ICMP port unreachable and friends: never fatal.
-                    self.io.recv_errors += 1;
-                    log::debug!("recv error: {e}");
-                }
+    /// Read batches until WouldBlock; after each batch, send what it caused
+    /// (so one batch's fan-out goes out in GSO runs). Returns true if the
+    /// budget ran out before WouldBlock.
+    fn read_socket(&mut self, now: Instant) -> bool {
+        let mut read = 0;
+        while read < RECV_BUDGET {
+            let sfu = &mut self.sfu;
+            let n = self
+                .socket
+                .recv_batch(|src, dst, bytes| sfu.handle_receive(now, src, dst, bytes));
+            if n == 0 {
+                return false;
             }
+            read += n;
+            self.flush();
         }
         true
     }
@@ -173,8 +149,8 @@ impl EventLoop {
                 Ok(req) => {
                     let mut reply = self.sfu.handle_command(now, req.command);
                     if let Ok(Reply::Stats(s)) = &mut reply {
-                        s.io_send_errors = self.io.send_errors;
-                        s.io_recv_errors = self.io.recv_errors;
+                        s.io_send_errors = self.socket.stats.send_errors;
+                        s.io_recv_errors = self.socket.stats.recv_errors;
                     }
                     // The HTTP side may have timed out and gone. A session it
                     // will never hear about must not linger until its timeout.

@@ -32,3 +32,4 @@ pub mod metrics;
 pub mod page;
 pub mod record;
 pub mod sfu;
+pub mod udp;

@@ -1,0 +1,133 @@
+//! Core-only fan-out benchmark: one publisher, K viewers, real str0m peers, no
+//! sockets. The publisher's SRTP datagrams are made first; the measured phase
+//! only feeds them to `Sfu::handle_receive` and drains `poll_output`, so what
+//! it counts is the server's cost: SRTP decrypt, demux, fan-out, K encrypts.
+//!
+//! ```text
+//! cargo bench --bench fanout -- [viewers] [packets] [idle_sessions]
+//! valgrind --tool=callgrind --toggle-collect='*measured_phase*' \
+//!     target/release/deps/fanout-* 20 5000 0
+//! ```
+//! Instructions per forwarded packet = callgrind's total / the `forwarded`
+//! figure printed. Compare ratios within one run, never absolute times.
+
+#[path = "../tests/common/mod.rs"]
+#[allow(dead_code, clippy::all)]
+mod common;
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::TestNet;
+use str0m::media::{Direction, MediaKind};
+use str0m::rtp::{RtpWrite, SeqNo};
+use str0m::Output;
+use wisp::sfu::Output as SfuOutput;
+
+fn arg(i: usize, default: usize) -> usize {
+    std::env::args()
+        .filter(|a| !a.starts_with('-'))
+        .nth(i)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The publisher's encrypted datagrams for `n` VP8-shaped packets of 1200 bytes.
+fn make_datagrams(net: &mut TestNet, p: usize, n: usize) -> Vec<(Instant, Vec<u8>)> {
+    let server = common::server_addr();
+    let c = &mut net.clients[p];
+    let (mid, _) = *c.mids.iter().find(|(_, k)| *k == MediaKind::Video).unwrap();
+    let pt = c.rtc.media(mid).unwrap().remote_pts()[0];
+    let mut out = Vec::with_capacity(n);
+    let mut now = net.now;
+    for i in 0..n as u64 {
+        now += Duration::from_micros(100);
+        let mut payload = vec![0u8; 1200];
+        payload[0] = 0x10;
+        payload[1] = if i % 300 == 0 { 0x00 } else { 0x01 };
+        let mut api = c.rtc.direct_api();
+        let tx = api.stream_tx_by_mid(mid, None).unwrap();
+        tx.write_rtp(
+            RtpWrite::new(pt, SeqNo::from(10_000 + i), (i * 300) as u32, now, payload)
+                .marker(true)
+                .nackable(true),
+        );
+        let _ = c.rtc.handle_input(str0m::Input::Timeout(now));
+        loop {
+            match c.rtc.poll_output().unwrap() {
+                Output::Transmit(t) if t.destination == server => {
+                    // RTP only (RTCP and STUN go their own way in the real run).
+                    if (128..=191).contains(&t.contents[0]) && !(64..=95).contains(&(t.contents[1] & 0x7f)) {
+                        out.push((now, t.contents.to_vec()));
+                    }
+                }
+                Output::Timeout(_) => break,
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// The measured phase: everything the server does for these datagrams.
+#[inline(never)]
+fn measured_phase(net: &mut TestNet, from: SocketAddr, datagrams: &[(Instant, Vec<u8>)]) -> u64 {
+    let server = common::server_addr();
+    let mut sent = 0u64;
+    for (at, d) in datagrams {
+        net.sfu.handle_receive(*at, from, server, d);
+        net.sfu.handle_timeout(*at);
+        loop {
+            match net.sfu.poll_output() {
+                SfuOutput::Transmit(t) => {
+                    black_box(&t);
+                    sent += 1;
+                }
+                SfuOutput::Record(r) => {
+                    black_box(&r);
+                }
+                SfuOutput::Timeout(_) => break,
+            }
+        }
+    }
+    sent
+}
+
+fn main() {
+    let viewers = arg(1, 20);
+    let packets = arg(2, 5000);
+    let idle = arg(3, 0);
+    str0m::crypto::from_feature_flags().install_process_default();
+    let mut net = TestNet::new(99);
+    // Idle sessions in other rooms: they sit in every map and the timer heap.
+    for i in 0..idle {
+        net.join(
+            &format!("idle{i}"),
+            false,
+            &[(MediaKind::Video, Direction::RecvOnly)],
+        )
+        .unwrap();
+    }
+    let p = net.publish("bench");
+    let vs: Vec<usize> = (0..viewers).map(|_| net.view("bench")).collect();
+    net.media_on = false;
+    assert!(net.run_until(Duration::from_secs(10), |n| {
+        n.connected(p) && vs.iter().all(|v| n.connected(*v))
+    }));
+    let from = net.clients[p].addr;
+    let datagrams = make_datagrams(&mut net, p, packets);
+    let before = net.sfu.stats();
+    let t0 = Instant::now();
+    let out = measured_phase(&mut net, from, &datagrams);
+    let wall = t0.elapsed();
+    let s = net.sfu.stats();
+    let forwarded = s.rtp_forwarded - before.rtp_forwarded;
+    println!(
+        "viewers={viewers} idle_sessions={idle} ingress={} forwarded={forwarded} datagrams_out={out} \
+         wall_ns_per_forwarded={:.0} forwarded_pps_per_core={:.0}",
+        datagrams.len(),
+        wall.as_nanos() as f64 / forwarded.max(1) as f64,
+        forwarded as f64 / wall.as_secs_f64()
+    );
+}
