@@ -33,6 +33,11 @@ fn arg(i: usize, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// RTP, not RTCP (RFC 5761: RTCP packet types 192..=223 in the second byte).
+fn is_rtp(d: &[u8]) -> bool {
+    d.len() > 1 && (128..=191).contains(&d[0]) && !(64..=95).contains(&(d[1] & 0x7f))
+}
+
 /// The publisher's encrypted datagrams for `n` VP8-shaped packets of 1200 bytes.
 fn make_datagrams(net: &mut TestNet, p: usize, n: usize) -> Vec<(Instant, Vec<u8>)> {
     let server = common::server_addr();
@@ -56,11 +61,9 @@ fn make_datagrams(net: &mut TestNet, p: usize, n: usize) -> Vec<(Instant, Vec<u8
         let _ = c.rtc.handle_input(str0m::Input::Timeout(now));
         loop {
             match c.rtc.poll_output().unwrap() {
-                Output::Transmit(t) if t.destination == server => {
-                    // RTP only (RTCP and STUN go their own way in the real run).
-                    if (128..=191).contains(&t.contents[0]) && !(64..=95).contains(&(t.contents[1] & 0x7f)) {
-                        out.push((now, t.contents.to_vec()));
-                    }
+                // RTP only (RTCP and STUN go their own way in the real run).
+                Output::Transmit(t) if t.destination == server && is_rtp(&t.contents) => {
+                    out.push((now, t.contents.to_vec()));
                 }
                 Output::Timeout(_) => break,
                 _ => {}
