@@ -108,7 +108,11 @@ fn delete_after_the_peer_closed_first_is_200_once() {
     // Medooze-style: close the PeerConnection (DTLS close_notify), then DELETE.
     net.clients[v].rtc.close().unwrap();
     net.run_for(Duration::from_millis(200));
-    assert_eq!(net.sfu.counts().sessions, 1, "the viewer's session ended on its close");
+    assert_eq!(
+        net.sfu.counts().sessions,
+        1,
+        "the viewer's session ended on its close"
+    );
     assert!(matches!(net.delete(v), Ok(wisp::sfu::Reply::Deleted)));
     assert_eq!(net.delete(v).err(), Some(ApiError::NotFound), "only once");
     // A session that ended by itself is remembered for a bounded time only.
