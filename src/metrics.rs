@@ -200,6 +200,11 @@ pub fn render(
         s.rtp_forwarded,
     );
     o.single(
+        "wisp_layer_switches_total",
+        "Simulcast layer switches made for viewers.",
+        s.layer_switches,
+    );
+    o.single(
         "wisp_rtp_fanout_total",
         "counter",
         "(packet, viewer) pairs considered; = forwarded + per-viewer drops.",

@@ -10,6 +10,7 @@ use str0m::media::{Mid, Pt};
 use str0m::rtp::Ssrc;
 
 use super::id::SessionId;
+use super::simulcast::Vp8Rewrite;
 
 /// Where a stream of packets comes from: a publisher session and its SSRC.
 pub type Source = (SessionId, Ssrc);
@@ -33,6 +34,12 @@ pub struct OutStream {
     pt_map: Vec<(Pt, Option<Pt>)>,
     /// Video only: nothing is sent until a keyframe starts.
     pub started: bool,
+    /// The last [`OutStream::map`] started a new segment (new source).
+    pub rebased: bool,
+    /// The last packet written ended a frame (RTP marker); true when none was.
+    pub frame_done: bool,
+    /// VP8 picture id / TL0PICIDX continuity across sources.
+    pub vp8: Vp8Rewrite,
 }
 
 /// What to do with one packet for one viewer.
@@ -62,6 +69,9 @@ impl OutStream {
             initial_seq: u64::from(initial_seq & 0x7fff),
             pt_map: Vec::new(),
             started: false,
+            rebased: false,
+            frame_done: true,
+            vp8: Vp8Rewrite::default(),
         }
     }
 
@@ -101,6 +111,7 @@ impl OutStream {
         clock_rate: u32,
         now: Instant,
     ) -> Verdict {
+        self.rebased = false;
         if self.source != Some(source) {
             if self.source.is_some() {
                 self.pt_map.clear();
@@ -123,6 +134,7 @@ impl OutStream {
             self.ts_offset = next_ts.wrapping_sub(ts);
             self.source = Some(source);
             self.started = true;
+            self.rebased = true;
         } else if video && !self.started {
             if !keyframe {
                 return Verdict::WaitForKeyframe;

@@ -13,6 +13,7 @@ pub mod record;
 pub mod room;
 pub mod sdp;
 pub mod session;
+pub mod simulcast;
 pub mod stats;
 pub mod timers;
 
@@ -21,10 +22,14 @@ use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpOffer;
+use str0m::format::Codec;
 use str0m::format::PayloadParams;
+use str0m::media::Rid;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
 use str0m::net::{Protocol, Receive, Transmit};
+use str0m::rtp::Vp8Descriptor;
 use str0m::rtp::{ExtensionValues, RtpPacket, SeqNo};
 use str0m::{Candidate, Event, IceConnectionState, Input, Rtc, RtcConfig};
 
@@ -74,10 +79,31 @@ impl Default for SfuConfig {
     }
 }
 
+/// A viewer's bandwidth estimate before any feedback (bit/s): low, so a
+/// simulcast viewer starts on a small layer and climbs.
+pub const INITIAL_ESTIMATE: u64 = 300_000;
+
 /// How long a session that ended by itself still answers DELETE with 200.
 pub const ENDED_GRACE: Duration = Duration::from_secs(60);
 /// Most such sessions remembered.
 const MAX_ENDED: usize = 4096;
+
+/// One viewer's simulcast state (see [`Sfu::viewer_layers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewerLayers {
+    /// The layer being forwarded.
+    pub current: Option<Rid>,
+    /// The layer wanted (a switch waits for its keyframe).
+    pub target: Option<Rid>,
+    /// The layer pinned by the viewer, if any.
+    pub pinned: Option<Rid>,
+    /// The viewer's bandwidth estimate, bit/s.
+    pub estimate: Option<u64>,
+    /// Layer switches so far.
+    pub switches: u64,
+    /// The publisher's layers: rid, measured bit/s, active.
+    pub layers: Vec<(Rid, u64, bool)>,
+}
 
 /// What [`Sfu::poll_output`] returns.
 #[derive(Debug)]
@@ -123,8 +149,8 @@ pub struct Sfu {
     rooms: HashMap<RoomName, Room>,
     demux: Demux,
     timers: Timers,
-    /// Rooms whose video track owes a keyframe request, with when it is allowed.
-    keyframe_timers: Vec<(Instant, RoomName)>,
+    /// Video layers (room, layer index) that owe a keyframe request, with when it is allowed.
+    keyframe_timers: Vec<(Instant, RoomName, u8)>,
     transmits: VecDeque<Transmit>,
     records: VecDeque<record::RecordEvent>,
     next_recording: u64,
@@ -190,7 +216,7 @@ impl Sfu {
                 record,
             } => self.publish(now, room, &offer, record),
             Command::RequestKeyframe { room } => {
-                self.request_keyframe(now, &room);
+                self.room_keyframe(now, &room);
                 Ok(Reply::Done)
             }
             Command::Subscribe { room, offer } => self.subscribe(now, room, &offer),
@@ -365,8 +391,8 @@ impl Sfu {
         let mut i = 0;
         while i < self.keyframe_timers.len() {
             if self.keyframe_timers[i].0 <= now {
-                let (_, room) = self.keyframe_timers.swap_remove(i);
-                self.request_keyframe(now, &room);
+                let (_, room, layer) = self.keyframe_timers.swap_remove(i);
+                self.request_keyframe(now, &room, layer);
             } else {
                 i += 1;
             }
@@ -387,7 +413,7 @@ impl Sfu {
         let far = self.last_now + Duration::from_secs(1);
         let next = [
             self.timers.next(),
-            self.keyframe_timers.iter().map(|(t, _)| *t).min(),
+            self.keyframe_timers.iter().map(|(t, _, _)| *t).min(),
         ]
         .into_iter()
         .flatten()
@@ -490,6 +516,31 @@ impl Sfu {
         s
     }
 
+    /// A viewer's simulcast state, by its token: `None` for an unknown token.
+    pub fn viewer_layers(&self, token: SessionToken) -> Option<ViewerLayers> {
+        let id = self.tokens.get(&token)?;
+        let s = self.sessions.get(id)?;
+        let layers = self
+            .rooms
+            .get(&s.room)
+            .and_then(|r| r.tracks[1].as_ref())
+            .filter(|t| t.simulcast)
+            .map(|t| &t.layers[..])
+            .unwrap_or(&[]);
+        let rid = |i: Option<u8>| i.and_then(|i| layers.get(usize::from(i))?.rid);
+        Some(ViewerLayers {
+            current: rid(s.sel.current),
+            target: rid(s.sel.target),
+            pinned: s.sel.pinned,
+            estimate: s.sel.estimate,
+            switches: s.sel.switches,
+            layers: layers
+                .iter()
+                .filter_map(|l| Some((l.rid?, l.rate, !l.paused)))
+                .collect(),
+        })
+    }
+
     /// Sizes of every internal map.
     pub fn counts(&self) -> Counts {
         let (addrs, ufrags, addr_lists) = self.demux.sizes();
@@ -567,8 +618,16 @@ impl Sfu {
         let offer = SdpOffer::from_sdp_string(offer)
             .map_err(|e| ApiError::BadOffer(one_line(&e.to_string())))?;
         let candidates = self.config.candidates.clone();
+        // Bandwidth estimation only where there is a choice to make: str0m
+        // paces a viewer at its estimate, which would throttle a plain
+        // high-rate stream while the estimate ramps up.
+        let bwe = role == Role::Subscriber && self.is_simulcast(room);
         let built = catch_unwind(AssertUnwindSafe(move || {
-            let mut rtc = Self::rtc_config().build(now);
+            let mut cfg = Self::rtc_config();
+            if bwe {
+                cfg = cfg.enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE)));
+            }
+            let mut rtc = cfg.build(now);
             for a in candidates {
                 if let Ok(c) = Candidate::host(a, "udp") {
                     rtc.add_local_candidate(c);
@@ -610,6 +669,10 @@ impl Sfu {
             ssrc_kind: Vec::new(),
             track_mid: [None, None],
             outs: [None, None],
+            sel: simulcast::Selection {
+                bwe,
+                ..Default::default()
+            },
             nacks_seen: [0, 0],
         };
         self.sessions.insert(id, session);
@@ -725,9 +788,10 @@ impl Sfu {
                         for sub in &r.subscribers {
                             if let Some(v) = self.sessions.get_mut(sub) {
                                 v.outs.iter_mut().flatten().for_each(OutStream::detach);
+                                v.sel.detach();
                             }
                         }
-                        self.keyframe_timers.retain(|(_, n)| *n != s.room);
+                        self.keyframe_timers.retain(|(_, n, _)| *n != s.room);
                     }
                 }
                 Role::Subscriber => {
@@ -736,7 +800,7 @@ impl Sfu {
             }
             if r.is_empty() {
                 self.rooms.remove(&s.room);
-                self.keyframe_timers.retain(|(_, n)| *n != s.room);
+                self.keyframe_timers.retain(|(_, n, _)| *n != s.room);
             }
         }
         log::info!(
@@ -805,7 +869,13 @@ impl Sfu {
                 log::info!("room {}: {} {id:?} connected", s.room, s.role.path_prefix());
                 if s.role == Role::Subscriber {
                     let room = s.room.clone();
-                    self.request_keyframe(now, &room);
+                    let simulcast = self.is_simulcast(&room);
+                    if simulcast {
+                        // Chooses a target and asks for its keyframe.
+                        self.select_layers(now, &room, Some(id));
+                    } else {
+                        self.request_keyframe(now, &room, 0);
+                    }
                 }
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
@@ -824,6 +894,15 @@ impl Sfu {
                 };
                 if let Some(l) = loss {
                     self.stats.loss[r].observe(&stats::LOSS_BUCKETS, f64::from(l));
+                }
+                if s.role == Role::Subscriber {
+                    if let Some(l) = p.egress_loss_fraction {
+                        s.sel.loss = l;
+                        if l > simulcast::LOSSY {
+                            let room = s.room.clone();
+                            self.select_layers(now, &room, Some(id));
+                        }
+                    }
                 }
             }
             Event::MediaIngressStats(m) if s.role == Role::Publisher => {
@@ -853,7 +932,42 @@ impl Sfu {
                     .is_some_and(|o| o.mid == r.mid);
                 if s.role == Role::Subscriber && is_video {
                     let room = s.room.clone();
-                    self.request_keyframe(now, &room);
+                    let layer = s.sel.current.or(s.sel.target).unwrap_or(0);
+                    self.request_keyframe(now, &room, layer);
+                }
+            }
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. })
+                if s.role == Role::Subscriber =>
+            {
+                s.sel.estimate = Some(estimate.as_u64());
+                let room = s.room.clone();
+                self.select_layers(now, &room, Some(id));
+            }
+            Event::StreamPaused(p) if s.role == Role::Publisher => {
+                let room = s.room.clone();
+                let is_video = s.track_mid[1] == Some(p.mid);
+                let changed = is_video
+                    && self
+                        .rooms
+                        .get_mut(&room)
+                        .and_then(|r| r.tracks[1].as_mut())
+                        .and_then(|t| {
+                            t.layers.iter_mut().find(|l| {
+                                l.ssrc == Some(p.ssrc) || (l.rid.is_some() && l.rid == p.rid)
+                            })
+                        })
+                        .is_some_and(|l| {
+                            let was = l.paused;
+                            l.paused = p.paused;
+                            was != p.paused
+                        });
+                if changed {
+                    log::info!(
+                        "room {room}: layer {:?} {}",
+                        p.rid,
+                        if p.paused { "paused" } else { "resumed" }
+                    );
+                    self.select_layers(now, &room, None);
                 }
             }
             _ => {}
@@ -886,7 +1000,11 @@ impl Sfu {
             match s.role {
                 Role::Publisher if dir.is_receiving() && s.track_mid[k].is_none() => {
                     s.track_mid[k] = Some(mid);
-                    new_tracks.push(k);
+                    let rids = match m.rids_rx() {
+                        str0m::media::Rids::Specific(v) if kind == MediaKind::Video => v.clone(),
+                        _ => Vec::new(),
+                    };
+                    new_tracks.push((k, rids));
                 }
                 Role::Subscriber if dir.is_sending() && s.outs[k].is_none() => {
                     let seq = self.ids.u32() as u16;
@@ -898,8 +1016,8 @@ impl Sfu {
                 _ => {}
             }
         }
-        for k in new_tracks {
-            self.attach_track(room, k);
+        for (k, rids) in new_tracks {
+            self.attach_track(room, k, &rids);
         }
         Ok(())
     }
@@ -993,33 +1111,42 @@ impl Sfu {
     }
 
     /// A new publisher track of kind `k`: every viewer starts a new segment on it.
-    fn attach_track(&mut self, room: &RoomName, k: usize) {
+    fn attach_track(&mut self, room: &RoomName, k: usize, rids: &[Rid]) {
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
-        r.tracks[k] = Some(Track::default());
+        r.tracks[k] = Some(Track::new(rids));
         for sub in &r.subscribers {
-            if let Some(Some(o)) = self.sessions.get_mut(sub).map(|v| &mut v.outs[k]) {
-                o.detach();
+            if let Some(v) = self.sessions.get_mut(sub) {
+                if k == 1 {
+                    v.sel.detach();
+                }
+                if let Some(o) = v.outs[k].as_mut() {
+                    o.detach();
+                }
             }
         }
     }
 
-    /// Ask the room's publisher for a video keyframe, at most once per
-    /// `keyframe_interval`; a request inside the interval is deferred, not lost.
-    fn request_keyframe(&mut self, now: Instant, room: &RoomName) {
+    /// Ask the room's publisher for a keyframe of video layer `layer`, at
+    /// most once per `keyframe_interval` per layer; a request inside the
+    /// interval is deferred, not lost.
+    fn request_keyframe(&mut self, now: Instant, room: &RoomName, layer: u8) {
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
         let (Some(pid), Some(track)) = (r.publisher, r.tracks[1].as_mut()) else {
             return;
         };
-        if let Some(last) = track.last_keyframe_request {
+        let Some(l) = track.layers.get_mut(usize::from(layer)) else {
+            return;
+        };
+        if let Some(last) = l.last_keyframe_request {
             let allowed = last + self.config.keyframe_interval;
             if now < allowed {
-                if !track.keyframe_pending {
-                    track.keyframe_pending = true;
-                    self.keyframe_timers.push((allowed, room.clone()));
+                if !l.keyframe_pending {
+                    l.keyframe_pending = true;
+                    self.keyframe_timers.push((allowed, room.clone(), layer));
                 }
                 return;
             }
@@ -1030,12 +1157,13 @@ impl Sfu {
         let Some(mid) = p.track_mid[1] else {
             return;
         };
-        track.last_keyframe_request = Some(now);
-        track.keyframe_pending = false;
+        l.last_keyframe_request = Some(now);
+        l.keyframe_pending = false;
+        let rid = l.rid;
         let mut sent = false;
         let _ = catch_unwind(AssertUnwindSafe(|| {
             let mut api = p.rtc.direct_api();
-            if let Some(rx) = api.stream_rx_by_mid(mid, None) {
+            if let Some(rx) = api.stream_rx_by_mid(mid, rid) {
                 rx.request_keyframe(KeyframeRequestKind::Pli);
                 sent = true;
             }
@@ -1043,6 +1171,108 @@ impl Sfu {
         if sent {
             self.stats.keyframe_requests_sent += 1;
             self.drain_session(pid);
+        }
+    }
+
+    /// The layer a keyframe is wanted on for the room as a whole (the
+    /// recorder's request): the recorded layer, else the first.
+    fn room_keyframe(&mut self, now: Instant, room: &RoomName) {
+        let layer = self
+            .rooms
+            .get(room)
+            .and_then(|r| r.tracks[1].as_ref())
+            .map(|t| t.record_layer.unwrap_or(0))
+            .unwrap_or(0);
+        self.request_keyframe(now, room, layer);
+    }
+
+    fn is_simulcast(&self, room: &RoomName) -> bool {
+        self.rooms
+            .get(room)
+            .and_then(|r| r.tracks[1].as_ref())
+            .is_some_and(|t| t.simulcast)
+    }
+
+    /// Choose layers for one viewer (`Some`) or every viewer of `room`:
+    /// move targets, ask for the keyframes a pending switch needs, and tell
+    /// each viewer's BWE what to sustain and probe toward.
+    fn select_layers(&mut self, now: Instant, room: &RoomName, only: Option<SessionId>) {
+        let Some(r) = self.rooms.get(room) else {
+            return;
+        };
+        let Some(track) = r.tracks[1].as_ref().filter(|t| t.simulcast) else {
+            return;
+        };
+        let mut wants: Vec<u8> = Vec::new();
+        let one = only.map(|id| [id]);
+        let ids: &[SessionId] = match &one {
+            Some(a) => a,
+            None => &r.subscribers,
+        };
+        for id in ids {
+            let Some(v) = self.sessions.get_mut(id) else {
+                continue;
+            };
+            if v.role != Role::Subscriber || v.outs[1].is_none() {
+                continue;
+            }
+            if let Some(t) = v.sel.choose(&track.layers, now) {
+                log::debug!(
+                    "room {room}: viewer {id:?} layer {:?} -> {:?} (estimate {:?})",
+                    v.sel.current.and_then(|c| track.layers[usize::from(c)].rid),
+                    track.layers[usize::from(t)].rid,
+                    v.sel.estimate
+                );
+            }
+            if let Some(t) = v.sel.target {
+                if v.connected && v.sel.current != Some(t) && !wants.contains(&t) {
+                    wants.push(t);
+                }
+            }
+            let wish = v.sel.bwe_wish(&track.layers);
+            let below = v.sel.estimate.is_some_and(|e| e < wish.1);
+            let wait = if v.sel.probe_lowered {
+                Duration::from_millis(200)
+            } else {
+                simulcast::PROBE_EVERY
+            };
+            let reprobe = below
+                && v.sel
+                    .last_probe
+                    .is_none_or(|t| now.saturating_duration_since(t) >= wait);
+            if (wish != v.sel.bwe_set || reprobe) && wish.1 > 0 {
+                v.sel.bwe_set = wish;
+                if below {
+                    v.sel.last_probe = Some(now);
+                }
+                // Only a raised desired rate starts an allocation probe, and
+                // str0m compares it with the value its last timeout saw:
+                // every other re-probe lowers it, the next one raises it.
+                let desired = if reprobe && !v.sel.probe_lowered {
+                    v.sel.probe_lowered = true;
+                    wish.1 / 2
+                } else {
+                    v.sel.probe_lowered = false;
+                    wish.1
+                };
+                v.rtc
+                    .bwe()
+                    .set_bitrate(Bitrate::bps(wish.0), Bitrate::bps(desired));
+                let mut sinks = Sinks {
+                    transmits: &mut self.transmits,
+                    events: &mut self.events,
+                };
+                match drain(*id, &mut v.rtc, &mut sinks) {
+                    Drained::Until(t) => self.timers.schedule(*id, &mut v.timer, t),
+                    Drained::Dead { .. } => {
+                        v.dead = true;
+                        self.doomed.push(*id);
+                    }
+                }
+            }
+        }
+        for t in wants {
+            self.request_keyframe(now, room, t);
         }
     }
 
@@ -1065,22 +1295,24 @@ impl Sfu {
         let Some(p) = sessions.get_mut(&pid) else {
             return;
         };
+        let Some(room) = rooms.get_mut(&p.room) else {
+            return;
+        };
         let ssrc = pkt.header.ssrc;
         let kind = match p.ssrc_kind.iter().find(|(s, _)| *s == ssrc) {
             Some((_, k)) => *k,
             None => {
-                let mid = p.rtc.direct_api().stream_rx(&ssrc).map(|rx| rx.mid());
-                let kind = mid.and_then(|mid| {
-                    let kind = p.rtc.media(mid)?.kind();
-                    (p.track_mid[kind_index(kind)] == Some(mid)).then_some(kind)
-                });
-                if p.ssrc_kind.len() < 16 {
-                    p.ssrc_kind.push((ssrc, kind));
+                let (k, definitive) = match classify_ssrc(p, room, ssrc) {
+                    Ok(k) => (k, true),
+                    Err(()) => (None, false),
+                };
+                if definitive && p.ssrc_kind.len() < 16 {
+                    p.ssrc_kind.push((ssrc, k));
                 }
-                kind
+                k
             }
         };
-        let Some(kind) = kind else {
+        let Some((kind, layer)) = kind else {
             return stats.drop(DropReason::ExtraTrack);
         };
         let k = kind_index(kind);
@@ -1092,17 +1324,40 @@ impl Sfu {
         else {
             return stats.drop(DropReason::UnknownPayloadType);
         };
-        let room_name = p.room.clone();
-        let Some(room) = rooms.get_mut(&room_name) else {
-            return;
-        };
+        let room_name = &room.name;
         let codec = params.spec().codec;
         let video = kind == MediaKind::Video;
+        let mut simulcast = false;
+        let mut rates_changed = false;
         if let Some(t) = room.tracks[k].as_mut() {
             t.packets += 1;
             t.bytes += pkt.payload.len() as u64;
             t.codec = Some(codec);
-            if room.record {
+            simulcast = t.simulcast;
+            if simulcast {
+                if let Some(l) = t.layers.get_mut(usize::from(layer)) {
+                    l.packets += 1;
+                    l.window_bytes += pkt.payload.len() as u64 + simulcast::PACKET_OVERHEAD;
+                    if l.paused {
+                        l.paused = false;
+                        rates_changed = true;
+                    }
+                }
+                let start = *t.window_start.get_or_insert(now);
+                let elapsed = now.saturating_duration_since(start);
+                if elapsed >= simulcast::RATE_WINDOW {
+                    // Every window: choices are re-made (holds expire,
+                    // probes are re-armed) even when no rate moved.
+                    simulcast::close_window(&mut t.layers, elapsed);
+                    rates_changed = true;
+                    t.window_start = Some(now);
+                    if t.record_layer.is_none() {
+                        t.record_layer = simulcast::highest(&t.layers);
+                    }
+                }
+            }
+            let recorded = !video || t.record_layer == Some(layer);
+            if room.record && recorded {
                 // A copy for the recorder: the payload Arc is shared, nothing is copied.
                 let id = match t.recording {
                     Some((id, c)) if c == codec => id,
@@ -1134,6 +1389,15 @@ impl Sfu {
             }
         }
         let keyframe = video && is_keyframe_start(codec, &pkt.payload);
+        // VP8 picture id / TL0PICIDX, rewritten per viewer for continuity.
+        let vp8 = if video && codec == Codec::Vp8 {
+            Vp8Descriptor::parse(&pkt.payload)
+                .ok()
+                .filter(|d| d.picture_id().is_some() || d.tl0_pic_idx().is_some())
+                .map(|d| (d, vp8_wide_picture_id(&pkt.payload)))
+        } else {
+            None
+        };
         let clock = params.spec().clock_rate.get();
         // Only the extensions that describe the media travel on; transport ones
         // (TWCC, abs-send-time, mid/rid) are the viewer Rtc's own.
@@ -1143,13 +1407,25 @@ impl Sfu {
             video_orientation: pkt.header.ext_vals.video_orientation,
             ..Default::default()
         };
+        let simulcast = simulcast && video;
         let mut want_keyframe = false;
         for sub_id in &room.subscribers {
-            stats.fanout_attempts += 1;
             let Some(sub) = sessions.get_mut(sub_id) else {
+                stats.fanout_attempts += 1;
                 stats.drop(DropReason::NoViewerTrack);
                 continue;
             };
+            if simulcast {
+                // Only the viewer's layer, and its target's keyframes, are
+                // considered; the other layers are not this viewer's packets.
+                let sel = &sub.sel;
+                let relevant = sel.current == Some(layer)
+                    || (sel.target == Some(layer) && (keyframe || sel.current.is_none()));
+                if !relevant {
+                    continue;
+                }
+            }
+            stats.fanout_attempts += 1;
             if !sub.connected {
                 // Media written before DTLS is up would be lost, keyframe included;
                 // the viewer asks for its keyframe when it connects.
@@ -1177,6 +1453,23 @@ impl Sfu {
                 stats.drop(DropReason::CodecNotNegotiated);
                 continue;
             };
+            if simulcast && sub.sel.current != Some(layer) {
+                if !keyframe {
+                    want_keyframe = true;
+                    stats.drop(DropReason::WaitingForKeyframe);
+                    continue;
+                }
+                // A frame of the old layer still in progress is left
+                // incomplete: the keyframe supersedes it (same capture
+                // instant in a real simulcast encoder), the decoder skips it.
+                // The target's keyframe: switch here (OutStream rebases on
+                // the change of source).
+                if sub.sel.current.is_some() {
+                    sub.sel.switches += 1;
+                    stats.layer_switches += 1;
+                }
+                sub.sel.current = Some(layer);
+            }
             let (seq, ts) = match out.map(
                 (pid, ssrc),
                 *pkt.seq_no,
@@ -1193,13 +1486,31 @@ impl Sfu {
                     continue;
                 }
             };
+            out.frame_done = pkt.header.marker;
             let mid = out.mid;
             let ext = ext.clone();
-            let write =
+            let mut write =
                 str0m::rtp::RtpWrite::new(out_pt, SeqNo::from(seq), ts, now, pkt.payload.clone())
                     .marker(pkt.header.marker)
                     .nackable(video)
                     .ext_vals(ext);
+            if let Some((d, wide)) = vp8 {
+                let (pid_out, tl0_out) =
+                    out.vp8
+                        .map(d.picture_id(), wide, d.tl0_pic_idx(), out.rebased);
+                if pid_out != d.picture_id() || tl0_out != d.tl0_pic_idx() {
+                    let mut b = d.patch();
+                    if let Some(x) = pid_out {
+                        b = b.picture_id(x);
+                    }
+                    if let Some(x) = tl0_out {
+                        b = b.tl0_pic_idx(x);
+                    }
+                    if let Ok(patch) = b.build() {
+                        write = write.vp8_patch(patch);
+                    }
+                }
+            }
             let wrote = catch_unwind(AssertUnwindSafe(|| {
                 match sub.rtc.direct_api().stream_tx_by_mid(mid, None) {
                     Some(tx) => {
@@ -1240,10 +1551,66 @@ impl Sfu {
                 }
             }
         }
-        if want_keyframe {
-            self.request_keyframe(now, &room_name);
+        if want_keyframe || rates_changed {
+            let room_name = room_name.clone();
+            if want_keyframe {
+                self.request_keyframe(now, &room_name, if video { layer } else { 0 });
+            }
+            if rates_changed {
+                self.select_layers(now, &room_name, None);
+            }
         }
     }
+}
+
+/// Which kind and layer a publisher SSRC feeds: its m-line must be the
+/// session's track of that kind; a video rid becomes (or finds) a layer of
+/// the room's track. `Ok(None)`: an extra track or a layer beyond the bound;
+/// `Err`: not known yet (a simulcast SSRC whose rid is not bound), ask again.
+fn classify_ssrc(
+    p: &mut Session,
+    room: &mut Room,
+    ssrc: str0m::rtp::Ssrc,
+) -> Result<Option<(MediaKind, u8)>, ()> {
+    let Some((mid, rid)) = p
+        .rtc
+        .direct_api()
+        .stream_rx(&ssrc)
+        .map(|rx| (rx.mid(), rx.rid()))
+    else {
+        return Ok(None);
+    };
+    let Some(kind) = p.rtc.media(mid).map(|m| m.kind()) else {
+        return Ok(None);
+    };
+    let k = kind_index(kind);
+    if p.track_mid[k] != Some(mid) {
+        return Ok(None);
+    }
+    let Some(track) = room.tracks[k].as_mut() else {
+        return Ok(Some((kind, 0)));
+    };
+    if !track.simulcast || kind != MediaKind::Video {
+        return Ok(Some((kind, 0)));
+    }
+    let Some(rid) = rid else {
+        return Err(());
+    };
+    let i = match track.layers.iter().position(|l| l.rid == Some(rid)) {
+        Some(i) => i,
+        None if track.layers.len() < simulcast::MAX_LAYERS => {
+            track.layers.push(simulcast::Layer::new(Some(rid)));
+            track.layers.len() - 1
+        }
+        None => return Ok(None),
+    };
+    track.layers[i].ssrc = Some(ssrc);
+    Ok(Some((kind, i as u8)))
+}
+
+/// Whether a VP8 payload descriptor carries a 15-bit picture id.
+fn vp8_wide_picture_id(payload: &[u8]) -> bool {
+    payload.len() > 2 && payload[0] & 0x80 != 0 && payload[1] & 0x80 != 0 && payload[2] & 0x80 != 0
 }
 
 fn too_many(kind: MediaKind) -> ApiError {

@@ -6,6 +6,7 @@ use str0m::format::Codec;
 
 use super::id::{RoomName, SessionId};
 use super::record::RecordingId;
+use super::simulcast::Layer;
 
 /// A publisher track as the room sees it (fan-out source for one kind).
 #[derive(Debug, Clone, Default)]
@@ -16,12 +17,39 @@ pub struct Track {
     pub packets: u64,
     /// Payload bytes received.
     pub bytes: u64,
-    /// When the last keyframe request went to the publisher.
-    pub last_keyframe_request: Option<Instant>,
-    /// A keyframe request is owed once the throttle allows.
-    pub keyframe_pending: bool,
     /// The recording this track feeds, and the codec it was started with.
     pub recording: Option<(RecordingId, Codec)>,
+    /// Its encodings: one with no rid for a plain track, one per rid for
+    /// simulcast (at most [`super::simulcast::MAX_LAYERS`]). Indices are stable
+    /// for the life of the track.
+    pub layers: Vec<Layer>,
+    /// The publisher offered simulcast on this track.
+    pub simulcast: bool,
+    /// Start of the current bitrate window.
+    pub window_start: Option<Instant>,
+    /// The layer the recorder gets (simulcast: the highest, fixed once chosen).
+    pub record_layer: Option<u8>,
+}
+
+impl Track {
+    /// A plain track (one encoding), or a simulcast one with `rids` in offer order.
+    pub fn new(rids: &[str0m::media::Rid]) -> Track {
+        let simulcast = !rids.is_empty();
+        let layers = if simulcast {
+            rids.iter()
+                .take(super::simulcast::MAX_LAYERS)
+                .map(|r| Layer::new(Some(*r)))
+                .collect()
+        } else {
+            vec![Layer::new(None)]
+        };
+        Track {
+            layers,
+            simulcast,
+            record_layer: if simulcast { None } else { Some(0) },
+            ..Track::default()
+        }
+    }
 }
 
 /// One room of the Manager.

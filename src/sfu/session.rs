@@ -13,6 +13,7 @@ use str0m::{Event, Output, Rtc};
 use super::command::Role;
 use super::fanout::OutStream;
 use super::id::{RoomName, SessionId, SessionToken};
+use super::simulcast::Selection;
 use super::timers::TimerSlot;
 
 /// Index of a media kind in per-kind arrays: audio 0, video 1.
@@ -52,12 +53,15 @@ pub struct Session {
     pub dead: bool,
     /// This session's entry in the timer heap.
     pub timer: TimerSlot,
-    /// Publisher: SSRC → kind it feeds (`None`: ignored extra track). Small.
-    pub ssrc_kind: Vec<(Ssrc, Option<MediaKind>)>,
+    /// Publisher: SSRC → kind it feeds and its layer index in the room's track
+    /// (`None`: ignored extra track or layer). Small.
+    pub ssrc_kind: Vec<(Ssrc, Option<(MediaKind, u8)>)>,
     /// Publisher: the mid carrying each kind.
     pub track_mid: [Option<Mid>; 2],
     /// Viewer: the outgoing stream per kind.
     pub outs: [Option<OutStream>; 2],
+    /// Viewer: which simulcast layer of the room's video it gets.
+    pub sel: Selection,
     /// Last cumulative NACK count seen in a stats event, per kind (for deltas).
     pub nacks_seen: [u64; 2],
 }

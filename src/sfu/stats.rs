@@ -137,6 +137,8 @@ pub struct Stats {
     /// Loss ratio once a second per session, by role: from a publisher
     /// (what reaches wisp) and toward a viewer (what its receiver reports).
     pub loss: [Histogram; 2],
+    /// Simulcast layer switches done for viewers (each on a keyframe of the new layer).
+    pub layer_switches: u64,
     /// NACKs wisp sent to publishers (repair requests for packets lost on the way in).
     pub nacks_sent: u64,
     /// NACKs viewers sent to wisp (answered from the send history).

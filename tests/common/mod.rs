@@ -56,6 +56,85 @@ pub struct Client {
     frame: u64,
     pub counter: u64,
     pub want_keyframe: bool,
+    /// Publisher: simulcast layers sent on the video m-line (empty: plain video).
+    pub sim: Vec<SimLayer>,
+    /// Capped downlink toward this client (server → client), if any.
+    pub downlink: Option<Link>,
+    /// The address the server sees for this client (NAT rebinding; see
+    /// [`TestNet::rebind`]); `None`: its own address.
+    pub nat: Option<SocketAddr>,
+    /// Probability (0..1) that a datagram *from* this client is lost.
+    pub uplink_loss: f64,
+    /// Extra random delay (0..this) per datagram from this client: reorders.
+    pub uplink_jitter: Duration,
+}
+
+/// One simulcast layer a test publisher sends: VP8 with a full payload
+/// descriptor (15-bit picture id, TL0PICIDX), `packets` packets of `size`
+/// bytes per frame, 30 frames a second.
+#[derive(Debug, Clone)]
+pub struct SimLayer {
+    pub rid: &'static str,
+    pub packets: usize,
+    pub size: usize,
+    /// Stop sending this layer (as a browser does when it pauses an encoding).
+    pub paused: bool,
+    pub want_keyframe: bool,
+    pub keyframe_requests: usize,
+    pub seq: u64,
+    pub picture_id: u16,
+    pub tl0: u8,
+    pub ts_offset: u32,
+    pub frames_sent: u64,
+}
+
+/// A FIFO bottleneck: `rate_bps` serialisation, tail drop once more than
+/// `max_queue` of data waits. Deterministic.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub rate_bps: u64,
+    pub max_queue: Duration,
+    pub busy_until: Instant,
+    pub dropped: u64,
+    pub delivered_bytes: u64,
+}
+
+/// Layout of the simulcast test payload after the 6-byte VP8 descriptor:
+/// byte 6 VP8 header (bit 0 clear on a keyframe), byte 7 layer index,
+/// bytes 8..16 frame number, 16..24 the client's packet counter.
+pub const SIM_DESC_LEN: usize = 6;
+
+/// One video packet of a simulcast publisher, as a viewer decodes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SimPacket {
+    pub seq: u64,
+    pub ts: u32,
+    pub start: bool,
+    pub keyframe: bool,
+    pub picture_id: u16,
+    pub tl0: u8,
+    pub layer: u8,
+    pub frame: u64,
+}
+
+impl SimPacket {
+    pub fn parse(g: &Got) -> Option<SimPacket> {
+        let p = &g.payload;
+        if p.len() < 24 || p[0] & 0x80 == 0 || p[1] != 0xE0 || p[2] & 0x80 == 0 {
+            return None;
+        }
+        let start = p[0] & 0x10 != 0;
+        Some(SimPacket {
+            seq: g.seq,
+            ts: g.ts,
+            start,
+            keyframe: start && p[6] & 0x01 == 0,
+            picture_id: (u16::from(p[2] & 0x7f) << 8) | u16::from(p[3]),
+            tl0: p[4],
+            layer: p[7],
+            frame: u64::from_be_bytes(p[8..16].try_into().unwrap()),
+        })
+    }
 }
 
 struct InFlight {
@@ -74,6 +153,9 @@ pub struct JoinOpts {
     pub config: Option<fn(str0m::RtcConfig) -> str0m::RtcConfig>,
     /// Per-publish recording override.
     pub record: Option<bool>,
+    /// Publisher: offer simulcast on the video m-line with these layers
+    /// (rid, packets per frame, packet size), highest first like browsers.
+    pub simulcast: Option<&'static [(&'static str, usize, usize)]>,
 }
 
 impl Default for JoinOpts {
@@ -83,6 +165,7 @@ impl Default for JoinOpts {
             mangle: None,
             config: None,
             record: None,
+            simulcast: None,
         }
     }
 }
@@ -103,6 +186,10 @@ pub struct TestNet {
     pub latency: Duration,
     pub next_media: Instant,
     pub media_on: bool,
+    /// When `Some`, every datagram delivered to the server is appended: (from, bytes).
+    pub tap: Option<Vec<(SocketAddr, Vec<u8>)>>,
+    /// Destinations of datagrams the server sent to an address that is no client.
+    pub stray: Vec<SocketAddr>,
 }
 
 impl TestNet {
@@ -133,6 +220,8 @@ impl TestNet {
             latency: Duration::from_millis(5),
             next_media: now,
             media_on: true,
+            tap: None,
+            stray: Vec::new(),
         }
     }
 
@@ -160,8 +249,9 @@ impl TestNet {
         SdpPendingOffer,
         Vec<(Mid, MediaKind)>,
     ) {
-        let n = self.clients.len() as u8 + 1;
-        let addr = SocketAddr::from(([192, 0, 2, n], 5000 + n as u16));
+        // Unique for any number of clients: the port carries the index.
+        let n = self.clients.len() + 1;
+        let addr = SocketAddr::from(([192, 0, 2, (n % 250) as u8 + 1], 5000 + n as u16));
         let mut b = Rtc::builder().set_rtp_mode(true);
         if let Some(f) = opts.config {
             b = f(b);
@@ -173,8 +263,18 @@ impl TestNet {
         let mut api = rtc.sdp_api();
         let mut mids = vec![];
         for (k, d) in kinds {
+            let sim = match (opts.simulcast, *k) {
+                (Some(layers), MediaKind::Video) => {
+                    let mut s = str0m::media::Simulcast::new();
+                    for (rid, _, _) in layers {
+                        s.add_send_layer(str0m::media::SimulcastLayer::new(rid));
+                    }
+                    Some(s)
+                }
+                _ => None,
+            };
             mids.push((
-                api.add_media(*k, *d, Some("wisp-test".into()), None, None),
+                api.add_media(*k, *d, Some("wisp-test".into()), None, sim),
                 *k,
             ));
         }
@@ -256,6 +356,29 @@ impl TestNet {
             frame: 0,
             counter: 0,
             want_keyframe: true,
+            sim: opts
+                .simulcast
+                .unwrap_or(&[])
+                .iter()
+                .enumerate()
+                .map(|(n, (rid, packets, size))| SimLayer {
+                    rid,
+                    packets: *packets,
+                    size: *size,
+                    paused: false,
+                    want_keyframe: true,
+                    keyframe_requests: 0,
+                    seq: 1 + 10_000 * n as u64,
+                    picture_id: 1000 + 7919 * n as u16,
+                    tl0: 50 * n as u8,
+                    ts_offset: 0x1234_5678u32.wrapping_mul(n as u32 + 1),
+                    frames_sent: 0,
+                })
+                .collect(),
+            downlink: None,
+            nat: None,
+            uplink_loss: 0.0,
+            uplink_jitter: Duration::ZERO,
         });
         let i = self.clients.len() - 1;
         self.drain_client(i);
@@ -365,11 +488,65 @@ impl TestNet {
     }
 
     fn push(&mut self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
+        self.push_at(self.now + self.latency, from, to, bytes);
+    }
+
+    fn push_at(&mut self, at: Instant, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
         self.seq += 1;
-        self.queue.insert(
-            (self.now + self.latency, self.seq),
-            InFlight { from, to, bytes },
-        );
+        self.queue
+            .insert((at, self.seq), InFlight { from, to, bytes });
+    }
+
+    /// Cap (or, with `None`, uncap) the downlink toward client `i`. A change
+    /// keeps what is already queued.
+    pub fn set_downlink(&mut self, i: usize, rate_bps: Option<u64>) {
+        let now = self.now;
+        let c = &mut self.clients[i];
+        match (rate_bps, c.downlink.as_mut()) {
+            (None, _) => c.downlink = None,
+            (Some(r), Some(l)) => l.rate_bps = r,
+            (Some(r), None) => {
+                c.downlink = Some(Link {
+                    rate_bps: r,
+                    max_queue: Duration::from_millis(250),
+                    busy_until: now,
+                    dropped: 0,
+                    delivered_bytes: 0,
+                })
+            }
+        }
+    }
+
+    /// Publish audio + simulcast video with `layers` (rid, packets per frame, packet size).
+    pub fn publish_simulcast(
+        &mut self,
+        room: &str,
+        layers: &'static [(&'static str, usize, usize)],
+    ) -> usize {
+        let opts = JoinOpts {
+            simulcast: Some(layers),
+            ..JoinOpts::default()
+        };
+        self.join_opts(
+            room,
+            true,
+            &[
+                (MediaKind::Audio, Direction::SendOnly),
+                (MediaKind::Video, Direction::SendOnly),
+            ],
+            &opts,
+        )
+        .expect("publish")
+    }
+
+    /// The simulcast video packets viewer `i` got, in arrival order.
+    pub fn sim_packets(&self, i: usize) -> Vec<SimPacket> {
+        self.clients[i]
+            .got
+            .iter()
+            .filter(|g| g.kind == MediaKind::Video)
+            .filter_map(SimPacket::parse)
+            .collect()
     }
 
     fn drain_client(&mut self, i: usize) {
@@ -391,9 +568,15 @@ impl TestNet {
                     }
                     Ok(Output::Event(e)) => match e {
                         Event::Connected => c.connected_at = Some(now),
-                        Event::KeyframeRequest(_) => {
+                        Event::KeyframeRequest(r) => {
                             c.keyframe_requests += 1;
                             c.want_keyframe = true;
+                            for l in c.sim.iter_mut() {
+                                if r.rid.is_none() || r.rid.as_deref() == Some(l.rid) {
+                                    l.want_keyframe = true;
+                                    l.keyframe_requests += 1;
+                                }
+                            }
                         }
                         Event::RtpPacket(p) => {
                             let mid = c
@@ -425,7 +608,7 @@ impl TestNet {
         let blackholed = self.clients[i].blackholed;
         for (src, dst, b) in out {
             if !blackholed {
-                self.push(src, dst, b);
+                self.push_from_client(i, src, dst, b);
             }
         }
     }
@@ -438,16 +621,39 @@ impl TestNet {
                     let target = self
                         .clients
                         .iter()
-                        .find(|c| c.addr == to)
-                        .map(|c| (c.blackholed, c.inbound_loss));
+                        .position(|c| c.wire_addr() == to)
+                        .map(|i| (i, self.clients[i].blackholed, self.clients[i].inbound_loss));
                     let lost = match target {
-                        Some((blackholed, loss)) => {
+                        Some((_, blackholed, loss)) => {
                             blackholed || (loss > 0.0 && self.random() < loss)
                         }
-                        None => true,
+                        None => {
+                            self.stray.push(to);
+                            true
+                        }
                     };
-                    if !lost {
-                        self.push(server_addr(), to, t.contents.to_vec());
+                    if lost {
+                        continue;
+                    }
+                    let i = target.map(|t| t.0).unwrap();
+                    let now = self.now;
+                    let len = t.contents.len();
+                    match self.clients[i].downlink.as_mut() {
+                        None => self.push(server_addr(), to, t.contents.to_vec()),
+                        Some(link) => {
+                            let start = link.busy_until.max(now);
+                            if start - now > link.max_queue {
+                                link.dropped += 1;
+                                continue;
+                            }
+                            // IP + UDP headers count on the wire.
+                            let bits = (len as u64 + 28) * 8;
+                            link.busy_until =
+                                start + Duration::from_nanos(bits * 1_000_000_000 / link.rate_bps);
+                            link.delivered_bytes += len as u64;
+                            let at = link.busy_until + self.latency;
+                            self.push_at(at, server_addr(), to, t.contents.to_vec());
+                        }
                     }
                 }
                 wisp::sfu::Output::Record(r) => self.recorded.push(r),
@@ -484,6 +690,10 @@ impl TestNet {
                     .find(|p| p.pt() == pt)
                     .map(|p| p.spec().codec)
                     .unwrap_or(Codec::Vp8);
+                if kind == MediaKind::Video && !c.sim.is_empty() {
+                    send_sim_frame(c, mid, pt, now);
+                    continue;
+                }
                 let npk = if kind == MediaKind::Video { 3 } else { 1 };
                 let ts = (c.frame as u32).wrapping_mul(if kind == MediaKind::Video {
                     3000
@@ -564,16 +774,25 @@ impl TestNet {
                 if self
                     .clients
                     .iter()
-                    .any(|c| c.addr == p.from && c.blackholed)
+                    .any(|c| c.wire_addr() == p.from && c.blackholed)
                 {
                     continue;
                 }
+                if let Some(tap) = self.tap.as_mut() {
+                    tap.push((p.from, p.bytes.clone()));
+                }
                 self.sfu.handle_receive(now, p.from, p.to, &p.bytes);
-            } else if let Some(i) = self.clients.iter().position(|c| c.addr == p.to && c.alive) {
+            } else if let Some(i) = self
+                .clients
+                .iter()
+                .position(|c| c.wire_addr() == p.to && c.alive)
+            {
                 if self.clients[i].blackholed {
                     continue;
                 }
-                let recv = Receive::new(Protocol::Udp, p.from, p.to, &p.bytes).unwrap();
+                // Behind a NAT the client sees its own address as the destination.
+                let local = self.clients[i].addr;
+                let recv = Receive::new(Protocol::Udp, p.from, local, &p.bytes).unwrap();
                 let _ = self.clients[i].rtc.handle_input(Input::Receive(now, recv));
                 self.drain_client(i);
             }
@@ -643,5 +862,92 @@ impl TestNet {
             .filter(|g| g.kind == kind)
             .map(|g| u64::from_be_bytes(g.payload[2..10].try_into().unwrap()))
             .collect()
+    }
+}
+
+/// One frame on every unpaused simulcast layer of publisher `c`.
+fn send_sim_frame(c: &mut Client, mid: Mid, pt: Pt, now: Instant) {
+    let frame = c.frame;
+    for (n, l) in c.sim.iter_mut().enumerate() {
+        if l.paused {
+            continue;
+        }
+        let key = l.want_keyframe || l.frames_sent.is_multiple_of(90);
+        l.want_keyframe = false;
+        l.frames_sent += 1;
+        l.picture_id = (l.picture_id + 1) & 0x7fff;
+        l.tl0 = l.tl0.wrapping_add(1);
+        let ts = (frame as u32).wrapping_mul(3000).wrapping_add(l.ts_offset);
+        for j in 0..l.packets {
+            c.counter += 1;
+            let mut payload = Vec::with_capacity(l.size);
+            payload.push(if j == 0 { 0x90 } else { 0x80 });
+            payload.push(0xE0);
+            payload.push(0x80 | (l.picture_id >> 8) as u8);
+            payload.push(l.picture_id as u8);
+            payload.push(l.tl0);
+            payload.push(0x00);
+            payload.push(if key && j == 0 { 0x00 } else { 0x01 });
+            payload.push(n as u8);
+            payload.extend_from_slice(&frame.to_be_bytes());
+            payload.extend_from_slice(&c.counter.to_be_bytes());
+            payload.resize(l.size.max(24), 0xab);
+            let s = l.seq;
+            l.seq += 1;
+            let mut api = c.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(mid, Some(l.rid.into())) else {
+                continue;
+            };
+            tx.write_rtp(
+                RtpWrite::new(pt, SeqNo::from(s), ts, now, payload)
+                    .marker(j == l.packets - 1)
+                    .nackable(true),
+            );
+        }
+    }
+}
+
+// ---- Fault injection (hostile / faults / soak tests) ------------------------
+
+impl Client {
+    /// The address on the wire: after NAT rebinding, the new one.
+    pub fn wire_addr(&self) -> SocketAddr {
+        self.nat.unwrap_or(self.addr)
+    }
+}
+
+impl TestNet {
+    /// A datagram from client `i`: NAT rewriting, uplink loss and jitter.
+    fn push_from_client(&mut self, i: usize, src: SocketAddr, dst: SocketAddr, b: Vec<u8>) {
+        let (nat, loss, jitter) = {
+            let c = &self.clients[i];
+            (c.nat, c.uplink_loss, c.uplink_jitter)
+        };
+        if loss > 0.0 && self.random() < loss {
+            return;
+        }
+        let src = if src == self.clients[i].addr {
+            nat.unwrap_or(src)
+        } else {
+            src
+        };
+        let mut at = self.now + self.latency;
+        if !jitter.is_zero() {
+            at += jitter.mul_f64(self.random());
+        }
+        self.push_at(at, src, dst, b);
+    }
+
+    /// NAT rebinding: from now on client `i`'s datagrams reach the server from
+    /// `new_addr`, and only datagrams to `new_addr` reach the client. The
+    /// client itself notices nothing.
+    pub fn rebind(&mut self, i: usize, new_addr: SocketAddr) {
+        self.clients[i].nat = Some(new_addr);
+    }
+
+    /// Deliver `bytes` to the server from `from` after the usual latency, as
+    /// if it had been on the wire (it is tapped like any other datagram).
+    pub fn send_raw(&mut self, from: SocketAddr, bytes: Vec<u8>) {
+        self.push(from, server_addr(), bytes);
     }
 }

@@ -1,0 +1,397 @@
+//! Simulcast: the layers of a publisher's video track, and each viewer's
+//! choice among them from its bandwidth estimate.
+//!
+//! Pure bookkeeping over small vectors (a track has at most [`MAX_LAYERS`]),
+//! unit tested alone. The packet path only compares a layer index per viewer;
+//! choices are made on estimate events and once a second per track.
+
+use std::time::{Duration, Instant};
+
+use str0m::media::Rid;
+use str0m::rtp::Ssrc;
+
+/// Most layers per track (RFC 8853 allows more; browsers send three).
+pub const MAX_LAYERS: usize = 4;
+/// A layer's bitrate is measured over windows this long.
+pub const RATE_WINDOW: Duration = Duration::from_millis(500);
+/// Bytes counted per packet on top of the payload (RTP, SRTP, IP, UDP headers).
+pub const PACKET_OVERHEAD: u64 = 12 + 10 + 28;
+/// A layer is chosen when its rate fits this share of the estimate.
+pub const FIT: f64 = 0.85;
+/// Going up needs the estimate to exceed the next layer's rate times this...
+pub const UP_MARGIN: f64 = 1.2;
+/// ...for this long.
+pub const UP_HOLD: Duration = Duration::from_secs(2);
+/// A viewer reporting more loss than this is held to what gets through.
+pub const LOSSY: f32 = 0.1;
+/// While the estimate stays below the next layer, probe toward it this often
+/// (a link can open up while the viewer sends too little to notice).
+pub const PROBE_EVERY: Duration = Duration::from_secs(3);
+
+/// One simulcast layer (or the only encoding of a plain track, `rid: None`).
+#[derive(Debug, Clone)]
+pub struct Layer {
+    /// Its rid; `None` for a track without simulcast.
+    pub rid: Option<Rid>,
+    /// The SSRC it arrives on, once seen.
+    pub ssrc: Option<Ssrc>,
+    /// Measured rate in bit/s (packets with overhead), smoothed; 0 until measured.
+    /// Kept while the layer is paused, so its rank stays.
+    pub rate: u64,
+    /// Bytes in the current window.
+    pub window_bytes: u64,
+    /// Packets received.
+    pub packets: u64,
+    /// str0m reported the stream paused (`Event::StreamPaused`), or the last
+    /// window saw nothing.
+    pub paused: bool,
+    /// When the last keyframe request for this layer went to the publisher.
+    pub last_keyframe_request: Option<Instant>,
+    /// A keyframe request is owed once the throttle allows.
+    pub keyframe_pending: bool,
+}
+
+impl Layer {
+    /// A layer not yet seen.
+    pub fn new(rid: Option<Rid>) -> Layer {
+        Layer {
+            rid,
+            ssrc: None,
+            rate: 0,
+            window_bytes: 0,
+            packets: 0,
+            paused: false,
+            last_keyframe_request: None,
+            keyframe_pending: false,
+        }
+    }
+
+    /// Can be chosen: measured and sending.
+    pub fn usable(&self) -> bool {
+        self.rate > 0 && !self.paused
+    }
+}
+
+/// Close a rate window of `elapsed` over `layers`. Returns whether any
+/// layer's usability changed or its rate moved by more than 10 %.
+pub fn close_window(layers: &mut [Layer], elapsed: Duration) -> bool {
+    let secs = elapsed.as_secs_f64().max(0.001);
+    let mut changed = false;
+    for l in layers.iter_mut() {
+        let was = (l.usable(), l.rate);
+        let measured = (l.window_bytes as f64 * 8.0 / secs) as u64;
+        l.window_bytes = 0;
+        if measured == 0 {
+            // Silent for a whole window: treat as paused until packets return.
+            l.paused = true;
+        } else {
+            l.rate = if l.rate == 0 {
+                measured
+            } else {
+                (l.rate + measured) / 2
+            };
+        }
+        let moved = was.1.abs_diff(l.rate) * 10 > was.1.max(1);
+        changed |= was.0 != l.usable() || moved;
+    }
+    changed
+}
+
+/// Usable layer indices sorted by rate, lowest first. No allocation beyond a
+/// fixed array.
+pub fn ranked(layers: &[Layer]) -> ([u8; MAX_LAYERS], usize) {
+    let mut idx = [0u8; MAX_LAYERS];
+    let mut n = 0;
+    for (i, l) in layers.iter().enumerate().take(MAX_LAYERS) {
+        if l.usable() {
+            idx[n] = i as u8;
+            n += 1;
+        }
+    }
+    idx[..n].sort_by_key(|i| layers[*i as usize].rate);
+    (idx, n)
+}
+
+/// The index of the layer with the highest rate that is usable (for the recorder).
+pub fn highest(layers: &[Layer]) -> Option<u8> {
+    let (r, n) = ranked(layers);
+    (n > 0).then(|| r[n - 1])
+}
+
+/// One viewer's layer selection for its video stream.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// The layer being forwarded (its packets reach the viewer).
+    pub current: Option<u8>,
+    /// The layer wanted; a switch happens on its next keyframe.
+    pub target: Option<u8>,
+    /// Pinned by the viewer (layer extension); `None`: automatic.
+    pub pinned: Option<Rid>,
+    /// Latest TWCC estimate in bit/s.
+    pub estimate: Option<u64>,
+    /// Since when the estimate has allowed going up.
+    pub up_since: Option<Instant>,
+    /// Switches done (a switch is a change of `current` to another layer).
+    pub switches: u64,
+    /// Last (minimum, desired) handed to the viewer's BWE.
+    pub bwe_set: (u64, u64),
+    /// When the viewer's BWE was last asked to probe toward `bwe_set.1`.
+    pub last_probe: Option<Instant>,
+    /// The desired rate was lowered to re-arm a probe; raise it next time.
+    pub probe_lowered: bool,
+    /// Latest loss fraction the viewer reported (RTCP receiver reports).
+    pub loss: f32,
+    /// The viewer's Rtc runs TWCC bandwidth estimation (it joined a simulcast
+    /// room). Without it the choice is loss-driven: the highest layer, the
+    /// lowest while the viewer reports heavy loss.
+    pub bwe: bool,
+}
+
+impl Selection {
+    /// Forget everything about the publisher's layers (publisher left or a
+    /// new track was attached); the estimate stays.
+    pub fn detach(&mut self) {
+        self.current = None;
+        self.target = None;
+        self.up_since = None;
+    }
+
+    /// Choose the target layer. Returns the new target when it changed.
+    pub fn choose(&mut self, layers: &[Layer], now: Instant) -> Option<u8> {
+        let t = self.pick(layers, now);
+        if t != self.target {
+            self.target = t;
+            t
+        } else {
+            None
+        }
+    }
+
+    fn pick(&mut self, layers: &[Layer], now: Instant) -> Option<u8> {
+        // A plain track has one layer: always it, measured or not.
+        if layers.len() == 1 {
+            return Some(0);
+        }
+        let (rank, n) = ranked(layers);
+        let rank = &rank[..n];
+        if n == 0 {
+            // Nothing measured yet, or everything paused: keep what we have.
+            return self.target;
+        }
+        if let Some(rid) = self.pinned {
+            if let Some(i) = layers.iter().position(|l| l.rid == Some(rid)) {
+                if layers[i].usable() {
+                    return Some(i as u8);
+                }
+            }
+            // A pinned layer that pauses falls back like an automatic one.
+        }
+        let Some(est) = self.estimate else {
+            self.up_since = None;
+            if !self.bwe {
+                // No estimator: what the reports say, not what a probe found.
+                return Some(if self.loss > LOSSY {
+                    rank[0]
+                } else {
+                    rank[n - 1]
+                });
+            }
+            // Estimator running but no estimate yet: start low.
+            return Some(rank[0]);
+        };
+        // Heavy loss toward the viewer: what arrives, not the (slower)
+        // estimate, bounds the layer.
+        let est = match self.current.and_then(|c| layers.get(usize::from(c))) {
+            Some(l) if self.loss > LOSSY => {
+                est.min((l.rate as f64 * f64::from(1.0 - self.loss)) as u64)
+            }
+            _ => est,
+        };
+        let budget = (est as f64 * FIT) as u64;
+        // The highest that fits, else the lowest.
+        let best = rank
+            .iter()
+            .rposition(|i| layers[*i as usize].rate <= budget)
+            .unwrap_or(0);
+        let base = self.target.or(self.current);
+        let Some(pos) = base.and_then(|c| rank.iter().position(|i| Some(*i) == Some(c))) else {
+            // First choice, or the layer went away (paused): at once.
+            self.up_since = None;
+            return Some(rank[best]);
+        };
+        if best < pos {
+            self.up_since = None;
+            return Some(rank[best]);
+        }
+        if pos + 1 >= n {
+            self.up_since = None;
+            return Some(rank[pos]);
+        }
+        let next_rate = layers[rank[pos + 1] as usize].rate;
+        if (est as f64) < next_rate as f64 * UP_MARGIN {
+            self.up_since = None;
+            return Some(rank[pos]);
+        }
+        let since = *self.up_since.get_or_insert(now);
+        if now.saturating_duration_since(since) < UP_HOLD {
+            return Some(rank[pos]);
+        }
+        self.up_since = None;
+        // Up as far as the margin allows.
+        let up = rank
+            .iter()
+            .rposition(|i| layers[*i as usize].rate as f64 * UP_MARGIN <= est as f64)
+            .unwrap_or(pos + 1)
+            .max(pos + 1);
+        Some(rank[up])
+    }
+
+    /// (minimum, desired) for the viewer's BWE: keep traffic (media plus
+    /// padding, which str0m caps at the estimate) at the next layer's rate so
+    /// the estimate can grow into it, and probe toward it with a margin.
+    pub fn bwe_wish(&self, layers: &[Layer]) -> (u64, u64) {
+        let (rank, n) = ranked(layers);
+        let rank = &rank[..n];
+        let Some(t) = self.target else {
+            return (0, 0);
+        };
+        let Some(pos) = rank.iter().position(|i| *i == t) else {
+            return (0, 0);
+        };
+        let cur = layers[t as usize].rate;
+        let next = rank
+            .get(pos + 1)
+            .map(|i| layers[*i as usize].rate)
+            .unwrap_or(cur);
+        let desired = (next as f64 * UP_MARGIN * 1.1) as u64;
+        // No padding while the current layer does not fit: it would only
+        // deepen the congestion the estimate is reacting to.
+        let fits = self
+            .estimate
+            .is_some_and(|e| (e as f64 * FIT) as u64 >= cur);
+        if fits {
+            (next.max(cur), desired)
+        } else {
+            (0, desired)
+        }
+    }
+}
+
+/// VP8 picture id and TL0PICIDX continuity across changes of source.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Vp8Rewrite {
+    /// Added to incoming picture ids (mod 2^15, or 2^7 for short ones).
+    pid_offset: u16,
+    /// Added to incoming TL0PICIDX (mod 2^8).
+    tl0_offset: u8,
+    /// Last picture id and TL0PICIDX written.
+    last_pid: Option<u16>,
+    last_tl0: Option<u8>,
+}
+
+impl Vp8Rewrite {
+    /// The outgoing values for a packet with `pid` / `tl0`; `rebase` on the
+    /// first packet of a new source (it must start a new picture).
+    pub fn map(
+        &mut self,
+        pid: Option<u16>,
+        wide: bool,
+        tl0: Option<u8>,
+        rebase: bool,
+    ) -> (Option<u16>, Option<u8>) {
+        let mask = if wide { 0x7fff } else { 0x7f };
+        if rebase {
+            if let (Some(p), Some(last)) = (pid, self.last_pid) {
+                self.pid_offset = last.wrapping_add(1).wrapping_sub(p) & 0x7fff;
+            }
+            if let (Some(t), Some(last)) = (tl0, self.last_tl0) {
+                self.tl0_offset = last.wrapping_add(1).wrapping_sub(t);
+            }
+        }
+        let out_pid = pid.map(|p| p.wrapping_add(self.pid_offset) & mask);
+        let out_tl0 = tl0.map(|t| t.wrapping_add(self.tl0_offset));
+        if out_pid.is_some() {
+            self.last_pid = out_pid;
+        }
+        if out_tl0.is_some() {
+            self.last_tl0 = out_tl0;
+        }
+        (out_pid, out_tl0)
+    }
+
+    /// Whether anything is rewritten at all (no offset yet: the identity).
+    pub fn is_identity(&self) -> bool {
+        self.pid_offset == 0 && self.tl0_offset == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layers(rates: &[u64]) -> Vec<Layer> {
+        rates
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let mut l = Layer::new(Some(Rid::from(["h", "m", "l"][i])));
+                l.rate = *r;
+                l
+            })
+            .collect()
+    }
+
+    #[test]
+    fn picks_fitting_layer_and_holds_before_going_up() {
+        let t0 = Instant::now();
+        let ls = layers(&[1_600_000, 500_000, 130_000]);
+        let mut s = Selection {
+            estimate: Some(300_000),
+            ..Selection::default()
+        };
+        assert_eq!(s.choose(&ls, t0), Some(2));
+        // Plenty of bandwidth: not before 2 s.
+        s.estimate = Some(10_000_000);
+        assert_eq!(s.choose(&ls, t0 + Duration::from_secs(1)), None);
+        assert_eq!(s.choose(&ls, t0 + Duration::from_millis(2500)), None);
+        assert_eq!(s.choose(&ls, t0 + Duration::from_millis(3100)), Some(0));
+        // Down at once.
+        s.estimate = Some(400_000);
+        assert_eq!(s.choose(&ls, t0 + Duration::from_millis(3200)), Some(2));
+    }
+
+    #[test]
+    fn paused_layer_falls_back() {
+        let t0 = Instant::now();
+        let mut ls = layers(&[1_600_000, 500_000, 130_000]);
+        let mut s = Selection {
+            estimate: Some(10_000_000),
+            ..Selection::default()
+        };
+        assert_eq!(s.choose(&ls, t0), Some(0));
+        ls[0].paused = true;
+        assert_eq!(s.choose(&ls, t0), Some(1));
+    }
+
+    #[test]
+    fn vp8_continuous() {
+        let mut r = Vp8Rewrite::default();
+        assert_eq!(r.map(Some(100), true, Some(7), true), (Some(100), Some(7)));
+        assert_eq!(r.map(Some(101), true, Some(8), false), (Some(101), Some(8)));
+        // New source with unrelated numbers.
+        assert_eq!(
+            r.map(Some(30_000), true, Some(200), true),
+            (Some(102), Some(9))
+        );
+        assert_eq!(
+            r.map(Some(30_001), true, Some(201), false),
+            (Some(103), Some(10))
+        );
+        // Wrap of the 15-bit field.
+        assert_eq!(
+            r.map(Some(0x7fff), true, Some(0), true),
+            (Some(104), Some(11))
+        );
+        assert_eq!(r.map(Some(0), true, Some(1), false), (Some(105), Some(12)));
+    }
+}

@@ -1,0 +1,115 @@
+//! Heap allocations on the forwarding path, counted by a global allocator.
+//!
+//! str0m itself allocates about 2 per received packet (the decrypted payload
+//! `Arc` and a buffer) and 1 per sent packet (the encrypted datagram); wisp's
+//! own fan-out must add nothing per packet on top of that.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use common::TestNet;
+use str0m::media::MediaKind;
+use str0m::rtp::{RtpWrite, SeqNo};
+use wisp::sfu::Output;
+
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Relaxed);
+        System.alloc(l)
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        System.dealloc(p, l)
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Relaxed);
+        System.realloc(p, l, n)
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+#[test]
+fn forwarding_allocates_only_what_str0m_does() {
+    const VIEWERS: usize = 10;
+    const PACKETS: u64 = 2000;
+    let mut net = TestNet::new(77);
+    net.media_on = false; // this test writes the publisher's packets itself
+    let p = net.publish("alloc");
+    let vs: Vec<usize> = (0..VIEWERS).map(|_| net.view("alloc")).collect();
+    net.run_until(Duration::from_secs(5), |n| {
+        n.connected(p) && vs.iter().all(|v| n.connected(*v))
+    });
+
+    // The publisher's datagrams, made before counting.
+    let server = common::server_addr();
+    let from = net.clients[p].addr;
+    let mut datagrams = vec![];
+    let mut now = net.now;
+    {
+        let c = &mut net.clients[p];
+        let (mid, _) = *c.mids.iter().find(|(_, k)| *k == MediaKind::Video).unwrap();
+        let pt = c.rtc.media(mid).unwrap().remote_pts()[0];
+        for i in 0..PACKETS {
+            now += Duration::from_micros(500);
+            let mut payload = vec![0u8; 1000];
+            payload[0] = 0x10;
+            payload[1] = if i == 0 { 0 } else { 1 };
+            let mut api = c.rtc.direct_api();
+            api.stream_tx_by_mid(mid, None).unwrap().write_rtp(
+                RtpWrite::new(pt, SeqNo::from(50_000 + i), (i * 100) as u32, now, payload)
+                    .marker(true),
+            );
+            let _ = c.rtc.handle_input(str0m::Input::Timeout(now));
+            while let Ok(o) = c.rtc.poll_output() {
+                match o {
+                    str0m::Output::Transmit(t) if t.destination == server => {
+                        datagrams.push((now, t.contents.to_vec()))
+                    }
+                    str0m::Output::Timeout(_) => break,
+                    _ => {}
+                }
+            }
+        }
+    }
+    // Warm up the queues' capacity with the first quarter, then count.
+    let warm = datagrams.len() / 4;
+    let feed = |sfu: &mut wisp::sfu::Sfu, ds: &[(std::time::Instant, Vec<u8>)]| {
+        for (at, d) in ds {
+            sfu.handle_receive(*at, from, server, d);
+            sfu.handle_timeout(*at);
+            while let Output::Transmit(_) | Output::Record(_) = sfu.poll_output() {}
+        }
+    };
+    feed(&mut net.sfu, &datagrams[..warm]);
+    let before_stats = net.sfu.stats();
+    let before = ALLOCS.load(Relaxed);
+    feed(&mut net.sfu, &datagrams[warm..]);
+    let allocs = ALLOCS.load(Relaxed) - before;
+    let s = net.sfu.stats();
+    let ingress = s.rtp_in - before_stats.rtp_in;
+    let forwarded = s.rtp_forwarded - before_stats.rtp_forwarded;
+    let out = s.datagrams_out - before_stats.datagrams_out;
+    let per_ingress = allocs as f64 / ingress as f64;
+    // str0m's own: ~2 per received packet + 1 per datagram it sends.
+    let str0m_floor = 2.0 + out as f64 / ingress as f64;
+    eprintln!(
+        "{ingress} packets in, {forwarded} forwarded, {out} datagrams out: {allocs} allocations, \
+         {per_ingress:.2} per packet in (str0m alone: ~{str0m_floor:.2})"
+    );
+    assert_eq!(forwarded, ingress * VIEWERS as u64);
+    // A plain (non-simulcast) room is not paced by a bandwidth estimate: a
+    // 16 Mbit/s stream goes out as fast as it comes in.
+    assert!(out >= forwarded, "{out} datagrams for {forwarded} packets");
+    assert!(
+        per_ingress <= str0m_floor + 0.5,
+        "wisp adds allocations per packet: {per_ingress:.2} > {str0m_floor:.2}"
+    );
+}
