@@ -201,6 +201,7 @@ pub fn render(
     );
     o.single(
         "wisp_layer_switches_total",
+        "counter",
         "Simulcast layer switches made for viewers.",
         s.layer_switches,
     );
