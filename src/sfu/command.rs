@@ -86,6 +86,30 @@ pub enum Command {
     },
     /// Read the counters for `/metrics`.
     Stats,
+    /// Layer extension: pin a viewer's video to the simulcast layer `rid`, or
+    /// (`None`) return it to automatic selection.
+    PinLayer {
+        /// Role from the URL; only viewers have layers.
+        role: Role,
+        /// Room from the URL.
+        room: RoomName,
+        /// The session token from the URL.
+        token: SessionToken,
+        /// The layer's rid; `None`: automatic.
+        rid: Option<String>,
+        /// The m-line index the client named (`mediaId`); `None`: the video m-line.
+        media: Option<usize>,
+    },
+    /// Server-sent events extension: what a viewer's event stream reports
+    /// (publisher active, viewer count, layers). Read once a second per stream.
+    ViewerState {
+        /// Role from the URL.
+        role: Role,
+        /// Room from the URL.
+        room: RoomName,
+        /// The session token from the URL.
+        token: SessionToken,
+    },
 }
 
 /// A successful answer to a [`Command`].
@@ -121,6 +145,41 @@ pub enum Reply {
     Rooms(Vec<RoomInfo>),
     /// A snapshot of the counters.
     Stats(Box<super::stats::Stats>),
+    /// A viewer's state for its event streams.
+    ViewerState(Box<ViewerState>),
+}
+
+/// What a viewer's server-sent event stream reports (see [`Command::ViewerState`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ViewerState {
+    /// The room's publisher is connected.
+    pub publisher_active: bool,
+    /// Viewer sessions in the room.
+    pub viewers: usize,
+    /// Index of the viewer's video m-line in its SDP, if it receives video.
+    pub video_mline: Option<usize>,
+    /// The publisher's simulcast layers in publication order; empty when the
+    /// video is not simulcast (or there is no publisher).
+    pub layers: Vec<LayerState>,
+    /// The layer forwarded to this viewer.
+    pub current: Option<String>,
+    /// The layer this viewer is switching to (waits for its keyframe).
+    pub target: Option<String>,
+    /// The layer the viewer pinned; `None`: automatic.
+    pub pinned: Option<String>,
+    /// The viewer's bandwidth estimate, bit/s.
+    pub estimate: Option<u64>,
+}
+
+/// One simulcast layer in [`ViewerState`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerState {
+    /// Its rid.
+    pub rid: String,
+    /// Measured bit/s (0 while paused).
+    pub bitrate: u64,
+    /// Sending (not paused).
+    pub active: bool,
 }
 
 /// What the room API shows about one room.

@@ -178,7 +178,7 @@ pub const MAX_ADDRS_PER_SESSION: usize = 8;
 pub struct Demux {
     by_addr: HashMap<SocketAddr, SessionId>,
     by_ufrag: HashMap<String, SessionId>,
-    addrs_of: HashMap<SessionId, Vec<SocketAddr>>,
+    addrs_of: super::id::IdMap<Vec<SocketAddr>>,
 }
 
 impl Demux {

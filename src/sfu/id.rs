@@ -40,6 +40,31 @@ impl fmt::Display for RoomName {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(pub u64);
 
+/// Hasher for maps keyed by [`SessionId`]: the ids are sequential and chosen
+/// by wisp, never by a peer, so a multiplicative hash is safe (no flooding
+/// risk) and much cheaper than SipHash on the per-viewer lookup.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 =
+                (self.0.rotate_left(5) ^ u64::from(*b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+/// A map keyed by [`SessionId`] with [`IdHasher`].
+pub type IdMap<V> =
+    std::collections::HashMap<SessionId, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// The public, unguessable part of a session URL: 128 random bits as 32 lowercase hex digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SessionToken([u8; 16]);

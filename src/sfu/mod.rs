@@ -144,7 +144,7 @@ pub struct Sfu {
     ids: IdGen,
     next_id: u64,
     last_now: Instant,
-    sessions: HashMap<SessionId, Session>,
+    sessions: id::IdMap<Session>,
     tokens: HashMap<SessionToken, SessionId>,
     rooms: HashMap<RoomName, Room>,
     demux: Demux,
@@ -183,7 +183,7 @@ impl Sfu {
             config,
             next_id: 0,
             last_now: now,
-            sessions: HashMap::new(),
+            sessions: id::IdMap::default(),
             tokens: HashMap::new(),
             rooms: HashMap::new(),
             demux: Demux::default(),
@@ -260,6 +260,16 @@ impl Sfu {
                 .map(|n| Reply::RoomClosed { sessions: n }),
             Command::ListRooms => Ok(Reply::Rooms(self.list_rooms(now))),
             Command::Stats => Ok(Reply::Stats(Box::new(self.stats()))),
+            Command::PinLayer {
+                role,
+                room,
+                token,
+                rid,
+                media,
+            } => self.pin_layer(now, role, &room, token, rid.as_deref(), media),
+            Command::ViewerState { role, room, token } => self
+                .viewer_state(role, &room, token)
+                .map(|v| Reply::ViewerState(Box::new(v))),
         };
         self.process(now);
         r
@@ -1535,7 +1545,7 @@ impl Sfu {
                 }
             }
             let mut sinks = Sinks { transmits, events };
-            match drain(*sub_id, &mut sub.rtc, &mut sinks) {
+            match session::drain_due(*sub_id, &mut sub.rtc, &mut sinks, now) {
                 Drained::Until(t) => {
                     let t = if sub.connected {
                         t
@@ -1560,6 +1570,134 @@ impl Sfu {
                 self.select_layers(now, &room_name, None);
             }
         }
+    }
+
+    // ------------------------------------------------- WHEP extensions
+
+    /// Layer extension: pin viewer `token` to the simulcast layer `rid`, or
+    /// (`None`) return it to automatic selection. `media` is the client's
+    /// `mediaId` (an m-line index); it must name the video m-line. The switch
+    /// itself waits for a keyframe of the layer, as an automatic one does.
+    pub fn pin_layer(
+        &mut self,
+        now: Instant,
+        role: Role,
+        room: &RoomName,
+        token: SessionToken,
+        rid: Option<&str>,
+        media: Option<usize>,
+    ) -> Result<Reply, ApiError> {
+        let id = self.viewer_session(role, room, token)?;
+        let s = &self.sessions[&id];
+        let Some(out) = s.outs[1].as_ref() else {
+            return Err(ApiError::Unsupported(
+                "the session receives no video".into(),
+            ));
+        };
+        if media.is_some_and(|m| Some(m) != Self::mline_of(&s.offer, out.mid)) {
+            return Err(ApiError::Unsupported(
+                "mediaId is not the video m-line of this session".into(),
+            ));
+        }
+        let pinned = match rid {
+            None => None,
+            Some(want) => {
+                let track = self.rooms.get(room).and_then(|r| r.tracks[1].as_ref());
+                let Some(track) = track.filter(|t| t.simulcast) else {
+                    return Err(ApiError::Unsupported(
+                        "the stream has no simulcast layers".into(),
+                    ));
+                };
+                let found = track
+                    .layers
+                    .iter()
+                    .filter_map(|l| l.rid)
+                    .find(|r| r.to_string() == want);
+                Some(found.ok_or_else(|| {
+                    ApiError::Unsupported("no simulcast layer with this rid".into())
+                })?)
+            }
+        };
+        if let Some(v) = self.sessions.get_mut(&id) {
+            v.sel.pinned = pinned;
+            v.sel.up_since = None;
+        }
+        let room = room.clone();
+        self.select_layers(now, &room, Some(id));
+        Ok(Reply::Done)
+    }
+
+    /// Server-sent events extension: what viewer `token`'s event streams report.
+    pub fn viewer_state(
+        &self,
+        role: Role,
+        room: &RoomName,
+        token: SessionToken,
+    ) -> Result<command::ViewerState, ApiError> {
+        let id = self.viewer_session(role, room, token)?;
+        let s = &self.sessions[&id];
+        let r = self.rooms.get(room);
+        let publisher_active = r
+            .and_then(|r| r.publisher)
+            .and_then(|p| self.sessions.get(&p))
+            .is_some_and(|p| p.connected && !p.dead);
+        let name = |r: Option<Rid>| r.map(|r| r.to_string());
+        let mut state = command::ViewerState {
+            publisher_active,
+            viewers: r.map_or(0, |r| r.subscribers.len()),
+            video_mline: s.outs[1]
+                .as_ref()
+                .and_then(|o| Self::mline_of(&s.offer, o.mid)),
+            ..Default::default()
+        };
+        if let Some(v) = self.viewer_layers(token) {
+            state.current = name(v.current);
+            state.target = name(v.target);
+            state.pinned = name(v.pinned);
+            state.estimate = v.estimate;
+            state.layers = v
+                .layers
+                .iter()
+                .map(|(rid, rate, active)| command::LayerState {
+                    rid: rid.to_string(),
+                    bitrate: if *active { *rate } else { 0 },
+                    active: *active,
+                })
+                .collect();
+        }
+        Ok(state)
+    }
+
+    /// The viewer session behind `token`, if its role and room match the URL.
+    fn viewer_session(
+        &self,
+        role: Role,
+        room: &RoomName,
+        token: SessionToken,
+    ) -> Result<SessionId, ApiError> {
+        let id = self.tokens.get(&token).copied().ok_or(ApiError::NotFound)?;
+        let s = self.sessions.get(&id).ok_or(ApiError::NotFound)?;
+        if s.role != role || s.room != *room || s.dead {
+            return Err(ApiError::NotFound);
+        }
+        if role != Role::Subscriber {
+            return Err(ApiError::Unsupported("only viewers have layers".into()));
+        }
+        Ok(id)
+    }
+
+    /// The index of the m-line with `a=mid:<mid>` in `sdp`.
+    fn mline_of(sdp: &str, mid: Mid) -> Option<usize> {
+        let mut index = None::<usize>;
+        for line in sdp.lines() {
+            let line = line.trim_end();
+            if line.starts_with("m=") {
+                index = Some(index.map_or(0, |i| i + 1));
+            } else if line.strip_prefix("a=mid:") == Some(&*mid) {
+                return index;
+            }
+        }
+        None
     }
 }
 

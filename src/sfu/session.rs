@@ -86,6 +86,30 @@ pub enum Drained {
     },
 }
 
+/// [`drain`], then serve a deadline that is already due at once (str0m queues
+/// a written packet and releases it on the next timeout): the packet leaves
+/// in this call instead of a trip through the timer heap. Bounded: at most a
+/// few rounds, then the heap takes over.
+pub fn drain_due(id: SessionId, rtc: &mut Rtc, sinks: &mut Sinks<'_>, now: Instant) -> Drained {
+    let mut d = drain(id, rtc, sinks);
+    for _ in 0..4 {
+        match d {
+            Drained::Until(t) if t <= now => {
+                if catch_unwind(AssertUnwindSafe(|| {
+                    rtc.handle_input(str0m::Input::Timeout(now))
+                }))
+                .is_err()
+                {
+                    return Drained::Dead { panicked: true };
+                }
+                d = drain(id, rtc, sinks);
+            }
+            _ => break,
+        }
+    }
+    d
+}
+
 /// Poll `rtc` until it returns a timeout, moving transmits and events into
 /// `sinks`. A panic inside str0m is caught and reported as `Dead`.
 pub fn drain(id: SessionId, rtc: &mut Rtc, sinks: &mut Sinks<'_>) -> Drained {
