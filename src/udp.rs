@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 
 use quinn_udp::{RecvMeta, Transmit as UdpTransmit, UdpSockRef, UdpSocketState};
 
+/// Requested kernel socket buffer size, each way.
+const SOCKET_BUFFER: usize = 4 << 20;
 /// Datagrams per `recvmmsg` call.
 const RECV_BATCH: usize = 32;
 /// Size of one receive buffer: a GRO batch of full-size datagrams fits.
@@ -49,6 +51,22 @@ impl BatchSocket {
     /// Wrap a bound, non-blocking socket.
     pub fn new(socket: mio::net::UdpSocket) -> io::Result<BatchSocket> {
         let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
+        // Large kernel buffers absorb bursts (a keyframe fanned out to many
+        // viewers); the kernel caps them at net.core.{r,w}mem_max.
+        for (what, r) in [
+            (
+                "receive",
+                state.set_recv_buffer_size(UdpSockRef::from(&socket), SOCKET_BUFFER),
+            ),
+            (
+                "send",
+                state.set_send_buffer_size(UdpSockRef::from(&socket), SOCKET_BUFFER),
+            ),
+        ] {
+            if let Err(e) = r {
+                log::warn!("cannot set the UDP {what} buffer: {e}");
+            }
+        }
         let local = socket.local_addr()?;
         Ok(BatchSocket {
             socket,

@@ -83,6 +83,10 @@ impl Default for SfuConfig {
 /// simulcast viewer starts on a small layer and climbs.
 pub const INITIAL_ESTIMATE: u64 = 300_000;
 
+/// Resend history per viewer video stream: packets, and age.
+const RTX_PACKETS: usize = 512;
+const RTX_AGE: Duration = Duration::from_secs(1);
+
 /// How long a session that ended by itself still answers DELETE with 200.
 pub const ENDED_GRACE: Duration = Duration::from_secs(60);
 /// Most such sessions remembered.
@@ -1020,6 +1024,14 @@ impl Sfu {
                     let seq = self.ids.u32() as u16;
                     let ts = self.ids.u32();
                     s.outs[k] = Some(OutStream::new(mid, seq, ts));
+                    if kind == MediaKind::Video {
+                        // The resend history is a viewer's main memory cost
+                        // (str0m's default: 1024 packets, 3 s). NACK repair
+                        // needs a few round trips: keep 1 s, at most 512 packets.
+                        if let Some(tx) = s.rtc.direct_api().stream_tx_by_mid(mid, None) {
+                            tx.set_rtx_cache(RTX_PACKETS, RTX_AGE, Some(0.15));
+                        }
+                    }
                 }
                 Role::Publisher if dir.is_receiving() => return Err(too_many(kind)),
                 Role::Subscriber if dir.is_sending() => return Err(too_many(kind)),
