@@ -894,7 +894,7 @@ impl Publisher {
     fn send_video(&mut self, p: &mut Peer, fps: u64, size: usize, lat: &mut Vec<u32>) {
         let i = self.video_sent;
         let frame = i / self.ppf;
-        let first = i % self.ppf == 0;
+        let first = i.is_multiple_of(self.ppf);
         let last = i % self.ppf == self.ppf - 1;
         let now = Instant::now();
         let mut payload = vec![0u8; size];
