@@ -18,17 +18,23 @@ use wisp::sfu::Output;
 struct Counting;
 
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
+/// Bytes currently allocated.
+static HEAP: AtomicU64 = AtomicU64::new(0);
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         ALLOCS.fetch_add(1, Relaxed);
+        HEAP.fetch_add(l.size() as u64, Relaxed);
         System.alloc(l)
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        HEAP.fetch_sub(l.size() as u64, Relaxed);
         System.dealloc(p, l)
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
         ALLOCS.fetch_add(1, Relaxed);
+        HEAP.fetch_add(n as u64, Relaxed);
+        HEAP.fetch_sub(l.size() as u64, Relaxed);
         System.realloc(p, l, n)
     }
 }
@@ -36,8 +42,12 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static A: Counting = Counting;
 
+/// The counters are process-wide: the tests take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn forwarding_allocates_only_what_str0m_does() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     const VIEWERS: usize = 10;
     const PACKETS: u64 = 2000;
     let mut net = TestNet::new(77);
@@ -111,5 +121,33 @@ fn forwarding_allocates_only_what_str0m_does() {
     assert!(
         per_ingress <= str0m_floor + 0.5,
         "wisp adds allocations per packet: {per_ingress:.2} > {str0m_floor:.2}"
+    );
+}
+
+/// Heap bytes held per idle, connected viewer session in the core (the
+/// target is 64 KiB; str0m's `Rtc` is most of it).
+#[test]
+fn idle_viewer_session_memory() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    const N: usize = 50;
+    let mut net = TestNet::new(78);
+    net.media_on = false;
+    let start_bytes = HEAP.load(Relaxed);
+    let vs: Vec<usize> = (0..N).map(|_| net.view("idle")).collect();
+    net.run_until(Duration::from_secs(5), |n| {
+        vs.iter().all(|v| n.connected(*v))
+    });
+    net.run_for(Duration::from_secs(2));
+    // The client peers live in the test: drop them, then what is left is the core's.
+    drop(std::mem::take(&mut net.clients));
+    let per_session = (HEAP.load(Relaxed) as i64 - start_bytes as i64) / N as i64;
+    eprintln!(
+        "{N} idle viewers: the core holds {} KiB of heap per session",
+        per_session / 1024
+    );
+    assert_eq!(net.sfu.counts().sessions, N);
+    assert!(
+        per_session < 80 * 1024,
+        "{per_session} bytes per idle session"
     );
 }
