@@ -13,14 +13,14 @@
 //! - The core is called at most once per request, and only after the request
 //!   passed every edge check (method, room name, token, content type, size).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use log::debug;
 use serde_json::json;
 
 use crate::auth::{Auth, Decision, Need};
 use crate::metrics::{self, HttpCounters};
-use crate::sfu::command::{ApiError, Command, Reply, Role, RoomInfo};
+use crate::sfu::command::{ApiError, Command, Reply, Role, RoomInfo, ViewerState};
 use crate::sfu::id::{RoomName, SessionToken};
 
 /// Largest accepted request body (an SDP offer or an sdpfrag): 64 KiB.
@@ -49,6 +49,22 @@ const JSON: &str = "application/json";
 const REALM: &str = "Bearer realm=\"wisp\"";
 /// Longest error body, in bytes.
 const MAX_ERROR_BODY: usize = 200;
+/// `rel` of the WHEP server-sent events extension.
+pub const SSE_REL: &str = "urn:ietf:params:whep:ext:core:server-sent-events";
+/// `rel` of the WHEP layer selection extension.
+pub const LAYER_REL: &str = "urn:ietf:params:whep:ext:core:layer";
+/// The events wisp sends, as advertised in the SSE `Link` header.
+pub const SSE_EVENTS: [&str; 4] = ["active", "inactive", "layers", "viewercount"];
+/// Event streams (SSE) being sent at once, by default; more → 503.
+pub const DEFAULT_MAX_SSE_STREAMS: usize = 64;
+/// Event streams remembered (created by POST, streamed or not); the oldest
+/// is forgotten first.
+pub const MAX_SSE_ENTRIES: usize = 1024;
+/// Event streams remembered per viewer session.
+pub const MAX_SSE_PER_SESSION: usize = 4;
+const SSE_ALLOW: &str = "POST, OPTIONS";
+const SSE_STREAM_ALLOW: &str = "GET, DELETE, OPTIONS";
+const LAYER_ALLOW: &str = "POST, OPTIONS";
 
 /// A request as read from the wire.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -169,6 +185,8 @@ pub struct HttpConfig {
     pub counters: Arc<HttpCounters>,
     /// The recorder's figures, when recording is configured (room API, metrics).
     pub recorder: Option<Arc<crate::record::RecorderStats>>,
+    /// The WHEP event streams (server-sent events extension).
+    pub sse: Arc<SseStreams>,
 }
 
 impl HttpConfig {
@@ -180,6 +198,7 @@ impl HttpConfig {
             auth: Auth::default(),
             counters: Arc::new(HttpCounters::new()),
             recorder: None,
+            sse: Arc::new(SseStreams::new(DEFAULT_MAX_SSE_STREAMS)),
         }
     }
 
@@ -212,6 +231,12 @@ enum Route<'a> {
     Metrics,
     Endpoint(Role, &'a str),
     Session(Role, &'a str, &'a str),
+    /// `/whep/{room}/{token}/sse`: create an event stream.
+    Sse(&'a str, &'a str),
+    /// `/whep/{room}/{token}/sse/{id}`: one event stream.
+    SseStream(&'a str, &'a str, &'a str),
+    /// `/whep/{room}/{token}/layer`: layer selection.
+    Layer(&'a str, &'a str),
     Rooms,
     Room(&'a str),
     Unknown,
@@ -233,6 +258,9 @@ fn route(url: &str) -> Route<'_> {
         (None, ["metrics"]) => Route::Metrics,
         (Some(role), [_, room]) => Route::Endpoint(role, room),
         (Some(role), [_, room, token]) => Route::Session(role, room, token),
+        (Some(Role::Subscriber), [_, room, token, "sse"]) => Route::Sse(room, token),
+        (Some(Role::Subscriber), [_, room, token, "sse", id]) => Route::SseStream(room, token, id),
+        (Some(Role::Subscriber), [_, room, token, "layer"]) => Route::Layer(room, token),
         (None, ["api", "rooms"]) => Route::Rooms,
         (None, ["api", "rooms", room]) => Route::Room(room),
         _ => Route::Unknown,
@@ -282,18 +310,81 @@ fn deny(
 /// Routes: `POST /whip/{room}`, `POST /whep/{room}` (201 + Location + ETag + Link),
 /// `PATCH /whip|whep/{room}/{token}` (trickle 204, ICE restart 200),
 /// `DELETE /whip|whep/{room}/{token}` (200), OPTIONS/GET/HEAD on both,
-/// `GET /healthz`, `GET /metrics`, `GET /api/rooms`, `GET|DELETE /api/rooms/{room}`.
+/// `GET /healthz`, `GET /metrics`, `GET /api/rooms`, `GET|DELETE /api/rooms/{room}`,
+/// and the WHEP extensions (advertised by `Link` headers on the WHEP 201):
+/// `POST /whep/{room}/{token}/sse` (201 + Location of an event stream),
+/// `GET|DELETE /whep/{room}/{token}/sse/{id}` (the stream; see
+/// [`handle_streaming`]), `POST /whep/{room}/{token}/layer` (200).
 /// Unknown path → 404; known path, wrong method → 405 with `Allow`.
 /// Auth (see [`crate::auth`]) is checked after the path and method, before
 /// anything else; preflights, GET/HEAD on WHIP/WHEP URLs and `/healthz` never need it.
 pub fn handle(req: &HttpRequest, cfg: &HttpConfig, core: &mut CoreFn<'_>) -> HttpResponse {
+    match handle_streaming(req, cfg, core) {
+        Handled::Response(r) => r,
+        // The stream's place is given back when `s.lease` drops here.
+        Handled::Stream(s) => s.head,
+    }
+}
+
+/// What [`handle_streaming`] produced.
+#[derive(Debug)]
+pub enum Handled {
+    /// An ordinary response.
+    Response(HttpResponse),
+    /// A `GET` on a WHEP event stream: send `head`, then events for as long
+    /// as `lease` stays alive (see [`SseStart`]).
+    Stream(Box<SseStart>),
+}
+
+/// The start of a server-sent event stream, for the driver to keep going.
+#[derive(Debug)]
+pub struct SseStart {
+    /// Status 200 and the headers (CORS, `Content-Type: text/event-stream`); no body.
+    pub head: HttpResponse,
+    /// The stream's place among the streams sent at once; ends it when dropped.
+    pub lease: SseLease,
+    /// The viewer's room.
+    pub room: RoomName,
+    /// The viewer's session token.
+    pub token: SessionToken,
+    /// The events the client asked for.
+    pub events: EventSet,
+    /// The viewer's state when the stream started (the first events).
+    pub first: ViewerState,
+}
+
+/// [`handle`], but a `GET` on a WHEP event stream comes back as
+/// [`Handled::Stream`] for the driver to stream. `core` is called at most once.
+pub fn handle_streaming(req: &HttpRequest, cfg: &HttpConfig, core: &mut CoreFn<'_>) -> Handled {
+    let m = req.method.as_str();
+    match route(&req.url) {
+        Route::Sse(raw_room, raw_token) => {
+            return Handled::Response(sse_create(req, cfg, core, raw_room, raw_token))
+        }
+        Route::SseStream(raw_room, raw_token, raw_id) if m == "GET" => {
+            return sse_get(cfg, core, raw_room, raw_token, raw_id)
+        }
+        Route::SseStream(raw_room, raw_token, raw_id) => {
+            return Handled::Response(sse_stream(req, cfg, raw_room, raw_token, raw_id))
+        }
+        Route::Layer(raw_room, raw_token) => {
+            return Handled::Response(layer(req, cfg, core, raw_room, raw_token))
+        }
+        _ => {}
+    }
+    Handled::Response(handle_plain(req, cfg, core))
+}
+
+fn handle_plain(req: &HttpRequest, cfg: &HttpConfig, core: &mut CoreFn<'_>) -> HttpResponse {
     let m = req.method.as_str();
     // The browser page (GET / and its static files) is served by `crate::page`.
     if let Some(resp) = crate::page::serve(req) {
         return resp;
     }
     match route(&req.url) {
-        Route::Unknown => HttpResponse::error(404, "not found"),
+        Route::Unknown | Route::Sse(..) | Route::SseStream(..) | Route::Layer(..) => {
+            HttpResponse::error(404, "not found")
+        }
         Route::Health => match m {
             "GET" | "HEAD" => HttpResponse::new(200).body(TEXT, "ok"),
             _ => not_allowed("GET, HEAD"),
@@ -355,7 +446,12 @@ pub fn handle(req: &HttpRequest, cfg: &HttpConfig, core: &mut CoreFn<'_>) -> Htt
                     "DELETE" => {
                         // If-Match is ignored on DELETE (RFC 9725).
                         let cmd = Command::DeleteSession { role, room, token };
-                        match core(cmd) {
+                        let r = core(cmd);
+                        if matches!(r, Ok(Ok(Reply::Deleted)) | Ok(Err(ApiError::NotFound))) {
+                            // Event streams die with their session.
+                            cfg.sse.remove_session(token);
+                        }
+                        match r {
                             Ok(Ok(Reply::Deleted)) => HttpResponse::new(200),
                             other => from_failure(other, "DeleteSession"),
                         }
@@ -464,6 +560,19 @@ fn post_offer(
             for link in &cfg.ice_server_links {
                 resp = resp.with("Link", link.clone());
             }
+            if role == Role::Subscriber {
+                // The WHEP extensions wisp implements, and only those.
+                let base = format!("/whep/{room}/{token}");
+                resp = resp
+                    .with(
+                        "Link",
+                        format!(
+                            "<{base}/sse>; rel=\"{SSE_REL}\"; events=\"{}\"",
+                            SSE_EVENTS.join(",")
+                        ),
+                    )
+                    .with("Link", format!("<{base}/layer>; rel=\"{LAYER_REL}\""));
+            }
             resp
         }
         other => from_failure(other, "Publish/Subscribe"),
@@ -518,6 +627,565 @@ fn patch(
         }
         other => from_failure(other, "Patch"),
     }
+}
+
+// ------------------------------------------------------------ WHEP extensions
+
+/// A set of SSE event names (bit `i` = [`SSE_EVENTS`]`[i]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EventSet(u8);
+
+impl EventSet {
+    /// Every event wisp sends.
+    pub const ALL: EventSet = EventSet((1 << SSE_EVENTS.len()) - 1);
+
+    /// Whether `name` is in the set.
+    pub fn has(self, name: &str) -> bool {
+        SSE_EVENTS
+            .iter()
+            .position(|e| *e == name)
+            .is_some_and(|i| self.0 & (1 << i) != 0)
+    }
+
+    /// The set of a POST body: empty → every event; else a JSON array of
+    /// names, each one wisp sends. `Err` names the problem.
+    pub fn parse(body: &[u8]) -> Result<EventSet, String> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(EventSet::ALL);
+        }
+        let v: serde_json::Value =
+            serde_json::from_slice(body).map_err(|_| "body is not JSON".to_string())?;
+        let arr = v
+            .as_array()
+            .ok_or_else(|| "body must be a JSON array of event names".to_string())?;
+        let mut set = EventSet(0);
+        for e in arr {
+            let name = e
+                .as_str()
+                .ok_or_else(|| "event names are strings".to_string())?;
+            match SSE_EVENTS.iter().position(|x| *x == name) {
+                Some(i) => set.0 |= 1 << i,
+                None => {
+                    let shown: String = name
+                        .chars()
+                        .take(32)
+                        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                        .collect();
+                    return Err(format!(
+                        "unsupported event {shown:?}: wisp sends {}",
+                        SSE_EVENTS.join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(set)
+    }
+}
+
+/// The WHEP event streams: which exist (created by POST, until DELETE or
+/// their session ends), and how many are being sent. Shared by the handler
+/// and the driver's stream threads.
+#[derive(Debug)]
+pub struct SseStreams {
+    max_streaming: usize,
+    inner: Mutex<SseInner>,
+}
+
+#[derive(Debug, Default)]
+struct SseInner {
+    next_id: u64,
+    /// Oldest first.
+    entries: Vec<SseEntry>,
+    streaming: usize,
+}
+
+#[derive(Debug)]
+struct SseEntry {
+    id: u64,
+    room: RoomName,
+    token: SessionToken,
+    events: EventSet,
+    /// Bumped by every GET: a newer GET takes the stream over.
+    gen: u64,
+}
+
+/// Why a stream could not start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachError {
+    /// No such stream (never created, deleted, or its session ended).
+    NotFound,
+    /// As many streams as allowed are being sent.
+    Full,
+}
+
+/// A stream's place among those being sent; given back on drop.
+#[derive(Debug)]
+pub struct SseLease {
+    streams: Arc<SseStreams>,
+    id: u64,
+    gen: u64,
+}
+
+impl SseLease {
+    /// The registry the stream belongs to.
+    pub fn registry(&self) -> &SseStreams {
+        &self.streams
+    }
+
+    /// The stream still exists and no newer GET took it over.
+    pub fn alive(&self) -> bool {
+        self.streams
+            .lock()
+            .entries
+            .iter()
+            .any(|e| e.id == self.id && e.gen == self.gen)
+    }
+}
+
+impl Drop for SseLease {
+    fn drop(&mut self) {
+        let mut g = self.streams.lock();
+        g.streaming = g.streaming.saturating_sub(1);
+    }
+}
+
+impl SseStreams {
+    /// No streams; at most `max_streaming` sent at once.
+    pub fn new(max_streaming: usize) -> SseStreams {
+        SseStreams {
+            max_streaming,
+            inner: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SseInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Create a stream; returns its id. The oldest stream of the session
+    /// (or of all) is forgotten when a bound is reached.
+    pub fn create(&self, room: RoomName, token: SessionToken, events: EventSet) -> u64 {
+        let mut g = self.lock();
+        let mine = g.entries.iter().filter(|e| e.token == token).count();
+        if mine >= MAX_SSE_PER_SESSION {
+            if let Some(i) = g.entries.iter().position(|e| e.token == token) {
+                g.entries.remove(i);
+            }
+        }
+        if g.entries.len() >= MAX_SSE_ENTRIES {
+            g.entries.remove(0);
+        }
+        g.next_id += 1;
+        let id = g.next_id;
+        g.entries.push(SseEntry {
+            id,
+            room,
+            token,
+            events,
+            gen: 0,
+        });
+        id
+    }
+
+    /// The events of stream `id` of this session, if it exists.
+    pub fn events(&self, room: &RoomName, token: SessionToken, id: u64) -> Option<EventSet> {
+        self.lock()
+            .entries
+            .iter()
+            .find(|e| e.id == id && e.token == token && e.room == *room)
+            .map(|e| e.events)
+    }
+
+    /// Delete stream `id`; false if it did not exist. A GET streaming it ends.
+    pub fn remove(&self, room: &RoomName, token: SessionToken, id: u64) -> bool {
+        let mut g = self.lock();
+        let before = g.entries.len();
+        g.entries
+            .retain(|e| !(e.id == id && e.token == token && e.room == *room));
+        g.entries.len() != before
+    }
+
+    /// Delete every stream of a session (it ended).
+    pub fn remove_session(&self, token: SessionToken) {
+        self.lock().entries.retain(|e| e.token != token);
+    }
+
+    /// Start sending stream `id`: takes one of the places, and takes the
+    /// stream over from an earlier GET.
+    pub fn attach(
+        self: &Arc<Self>,
+        room: &RoomName,
+        token: SessionToken,
+        id: u64,
+    ) -> Result<SseLease, AttachError> {
+        let mut g = self.lock();
+        if g.streaming >= self.max_streaming {
+            return Err(AttachError::Full);
+        }
+        let e = g
+            .entries
+            .iter_mut()
+            .find(|e| e.id == id && e.token == token && e.room == *room)
+            .ok_or(AttachError::NotFound)?;
+        e.gen += 1;
+        let gen = e.gen;
+        g.streaming += 1;
+        Ok(SseLease {
+            streams: self.clone(),
+            id,
+            gen,
+        })
+    }
+
+    /// (streams remembered, streams being sent).
+    pub fn counts(&self) -> (usize, usize) {
+        let g = self.lock();
+        (g.entries.len(), g.streaming)
+    }
+}
+
+/// What a stream has told its client so far.
+#[derive(Debug, Clone, Default)]
+pub struct SseState {
+    started: bool,
+    active: bool,
+    viewers: Option<usize>,
+    layers: Option<String>,
+}
+
+/// The events to send after `v` was read: on the first call the current
+/// state (`active` only if the publisher is live: never an initial
+/// `inactive`), then what changed. Each event is `event: <name>\ndata:
+/// <one line of JSON>\n\n`; empty when nothing changed.
+pub fn sse_events(state: &mut SseState, events: EventSet, v: &ViewerState) -> String {
+    let mut out = String::new();
+    let mut push = |name: &str, data: &str| {
+        if events.has(name) {
+            out.push_str("event: ");
+            out.push_str(name);
+            out.push_str("\ndata: ");
+            out.push_str(data);
+            out.push_str("\n\n");
+        }
+    };
+    let first = !state.started;
+    state.started = true;
+    if (first && v.publisher_active) || (!first && v.publisher_active != state.active) {
+        push(
+            if v.publisher_active {
+                "active"
+            } else {
+                "inactive"
+            },
+            "{}",
+        );
+    }
+    state.active = v.publisher_active;
+    if state.viewers != Some(v.viewers) {
+        state.viewers = Some(v.viewers);
+        push(
+            "viewercount",
+            &json!({ "viewercount": v.viewers }).to_string(),
+        );
+    }
+    if let Some(data) = layers_json(v) {
+        if state.layers.as_deref() != Some(data.as_str()) {
+            push("layers", &data);
+            state.layers = Some(data);
+        }
+    }
+    out
+}
+
+/// The `layers` event data: the viewer's video m-line index → its layers,
+/// `{rid, bitrate, active}` (bitrate 0 while a layer is paused) plus wisp's
+/// `current` / `target` / `pinned` flags for this viewer. `None` without video.
+pub fn layers_json(v: &ViewerState) -> Option<String> {
+    let mline = v.video_mline?;
+    let flag = |x: &Option<String>, rid: &str| x.as_deref() == Some(rid);
+    let list: Vec<_> = v
+        .layers
+        .iter()
+        .map(|l| {
+            json!({
+                "rid": l.rid,
+                "bitrate": l.bitrate,
+                "active": l.active,
+                "current": flag(&v.current, &l.rid),
+                "target": flag(&v.target, &l.rid),
+                "pinned": flag(&v.pinned, &l.rid),
+            })
+        })
+        .collect();
+    let mut map = serde_json::Map::new();
+    map.insert(mline.to_string(), serde_json::Value::Array(list));
+    Some(serde_json::Value::Object(map).to_string())
+}
+
+/// Room, token and auth of an extension URL: `Err` is the response.
+fn ext_session(
+    req: &HttpRequest,
+    cfg: &HttpConfig,
+    raw_room: &str,
+    raw_token: &str,
+    needs_auth: bool,
+) -> Result<(RoomName, SessionToken), HttpResponse> {
+    let Some(room) = room_name(raw_room) else {
+        return Err(bad_room(raw_room));
+    };
+    if needs_auth {
+        if let Some(r) = deny(req, cfg, Need::View, Some(&room)) {
+            return Err(r);
+        }
+    }
+    let Some(token) = SessionToken::parse(raw_token) else {
+        return Err(HttpResponse::error(404, "no such session"));
+    };
+    Ok((room, token))
+}
+
+/// A stream id from the URL (decimal, as wisp writes it).
+fn stream_id(raw: &str) -> Option<u64> {
+    if raw.is_empty() || raw.len() > 20 || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    raw.parse().ok()
+}
+
+/// `POST /whep/{room}/{token}/sse`: create an event stream (201 + Location).
+fn sse_create(
+    req: &HttpRequest,
+    cfg: &HttpConfig,
+    core: &mut CoreFn<'_>,
+    raw_room: &str,
+    raw_token: &str,
+) -> HttpResponse {
+    match req.method.as_str() {
+        "POST" => {}
+        "OPTIONS" => {
+            let Some(_) = room_name(raw_room) else {
+                return bad_room(raw_room);
+            };
+            return options(req, cfg, SSE_ALLOW, SSE_ALLOW, false);
+        }
+        _ => return not_allowed(SSE_ALLOW),
+    }
+    let (room, token) = match ext_session(req, cfg, raw_room, raw_token, true) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if req.body.len() > cfg.body_limit {
+        return HttpResponse::too_large();
+    }
+    let events = match EventSet::parse(&req.body) {
+        Ok(e) => e,
+        Err(why) => return HttpResponse::error(400, &why),
+    };
+    let cmd = Command::ViewerState {
+        role: Role::Subscriber,
+        room: room.clone(),
+        token,
+    };
+    match core(cmd) {
+        Ok(Ok(Reply::ViewerState(_))) => {
+            let id = cfg.sse.create(room.clone(), token, events);
+            HttpResponse::new(201).with("Location", format!("/whep/{room}/{token}/sse/{id}"))
+        }
+        Ok(Err(ApiError::NotFound)) => {
+            cfg.sse.remove_session(token);
+            HttpResponse::error(404, "no such session")
+        }
+        other => from_failure(other, "ViewerState"),
+    }
+}
+
+/// `GET /whep/{room}/{token}/sse/{id}`: start sending the stream. No auth:
+/// `EventSource` cannot send an `Authorization` header, and the URL holds the
+/// session's unguessable token.
+fn sse_get(
+    cfg: &HttpConfig,
+    core: &mut CoreFn<'_>,
+    raw_room: &str,
+    raw_token: &str,
+    raw_id: &str,
+) -> Handled {
+    let req = HttpRequest::default();
+    let (room, token) = match ext_session(&req, cfg, raw_room, raw_token, false) {
+        Ok(x) => x,
+        Err(r) => return Handled::Response(r),
+    };
+    let no_stream = || Handled::Response(HttpResponse::error(404, "no such event stream"));
+    let Some(id) = stream_id(raw_id) else {
+        return no_stream();
+    };
+    let Some(events) = cfg.sse.events(&room, token, id) else {
+        return no_stream();
+    };
+    let cmd = Command::ViewerState {
+        role: Role::Subscriber,
+        room: room.clone(),
+        token,
+    };
+    let first = match core(cmd) {
+        Ok(Ok(Reply::ViewerState(v))) => *v,
+        Ok(Err(ApiError::NotFound)) => {
+            cfg.sse.remove_session(token);
+            return no_stream();
+        }
+        other => return Handled::Response(from_failure(other, "ViewerState")),
+    };
+    let lease = match cfg.sse.attach(&room, token, id) {
+        Ok(l) => l,
+        Err(AttachError::NotFound) => return no_stream(),
+        Err(AttachError::Full) => {
+            return Handled::Response(
+                HttpResponse::error(503, "too many event streams, retry later")
+                    .with("Retry-After", RETRY_AFTER_CAPACITY),
+            )
+        }
+    };
+    let head = HttpResponse::new(200)
+        .with("Content-Type", "text/event-stream")
+        .with("Cache-Control", "no-cache")
+        .with("X-Accel-Buffering", "no");
+    Handled::Stream(Box::new(SseStart {
+        head,
+        lease,
+        room,
+        token,
+        events,
+        first,
+    }))
+}
+
+/// DELETE or OPTIONS on an event stream.
+fn sse_stream(
+    req: &HttpRequest,
+    cfg: &HttpConfig,
+    raw_room: &str,
+    raw_token: &str,
+    raw_id: &str,
+) -> HttpResponse {
+    match req.method.as_str() {
+        "DELETE" => {}
+        "OPTIONS" => {
+            let Some(_) = room_name(raw_room) else {
+                return bad_room(raw_room);
+            };
+            return options(req, cfg, SSE_STREAM_ALLOW, SSE_STREAM_ALLOW, false);
+        }
+        _ => return not_allowed(SSE_STREAM_ALLOW),
+    }
+    let (room, token) = match ext_session(req, cfg, raw_room, raw_token, true) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    match stream_id(raw_id) {
+        Some(id) if cfg.sse.remove(&room, token, id) => HttpResponse::new(200),
+        _ => HttpResponse::error(404, "no such event stream"),
+    }
+}
+
+/// `POST /whep/{room}/{token}/layer`: pin a simulcast layer by `rid`, or go
+/// back to automatic selection (no `rid`). Spatial/temporal layer ids and
+/// size limits are not supported (422).
+fn layer(
+    req: &HttpRequest,
+    cfg: &HttpConfig,
+    core: &mut CoreFn<'_>,
+    raw_room: &str,
+    raw_token: &str,
+) -> HttpResponse {
+    match req.method.as_str() {
+        "POST" => {}
+        "OPTIONS" => {
+            let Some(_) = room_name(raw_room) else {
+                return bad_room(raw_room);
+            };
+            return options(req, cfg, LAYER_ALLOW, LAYER_ALLOW, false);
+        }
+        _ => return not_allowed(LAYER_ALLOW),
+    }
+    let (room, token) = match ext_session(req, cfg, raw_room, raw_token, true) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if req.body.len() > cfg.body_limit {
+        return HttpResponse::too_large();
+    }
+    let (rid, media) = match parse_layer_request(&req.body) {
+        Ok(x) => x,
+        Err((status, why)) => return HttpResponse::error(status, &why),
+    };
+    let cmd = Command::PinLayer {
+        role: Role::Subscriber,
+        room,
+        token,
+        rid,
+        media,
+    };
+    match core(cmd) {
+        Ok(Ok(Reply::Done)) => HttpResponse::new(200),
+        Ok(Err(ApiError::NotFound)) => {
+            cfg.sse.remove_session(token);
+            HttpResponse::error(404, "no such session")
+        }
+        other => from_failure(other, "PinLayer"),
+    }
+}
+
+/// A layer selection body: `(rid, mediaId)`, or `(status, reason)`.
+pub fn parse_layer_request(body: &[u8]) -> Result<(Option<String>, Option<usize>), (u16, String)> {
+    let bad = |why: &str| (400, why.to_string());
+    let v: serde_json::Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(body).map_err(|_| bad("body is not JSON"))?
+    };
+    let obj = v
+        .as_object()
+        .ok_or_else(|| bad("body must be a JSON object"))?;
+    let media = match obj.get("mediaId") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(
+            s.parse::<usize>()
+                .map_err(|_| bad("mediaId must be an m-line index"))?,
+        ),
+        Some(serde_json::Value::Number(n)) => Some(
+            n.as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| bad("mediaId must be an m-line index"))?,
+        ),
+        Some(_) => return Err(bad("mediaId must be an m-line index")),
+    };
+    let rid = match obj.get("rid") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s))
+            if !s.is_empty()
+                && s.len() <= 16
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            Some(s.clone())
+        }
+        Some(_) => return Err(bad("rid must be 1-16 of A-Z a-z 0-9 - _")),
+    };
+    for unsupported in [
+        "spatialLayerId",
+        "temporalLayerId",
+        "maxSpatialLayerId",
+        "maxTemporalLayerId",
+        "maxWidth",
+        "maxHeight",
+    ] {
+        if obj.get(unsupported).is_some_and(|v| !v.is_null()) {
+            return Err((
+                422,
+                format!("{unsupported} is not supported: wisp selects simulcast layers by rid"),
+            ));
+        }
+    }
+    Ok((rid, media))
 }
 
 /// OPTIONS on a WHIP/WHEP or room API URL.

@@ -32,7 +32,7 @@
 //! termination, or [`bind`] with a certificate for TLS alone.
 
 use std::collections::HashMap;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use log::{debug, error, info, warn};
 
-use crate::http::{self, CoreError, HttpConfig, HttpRequest, HttpResponse};
+use crate::http::{self, CoreError, Handled, HttpConfig, HttpRequest, HttpResponse, SseStart};
 use crate::metrics::HttpCounters;
 use crate::sfu::command::{ApiError, Command, Reply};
 
@@ -363,18 +363,65 @@ impl Worker {
                 .collect(),
             body,
         };
-        let resp = catch_unwind(AssertUnwindSafe(|| {
-            http::handle(&req, &self.cfg, &mut |command| self.call_core(command))
+        let handled = catch_unwind(AssertUnwindSafe(|| {
+            http::handle_streaming(&req, &self.cfg, &mut |command| self.core().call(command))
         }))
         .unwrap_or_else(|_| {
             error!("panic in the HTTP handler");
-            HttpResponse::internal()
+            Handled::Response(HttpResponse::internal())
         });
-        finish(rq, &resp, consumed, start, &self.cfg.counters);
+        match handled {
+            Handled::Response(resp) => finish(rq, &resp, consumed, start, &self.cfg.counters),
+            Handled::Stream(sse) => self.stream(rq, sse),
+        }
     }
 
+    fn core(&self) -> CoreLink {
+        CoreLink {
+            tx: self.tx.clone(),
+            waker: self.waker.clone(),
+            reply_timeout: self.reply_timeout,
+        }
+    }
+
+    /// Hand a WHEP event stream to a thread of its own, so that it never
+    /// holds a worker. Their number is capped by `HttpConfig::sse` (the
+    /// handler answered 503 above the cap); the place is given back when the
+    /// thread ends.
+    fn stream(&self, rq: tiny_http::Request, sse: Box<SseStart>) {
+        self.cfg.counters.record(200);
+        info!(
+            "GET {:?} -> 200 event stream ({:?})",
+            loggable_path(rq.url()),
+            rq.remote_addr()
+        );
+        let core = self.core();
+        let spawned = thread::Builder::new()
+            .name("wisp-sse".into())
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                if catch_unwind(AssertUnwindSafe(|| run_sse(rq, *sse, &core))).is_err() {
+                    error!("panic in an event stream");
+                }
+            });
+        if let Err(e) = spawned {
+            // The request went down with the closure (tiny_http answers 500).
+            warn!("cannot start an event stream thread: {e}");
+        }
+    }
+}
+
+/// The way to the core: the command channel, the event loop's waker, and
+/// how long to wait for a reply.
+struct CoreLink {
+    tx: Sender<CoreRequest>,
+    waker: Arc<mio::Waker>,
+    reply_timeout: Duration,
+}
+
+impl CoreLink {
     /// Send `command` to the core and wait for the reply (at most `reply_timeout`).
-    fn call_core(&self, command: Command) -> Result<Result<Reply, ApiError>, CoreError> {
+    fn call(&self, command: Command) -> Result<Result<Reply, ApiError>, CoreError> {
         let (reply, rx) = bounded(1);
         match self.tx.try_send(CoreRequest { command, reply }) {
             Ok(()) => {}
@@ -395,6 +442,93 @@ impl Worker {
             CoreError::Busy
         })
     }
+}
+
+/// How often an event stream reads the viewer's state.
+pub const SSE_POLL: Duration = Duration::from_secs(1);
+/// An event stream with nothing to say sends a comment this often (finds
+/// clients that went away, keeps proxies from timing out).
+pub const SSE_KEEPALIVE: Duration = Duration::from_secs(5);
+
+/// One event stream: the response head, then events as the viewer's state
+/// changes, until the stream is deleted or taken over, the session ends, or
+/// the client goes away (a write fails). Written by hand on tiny_http's raw
+/// writer, one flushed chunk per batch of events: tiny_http's own chunked
+/// encoder buffers 8 KiB before writing anything.
+fn run_sse(rq: tiny_http::Request, sse: SseStart, core: &CoreLink) {
+    let chunked = rq.http_version() >= &tiny_http::HTTPVersion(1, 1);
+    let mut w = rq.into_writer();
+    let mut head = String::from("HTTP/1.1 200 OK\r\n");
+    for (k, v) in &sse.head.headers {
+        if !v.contains(['\r', '\n']) && !k.contains(['\r', '\n', ':']) {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+    }
+    head.push_str(if chunked {
+        "Transfer-Encoding: chunked\r\n\r\n"
+    } else {
+        "Connection: close\r\n\r\n"
+    });
+    if let Err(e) = w.write_all(head.as_bytes()).and_then(|()| w.flush()) {
+        debug!("event stream: client gone before the head ({e})");
+        return;
+    }
+    let mut send = |text: &str| -> std::io::Result<()> {
+        if chunked {
+            write!(w, "{:x}\r\n{text}\r\n", text.len())?;
+        } else {
+            w.write_all(text.as_bytes())?;
+        }
+        w.flush()
+    };
+    let mut state = http::SseState::default();
+    let mut view = sse.first;
+    let mut last_write = Instant::now();
+    let end = loop {
+        let text = http::sse_events(&mut state, sse.events, &view);
+        let text = if !text.is_empty() {
+            text
+        } else if last_write.elapsed() >= SSE_KEEPALIVE {
+            ": keep-alive\n\n".to_string()
+        } else {
+            String::new()
+        };
+        if !text.is_empty() {
+            if let Err(e) = send(&text) {
+                break format!("client gone ({e})");
+            }
+            last_write = Instant::now();
+        }
+        // Wait for the next poll, ending early on DELETE or a takeover.
+        let next = Instant::now() + SSE_POLL;
+        let mut alive = sse.lease.alive();
+        while alive && Instant::now() < next {
+            thread::sleep(Duration::from_millis(100));
+            alive = sse.lease.alive();
+        }
+        if !alive {
+            break "deleted or taken over".to_string();
+        }
+        let cmd = Command::ViewerState {
+            role: crate::sfu::command::Role::Subscriber,
+            room: sse.room.clone(),
+            token: sse.token,
+        };
+        match core.call(cmd) {
+            Ok(Ok(Reply::ViewerState(v))) => view = *v,
+            Ok(Err(ApiError::NotFound)) => {
+                sse.lease.registry().remove_session(sse.token);
+                break "session ended".to_string();
+            }
+            Ok(other) => break format!("unexpected reply {other:?}"),
+            // Busy: try again at the next poll.
+            Err(CoreError::Busy) => {}
+        }
+    };
+    if chunked {
+        let _ = write!(w, "0\r\n\r\n").and_then(|()| w.flush());
+    }
+    debug!("event stream ended: {end}");
 }
 
 /// Write `resp` to `rq`, or leak `rq` if dropping it is unsafe. Logs one

@@ -312,11 +312,22 @@ fn rule_10_unsupported_tracks_422() {
 }
 
 #[test]
-fn rule_14_no_extension_links_for_unimplemented_extensions() {
+fn rule_14_extension_links_only_for_implemented_extensions() {
+    // WHEP: exactly the two implemented extensions (server-sent events with
+    // the events wisp sends, and layer selection), each on its own line.
     let (r, _) = run(&cfg(), &post("/whep/room1"), created());
+    let ext: Vec<_> = r
+        .header_all("Link")
+        .filter(|l| l.contains("urn:ietf:params:"))
+        .collect();
+    assert_eq!(ext.len(), 2, "{r:?}");
+    assert!(ext[0].contains("rel=\"urn:ietf:params:whep:ext:core:server-sent-events\""));
+    assert!(ext[0].contains("events=\"active,inactive,layers,viewercount\""));
+    assert!(ext[1].ends_with("/layer>; rel=\"urn:ietf:params:whep:ext:core:layer\""));
+    // WHIP: none.
+    let (r, _) = run(&cfg(), &post("/whip/room1"), created());
     for link in r.header_all("Link") {
-        assert!(!link.contains("urn:ietf:params:whep:ext"), "{link}");
-        assert!(!link.contains("urn:ietf:params:whip:ext"), "{link}");
+        assert!(!link.contains("urn:ietf:params:"), "{link}");
     }
 }
 

@@ -8,6 +8,15 @@ const MAX_BACKOFF_MS = 10000;   // retry delays: 1, 2, 4, 8, 10, 10, ... seconds
 const GATHER_WAIT_MS = 1000;    // candidates found by then go in the offer; later ones are trickled
 const STALL_MS = 2500;          // no new frame for this long: the publisher is gone or paused
 const QUALITY = { 360: [640, 360], 720: [1280, 720], 1080: [1920, 1080] };
+// Simulcast: three VP8 layers at full, half and quarter resolution.
+const SIMULCAST = () => [
+  { rid: 'h', maxBitrate: 2500000 },
+  { rid: 'm', scaleResolutionDownBy: 2, maxBitrate: 600000 },
+  { rid: 'l', scaleResolutionDownBy: 4, maxBitrate: 150000 },
+];
+// WHEP extensions (advertised by `Link` headers on the 201).
+const SSE_REL = 'urn:ietf:params:whep:ext:core:server-sent-events';
+const LAYER_REL = 'urn:ietf:params:whep:ext:core:layer';
 
 // ---- Settings --------------------------------------------------------------
 
@@ -38,10 +47,10 @@ function explain(role, status, body) {
   return `${status}: ${why}${detail}`;
 }
 
-// ICE servers from `Link: <url>; rel="ice-server"; username="u"; credential="p"` headers.
-// fetch() joins repeated headers with ", ", so split before each "<".
-function parseIceServers(link) {
-  const servers = [];
+// `Link` header values as [{ url, params }]. fetch() joins repeated headers
+// with ", ", so split before each "<" (quoted values may hold commas).
+function parseLinks(link) {
+  const links = [];
   for (const entry of (link || '').split(/,\s*(?=<)/)) {
     const m = entry.match(/^\s*<([^>]*)>(.*)$/s);
     if (!m) continue;
@@ -49,14 +58,24 @@ function parseIceServers(link) {
     for (const [, key, quoted, bare] of m[2].matchAll(/;\s*([\w-]+)\s*=\s*(?:"([^"]*)"|([^;\s]*))/g)) {
       params[key.toLowerCase()] = quoted ?? bare;
     }
-    if (!(params.rel || '').split(/\s+/).includes('ice-server')) continue;
-    const server = { urls: m[1] };
+    links.push({ url: m[1], params });
+  }
+  return links;
+}
+
+const hasRel = (l, rel) => (l.params.rel || '').split(/\s+/).includes(rel);
+
+// ICE servers from `Link: <url>; rel="ice-server"; username="u"; credential="p"` headers.
+function parseIceServers(link) {
+  return parseLinks(link).filter(l => hasRel(l, 'ice-server')).map(({ url, params }) => {
+    const server = { urls: url };
     if (params.username) server.username = params.username;
     if (params.credential) server.credential = params.credential;
-    servers.push(server);
-  }
-  return servers;
+    return server;
+  });
 }
+
+const formatRate = bps => bps >= 1e6 ? `${(bps / 1e6).toFixed(2)} Mbit/s` : `${Math.round(bps / 1000)} kbit/s`;
 
 // A plain OPTIONS on the endpoint returns the ICE servers before the offer is made.
 // Optional: any failure just means "no ICE servers".
@@ -106,6 +125,14 @@ class Connection {
     this.lastFrameAt = 0;
     $(`${this.id}-start`).onclick = () => this.start();
     $(`${this.id}-stop`).onclick = () => this.stop();
+    if (role === 'watch') {
+      this.events = null;                   // EventSource of the server-sent events extension
+      this.layerUrl = null;                 // the layer extension's URL
+      this.layers = null;                   // the latest `layers` event: [{ rid, bitrate, current, ... }]
+      this.videoMline = null;               // its key: the video m-line index
+      this.viewers = undefined;             // the latest `viewercount`
+      $('layer').onchange = () => this.pickLayer($('layer').value);
+    }
   }
 
   status(text, kind = '') {
@@ -169,6 +196,7 @@ class Connection {
     this.gen++;
     const { pc, session } = this;
     this.pc = this.session = null;
+    if (this.role === 'watch') this.dropExtensions();
     const deleted = session
       ? fetch(session, { method: 'DELETE', headers: this.auth, keepalive: true }).catch(() => {})
       : Promise.resolve();
@@ -237,6 +265,98 @@ class Connection {
     }
     if (late.length) this.trickle(offer, late.splice(0));
     this.status(this.role === 'publish' ? 'Connecting media...' : 'Connected, waiting for media...');
+    if (this.role === 'watch') this.extensions(r.headers.get('Link'), endpoint, gen);
+  }
+
+  // The WHEP extensions the server advertises: an event stream (layers,
+  // viewer count, publisher active) and the layer picker. Both optional.
+  async extensions(link, endpoint, gen) {
+    const links = parseLinks(link);
+    const sse = links.find(l => hasRel(l, SSE_REL));
+    const layer = links.find(l => hasRel(l, LAYER_REL));
+    this.layerUrl = layer ? new URL(layer.url, endpoint).href : null;
+    $('layer').disabled = !this.layerUrl;
+    if (!sse) return;
+    const offered = (sse.params.events || '').split(',').map(e => e.trim());
+    const wanted = ['active', 'inactive', 'layers', 'viewercount'].filter(e => offered.includes(e));
+    let r;
+    try {
+      r = await fetch(new URL(sse.url, endpoint), {
+        method: 'POST', headers: { 'Content-Type': 'application/json', ...this.auth }, body: JSON.stringify(wanted),
+      });
+    } catch (e) { return; }
+    if (gen !== this.gen || r.status !== 201) return;
+    const es = this.events = new EventSource(new URL(r.headers.get('Location'), endpoint).href);
+    const on = (name, fn) => es.addEventListener(name, e => { if (es === this.events) fn(JSON.parse(e.data)); });
+    on('layers', data => {
+      this.videoMline = Object.keys(data)[0] ?? null;
+      this.layers = this.videoMline === null ? [] : data[this.videoMline];
+      this.showLayers();
+    });
+    on('viewercount', data => { this.viewers = data.viewercount; this.showLayers(); });
+    on('active', () => { this.publisherActive = true; this.showLayers(); });
+    on('inactive', () => { this.publisherActive = false; this.showLayers(); });
+  }
+
+  dropExtensions() {
+    if (this.events) this.events.close();
+    this.events = this.layerUrl = this.layers = this.videoMline = null;
+    this.viewers = undefined;
+    $('layer').disabled = true;
+    $('layer').value = '';
+    $('watch-layer').textContent = '';
+  }
+
+  // The layer line: the layer being received, its rate, pinned or automatic,
+  // what else is there, and how many watch. The picker lists the layers.
+  showLayers() {
+    const list = this.layers || [];
+    const parts = [];
+    const cur = list.find(l => l.current);
+    if (cur) {
+      const rate = cur.bitrate ? ` at ${formatRate(cur.bitrate)}` : '';
+      parts.push(`Layer ${cur.rid}${rate}, ${cur.pinned ? 'pinned' : 'automatic'}`);
+      const target = list.find(l => l.target);
+      if (target && target !== cur) parts.push(`switching to ${target.rid}`);
+    } else if (list.length) {
+      parts.push('Layer: waiting for a keyframe...');
+    } else if (this.layers) {
+      parts.push('Single layer (the publisher does not send simulcast)');
+    }
+    if (list.length > 1) {
+      parts.push('layers ' + list.map(l => l.rid + (l.active ? ` ${formatRate(l.bitrate)}` : ' paused')).join(', '));
+    }
+    if (this.publisherActive === false) parts.push('publisher gone');
+    if (this.viewers !== undefined) parts.push(`${this.viewers} watching`);
+    $('watch-layer').textContent = parts.join(' · ');
+    const select = $('layer');
+    const rids = list.map(l => l.rid);
+    const shown = [...select.options].slice(1).map(o => o.value);
+    if (rids.length && rids.join() !== shown.join()) {
+      const keep = select.value;
+      select.replaceChildren(new Option('auto', ''), ...rids.map(r => new Option(r, r)));
+      select.value = rids.includes(keep) ? keep : '';
+    }
+  }
+
+  // Pin a layer (rid) or go back to automatic selection ('').
+  async pickLayer(rid) {
+    if (!this.layerUrl) return { status: 0 };
+    const body = rid ? { rid } : {};
+    if (rid && this.videoMline !== null) body.mediaId = this.videoMline;
+    let r, text;
+    try {
+      r = await fetch(this.layerUrl, {
+        method: 'POST', headers: { 'Content-Type': 'application/json', ...this.auth }, body: JSON.stringify(body),
+      });
+      text = await r.text();
+    } catch (e) {
+      $('watch-layer').textContent = `Cannot change the layer: ${e.message}`;
+      return { status: 0 };
+    }
+    if (!r.ok) $('watch-layer').textContent = `Layer ${rid || 'auto'}: ${explain('watch', r.status, text)}`;
+    else $('layer').value = rid;
+    return { status: r.status };
   }
 
   refused(r, body) {
@@ -284,8 +404,11 @@ class Connection {
       return;
     }
     for (const track of this.stream.getTracks()) {
-      const tr = pc.addTransceiver(track, { direction: 'sendonly', streams: [this.stream] });
-      if (track.kind === 'video') preferCodec(tr, $('codec').value);
+      const init = { direction: 'sendonly', streams: [this.stream] };
+      const simulcast = track.kind === 'video' && $('simulcast').checked;
+      if (simulcast) init.sendEncodings = SIMULCAST();
+      const tr = pc.addTransceiver(track, init);
+      if (track.kind === 'video') preferCodec(tr, simulcast ? 'video/VP8' : $('codec').value);
     }
   }
 
@@ -359,6 +482,7 @@ async function sample(pc, role, prev) {
   const s = {
     at: performance.now(), state: pc.connectionState, bytes: 0, frames: 0, fps: null,
     width: null, height: null, lost: 0, jitterMs: null, rttMs: null, codec: null, path: null,
+    layers: [],
   };
   const rtpType = role === 'publish' ? 'outbound-rtp' : 'inbound-rtp';
   let pairId = null;
@@ -368,7 +492,8 @@ async function sample(pc, role, prev) {
       if (role === 'watch') s.lost += r.packetsLost || 0;
       if (r.kind === 'video') {
         s.frames += (role === 'publish' ? r.framesEncoded : r.framesDecoded) || 0;
-        if (r.frameWidth) { s.width = r.frameWidth; s.height = r.frameHeight; }
+        if (r.frameWidth && r.frameWidth >= (s.width || 0)) { s.width = r.frameWidth; s.height = r.frameHeight; }
+        if (role === 'publish' && r.rid) s.layers.push({ rid: r.rid, width: r.frameWidth || 0, height: r.frameHeight || 0 });
         if (r.framesPerSecond !== undefined) s.fps = r.framesPerSecond;
         if (r.jitter !== undefined) s.jitterMs = r.jitter * 1000;
         const codec = r.codecId && report.get(r.codecId);
@@ -412,6 +537,9 @@ function render(id, s) {
     ['Path', s.path || '-'],
   ];
   if (id === 'watch') rows.push(['First frame', fmt(s.firstFrameMs, ' ms')]);
+  if (s.layers && s.layers.length > 1) {
+    rows.splice(4, 0, ['Simulcast', s.layers.map(l => `${l.rid} ${l.width ? `${l.width}×${l.height}` : 'off'}`).join(', ')]);
+  }
   const dl = $(`${id}-stats`);
   dl.replaceChildren(...rows.flatMap(([k, v]) => {
     const dt = document.createElement('dt'), dd = document.createElement('dd');
@@ -465,6 +593,10 @@ function formatUptime(s) {
 
 $('server').value = location.origin.startsWith('http') ? location.origin : '';
 $('codec').replaceChildren(...videoCodecs().map(m => new Option(m.replace('video/', ''), m)));
+$('simulcast').onchange = () => {                 // simulcast is sent as VP8
+  $('codec').disabled = $('simulcast').checked;
+  if ($('simulcast').checked && videoCodecs().includes('video/VP8')) $('codec').value = 'video/VP8';
+};
 const publisher = new Connection('publish');
 const viewer = new Connection('watch');
 addEventListener('pagehide', () => { publisher.hangUp(); viewer.hangUp(); });
@@ -472,4 +604,4 @@ refreshRooms();
 setInterval(refreshRooms, 3000);
 
 // For scripts and tests: the two connections and their latest numbers.
-window.wisp = { publisher, viewer, refreshRooms, parseIceServers, sdpFragment };
+window.wisp = { publisher, viewer, refreshRooms, parseIceServers, parseLinks, sdpFragment };
