@@ -707,6 +707,16 @@ impl TestNet {
                         // Single NAL units: IDR (5) for keyframes, else non-IDR slice (1).
                         payload.push(if key && j == 0 { 0x65 } else { 0x41 });
                         payload.push(0x88);
+                    } else if codec == Codec::Vp9 {
+                        // RFC 9628 descriptor I|P|L|F|B|E|V|Z: B on a frame's first
+                        // packet, P on inter frames.
+                        let b = if j == 0 { 0x08 } else { 0x00 };
+                        payload.push(if key { b } else { 0x40 | b });
+                        payload.push(0x00);
+                    } else if codec == Codec::Av1 {
+                        // Aggregation header Z|Y|W W|N: N on a keyframe's first packet.
+                        payload.push(if key && j == 0 { 0x08 } else { 0x00 });
+                        payload.push(0x00);
                     } else if kind == MediaKind::Video {
                         payload.push(if j == 0 { 0x10 } else { 0x00 });
                         payload.push(if key && j == 0 { 0x00 } else { 0x01 });
