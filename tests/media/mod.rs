@@ -87,6 +87,29 @@ pub fn encode(dir: &Path, what: &str) -> PathBuf {
             ffmpeg(&a);
             p
         }
+        "vp9" => {
+            let p = dir.join("in-vp9.ivf");
+            let mut a: Vec<&str> = video.to_vec();
+            a.extend([
+                "-c:v",
+                "libvpx-vp9",
+                "-row-mt",
+                "0",
+                "-b:v",
+                "600k",
+                "-auto-alt-ref",
+                "0",
+                "-lag-in-frames",
+                "0",
+                "-deadline",
+                "realtime",
+                "-f",
+                "ivf",
+            ]);
+            a.push(p.to_str().unwrap());
+            ffmpeg(&a);
+            p
+        }
         "h264" => {
             let p = dir.join("in.h264");
             let mut a: Vec<&str> = video.to_vec();
@@ -194,6 +217,7 @@ pub fn packetize(frames: &[Vec<u8>], codec: &str, ticks: u32) -> (Vec<Rtp>, Vec<
         let pkts = match codec {
             "vp8" => vp8.packetize(1200, f).unwrap(),
             "h264" => h264.packetize(1200, f).unwrap(),
+            "vp9" => vp9_packetize(f, i % GOP == 0),
             _ => vec![f.clone()],
         };
         first_pkt.push(out.len());
@@ -204,6 +228,33 @@ pub fn packetize(frames: &[Vec<u8>], codec: &str, ticks: u32) -> (Vec<Rtp>, Vec<
         }
     }
     (out, first_pkt)
+}
+
+/// RFC 9628 non-flexible mode, one layer: a one-byte descriptor
+/// `I|P|L|F|B|E|V|Z` with B on a frame's first packet, E on its last and P on
+/// inter frames.
+pub fn vp9_packetize(frame: &[u8], key: bool) -> Vec<Vec<u8>> {
+    let chunks: Vec<&[u8]> = frame.chunks(1100).collect();
+    let n = chunks.len();
+    chunks
+        .into_iter()
+        .enumerate()
+        .map(|(k, c)| {
+            let mut d = 0u8;
+            if !key {
+                d |= 0x40;
+            }
+            if k == 0 {
+                d |= 0x08;
+            }
+            if k + 1 == n {
+                d |= 0x04;
+            }
+            let mut p = vec![d];
+            p.extend_from_slice(c);
+            p
+        })
+        .collect()
 }
 
 pub struct Probe {
