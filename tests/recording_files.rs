@@ -90,6 +90,7 @@ fn record_clip(what: &str) -> Option<(Probe, Arc<RecorderStats>, PathBuf)> {
     let (frames, codec, ticks) = match what {
         "vp8" => (ivf_frames(&fs::read(&input).unwrap()), Codec::Vp8, 3000),
         "vp9" => (ivf_frames(&fs::read(&input).unwrap()), Codec::Vp9, 3000),
+        "av1" => (ivf_frames(&fs::read(&input).unwrap()), Codec::Av1, 3000),
         "h264" => (
             h264_access_units(&fs::read(&input).unwrap()),
             Codec::H264,
@@ -161,6 +162,22 @@ fn vp9_file_decodes_with_expected_frames() {
         return;
     };
     assert_eq!(p.codec, "vp9");
+    assert_eq!((p.width, p.height), (320, 240));
+    assert_eq!(p.frames, 70);
+    assert_eq!(stats.frames_written.load(SeqCst), 70);
+    // Frames 41..59 at least (frame 40 may have been one packet, lost whole).
+    assert!((19..=20).contains(&stats.frames_dropped.load(SeqCst)));
+    // The last frame's timestamp is 89/30 s after the first.
+    assert!((p.end - 89.0 / 30.0).abs() <= 0.05, "{}", p.end);
+    fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn av1_file_decodes_with_expected_frames() {
+    let Some((p, stats, dir)) = record_clip("av1") else {
+        return;
+    };
+    assert_eq!(p.codec, "av1");
     assert_eq!((p.width, p.height), (320, 240));
     assert_eq!(p.frames, 70);
     assert_eq!(stats.frames_written.load(SeqCst), 70);

@@ -87,6 +87,27 @@ pub fn encode(dir: &Path, what: &str) -> PathBuf {
             ffmpeg(&a);
             p
         }
+        "av1" => {
+            let p = dir.join("in-av1.ivf");
+            let mut a: Vec<&str> = video.to_vec();
+            a.extend([
+                "-c:v",
+                "libaom-av1",
+                "-b:v",
+                "400k",
+                "-cpu-used",
+                "8",
+                "-usage",
+                "realtime",
+                "-lag-in-frames",
+                "0",
+                "-f",
+                "ivf",
+            ]);
+            a.push(p.to_str().unwrap());
+            ffmpeg(&a);
+            p
+        }
         "vp9" => {
             let p = dir.join("in-vp9.ivf");
             let mut a: Vec<&str> = video.to_vec();
@@ -218,6 +239,7 @@ pub fn packetize(frames: &[Vec<u8>], codec: &str, ticks: u32) -> (Vec<Rtp>, Vec<
             "vp8" => vp8.packetize(1200, f).unwrap(),
             "h264" => h264.packetize(1200, f).unwrap(),
             "vp9" => vp9_packetize(f, i % GOP == 0),
+            "av1" => av1_packetize(f, i % GOP == 0),
             _ => vec![f.clone()],
         };
         first_pkt.push(out.len());
@@ -255,6 +277,60 @@ pub fn vp9_packetize(frame: &[u8], key: bool) -> Vec<Vec<u8>> {
             p
         })
         .collect()
+}
+
+/// AV1 RTP payloads of one temporal unit (low-overhead OBUs with size fields,
+/// as IVF holds them): temporal delimiters dropped, each OBU without its size
+/// field, one OBU fragment per packet (W=1), Z/Y marking continuations, N on a
+/// keyframe's first packet.
+pub fn av1_packetize(tu: &[u8], key: bool) -> Vec<Vec<u8>> {
+    let mut obus: Vec<Vec<u8>> = vec![];
+    let mut i = 0;
+    while i < tu.len() {
+        let h = tu[i];
+        let ext = (h >> 2) & 1 == 1;
+        let has_size = (h >> 1) & 1 == 1;
+        let mut j = i + 1 + usize::from(ext);
+        let size = if has_size {
+            let (mut v, mut shift) = (0usize, 0);
+            loop {
+                let b = tu[j];
+                j += 1;
+                v |= usize::from(b & 0x7f) << shift;
+                shift += 7;
+                if b & 0x80 == 0 {
+                    break;
+                }
+            }
+            v
+        } else {
+            tu.len() - j
+        };
+        let obu_type = (h >> 3) & 0x0f;
+        if obu_type != 2 {
+            let mut o = vec![h & !0x02];
+            if ext {
+                o.push(tu[i + 1]);
+            }
+            o.extend_from_slice(&tu[j..j + size]);
+            obus.push(o);
+        }
+        i = j + size;
+    }
+    let mut out = vec![];
+    for o in &obus {
+        let chunks: Vec<&[u8]> = o.chunks(1100).collect();
+        let n = chunks.len();
+        for (k, c) in chunks.into_iter().enumerate() {
+            let z = if k > 0 { 0x80 } else { 0 };
+            let y = if k + 1 < n { 0x40 } else { 0 };
+            let nbit = if key && out.is_empty() { 0x08 } else { 0 };
+            let mut p = vec![z | y | 0x10 | nbit];
+            p.extend_from_slice(c);
+            out.push(p);
+        }
+    }
+    out
 }
 
 pub struct Probe {
