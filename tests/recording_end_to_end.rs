@@ -194,3 +194,42 @@ fn sigkill_loses_at_most_the_last_second() {
     }
     let _ = fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_failing_recording_never_stops_forwarding() {
+    str0m::crypto::from_feature_flags().install_process_default();
+    let dir = tmpdir("e2e-fail");
+    let rec = dir.join("out");
+    fs::create_dir_all(&rec).unwrap();
+    // The room's directory cannot be created: a regular file has its name.
+    fs::write(rec.join("rec"), b"in the way").unwrap();
+    let server = start_server_with(&[("WISP_RECORD_DIR", rec.to_str().unwrap())]);
+    let mut viewer = Peer::new(&server, "/whep/rec", Direction::RecvOnly);
+    let mut publisher = Peer::new(&server, "/whip/rec", Direction::SendOnly);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut frame = 0;
+    let mut next = Instant::now();
+    while Instant::now() < deadline && viewer.got_video.len() < 60 {
+        publisher.pump();
+        viewer.pump();
+        if publisher.connected && Instant::now() >= next {
+            publisher.send_frame(frame);
+            frame += 1;
+            next += Duration::from_millis(20);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (_, _, metrics) = http(server.http, "GET", "/metrics", None, "");
+    let failed = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("wisp_recordings_failed_total "))
+        .map(|v| v.trim().parse::<u64>().unwrap())
+        .unwrap_or(0);
+    eprintln!(
+        "recording failed ({failed} counted); viewer still got {} video packets",
+        viewer.got_video.len()
+    );
+    assert!(failed >= 1, "the failure is counted");
+    assert!(viewer.got_video.len() >= 60, "forwarding went on");
+    let _ = fs::remove_dir_all(&dir);
+}
