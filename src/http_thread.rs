@@ -24,15 +24,22 @@
 //! answered; counted as abandoned in `HttpCounters`), and requests with an unread body
 //! are never dropped on the acceptor thread.
 //!
-//! What tiny_http 0.12 cannot do, and wisp therefore cannot either: a read or
-//! header timeout per connection (the accepted sockets are never exposed, and a
-//! receive timeout set on the listener would also time out `accept()`, which
-//! ends tiny_http's accept thread), and a cap on connections (one thread each).
-//! Production deployments need a reverse proxy in front for those and for TLS
-//! termination, or [`bind`] with a certificate for TLS alone.
+//! What tiny_http 0.12 cannot do itself: a read or header timeout per
+//! connection (the accepted sockets are never exposed, and a receive timeout
+//! set on the listener would also time out `accept()`, which ends tiny_http's
+//! accept thread), and a cap on connections (one thread each). [`bind_fronted`]
+//! (what the binary uses) adds both with [`crate::http_front`]: tiny_http then
+//! listens on a private Unix socket, so `remote_addr()` is `None` (logged as
+//! `-`; the front logs client addresses) and the per-connection limit below
+//! cannot tell connections apart: every request counts as the only one of its
+//! connection. Known gap: a request pipelined behind a pending one on the same
+//! connection (e.g. behind an event stream) that gets its 503 on the acceptor
+//! (queue full) blocks the acceptor until the earlier response is written.
+//! [`bind`] serves TCP directly, without the front's guards.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
+use std::mem::ManuallyDrop;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
@@ -44,6 +51,7 @@ use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use log::{debug, error, info, warn};
 
 use crate::http::{self, CoreError, Handled, HttpConfig, HttpRequest, HttpResponse, SseStart};
+use crate::http_front::{Front, FrontConfig};
 use crate::metrics::HttpCounters;
 use crate::sfu::command::{ApiError, Command, Reply};
 
@@ -142,6 +150,9 @@ pub fn spawn_with(
                 );
             }
         })?;
+    // tiny_http's `Drop` panics for a listener in the abstract namespace;
+    // the server lives as long as the process anyway.
+    let server = ManuallyDrop::new(server);
     thread::Builder::new()
         .name("wisp-http-accept".into())
         .spawn(move || {
@@ -157,8 +168,63 @@ pub fn spawn_with(
 /// Every failure is one clear line naming the file; a key tiny_http cannot
 /// parse is reported, not a panic.
 pub fn bind(addr: SocketAddr, tls: Option<(&Path, &Path)>) -> Result<tiny_http::Server, String> {
-    let Some((cert_path, key_path)) = tls else {
+    let Some(config) = tls_config(tls)? else {
         return tiny_http::Server::http(addr).map_err(|e| format!("cannot bind HTTP {addr}: {e}"));
+    };
+    start_https(addr, tls, || tiny_http::Server::https(addr, config))
+}
+
+/// [`bind`] behind the connection front ([`crate::http_front`]): `addr` is
+/// bound by the front, tiny_http (and TLS, if any) serves a private Unix
+/// socket. Start the front with [`Front::spawn`] and the server with
+/// [`spawn`]; the public address is [`Front::local_addr`].
+pub fn bind_fronted(
+    addr: SocketAddr,
+    tls: Option<(&Path, &Path)>,
+) -> Result<(tiny_http::Server, Front), String> {
+    let config = tls_config(tls)?;
+    let front_cfg = FrontConfig {
+        plain_http: config.is_none(),
+        ..FrontConfig::default()
+    };
+    let scheme = if config.is_some() { "HTTPS" } else { "HTTP" };
+    let (front, unix) =
+        Front::bind(addr, front_cfg).map_err(|e| format!("cannot bind {scheme} {addr}: {e}"))?;
+    let server = match config {
+        None => tiny_http::Server::from_listener(unix, None)
+            .map_err(|e| format!("cannot start HTTP on {addr}: {e}"))?,
+        Some(config) => start_https(addr, tls, || {
+            tiny_http::Server::from_listener(unix, Some(config))
+        })?,
+    };
+    Ok((server, front))
+}
+
+/// Start an HTTPS server with `start`, turning tiny_http's panic on some
+/// malformed keys into an error.
+fn start_https(
+    addr: SocketAddr,
+    tls: Option<(&Path, &Path)>,
+    start: impl FnOnce() -> Result<tiny_http::Server, Box<dyn std::error::Error + Send + Sync>>,
+) -> Result<tiny_http::Server, String> {
+    match catch_unwind(AssertUnwindSafe(start)) {
+        Ok(Ok(server)) => Ok(server),
+        Ok(Err(e)) => Err(format!("cannot start HTTPS on {addr}: {e}")),
+        Err(_) => {
+            let (cert_path, key_path) = tls.unwrap_or((Path::new("?"), Path::new("?")));
+            Err(format!(
+                "TLS key {} or certificate {} could not be parsed",
+                key_path.display(),
+                cert_path.display()
+            ))
+        }
+    }
+}
+
+/// Read and check the PEM files of `tls`; `None` for plain HTTP.
+fn tls_config(tls: Option<(&Path, &Path)>) -> Result<Option<tiny_http::SslConfig>, String> {
+    let Some((cert_path, key_path)) = tls else {
+        return Ok(None);
     };
     let read = |what: &str, p: &Path| {
         std::fs::read(p).map_err(|e| format!("cannot read TLS {what} {}: {e}", p.display()))
@@ -180,20 +246,10 @@ pub fn bind(addr: SocketAddr, tls: Option<(&Path, &Path)>) -> Result<tiny_http::
         };
         return Err(format!("TLS key {}: {hint}", key_path.display()));
     }
-    let config = tiny_http::SslConfig {
+    Ok(Some(tiny_http::SslConfig {
         certificate,
         private_key,
-    };
-    // tiny_http 0.12 panics on some malformed keys instead of returning an error.
-    match catch_unwind(AssertUnwindSafe(|| tiny_http::Server::https(addr, config))) {
-        Ok(Ok(server)) => Ok(server),
-        Ok(Err(e)) => Err(format!("cannot start HTTPS on {addr}: {e}")),
-        Err(_) => Err(format!(
-            "TLS key {} or certificate {} could not be parsed",
-            key_path.display(),
-            cert_path.display()
-        )),
-    }
+    }))
 }
 
 /// True if `pem` has a `-----BEGIN {label}-----` line.
@@ -231,6 +287,10 @@ impl InFlight {
     /// A place for a request from `peer`, or `None` if that connection is at the cap.
     fn acquire(&self, peer: Option<SocketAddr>) -> Option<Slot> {
         let Some(peer) = peer else {
+            // A Unix peer (behind the front): connections cannot be told
+            // apart. Treated as alone, so that overload 503s stay immediate;
+            // the hazard (a pipelined request behind a pending one, answered
+            // here, waits for it) is described in the module docs.
             return Some(Slot {
                 owner: None,
                 first: true,
@@ -284,7 +344,7 @@ fn accept_loop(
                 match work.try_send((rq, slot)) {
                     Ok(()) => continue,
                     Err(TrySendError::Full((rq, _))) => {
-                        debug!("HTTP queue full, 503 to {:?}", rq.remote_addr());
+                        debug!("HTTP queue full, 503 to {}", peer(&rq));
                         (rq, alone)
                     }
                     Err(TrySendError::Disconnected((rq, _))) => {
@@ -294,7 +354,7 @@ fn accept_loop(
                 }
             }
             None => {
-                debug!("too many requests in flight on {:?}, 503", rq.remote_addr());
+                debug!("too many requests in flight on {}, 503", peer(&rq));
                 (rq, false)
             }
         };
@@ -391,9 +451,9 @@ impl Worker {
     fn stream(&self, rq: tiny_http::Request, sse: Box<SseStart>) {
         self.cfg.counters.record(200);
         info!(
-            "GET {:?} -> 200 event stream ({:?})",
+            "GET {:?} -> 200 event stream ({})",
             loggable_path(rq.url()),
-            rq.remote_addr()
+            peer(&rq)
         );
         let core = self.core();
         let spawned = thread::Builder::new()
@@ -541,12 +601,12 @@ fn finish(
     counters: &HttpCounters,
 ) {
     let line = format!(
-        "{} {:?} -> {} ({} ms, {:?})",
+        "{} {:?} -> {} ({} ms, {})",
         rq.method(),
         loggable_path(rq.url()),
         resp.status,
         start.elapsed().as_millis(),
-        rq.remote_addr()
+        peer(&rq)
     );
     if unread_body(&rq, consumed) > MAX_DRAIN {
         leak(rq, "body too large to drain", counters);
@@ -571,6 +631,13 @@ fn finish(
     }
 }
 
+/// The client address for logs: `-` behind the front (a Unix peer; the front
+/// logs the TCP address at accept).
+fn peer(rq: &tiny_http::Request) -> String {
+    rq.remote_addr()
+        .map_or_else(|| "-".to_string(), |a| a.to_string())
+}
+
 /// Never drop `rq`: its socket, buffers and tiny_http connection thread are lost.
 fn leak(rq: tiny_http::Request, why: &str, counters: &HttpCounters) {
     let n = counters.record_abandoned();
@@ -580,10 +647,10 @@ fn leak(rq: tiny_http::Request, why: &str, counters: &HttpCounters) {
         return;
     }
     warn!(
-        "{why}: abandoning {} {:?} from {:?} declaring {:?} body bytes ({n} abandoned so far)",
+        "{why}: abandoning {} {:?} from {} declaring {:?} body bytes ({n} abandoned so far)",
         rq.method(),
         loggable_path(rq.url()),
-        rq.remote_addr(),
+        peer(&rq),
         rq.body_length()
     );
     std::mem::forget(rq);

@@ -27,6 +27,7 @@ pub mod event_loop;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
+pub mod http_front;
 pub mod http_thread;
 pub mod metrics;
 pub mod page;

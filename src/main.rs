@@ -82,11 +82,10 @@ fn run(cfg: Config, auth: Auth) -> Result<(), Box<dyn std::error::Error>> {
     let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER)?);
     // Bounded: a full queue answers 503 at the HTTP side instead of piling up.
     let (tx, rx) = crossbeam_channel::bounded(64);
-    let server = wisp::http_thread::bind(cfg.http_addr, cfg.tls())?;
-    let http_addr = server
-        .server_addr()
-        .to_ip()
-        .ok_or("HTTP listener has no IP address")?;
+    // The front owns the public socket (timeouts, connection cap); tiny_http
+    // serves it through a private Unix socket.
+    let (server, front) = wisp::http_thread::bind_fronted(cfg.http_addr, cfg.tls())?;
+    let http_addr = front.local_addr()?;
     if auth.is_open() {
         log::warn!("no tokens configured: anyone who reaches the HTTP port can publish and view");
     }
@@ -118,6 +117,7 @@ fn run(cfg: Config, auth: Auth) -> Result<(), Box<dyn std::error::Error>> {
         None => None,
     };
     let waker_for_signals = waker.clone();
+    front.spawn(http_cfg.counters.clone())?;
     wisp::http_thread::spawn(server, http_cfg, tx, waker)?;
 
     let list: Vec<String> = candidates.iter().map(|c| c.to_string()).collect();

@@ -21,6 +21,8 @@ const LAST_CODE: u16 = 599;
 pub struct HttpCounters {
     by_status: [AtomicU64; (LAST_CODE - FIRST_CODE + 1) as usize],
     abandoned: AtomicU64,
+    /// TCP connections of the front (`crate::http_front`); all zero without it.
+    pub connections: ConnectionCounters,
 }
 
 impl Default for HttpCounters {
@@ -28,6 +30,7 @@ impl Default for HttpCounters {
         HttpCounters {
             by_status: std::array::from_fn(|_| AtomicU64::new(0)),
             abandoned: AtomicU64::new(0),
+            connections: ConnectionCounters::default(),
         }
     }
 }
@@ -37,6 +40,7 @@ impl fmt::Debug for HttpCounters {
         f.debug_struct("HttpCounters")
             .field("by_status", &self.snapshot())
             .field("abandoned", &self.abandoned())
+            .field("connections", &self.connections)
             .finish()
     }
 }
@@ -83,6 +87,111 @@ impl HttpCounters {
         } else {
             None
         }
+    }
+}
+
+/// Why the HTTP front closed a TCP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Both sides finished (or the client went away).
+    Done,
+    /// A read, write or connect failed.
+    Error,
+    /// Client bytes went unanswered for too long (slow headers, body or TLS handshake).
+    RequestTimeout,
+    /// Nothing in either direction for too long.
+    IdleTimeout,
+    /// The client read nothing of a pending response for too long.
+    WriteStall,
+    /// Refused at accept: too many connections open.
+    OverCap,
+}
+
+impl CloseReason {
+    /// Every reason, in the order of [`CloseReason::label`]'s metric samples.
+    pub const ALL: [CloseReason; 6] = [
+        CloseReason::Done,
+        CloseReason::Error,
+        CloseReason::RequestTimeout,
+        CloseReason::IdleTimeout,
+        CloseReason::WriteStall,
+        CloseReason::OverCap,
+    ];
+
+    /// The `reason` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::Done => "done",
+            CloseReason::Error => "error",
+            CloseReason::RequestTimeout => "request_timeout",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::WriteStall => "write_stall",
+            CloseReason::OverCap => "over_cap",
+        }
+    }
+
+    /// Closed by one of the front's timers.
+    pub fn is_timeout(self) -> bool {
+        matches!(
+            self,
+            CloseReason::RequestTimeout | CloseReason::IdleTimeout | CloseReason::WriteStall
+        )
+    }
+}
+
+/// TCP connections of the HTTP front: accepted, open now, closed by reason.
+#[derive(Debug, Default)]
+pub struct ConnectionCounters {
+    accepted: AtomicU64,
+    open: AtomicU64,
+    closed: [AtomicU64; CloseReason::ALL.len()],
+}
+
+impl ConnectionCounters {
+    /// One connection admitted (now open).
+    pub fn record_accept(&self) {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+        self.open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One open connection closed for `reason`.
+    pub fn record_close(&self, reason: CloseReason) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        self.closed[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One connection refused at accept because too many were open.
+    pub fn record_rejected(&self) {
+        self.closed[CloseReason::OverCap as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections admitted so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> u64 {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Connections closed for `reason` so far.
+    pub fn closed(&self, reason: CloseReason) -> u64 {
+        self.closed[reason as usize].load(Ordering::Relaxed)
+    }
+
+    /// Connections closed by a timer so far.
+    pub fn closed_by_timeout(&self) -> u64 {
+        CloseReason::ALL
+            .iter()
+            .filter(|r| r.is_timeout())
+            .map(|&r| self.closed(r))
+            .sum()
+    }
+
+    /// Connections refused at accept so far.
+    pub fn rejected_over_cap(&self) -> u64 {
+        self.closed(CloseReason::OverCap)
     }
 }
 
@@ -364,6 +473,31 @@ pub fn render(
         "HTTP requests dropped without a response (undrainable body).",
         http.abandoned(),
     );
+    let conns = &http.connections;
+    o.family(
+        "wisp_http_connections",
+        "gauge",
+        "TCP connections of the HTTP listener by state.",
+    );
+    o.sample("wisp_http_connections", &[("state", "open")], conns.open());
+    o.single(
+        "wisp_http_connections_accepted_total",
+        "counter",
+        "TCP connections admitted by the HTTP listener.",
+        conns.accepted(),
+    );
+    o.family(
+        "wisp_http_connections_closed_total",
+        "counter",
+        "TCP connections closed (or refused, over_cap) by the HTTP listener, by reason.",
+    );
+    for r in CloseReason::ALL {
+        o.sample(
+            "wisp_http_connections_closed_total",
+            &[("reason", r.label())],
+            conns.closed(r),
+        );
+    }
     o.0
 }
 
@@ -396,6 +530,12 @@ mod tests {
         s.drop(DropReason::WaitingForKeyframe);
         let c = HttpCounters::new();
         c.record(404);
+        c.connections.record_accept();
+        c.connections.record_accept();
+        c.connections.record_close(CloseReason::RequestTimeout);
+        c.connections.record_rejected();
+        assert_eq!(c.connections.closed_by_timeout(), 1);
+        assert_eq!(c.connections.rejected_over_cap(), 1);
         let text = render(&s, &c, None);
         for line in [
             "wisp_rooms 3",
@@ -412,6 +552,9 @@ mod tests {
             "# TYPE wisp_rtt_seconds histogram",
             "wisp_rtt_seconds_bucket{role=\"viewer\",le=\"+Inf\"} 0",
             "wisp_nacks_total{direction=\"sent\"} 0",
+            "wisp_http_connections{state=\"open\"} 1",
+            "wisp_http_connections_closed_total{reason=\"request_timeout\"} 1",
+            "wisp_http_connections_closed_total{reason=\"over_cap\"} 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
