@@ -4,6 +4,17 @@
 //! [`Sfu::handle_timeout`], each taking `now`; then pull output with
 //! [`Sfu::poll_output`] until it returns [`Output::Timeout`]. The core never
 //! reads the clock, opens a socket, touches a file or spawns a thread.
+//!
+//! The Go model's operations, by their Rust names:
+//!
+//! | Go model | here |
+//! |---|---|
+//! | Manager: publish, subscribe, close room, list rooms, count rooms | [`Sfu::publish`], [`Sfu::subscribe`], [`Sfu::close_room`], [`Sfu::list_rooms`], [`Sfu::room_count`] |
+//! | Room: publish, subscribe | [`room::Room::publish`], [`room::Room::subscribe`] |
+//! | Room: attach a new track to every subscriber | `Sfu::attach_track` (each viewer's [`fanout::OutStream`] starts a new segment) |
+//! | Room: close the publisher, remove a subscriber, prune when empty | [`room::Room::close_publisher`], [`room::Room::remove_subscriber`], [`room::Room::is_empty`] (pruned in `Sfu::close_session`) |
+//! | Track fan-out: each RTP packet to every subscriber | `Sfu::forward` with one [`fanout::OutStream`] per viewer and kind |
+//! | Track fan-out: optional recorder | the [`record`] tap, written by `crate::record` off the loop |
 
 pub mod command;
 pub mod demux;
@@ -698,8 +709,8 @@ impl Sfu {
             .entry(room.clone())
             .or_insert_with(|| Room::new(room.clone(), now));
         match role {
-            Role::Publisher => r.publisher = Some(id),
-            Role::Subscriber => r.subscribers.push(id),
+            Role::Publisher => r.publish(id),
+            Role::Subscriber => r.subscribe(id),
         }
         if let Err(e) = self.setup_media(id, room, &answer) {
             self.close_session(now, id);
@@ -711,7 +722,9 @@ impl Sfu {
         Ok((id, token, answer, etag))
     }
 
-    fn publish(
+    /// The Manager's publish: a WHIP offer into `room` (created if new).
+    /// `record` overrides the server's recording default for this publisher.
+    pub fn publish(
         &mut self,
         now: Instant,
         room: RoomName,
@@ -744,7 +757,14 @@ impl Sfu {
         })
     }
 
-    fn subscribe(&mut self, now: Instant, room: RoomName, offer: &str) -> Result<Reply, ApiError> {
+    /// The Manager's subscribe: a WHEP offer into `room` (created if new; a
+    /// publisher may come later).
+    pub fn subscribe(
+        &mut self,
+        now: Instant,
+        room: RoomName,
+        offer: &str,
+    ) -> Result<Reply, ApiError> {
         self.check_capacity(&room)?;
         let (id, token, answer, etag) = self.create_session(now, Role::Subscriber, &room, offer)?;
         let s = &self.sessions[&id];

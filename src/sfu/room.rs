@@ -82,6 +82,16 @@ impl Room {
         }
     }
 
+    /// Take `id` as the publisher (the caller has checked the slot is free).
+    pub fn publish(&mut self, id: SessionId) {
+        self.publisher = Some(id);
+    }
+
+    /// Add `id` as a viewer.
+    pub fn subscribe(&mut self, id: SessionId) {
+        self.subscribers.push(id);
+    }
+
     /// Neither a publisher nor a viewer: the room can be pruned.
     pub fn is_empty(&self) -> bool {
         self.publisher.is_none() && self.subscribers.is_empty()
