@@ -299,6 +299,20 @@ mod tests {
     }
 
     #[test]
+    fn tokens_file_record_switch() {
+        let rooms = parse_tokens_file(
+            r#"{"on": {"record": true}, "off": {"publish": "p", "record": false}, "plain": {"view": "v"}}"#,
+        )
+        .unwrap();
+        let a = Auth::new(None, None, None).with_rooms(rooms);
+        assert_eq!(a.room_record("on"), Some(true));
+        assert_eq!(a.room_record("off"), Some(false));
+        assert_eq!(a.room_record("plain"), None);
+        assert_eq!(a.room_record("absent"), None);
+        assert!(parse_tokens_file(r#"{"r": {"record": "yes"}}"#).is_err());
+    }
+
+    #[test]
     fn ct_eq_cases() {
         assert!(ct_eq(b"abc", b"abc"));
         assert!(!ct_eq(b"abd", b"abc"));

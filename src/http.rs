@@ -1427,6 +1427,15 @@ mod tests {
     }
 
     #[test]
+    fn record_query_override() {
+        assert_eq!(record_override("/whip/r?record=1"), Some(true));
+        assert_eq!(record_override("/whip/r?x=2&record=0"), Some(false));
+        assert_eq!(record_override("/whip/r?record=true"), Some(true));
+        assert_eq!(record_override("/whip/r?record=maybe"), None);
+        assert_eq!(record_override("/whip/r"), None);
+    }
+
+    #[test]
     fn whip_post_created() {
         let (resp, seen) = run_with(
             &post("/whip/room1", "application/sdp", OFFER.as_bytes()),
