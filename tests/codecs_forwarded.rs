@@ -69,3 +69,68 @@ fn vp8_vp9_av1_and_h264_are_forwarded() {
         net.assert_accounting();
     }
 }
+
+fn h264_profile(b: str0m::RtcConfig, profile_level_id: u32) -> str0m::RtcConfig {
+    let mut b = b.clear_codecs().enable_opus(true, false);
+    b.codec_config()
+        .add_h264(102.into(), Some(103.into()), true, profile_level_id);
+    b
+}
+
+/// H.264 `profile-level-id` between publisher and viewer: the same profile at
+/// another level is forwarded (the level is negotiable, RFC 6184 §8.2.2);
+/// another profile is a counted drop, never silent black video.
+#[test]
+fn h264_profiles_forward_when_the_viewer_can_decode() {
+    let mut net = TestNet::new(64);
+    let av = |d| [(MediaKind::Audio, d), (MediaKind::Video, d)];
+    let publisher = JoinOpts {
+        // Constrained baseline, level 3.1 (what OBS announces).
+        config: Some(|b| h264_profile(b, 0x42e01f)),
+        ..JoinOpts::default()
+    };
+    let same_profile_other_level = JoinOpts {
+        config: Some(|b| h264_profile(b, 0x42e00c)),
+        ..JoinOpts::default()
+    };
+    let high_only = JoinOpts {
+        config: Some(|b| h264_profile(b, 0x64001f)),
+        ..JoinOpts::default()
+    };
+    let p = net
+        .join_opts("h", true, &av(Direction::SendOnly), &publisher)
+        .unwrap();
+    let ok = net
+        .join_opts(
+            "h",
+            false,
+            &av(Direction::RecvOnly),
+            &same_profile_other_level,
+        )
+        .unwrap();
+    let high = net
+        .join_opts("h", false, &av(Direction::RecvOnly), &high_only)
+        .unwrap();
+    assert!(net.run_until(Duration::from_secs(5), |n| {
+        n.connected(p) && n.connected(ok) && n.connected(high)
+    }));
+    net.run_for(Duration::from_secs(2));
+    let got_ok = net.counters(ok, MediaKind::Video).len();
+    let got_high = net.counters(high, MediaKind::Video).len();
+    let dropped = net
+        .sfu
+        .stats()
+        .dropped(wisp::sfu::DropReason::CodecNotNegotiated);
+    eprintln!(
+        "H.264 42e01f publisher: 42e00c viewer got {got_ok} video packets; \
+         64001f viewer got {got_high}, {dropped} drops counted"
+    );
+    assert!(got_ok > 100);
+    assert_eq!(got_high, 0);
+    assert!(dropped > 100);
+    assert!(
+        net.counters(high, MediaKind::Audio).len() > 20,
+        "audio still flows"
+    );
+    net.assert_accounting();
+}
