@@ -124,3 +124,43 @@ fn delete_after_the_peer_closed_first_is_200_once() {
     assert_eq!(net.delete(p).err(), Some(ApiError::NotFound));
     assert_empty(&net);
 }
+
+#[test]
+fn capacity_limits_refuse_and_recover() {
+    let mut net = TestNet::with_config(
+        12,
+        wisp::sfu::SfuConfig {
+            max_sessions: 3,
+            max_rooms: 2,
+            ..wisp::sfu::SfuConfig::default()
+        },
+    );
+    let a = net.view("a");
+    net.view("b");
+    // A third room is over max_rooms; a session in an existing room is fine.
+    let r = net.join(
+        "c",
+        false,
+        &[(
+            str0m::media::MediaKind::Video,
+            str0m::media::Direction::RecvOnly,
+        )],
+    );
+    assert_eq!(r.err(), Some(ApiError::AtCapacity));
+    net.view("a");
+    // Now at max_sessions.
+    let r = net.join(
+        "a",
+        false,
+        &[(
+            str0m::media::MediaKind::Video,
+            str0m::media::Direction::RecvOnly,
+        )],
+    );
+    assert_eq!(r.err(), Some(ApiError::AtCapacity));
+    assert_eq!(net.sfu.counts().sessions, 3);
+    // A session ends: room for one more.
+    net.delete(a).unwrap();
+    net.view("a");
+    assert_eq!(net.sfu.counts().sessions, 3);
+}
