@@ -66,68 +66,43 @@ pub fn encode(dir: &Path, what: &str) -> PathBuf {
         &gop,
     ];
     match what {
-        "vp8" => {
-            let p = dir.join("in.ivf");
+        "vp8" | "vp9" | "av1" => {
+            let p = dir.join(format!("in-{what}.ivf"));
+            let codec: &[&str] = match what {
+                "vp8" => &[
+                    "libvpx",
+                    "-b:v",
+                    "600k",
+                    "-auto-alt-ref",
+                    "0",
+                    "-deadline",
+                    "realtime",
+                ],
+                "vp9" => &[
+                    "libvpx-vp9",
+                    "-row-mt",
+                    "0",
+                    "-b:v",
+                    "600k",
+                    "-auto-alt-ref",
+                    "0",
+                    "-deadline",
+                    "realtime",
+                ],
+                _ => &[
+                    "libaom-av1",
+                    "-b:v",
+                    "400k",
+                    "-cpu-used",
+                    "8",
+                    "-usage",
+                    "realtime",
+                ],
+            };
             let mut a: Vec<&str> = video.to_vec();
-            a.extend([
-                "-c:v",
-                "libvpx",
-                "-b:v",
-                "600k",
-                "-auto-alt-ref",
-                "0",
-                "-lag-in-frames",
-                "0",
-                "-deadline",
-                "realtime",
-                "-f",
-                "ivf",
-            ]);
-            a.push(p.to_str().unwrap());
-            ffmpeg(&a);
-            p
-        }
-        "av1" => {
-            let p = dir.join("in-av1.ivf");
-            let mut a: Vec<&str> = video.to_vec();
-            a.extend([
-                "-c:v",
-                "libaom-av1",
-                "-b:v",
-                "400k",
-                "-cpu-used",
-                "8",
-                "-usage",
-                "realtime",
-                "-lag-in-frames",
-                "0",
-                "-f",
-                "ivf",
-            ]);
-            a.push(p.to_str().unwrap());
-            ffmpeg(&a);
-            p
-        }
-        "vp9" => {
-            let p = dir.join("in-vp9.ivf");
-            let mut a: Vec<&str> = video.to_vec();
-            a.extend([
-                "-c:v",
-                "libvpx-vp9",
-                "-row-mt",
-                "0",
-                "-b:v",
-                "600k",
-                "-auto-alt-ref",
-                "0",
-                "-lag-in-frames",
-                "0",
-                "-deadline",
-                "realtime",
-                "-f",
-                "ivf",
-            ]);
-            a.push(p.to_str().unwrap());
+            a.push("-c:v");
+            a.extend(codec);
+            a.extend(["-lag-in-frames", "0", "-f", "ivf", p.to_str().unwrap()]);
             ffmpeg(&a);
             p
         }
