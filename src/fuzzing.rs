@@ -1,8 +1,53 @@
 //! Fuzzing entry points: not a public API.
 //!
-//! `fuzz/fuzz_targets/sdp_offer.rs` (cargo-fuzz, nightly) and
-//! `tests/fuzz_smoke.rs` (stable, over the seed corpus) both call
-//! [`sdp_offer`], so CI exercises the same body the fuzzer does.
+//! Each target in `fuzz/fuzz_targets/` (cargo-fuzz, `RUSTC_BOOTSTRAP=1` on
+//! stable) is a one-line wrapper around a body here, and `tests/fuzz_smoke.rs`
+//! replays every seed corpus through the same bodies on stable, so CI
+//! exercises exactly what the fuzzer does:
+//!
+//! - [`sdp_offer`]: an SDP offer through publish and subscribe;
+//! - [`http_request`]: a request through [`crate::http::handle`] with a fake core;
+//! - [`datagram`]: datagrams from anywhere into a core with live sessions;
+//! - [`core_ops`]: a sequence of operations with the core's invariants after each.
+//!
+//! Still to come: the depacketizers and the recording writers (`crate::record`).
+
+mod core_ops;
+mod datagram;
+mod http_request;
+mod net;
+
+pub use core_ops::core_ops;
+pub use datagram::{datagram, sample_datagrams};
+pub use http_request::http_request;
+
+/// Reads a fuzz input front to back; past the end it yields zeros and empty slices.
+pub(crate) struct Tape<'a>(&'a [u8]);
+
+impl<'a> Tape<'a> {
+    fn byte(&mut self) -> u8 {
+        match self.0.split_first() {
+            Some((b, rest)) => {
+                self.0 = rest;
+                *b
+            }
+            None => 0,
+        }
+    }
+    fn take(&mut self, n: usize) -> &'a [u8] {
+        let (a, b) = self.0.split_at(n.min(self.0.len()));
+        self.0 = b;
+        a
+    }
+    /// A length byte times `unit`, then that many bytes.
+    fn chunk(&mut self, unit: usize) -> &'a [u8] {
+        let n = usize::from(self.byte()) * unit;
+        self.take(n)
+    }
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 use std::sync::{Once, OnceLock};
 use std::time::{Duration, Instant};

@@ -1,25 +1,346 @@
-//! Runs the fuzz body over every seed in `fuzz/corpus/sdp_offer/` on stable,
-//! so CI exercises what `cargo fuzz run sdp_offer` does without nightly.
+//! Runs every fuzz body over every seed in `fuzz/corpus/<target>/` on stable,
+//! so CI exercises what `cargo fuzz run <target>` does without nightly.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-#[test]
-fn sdp_offer_corpus() {
-    // `RUST_LOG=info` shows what the core made of each seed.
-    let _ = env_logger::builder().is_test(true).try_init();
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/sdp_offer");
+fn corpus(target: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.expect("dir entry").path())
         .filter(|p| p.is_file())
         .collect();
     files.sort();
-    assert!(files.len() >= 10, "seed corpus too small: {}", files.len());
+    files
+}
+
+fn replay(target: &str, min: usize, body: fn(&[u8])) {
+    // `RUST_LOG=info` shows what the core made of each seed.
+    let _ = env_logger::builder().is_test(true).try_init();
+    let files = corpus(target);
+    assert!(
+        files.len() >= min,
+        "{target} corpus too small: {}",
+        files.len()
+    );
+    assert!(files.len() <= 80, "{target} corpus too large: run cmin");
     for f in &files {
         let data = std::fs::read(f).expect("read seed");
         eprintln!("seed {}", f.display());
-        wisp::fuzzing::sdp_offer(&data);
+        body(&data);
     }
+}
+
+#[test]
+fn sdp_offer_corpus() {
+    replay("sdp_offer", 10, wisp::fuzzing::sdp_offer);
+}
+
+#[test]
+fn http_request_corpus() {
+    replay("http_request", 10, wisp::fuzzing::http_request);
+}
+
+#[test]
+fn datagram_corpus() {
+    replay("datagram", 10, wisp::fuzzing::datagram);
+}
+
+#[test]
+fn core_ops_corpus() {
+    replay("core_ops", 8, wisp::fuzzing::core_ops);
+}
+
+fn write_seeds(target: &str, seeds: &[(String, Vec<u8>)]) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, data) in seeds {
+        std::fs::write(dir.join(name), data).unwrap();
+    }
+}
+
+/// Regenerates the hand-written `http_request` seeds.
+/// Run with `cargo test --test fuzz_smoke -- --ignored dump_http_seeds`.
+#[test]
+#[ignore = "writes the seed corpus"]
+fn dump_http_seeds() {
+    // method index, auth mode, core reply, path selector, path tail,
+    // headers as (selector, value) (selector >= 8: "name:value"), body.
+    fn seed(
+        m: u8,
+        auth: u8,
+        pick: u8,
+        path: u8,
+        tail: &str,
+        h: &[(u8, &str)],
+        body: &str,
+    ) -> Vec<u8> {
+        let mut v = vec![m, auth, pick, path];
+        v.extend_from_slice(tail.as_bytes());
+        v.push(0);
+        for (sel, val) in h {
+            v.push(*sel);
+            v.extend_from_slice(val.as_bytes());
+            v.push(0);
+        }
+        v.push(0);
+        v.extend_from_slice(body.as_bytes());
+        v
+    }
+    let offer =
+        "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
+    let frag = "a=ice-ufrag:abcd\r\na=ice-pwd:0123456789abcdef01234567\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n";
+    const SDP: (u8, &str) = (0, "application/sdp");
+    const FRAG: (u8, &str) = (0, "application/trickle-ice-sdpfrag");
+    let seeds = [
+        (
+            "whip-post-created",
+            seed(1, 0, 10, 0, "room1", &[SDP], offer),
+        ),
+        (
+            "whep-post-created",
+            seed(1, 0, 11, 1, "r_2-x?record=1", &[SDP], offer),
+        ),
+        (
+            "whip-post-auth",
+            seed(1, 1, 10, 0, "r", &[SDP, (1, "Bearer pubsecret")], offer),
+        ),
+        (
+            "whip-post-room-token",
+            seed(1, 2, 10, 0, "r", &[SDP, (1, "Bearer roomsecret")], offer),
+        ),
+        (
+            "whip-post-bad-offer",
+            seed(1, 0, 1, 0, "r", &[SDP], "v=0\r\nbroken\r\nX-Injected: yes"),
+        ),
+        ("whip-post-busy", seed(1, 0, 0, 0, "r", &[SDP], offer)),
+        ("whip-post-capacity", seed(1, 0, 5, 0, "r", &[SDP], offer)),
+        (
+            "whip-post-traversal",
+            seed(1, 0, 10, 0, "..%2f..%2fetc", &[SDP], offer),
+        ),
+        (
+            "whip-post-crlf-room",
+            seed(1, 0, 10, 0, "a\r\nSet-Cookie: x", &[SDP], offer),
+        ),
+        (
+            "patch-trickle",
+            seed(2, 0, 10, 7, "", &[FRAG, (2, "*")], frag),
+        ),
+        (
+            "patch-restart",
+            seed(2, 0, 0x8a, 7, "", &[FRAG, (2, "\"0011aabb\"")], frag),
+        ),
+        (
+            "patch-stale",
+            seed(2, 0, 8, 7, "", &[FRAG, (3, "\"old\"")], frag),
+        ),
+        (
+            "delete-session",
+            seed(3, 1, 10, 7, "", &[(1, "Bearer adminsecret")], ""),
+        ),
+        ("delete-room", seed(3, 0, 10, 3, "r", &[], "")),
+        (
+            "options-preflight",
+            seed(4, 0, 10, 0, "r", &[(4, "POST"), (7, "https://x")], ""),
+        ),
+        ("get-rooms", seed(0, 0, 10, 2, "", &[], "")),
+        (
+            "get-metrics",
+            seed(0, 1, 10, 4, "", &[(1, "Bearer adminsecret")], ""),
+        ),
+        ("get-room", seed(0, 0, 10, 3, "r", &[], "")),
+        ("get-page", seed(0, 0, 10, 6, "", &[], "")),
+        ("head-health", seed(5, 0, 10, 5, "", &[], "")),
+        ("put-whip", seed(6, 0, 10, 0, "r", &[], "")),
+        (
+            "raw-header",
+            seed(
+                1,
+                0,
+                10,
+                0,
+                "r",
+                &[(9, "Content-Type:application/sdp\r\nX: y")],
+                offer,
+            ),
+        ),
+        ("wrong-reply", seed(1, 0, 9, 1, "r", &[SDP], offer)),
+    ];
+    let seeds: Vec<_> = seeds.into_iter().map(|(n, d)| (n.to_string(), d)).collect();
+    write_seeds("http_request", &seeds);
+}
+
+/// Regenerates the `datagram` seeds: real datagrams of an in-memory session
+/// (raw, from a stranger) and tapes that replay and mutate this process's own
+/// captures. Run with `cargo test --test fuzz_smoke -- --ignored dump_datagram_seeds`.
+#[test]
+#[ignore = "writes the seed corpus"]
+fn dump_datagram_seeds() {
+    let sample = wisp::fuzzing::sample_datagrams();
+    let mut seeds = Vec::new();
+    // Raw real datagrams from a stranger (op 0, source 4): one of each first byte.
+    let mut firsts = std::collections::BTreeSet::new();
+    for d in &sample {
+        if firsts.insert((d[0], d.len() > 200)) && firsts.len() <= 16 {
+            let mut v = vec![0, 4];
+            v.extend_from_slice(&(d.len() as u16).to_be_bytes());
+            v.extend_from_slice(d);
+            seeds.push((format!("raw-{:02x}-{}", d[0], d.len()), v));
+        }
+    }
+    // Captured datagrams replayed from the real addresses and strangers, mutated.
+    for bucket in 0..6u8 {
+        for (src, mutation) in [(0u8, 0u8), (2, 0), (4, 0), (0, 1), (0, 6), (2, 2)] {
+            let v = vec![1, src, bucket, 3 + bucket, mutation, 0, 13, 0x41];
+            seeds.push((format!("replay-b{bucket}-s{src}-m{mutation}"), v));
+        }
+    }
+    // Binding requests: right ufrag unsigned (hijack attempt, USE-CANDIDATE),
+    // signed from a stranger (rebinding), unknown ufrag, truncated.
+    let stun = |src: u8, peer: u8, user: u8, sign: u8, flags: u8| {
+        let mut v = vec![2, src, peer, user, sign];
+        v.extend_from_slice(&[7; 12]);
+        v.push(flags);
+        v
+    };
+    seeds.push(("stun-hijack-unsigned".into(), stun(4, 0, 0, 0, 3)));
+    seeds.push(("stun-signed-stranger".into(), stun(4, 1, 0, 1, 7)));
+    seeds.push(("stun-unknown-ufrag".into(), stun(5, 0, 2, 1, 1)));
+    seeds.push(("stun-truncated".into(), {
+        let mut v = stun(0, 0, 0, 1, 16 | 1);
+        v.push(9);
+        v
+    }));
+    // SRTP-shaped with the publisher's SSRC from its real address, DTLS-shaped.
+    seeds.push(("rtp-forged".into(), vec![3, 0, 0, 0, 96, 1, 2, 3, 20, 0xaa]));
+    seeds.push(("rtcp-forged".into(), vec![3, 0, 0, 0, 200, 0, 0, 1, 4]));
+    seeds.push(("dtls-forged".into(), vec![4, 4, 2, 1, 0, 30, 1, 2, 3]));
+    write_seeds("datagram", &seeds);
+}
+
+/// Regenerates the `core_ops` seeds: typical lifecycles as operation tapes.
+/// Run with `cargo test --test fuzz_smoke -- --ignored dump_core_ops_seeds`.
+#[test]
+#[ignore = "writes the seed corpus"]
+fn dump_core_ops_seeds() {
+    // Ops (see `wisp::fuzzing::core_ops`): 0 publish, 1 view, 2 delete,
+    // 3 close room, 4 advance (arg, next byte: ms), 6 vanish, 7 datagram,
+    // 8 trickle, 9 restart, 10 patch, 11 clock jump, 12 misc command.
+    const ADV2S: [u8; 3] = [4, 0x07, 0xd0];
+    const ADV8S: [u8; 3] = [4, 0x1f, 0x3f];
+    let seeds: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "pub-view-delete",
+            [&[1u8, 0, 0, 1, 0][..], &ADV2S, &[2, 1, 2, 0], &ADV2S].concat(),
+        ),
+        (
+            "view-first",
+            [
+                &[2u8, 1, 0][..],
+                &ADV2S,
+                &[0, 0],
+                &ADV2S,
+                &[2, 1],
+                &[0, 0],
+                &ADV2S,
+            ]
+            .concat(),
+        ),
+        (
+            "publisher-vanishes",
+            [
+                &[3u8, 0, 1, 1, 1][..],
+                &ADV2S,
+                &[6, 0],
+                &ADV8S,
+                &ADV8S,
+                &ADV8S,
+            ]
+            .concat(),
+        ),
+        (
+            "viewer-vanishes",
+            [
+                &[4u8, 0, 0, 1, 0][..],
+                &ADV2S,
+                &[6, 1],
+                &ADV8S,
+                &ADV8S,
+                &ADV8S,
+            ]
+            .concat(),
+        ),
+        (
+            "close-room",
+            [&[5u8, 0, 0, 1, 0, 1, 0][..], &ADV2S, &[3, 0], &ADV2S].concat(),
+        ),
+        (
+            "restart",
+            [
+                &[6u8, 0, 0, 1, 0][..],
+                &ADV2S,
+                &[9, 0, 3, 1, 2, 3, 0, 5, 0x13, 0x88],
+                &ADV8S,
+                &ADV8S,
+            ]
+            .concat(),
+        ),
+        (
+            "trickle",
+            [
+                &[7u8, 1, 0][..],
+                &[8, 0, 1, 0, 9, 0x13, 0x88],
+                &[10, 0, 0, 2],
+                &ADV2S,
+            ]
+            .concat(),
+        ),
+        (
+            "clock-jump",
+            [&[8u8, 0, 0, 1, 0][..], &ADV2S, &[11, 0], &ADV2S, &[11, 1]].concat(),
+        ),
+        (
+            "datagrams",
+            [
+                &[9u8, 0, 0, 1, 0][..],
+                &ADV2S,
+                &[7, 0, 1, 1, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 3],
+                &[7, 0x80, 0, 2, 1, 2, 3, 4, 5, 6, 7, 8],
+            ]
+            .concat(),
+        ),
+        (
+            "two-rooms",
+            [
+                &[10u8, 0, 0, 0, 1, 1, 0, 1, 1][..],
+                &ADV2S,
+                &[12, 0, 12, 1, 12, 2, 2, 0],
+                &ADV2S,
+                &[3, 1],
+            ]
+            .concat(),
+        ),
+        (
+            "second-publisher",
+            [
+                &[11u8, 0, 0, 0, 0][..],
+                &ADV2S,
+                &[6, 0],
+                &ADV8S,
+                &ADV8S,
+                &[0, 0],
+                &ADV2S,
+            ]
+            .concat(),
+        ),
+    ];
+    let seeds: Vec<_> = seeds.into_iter().map(|(n, d)| (n.to_string(), d)).collect();
+    write_seeds("core_ops", &seeds);
 }
 
 /// Regenerates the `str0m-*` seeds: offers built by real str0m clients.

@@ -103,11 +103,32 @@ fn stun_attrs(buf: &[u8]) -> Option<Vec<(u16, usize, usize)>> {
 /// FINGERPRINT recomputed. Anything else (including a bad integrity) is `None`:
 /// an unauthenticated request is never turned into an authenticated one.
 pub fn add_missing_priority(buf: &[u8], pwd: &str) -> Option<Vec<u8>> {
+    resign_with_priority(buf, pwd, PRFLX_PRIORITY, false)
+}
+
+/// NAT rebinding: a verified Binding request from a new address of a
+/// connected session gets PRIORITY `prio` (re-signed with `pwd`), so that
+/// str0m's ICE-lite agent prefers the new nominated pair at once instead of
+/// sending to the dead address until its 15 s liveness runs out. `None` if
+/// the integrity does not verify or it is no Binding request with USE-CANDIDATE.
+pub fn with_priority(buf: &[u8], pwd: &str, prio: u32) -> Option<Vec<u8>> {
+    let attrs = stun_attrs(buf)?;
+    if !attrs.iter().any(|a| a.0 == ATTR_USE_CANDIDATE) {
+        return None;
+    }
+    resign_with_priority(buf, pwd, prio, true)
+}
+
+const ATTR_USE_CANDIDATE: u16 = 0x0025;
+
+fn resign_with_priority(buf: &[u8], pwd: &str, prio: u32, replace: bool) -> Option<Vec<u8>> {
     if u16::from_be_bytes([*buf.first()?, *buf.get(1)?]) != BINDING_REQUEST {
         return None;
     }
     let attrs = stun_attrs(buf)?;
-    if attrs.iter().any(|a| a.0 == ATTR_PRIORITY) || !attrs.iter().any(|a| a.0 == ATTR_USERNAME) {
+    if (!replace && attrs.iter().any(|a| a.0 == ATTR_PRIORITY))
+        || !attrs.iter().any(|a| a.0 == ATTR_USERNAME)
+    {
         return None;
     }
     let &(_, mi_at, mi_len) = attrs.iter().find(|a| a.0 == ATTR_MESSAGE_INTEGRITY)?;
@@ -125,11 +146,16 @@ pub fn add_missing_priority(buf: &[u8], pwd: &str) -> Option<Vec<u8>> {
     if aws_lc_rs::hmac::verify(&key, &head, &buf[mi_at + 4..mi_at + 24]).is_err() {
         return None;
     }
-    // Rebuild: attributes before MI, PRIORITY, MI, FINGERPRINT.
-    let mut out = head;
+    // Rebuild: attributes before MI (less any PRIORITY), PRIORITY, MI, FINGERPRINT.
+    let mut out = head[..20].to_vec();
+    for &(t, at, len) in attrs.iter().take_while(|a| a.1 < mi_at) {
+        if t != ATTR_PRIORITY {
+            out.extend_from_slice(&buf[at..at + len]);
+        }
+    }
     out.extend_from_slice(&ATTR_PRIORITY.to_be_bytes());
     out.extend_from_slice(&4u16.to_be_bytes());
-    out.extend_from_slice(&PRFLX_PRIORITY.to_be_bytes());
+    out.extend_from_slice(&prio.to_be_bytes());
     let with_mi = out.len() + 24 - 20;
     out[2..4].copy_from_slice(&(with_mi as u16).to_be_bytes());
     let tag = aws_lc_rs::hmac::sign(&key, &out);

@@ -98,6 +98,14 @@ pub const INITIAL_ESTIMATE: u64 = 300_000;
 const RTX_PACKETS: usize = 512;
 const RTX_AGE: Duration = Duration::from_secs(1);
 
+/// PRIORITY given to a verified USE-CANDIDATE check from a new address of a
+/// connected session (NAT rebinding), plus the session's rebinding count:
+/// above any host candidate's priority, so the newest validated address wins.
+const REBIND_PRIORITY_BASE: u32 = 0x7f00_0000;
+/// Binding transaction ids remembered per session, to refuse promoting a
+/// replayed check: a few seconds of a client's checks.
+const RECENT_TXIDS: usize = 16;
+
 /// How long a session that ended by itself still answers DELETE with 200.
 pub const ENDED_GRACE: Duration = Duration::from_secs(60);
 /// Most such sessions remembered.
@@ -324,7 +332,44 @@ impl Sfu {
         };
         let destination = self.local_address(destination);
         let shimmed;
+        // A verified check from a new address of a connected session is a NAT
+        // rebinding, unless its transaction id was seen before (a replay).
+        let txid: Option<[u8; 12]> = (class == Class::Stun && buf.len() >= 20)
+            .then(|| buf[8..20].try_into().expect("12 bytes"));
+        let replayed = match (txid, self.sessions.get_mut(&id)) {
+            (Some(t), Some(s)) => {
+                let seen = s.recent_txids.contains(&t);
+                if !seen {
+                    if s.recent_txids.len() >= RECENT_TXIDS {
+                        s.recent_txids.pop_front();
+                    }
+                    s.recent_txids.push_back(t);
+                }
+                seen
+            }
+            _ => false,
+        };
+        let rebinding = class == Class::Stun
+            && !replayed
+            && self.demux.by_addr(&source) != Some(id)
+            && self.sessions.get(&id).is_some_and(|s| s.connected);
         let buf = match class {
+            Class::Stun if rebinding => {
+                match self.sessions.get_mut(&id).and_then(|s| {
+                    s.rebinds = s.rebinds.saturating_add(1);
+                    let prio = REBIND_PRIORITY_BASE
+                        .saturating_add(s.rebinds)
+                        .min(0x7fff_ffff);
+                    let pwd = s.rtc.direct_api().local_ice_credentials().pass;
+                    demux::with_priority(buf, &pwd, prio)
+                }) {
+                    Some(fixed) => {
+                        shimmed = fixed;
+                        &shimmed[..]
+                    }
+                    None => buf,
+                }
+            }
             Class::Stun if demux::lacks_priority(buf) => {
                 match self.sessions.get_mut(&id).and_then(|s| {
                     let pwd = s.rtc.direct_api().local_ice_credentials().pass;
@@ -639,6 +684,30 @@ impl Sfu {
                 "offer without BUNDLE: all media must share one transport".into(),
             ));
         }
+        if offer
+            .lines()
+            .any(|l| l.trim_end().eq_ignore_ascii_case("a=setup:holdconn"))
+        {
+            return Err(ApiError::Unsupported(
+                "a=setup:holdconn: the offer asks for no DTLS connection".into(),
+            ));
+        }
+        for c in offer
+            .lines()
+            .filter_map(|l| l.trim_end().strip_prefix("a=candidate:"))
+        {
+            let f: Vec<&str> = c.split_whitespace().collect();
+            let component_ok = matches!(f.get(1).copied(), Some("1" | "2"));
+            let port_ok = f
+                .get(5)
+                .and_then(|p| p.parse::<u16>().ok())
+                .is_some_and(|p| p != 0);
+            if !component_ok || !port_ok {
+                return Err(ApiError::BadOffer(
+                    "bad a=candidate: component must be 1 or 2 and the port non-zero".into(),
+                ));
+            }
+        }
         let offer_text = offer.to_string();
         let offer = SdpOffer::from_sdp_string(offer)
             .map_err(|e| ApiError::BadOffer(one_line(&e.to_string())))?;
@@ -699,6 +768,8 @@ impl Sfu {
                 ..Default::default()
             },
             nacks_seen: [0, 0],
+            rebinds: 0,
+            recent_txids: VecDeque::with_capacity(RECENT_TXIDS),
         };
         self.sessions.insert(id, session);
         self.tokens.insert(token, id);

@@ -64,6 +64,11 @@ pub struct Session {
     pub sel: Selection,
     /// Last cumulative NACK count seen in a stats event, per kind (for deltas).
     pub nacks_seen: [u64; 2],
+    /// Verified checks from new addresses after connecting (NAT rebinding).
+    pub rebinds: u32,
+    /// Transaction ids of the latest Binding requests (any address): a check
+    /// replayed from another address is never promoted (see `demux::with_priority`).
+    pub recent_txids: std::collections::VecDeque<[u8; 12]>,
 }
 
 /// Where a drain puts what it pulls out of an `Rtc`.

@@ -1,0 +1,263 @@
+//! `core_ops`: a tape of operations on a fresh core with real str0m clients
+//! (publish, subscribe, datagrams, time, DELETE, close room, PATCH, peers that
+//! vanish, clock jumps), with the core's invariants checked after every step
+//! and every map empty once everything is closed.
+
+use std::time::Duration;
+
+use super::datagram::binding_request;
+use super::net::Net;
+use super::Tape;
+use crate::sfu::{ApiError, Command, Reply, RoomName, ENDED_GRACE};
+
+/// Most sessions created per input (each costs ~3 ms of key generation).
+const MAX_JOINS: usize = 8;
+/// Most simulated time per input.
+const MAX_SIM: Duration = Duration::from_secs(60);
+
+fn room(b: u8) -> RoomName {
+    RoomName::new(["r0", "r1", "r2"][usize::from(b % 3)]).expect("room")
+}
+
+/// Every invariant that must hold between any two operations.
+fn check(net: &Net) {
+    let c = net.sfu.counts();
+    let s = net.sfu.stats();
+    assert_eq!(c.tokens, c.sessions, "one token per session: {c:?}");
+    assert_eq!(c.ufrags, c.sessions, "one ufrag per session: {c:?}");
+    assert!(
+        c.addr_lists <= c.sessions,
+        "address lists of dead sessions: {c:?}"
+    );
+    assert!(
+        c.addrs <= 8 * c.sessions,
+        "address map larger than its bound: {c:?}"
+    );
+    assert!(
+        c.keyframe_timers <= c.rooms,
+        "keyframe timers of dead rooms: {c:?}"
+    );
+    assert!(c.recently_ended <= 4096);
+    let live = s.sessions_live[0] + s.sessions_live[1];
+    let created = s.sessions_created[0] + s.sessions_created[1];
+    let closed = s.sessions_closed[0] + s.sessions_closed[1];
+    assert_eq!(created - closed, live, "created - closed != live: {s:?}");
+    assert_eq!(live as usize, c.sessions);
+    for r in 0..2 {
+        assert!(s.sessions_connected[r] <= s.sessions_live[r]);
+        assert_eq!(
+            s.sessions_created[r] - s.sessions_closed[r],
+            s.sessions_live[r]
+        );
+    }
+    // Every room has a member: publishers = sessions − viewers, one per room
+    // at most, and a room without viewers must have one.
+    let rooms = net.sfu.list_rooms(net.now);
+    assert_eq!(rooms.len(), c.rooms);
+    let viewers: usize = rooms.iter().map(|r| r.viewers).sum();
+    assert!(viewers <= c.sessions, "{viewers} viewers, {c:?}");
+    let publishers = c.sessions - viewers;
+    let empty = rooms.iter().filter(|r| r.viewers == 0).count();
+    assert!(
+        empty <= publishers && publishers <= c.rooms,
+        "rooms {c:?}, viewers {viewers}, rooms without viewers {empty}"
+    );
+    assert_eq!(s.caught_panics, 0, "a panic was caught in the core");
+}
+
+fn frag(t: &mut Tape<'_>, restart: bool) -> String {
+    let mut f = String::new();
+    if restart {
+        f.push_str(&format!(
+            "a=ice-ufrag:r{:02x}{:02x}\r\na=ice-pwd:restartpasswordrestartpassword{:02x}\r\n",
+            t.byte(),
+            t.byte(),
+            t.byte()
+        ));
+    }
+    f.push_str("m=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n");
+    match t.byte() % 4 {
+        0 => f.push_str(&format!(
+            "a=candidate:1 1 udp 2130706431 192.0.2.{} {} typ host\r\n",
+            t.byte(),
+            u16::from_be_bytes([t.byte(), t.byte()])
+        )),
+        1 => f.push_str("a=end-of-candidates\r\n"),
+        2 => f.push_str(&String::from_utf8_lossy(t.chunk(1))),
+        _ => {}
+    }
+    f
+}
+
+/// Run the operations the input describes; see the module docs.
+pub fn core_ops(data: &[u8]) {
+    super::install_crypto();
+    let mut t = Tape(data);
+    let mut net = Net::new(t.byte(), super::origin());
+    let start = net.now;
+    let mut joins = 0;
+    for _ in 0..48 {
+        if t.is_empty() {
+            break;
+        }
+        let op = t.byte();
+        let arg = t.byte();
+        let n = net.peers.len();
+        let pick = |a: u8| (n > 0).then(|| usize::from(a) % n);
+        match op % 13 {
+            0 | 1 if joins < MAX_JOINS => {
+                joins += 1;
+                let r = room(arg);
+                let before = net.sfu.counts().sessions;
+                let res = if op % 13 == 0 {
+                    net.publish(&r)
+                } else {
+                    net.view(&r)
+                };
+                match res {
+                    Ok(_) => assert_eq!(net.sfu.counts().sessions, before + 1),
+                    Err(ApiError::AlreadyPublished | ApiError::AtCapacity) => {
+                        assert_eq!(net.sfu.counts().sessions, before);
+                    }
+                    Err(e) => panic!("a valid offer was refused: {e:?}"),
+                }
+            }
+            2 => {
+                if let Some(i) = pick(arg) {
+                    let was_alive = net.peers[i].alive;
+                    match net.delete(i) {
+                        Ok(Reply::Deleted) => assert!(was_alive, "a second DELETE succeeded"),
+                        Err(ApiError::NotFound) => {}
+                        other => panic!("unexpected reply to DELETE: {other:?}"),
+                    }
+                }
+            }
+            3 => {
+                let cmd = Command::CloseRoom { room: room(arg) };
+                match net.sfu.handle_command(net.now, cmd) {
+                    Ok(Reply::RoomClosed { .. }) | Err(ApiError::NotFound) => {}
+                    other => panic!("unexpected reply to CloseRoom: {other:?}"),
+                }
+                net.pump();
+            }
+            4 | 5 => {
+                let ms = u64::from(u16::from_be_bytes([arg, t.byte()])) % 8000 + 1;
+                if net.now + Duration::from_millis(ms) <= start + MAX_SIM {
+                    net.advance(Duration::from_millis(ms));
+                }
+            }
+            6 => {
+                if let Some(i) = pick(arg) {
+                    net.peers[i].blackholed = true;
+                }
+            }
+            7 => {
+                // A datagram from a client's address or a stranger.
+                let from = match pick(arg) {
+                    Some(i) if arg & 0x80 == 0 => net.peers[i].addr,
+                    _ => std::net::SocketAddr::from(([203, 0, 113, 9], 9999)),
+                };
+                let bytes = match t.byte() % 3 {
+                    0 => t.chunk(4).to_vec(),
+                    _ => match pick(arg) {
+                        Some(i) => {
+                            let (u, p) = net.peers[i].server_ice.clone();
+                            let user = format!("{u}:{}", net.peers[i].ufrag);
+                            binding_request(&mut t, &user, &p, false)
+                        }
+                        None => vec![0; 20],
+                    },
+                };
+                net.inject(from, &bytes);
+            }
+            8..=10 => {
+                if let Some(i) = pick(arg) {
+                    let p = &net.peers[i];
+                    let if_match = match t.byte() % 4 {
+                        0 => None,
+                        1 => Some("*".to_string()),
+                        2 => Some("\"stale\"".to_string()),
+                        _ => Some(p.etag.clone()),
+                    };
+                    let cmd = Command::Patch {
+                        role: p.role,
+                        room: p.room.clone(),
+                        token: p.token,
+                        if_match,
+                        fragment: frag(&mut t, op % 13 == 9),
+                    };
+                    let before = net.sfu.counts().sessions;
+                    match net.sfu.handle_command(net.now, cmd) {
+                        Ok(Reply::Patched { etag, .. }) => {
+                            if let Some(e) = etag {
+                                net.peers[i].etag = e;
+                            }
+                        }
+                        Err(
+                            ApiError::NotFound
+                            | ApiError::BadFragment(_)
+                            | ApiError::PreconditionFailed
+                            | ApiError::PreconditionRequired,
+                        ) => {
+                            assert_eq!(
+                                net.sfu.counts().sessions,
+                                before,
+                                "a refused PATCH ended a session"
+                            );
+                        }
+                        other => panic!("unexpected reply to PATCH: {other:?}"),
+                    }
+                    net.pump();
+                }
+            }
+            11 => {
+                // The clock jumps (suspend, NTP step seen through a monotonic clock).
+                let d = if arg & 1 == 0 {
+                    Duration::from_secs(3600)
+                } else {
+                    Duration::from_secs(u64::from(arg))
+                };
+                net.jump(d);
+            }
+            _ => {
+                let cmd = match arg % 3 {
+                    0 => Command::RequestKeyframe { room: room(arg) },
+                    1 => Command::ListRooms,
+                    _ => Command::Stats,
+                };
+                assert!(net.sfu.handle_command(net.now, cmd).is_ok());
+                net.pump();
+            }
+        }
+        check(&net);
+    }
+    // Close everything: every map must end empty.
+    for r in 0..3 {
+        let _ = net
+            .sfu
+            .handle_command(net.now, Command::CloseRoom { room: room(r) });
+        check(&net);
+    }
+    net.advance(Duration::from_secs(1));
+    check(&net);
+    let c = net.sfu.counts();
+    assert_eq!(
+        (
+            c.sessions,
+            c.rooms,
+            c.tokens,
+            c.addrs,
+            c.ufrags,
+            c.addr_lists,
+            c.keyframe_timers
+        ),
+        (0, 0, 0, 0, 0, 0, 0),
+        "something left after closing every room: {c:?}"
+    );
+    net.jump(ENDED_GRACE);
+    assert_eq!(
+        net.sfu.counts().recently_ended,
+        0,
+        "ended tokens never expire"
+    );
+}
