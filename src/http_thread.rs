@@ -22,7 +22,12 @@
 //! never sends its body blocks the dropping thread. Requests with more than
 //! [`MAX_DRAIN`] unread bytes are therefore leaked (never dropped, never
 //! answered; counted as abandoned in `HttpCounters`), and requests with an unread body
-//! are never dropped on the acceptor thread.
+//! are never dropped on the acceptor thread. Behind the front on plain HTTP
+//! ([`bind_fronted`] without TLS) such a request never gets here: the front
+//! reads each request head and answers an over-cap `Content-Length` with 413
+//! itself ([`crate::http_front`]). The leak remains the guard over TLS (the
+//! front sees only ciphertext), for [`bind`], and for requests pipelined
+//! behind a chunked one (the front stops following such a connection).
 //!
 //! What tiny_http 0.12 cannot do itself: a read or header timeout per
 //! connection (the accepted sockets are never exposed, and a receive timeout
@@ -183,8 +188,11 @@ pub fn bind_fronted(
     tls: Option<(&Path, &Path)>,
 ) -> Result<(tiny_http::Server, Front), String> {
     let config = tls_config(tls)?;
+    // Plain HTTP: the front inspects request heads and answers an over-cap
+    // Content-Length itself (413), so tiny_http never has to drop one.
     let front_cfg = FrontConfig {
         plain_http: config.is_none(),
+        max_body: http::DEFAULT_BODY_LIMIT,
         ..FrontConfig::default()
     };
     let scheme = if config.is_some() { "HTTPS" } else { "HTTP" };

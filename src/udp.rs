@@ -43,6 +43,8 @@ pub struct BatchSocket {
     queue: Vec<str0m::net::Transmit>,
     /// Scratch for one GSO send.
     gso: Vec<u8>,
+    /// Scratch: the queue's send order, (destination, index).
+    order: Vec<(SocketAddr, u32)>,
     /// Counters.
     pub stats: UdpStats,
 }
@@ -76,6 +78,7 @@ impl BatchSocket {
             metas: vec![RecvMeta::default(); RECV_BATCH],
             queue: Vec::with_capacity(1024),
             gso: Vec::with_capacity(GSO_MAX_BYTES),
+            order: Vec::with_capacity(1024),
             stats: UdpStats::default(),
         })
     }
@@ -145,33 +148,45 @@ impl BatchSocket {
         if self.queue.is_empty() {
             return;
         }
-        // Stable: keeps each destination's datagrams in the core's order.
-        self.queue.sort_by_key(|t| t.destination);
+        // Sort (destination, index) pairs: the index keeps each destination's
+        // datagrams in the core's order, and an unstable sort of a reused
+        // vector allocates nothing (a stable sort of the queue would, per turn).
+        self.order.clear();
+        self.order.extend(
+            self.queue
+                .iter()
+                .enumerate()
+                .map(|(k, t)| (t.destination, k as u32)),
+        );
+        self.order.sort_unstable();
         let max_segments = self.state.max_gso_segments().max(1);
+        let len =
+            |q: &[str0m::net::Transmit], o: &(SocketAddr, u32)| q[o.1 as usize].contents.len();
         let mut i = 0;
-        while i < self.queue.len() {
-            let dest = self.queue[i].destination;
-            let size = self.queue[i].contents.len();
+        while i < self.order.len() {
+            let dest = self.order[i].0;
+            let size = len(&self.queue, &self.order[i]);
             // A GSO run: same destination, every segment `size` bytes except
             // possibly the last, which may be shorter.
             let mut j = i + 1;
             let mut bytes = size;
-            while j < self.queue.len()
+            while j < self.order.len()
                 && j - i < max_segments
-                && self.queue[j].destination == dest
-                && bytes + self.queue[j].contents.len() <= GSO_MAX_BYTES
-                && self.queue[j - 1].contents.len() == size
-                && self.queue[j].contents.len() <= size
+                && self.order[j].0 == dest
+                && bytes + len(&self.queue, &self.order[j]) <= GSO_MAX_BYTES
+                && len(&self.queue, &self.order[j - 1]) == size
+                && len(&self.queue, &self.order[j]) <= size
             {
-                bytes += self.queue[j].contents.len();
+                bytes += len(&self.queue, &self.order[j]);
                 j += 1;
             }
             let result = if j - i == 1 {
-                self.send_one(dest, i, None)
+                self.send_one(dest, self.order[i].1 as usize, None)
             } else {
                 self.gso.clear();
-                for t in &self.queue[i..j] {
-                    self.gso.extend_from_slice(&t.contents);
+                for o in &self.order[i..j] {
+                    self.gso
+                        .extend_from_slice(&self.queue[o.1 as usize].contents);
                 }
                 let t = UdpTransmit {
                     destination: dest,
