@@ -8,18 +8,19 @@
 //! - [`sdp_offer`]: an SDP offer through publish and subscribe;
 //! - [`http_request`]: a request through [`crate::http::handle`] with a fake core;
 //! - [`datagram`]: datagrams from anywhere into a core with live sessions;
-//! - [`core_ops`]: a sequence of operations with the core's invariants after each.
-//!
-//! Still to come: the depacketizers and the recording writers (`crate::record`).
+//! - [`core_ops`]: a sequence of operations with the core's invariants after each;
+//! - [`recording`]: the recorder's reorder window, depacketizers and writers.
 
 mod core_ops;
 mod datagram;
 mod http_request;
 mod net;
+mod recording;
 
 pub use core_ops::core_ops;
 pub use datagram::{datagram, sample_datagrams};
 pub use http_request::http_request;
+pub use recording::recording;
 
 /// Reads a fuzz input front to back; past the end it yields zeros and empty slices.
 pub(crate) struct Tape<'a>(&'a [u8]);

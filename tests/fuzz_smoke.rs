@@ -53,6 +53,76 @@ fn core_ops_corpus() {
     replay("core_ops", 8, wisp::fuzzing::core_ops);
 }
 
+#[test]
+fn recording_corpus() {
+    replay("recording", 8, wisp::fuzzing::recording);
+}
+
+/// Regenerates the `recording` seeds: for each codec, a short stream of
+/// well-formed payloads (keyframe first), in order, reordered and with a gap.
+/// Run with `cargo test --test fuzz_smoke -- --ignored dump_recording_seeds`.
+#[test]
+#[ignore = "writes the seed corpus"]
+fn dump_recording_seeds() {
+    // One packet on the tape: op (0x80 = marker; op % 8 >= 2: next seq), a
+    // timestamp step, the payload length / 4, the payload (padded to 4).
+    fn pkt(tape: &mut Vec<u8>, marker: bool, payload: &[u8]) {
+        let mut p = payload.to_vec();
+        while !p.len().is_multiple_of(4) {
+            p.push(0);
+        }
+        tape.extend([if marker { 0x82 } else { 0x02 }, 10, (p.len() / 4) as u8]);
+        tape.extend(p);
+    }
+    let vp8_key = [
+        0x10u8, 0x50, 0x01, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00, 0x11, 0x22,
+    ];
+    let vp8_inter = [0x10u8, 0x51, 0x02, 0x00, 0x33, 0x44, 0x55, 0x66];
+    let vp9_key = [
+        0x0cu8, 0x82, 0x49, 0x83, 0x42, 0x00, 0x13, 0xf0, 0x0e, 0xf0, 0x01, 0x02,
+    ];
+    let vp9_inter = [0x4cu8, 0x86, 0x00, 0x40, 0x92, 0x88, 0x10];
+    let av1_key = [
+        0x18u8, 0x08, 0x00, 0x00, 0x00, 0x24, 0xc4, 0xff, 0xdf, 0x00, 0x68, 0x02,
+    ];
+    let av1_inter = [0x10u8, 0x32, 0x10, 0x00, 0x21, 0x43];
+    let h264_key = [
+        0x78u8, 0x00, 0x05, 0x67, 0x42, 0xe0, 0x1f, 0xda, 0x00, 0x03, 0x68, 0xce, 0x3c, 0x00, 0x04,
+        0x65, 0x88, 0x84, 0x00,
+    ];
+    let h264_inter = [0x41u8, 0x9a, 0x02, 0x03];
+    let opus = [0xfcu8, 0xff, 0xfe, 0x01, 0x02, 0x03];
+    let mut seeds = vec![];
+    for (i, (name, key, inter)) in [
+        ("vp8", &vp8_key[..], &vp8_inter[..]),
+        ("vp9", &vp9_key[..], &vp9_inter[..]),
+        ("av1", &av1_key[..], &av1_inter[..]),
+        ("h264", &h264_key[..], &h264_inter[..]),
+        ("opus", &opus[..], &opus[..]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut t = vec![i as u8, 0];
+        pkt(&mut t, true, key);
+        for _ in 0..6 {
+            pkt(&mut t, true, inter);
+        }
+        seeds.push((format!("{name}-in-order"), t.clone()));
+        // A frame in two packets, then a gap (seq jump) and a reordered packet.
+        let mut t = vec![i as u8, 1];
+        pkt(&mut t, false, key);
+        pkt(&mut t, true, inter);
+        t.extend([0x01, 5, 10, 2]);
+        t.extend(&inter[..8.min(inter.len())]);
+        t.resize(t.len() + 8 - 8.min(inter.len()), 0);
+        t.extend([0x00, 3, 10, 2, 1, 2, 3, 4, 5, 6, 7, 8]);
+        pkt(&mut t, true, key);
+        seeds.push((format!("{name}-gap-reorder"), t));
+    }
+    write_seeds("recording", &seeds);
+}
+
 fn write_seeds(target: &str, seeds: &[(String, Vec<u8>)]) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fuzz/corpus")

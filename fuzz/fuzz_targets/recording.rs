@@ -1,0 +1,8 @@
+//! See `wisp::fuzzing::recording`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    wisp::fuzzing::recording(data);
+});
