@@ -358,3 +358,36 @@ fn a_replayed_check_from_another_address_does_not_steal_media() {
         "{to_attacker} datagrams to the attacker"
     );
 }
+
+/// A panic in one session's work (injected where a str0m panic would be
+/// caught) ends that session only: it is counted, the loop goes on, and the
+/// other sessions keep their media.
+#[test]
+fn a_panic_in_one_session_ends_only_that_session() {
+    let mut net = TestNet::new(26);
+    let p = net.publish("panic");
+    let a = net.view("panic");
+    let b = net.view("panic");
+    net.run_for(Duration::from_secs(2));
+    assert!(net.sfu.inject_panic(net.clients[a].token.unwrap()));
+    let before_b = got(&net, b);
+    net.run_for(Duration::from_secs(2));
+    let s = net.sfu.stats();
+    eprintln!(
+        "caught panics {}, sessions {}, viewer b got {} more",
+        s.caught_panics,
+        net.sfu.counts().sessions,
+        got(&net, b) - before_b
+    );
+    assert_eq!(s.caught_panics, 1);
+    assert_eq!(
+        net.sfu.counts().sessions,
+        2,
+        "only the panicking viewer ended"
+    );
+    assert!(net.connected(p));
+    assert!(
+        got(&net, b) > before_b + 30,
+        "the other viewer keeps its media"
+    );
+}

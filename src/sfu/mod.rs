@@ -570,6 +570,22 @@ impl Sfu {
         self.process(now);
     }
 
+    /// Test hook for fault tests: the next time the session behind `token` is
+    /// drained, its work panics (inside the same `catch_unwind` that guards
+    /// its str0m calls). Returns whether the session exists.
+    #[doc(hidden)]
+    pub fn inject_panic(&mut self, token: SessionToken) -> bool {
+        let Some(s) = self
+            .tokens
+            .get(&token)
+            .and_then(|id| self.sessions.get_mut(id))
+        else {
+            return false;
+        };
+        s.inject_panic = true;
+        true
+    }
+
     /// A snapshot of the counters, with the live gauges filled in.
     pub fn stats(&self) -> Stats {
         let mut s = self.stats.clone();
@@ -769,6 +785,7 @@ impl Sfu {
             },
             nacks_seen: [0, 0],
             rebinds: 0,
+            inject_panic: false,
             recent_txids: VecDeque::with_capacity(RECENT_TXIDS),
         };
         self.sessions.insert(id, session);
@@ -925,7 +942,17 @@ impl Sfu {
             transmits: &mut self.transmits,
             events: &mut self.events,
         };
-        match drain(id, &mut s.rtc, &mut sinks) {
+        let drained = if std::mem::take(&mut s.inject_panic) {
+            // Test hook (see `inject_panic`): a panic inside this session's
+            // work, caught exactly where a str0m panic would be.
+            match catch_unwind(|| panic!("injected fault in session {id:?}")) {
+                Ok(()) => drain(id, &mut s.rtc, &mut sinks),
+                Err(_) => Drained::Dead { panicked: true },
+            }
+        } else {
+            drain(id, &mut s.rtc, &mut sinks)
+        };
+        match drained {
             Drained::Until(t) => {
                 let t = if s.connected {
                     t

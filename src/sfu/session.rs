@@ -66,6 +66,8 @@ pub struct Session {
     pub nacks_seen: [u64; 2],
     /// Verified checks from new addresses after connecting (NAT rebinding).
     pub rebinds: u32,
+    /// Test hook: panic on the next drain (see `Sfu::inject_panic`).
+    pub inject_panic: bool,
     /// Transaction ids of the latest Binding requests (any address): a check
     /// replayed from another address is never promoted (see `demux::with_priority`).
     pub recent_txids: std::collections::VecDeque<[u8; 12]>,
