@@ -53,7 +53,3 @@ pub enum RecordEvent {
         id: RecordingId,
     },
 }
-
-/// Ask the core for a keyframe on behalf of a recording (sent by the recorder
-/// thread after a gap). Carried as `Command::RequestKeyframe`.
-pub type KeyframeFor = RoomName;
