@@ -952,6 +952,33 @@ fn stream_id(raw: &str) -> Option<u64> {
     raw.parse().ok()
 }
 
+/// The common front of the extension POSTs: OPTIONS and other methods are
+/// answered here; a POST yields its session (authorised) with a body within
+/// the limit.
+fn ext_post(
+    req: &HttpRequest,
+    cfg: &HttpConfig,
+    raw_room: &str,
+    raw_token: &str,
+    allow: &str,
+) -> Result<(RoomName, SessionToken), HttpResponse> {
+    match req.method.as_str() {
+        "POST" => {}
+        "OPTIONS" => {
+            if room_name(raw_room).is_none() {
+                return Err(bad_room(raw_room));
+            }
+            return Err(options(req, cfg, allow, allow, false));
+        }
+        _ => return Err(not_allowed(allow)),
+    }
+    let session = ext_session(req, cfg, raw_room, raw_token, true)?;
+    if req.body.len() > cfg.body_limit {
+        return Err(HttpResponse::too_large());
+    }
+    Ok(session)
+}
+
 /// `POST /whep/{room}/{token}/sse`: create an event stream (201 + Location).
 fn sse_create(
     req: &HttpRequest,
@@ -960,23 +987,10 @@ fn sse_create(
     raw_room: &str,
     raw_token: &str,
 ) -> HttpResponse {
-    match req.method.as_str() {
-        "POST" => {}
-        "OPTIONS" => {
-            let Some(_) = room_name(raw_room) else {
-                return bad_room(raw_room);
-            };
-            return options(req, cfg, SSE_ALLOW, SSE_ALLOW, false);
-        }
-        _ => return not_allowed(SSE_ALLOW),
-    }
-    let (room, token) = match ext_session(req, cfg, raw_room, raw_token, true) {
+    let (room, token) = match ext_post(req, cfg, raw_room, raw_token, SSE_ALLOW) {
         Ok(x) => x,
         Err(r) => return r,
     };
-    if req.body.len() > cfg.body_limit {
-        return HttpResponse::too_large();
-    }
     let events = match EventSet::parse(&req.body) {
         Ok(e) => e,
         Err(why) => return HttpResponse::error(400, &why),
@@ -1096,23 +1110,10 @@ fn layer(
     raw_room: &str,
     raw_token: &str,
 ) -> HttpResponse {
-    match req.method.as_str() {
-        "POST" => {}
-        "OPTIONS" => {
-            let Some(_) = room_name(raw_room) else {
-                return bad_room(raw_room);
-            };
-            return options(req, cfg, LAYER_ALLOW, LAYER_ALLOW, false);
-        }
-        _ => return not_allowed(LAYER_ALLOW),
-    }
-    let (room, token) = match ext_session(req, cfg, raw_room, raw_token, true) {
+    let (room, token) = match ext_post(req, cfg, raw_room, raw_token, LAYER_ALLOW) {
         Ok(x) => x,
         Err(r) => return r,
     };
-    if req.body.len() > cfg.body_limit {
-        return HttpResponse::too_large();
-    }
     let (rid, media) = match parse_layer_request(&req.body) {
         Ok(x) => x,
         Err((status, why)) => return HttpResponse::error(status, &why),
