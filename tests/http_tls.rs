@@ -11,46 +11,6 @@ use std::time::Duration;
 use wisp::http::HttpConfig;
 use wisp::http_thread::{self, PoolConfig};
 
-/// Standard base64 with padding (for PEM).
-fn base64(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = base64(der);
-    let mut s = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        s.push_str(std::str::from_utf8(line).unwrap());
-        s.push('\n');
-    }
-    s.push_str(&format!("-----END {label}-----\n"));
-    s
-}
-
-#[test]
-fn base64_matches_rfc4648() {
-    assert_eq!(base64(b""), "");
-    assert_eq!(base64(b"f"), "Zg==");
-    assert_eq!(base64(b"fo"), "Zm8=");
-    assert_eq!(base64(b"foobar"), "Zm9vYmFy");
-}
 
 #[test]
 fn https_serves_with_a_generated_certificate() {
@@ -59,8 +19,8 @@ fn https_serves_with_a_generated_certificate() {
     std::fs::create_dir_all(&dir).unwrap();
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
-    std::fs::write(&cert, pem("CERTIFICATE", ck.cert.der().as_ref())).unwrap();
-    std::fs::write(&key, pem("PRIVATE KEY", &ck.signing_key.serialize_der())).unwrap();
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
 
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let server = http_thread::bind(addr, Some((cert.as_path(), key.as_path()))).unwrap();
