@@ -409,7 +409,6 @@ fn slow_clients_are_cut_off_while_others_are_served() {
     assert!(open <= 2, "{open} connections still open");
 }
 
-
 #[test]
 fn tls_is_served_through_the_front_and_slow_handshakes_are_cut() {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();

@@ -11,7 +11,6 @@ use std::time::Duration;
 use wisp::http::HttpConfig;
 use wisp::http_thread::{self, PoolConfig};
 
-
 #[test]
 fn https_serves_with_a_generated_certificate() {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
