@@ -11,23 +11,6 @@ use common::TestNet;
 use str0m::media::MediaKind;
 use wisp::sfu::DropReason;
 
-fn assert_clean(net: &TestNet) {
-    let c = net.sfu.counts();
-    assert_eq!(
-        (
-            c.sessions,
-            c.rooms,
-            c.tokens,
-            c.addrs,
-            c.ufrags,
-            c.addr_lists,
-            c.keyframe_timers
-        ),
-        (0, 0, 0, 0, 0, 0, 0),
-        "{c:?}"
-    );
-}
-
 fn got(net: &TestNet, i: usize) -> usize {
     net.clients[i].got.len()
 }
@@ -64,7 +47,7 @@ fn publisher_killed_without_delete_ends_in_20s_and_viewers_stay() {
     for v in viewers.iter().copied().chain([net.clients.len() - 1]) {
         net.delete(v).unwrap();
     }
-    assert_clean(&net);
+    net.assert_maps_empty();
     assert_eq!(net.sfu.stats().caught_panics, 0);
 }
 
@@ -269,7 +252,7 @@ fn a_clock_that_jumps_an_hour_wedges_no_timer() {
         "sessions wedged after the jump: {:?}",
         net.sfu.counts()
     );
-    assert_clean(&net);
+    net.assert_maps_empty();
     // The core works afterwards.
     let p = net.publish("jump");
     let v = net.view("jump");

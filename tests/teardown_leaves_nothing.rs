@@ -7,23 +7,6 @@ use std::time::Duration;
 use common::TestNet;
 use wisp::sfu::{ApiError, Command, RoomName};
 
-fn assert_empty(net: &TestNet) {
-    let c = net.sfu.counts();
-    assert_eq!(
-        (
-            c.sessions,
-            c.rooms,
-            c.tokens,
-            c.addrs,
-            c.ufrags,
-            c.addr_lists,
-            c.keyframe_timers
-        ),
-        (0, 0, 0, 0, 0, 0, 0),
-        "{c:?}"
-    );
-}
-
 #[test]
 fn deletes_clear_every_map() {
     let mut net = TestNet::new(7);
@@ -36,10 +19,10 @@ fn deletes_clear_every_map() {
     for i in [v1, p, v2] {
         net.delete(i).unwrap();
     }
-    assert_empty(&net);
+    net.assert_maps_empty();
     assert_eq!(net.delete(v1).err(), Some(ApiError::NotFound));
     net.run_for(Duration::from_secs(2));
-    assert_empty(&net);
+    net.assert_maps_empty();
     let s = net.sfu.stats();
     assert_eq!(s.sessions_created, s.sessions_closed);
 }
@@ -52,7 +35,7 @@ fn a_session_that_never_connects_is_dropped() {
     net.run_for(Duration::from_secs(14));
     assert_eq!(net.sfu.counts().sessions, 1);
     net.run_for(Duration::from_secs(2));
-    assert_empty(&net);
+    net.assert_maps_empty();
     assert_eq!(net.sfu.stats().connect_timeouts, 1);
 }
 
@@ -72,7 +55,7 @@ fn a_vanished_publisher_is_closed_and_viewers_stay() {
     assert_eq!(net.sfu.list_rooms(net.now)[0].viewers, 1);
     assert!(!net.sfu.list_rooms(net.now)[0].publisher_live);
     net.delete(v).unwrap();
-    assert_empty(&net);
+    net.assert_maps_empty();
 }
 
 #[test]
@@ -96,7 +79,7 @@ fn close_room_ends_everyone() {
         r,
         Ok(wisp::sfu::Reply::RoomClosed { sessions: 3 })
     ));
-    assert_empty(&net);
+    net.assert_maps_empty();
 }
 
 #[test]
@@ -122,7 +105,7 @@ fn delete_after_the_peer_closed_first_is_200_once() {
     net.run_for(wisp::sfu::ENDED_GRACE);
     assert_eq!(net.sfu.counts().recently_ended, 0);
     assert_eq!(net.delete(p).err(), Some(ApiError::NotFound));
-    assert_empty(&net);
+    net.assert_maps_empty();
 }
 
 #[test]

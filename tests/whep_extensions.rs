@@ -8,10 +8,10 @@
 //! binary over TCP (events stream, end on DELETE and with the session).
 
 mod common;
+mod realnet;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command as Process, Stdio};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -588,43 +588,17 @@ fn pinning_a_plain_stream_is_422() {
 
 // ---- The real binary over TCP -------------------------------------------------------
 
-struct Server {
-    child: Child,
-    http: SocketAddr,
-}
+/// The real binary (see `realnet`), with the requests this file needs.
+struct Server(realnet::Server);
 
 impl Server {
     fn start() -> Server {
-        let mut child = Process::new(env!("CARGO_BIN_EXE_wisp"))
-            .env("WISP_HTTP_ADDR", "127.0.0.1:0")
-            .env("WISP_UDP_ADDR", "127.0.0.1:0")
-            .env("WISP_STUN_URLS", "")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start wisp");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("http=").nth(1) {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("wisp printed no address");
-        Server {
-            child,
-            http: addr.parse().unwrap(),
-        }
+        Server(realnet::start_server_with(&[("WISP_STUN_URLS", "")]))
     }
 
     /// One request on its own connection: (status, headers, body).
     fn call(&self, method: &str, path: &str, ct: &str, body: &str) -> (u16, String, String) {
-        let mut s = TcpStream::connect(self.http).unwrap();
+        let mut s = TcpStream::connect(self.0.http).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         write!(
             s,
@@ -668,13 +642,6 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// An open event stream: reads `event:`/`data:` pairs (chunked framing).
 struct Events {
     r: BufReader<TcpStream>,
@@ -684,7 +651,7 @@ struct Events {
 
 impl Events {
     fn open(srv: &Server, path: &str) -> Events {
-        let mut s = TcpStream::connect(srv.http).unwrap();
+        let mut s = TcpStream::connect(srv.0.http).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(4))).unwrap();
         write!(
             s,

@@ -844,6 +844,25 @@ impl TestNet {
         pred(self)
     }
 
+    /// Every map of the core is empty (the short grace list of ended
+    /// sessions aside).
+    pub fn assert_maps_empty(&self) {
+        let c = self.sfu.counts();
+        assert_eq!(
+            (
+                c.sessions,
+                c.rooms,
+                c.tokens,
+                c.addrs,
+                c.ufrags,
+                c.addr_lists,
+                c.keyframe_timers
+            ),
+            (0, 0, 0, 0, 0, 0, 0),
+            "{c:?}"
+        );
+    }
+
     /// Exact packet accounting: every (packet, viewer) pair the fan-out saw was
     /// forwarded or dropped with a counted per-viewer reason.
     pub fn assert_accounting(&self) {
