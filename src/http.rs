@@ -513,6 +513,28 @@ fn handle_plain(req: &HttpRequest, cfg: &HttpConfig, core: &mut CoreFn<'_>) -> H
     }
 }
 
+/// A text body of media type `ctype`: 415 (with the `accept` header) for
+/// another type, 413 over the limit, 400 if it is not UTF-8.
+fn text_body<'r>(
+    req: &'r HttpRequest,
+    cfg: &HttpConfig,
+    ctype: &str,
+    accept: (&str, &str),
+    what: &str,
+) -> Result<&'r str, HttpResponse> {
+    if !has_content_type(&req.headers, ctype) {
+        return Err(
+            HttpResponse::error(415, &format!("Content-Type must be {ctype}"))
+                .with(accept.0, accept.1),
+        );
+    }
+    if req.body.len() > cfg.body_limit {
+        return Err(HttpResponse::too_large());
+    }
+    std::str::from_utf8(&req.body)
+        .map_err(|_| HttpResponse::error(400, &format!("{what} is not valid UTF-8")))
+}
+
 /// POST of an SDP offer to a WHIP or WHEP endpoint.
 fn post_offer(
     req: &HttpRequest,
@@ -521,15 +543,9 @@ fn post_offer(
     role: Role,
     room: RoomName,
 ) -> HttpResponse {
-    if !has_content_type(&req.headers, SDP) {
-        return HttpResponse::error(415, "Content-Type must be application/sdp")
-            .with("Accept", SDP);
-    }
-    if req.body.len() > cfg.body_limit {
-        return HttpResponse::too_large();
-    }
-    let Ok(offer) = std::str::from_utf8(&req.body) else {
-        return HttpResponse::error(400, "offer is not valid UTF-8");
+    let offer = match text_body(req, cfg, SDP, ("Accept", SDP), "offer") {
+        Ok(t) => t,
+        Err(r) => return r,
     };
     if offer.trim().is_empty() {
         return HttpResponse::error(400, "empty offer");
@@ -592,15 +608,9 @@ fn patch(
     room: RoomName,
     token: SessionToken,
 ) -> HttpResponse {
-    if !has_content_type(&req.headers, SDPFRAG) {
-        return HttpResponse::error(415, "Content-Type must be application/trickle-ice-sdpfrag")
-            .with("Accept-Patch", SDPFRAG);
-    }
-    if req.body.len() > cfg.body_limit {
-        return HttpResponse::too_large();
-    }
-    let Ok(fragment) = std::str::from_utf8(&req.body) else {
-        return HttpResponse::error(400, "sdpfrag is not valid UTF-8");
+    let fragment = match text_body(req, cfg, SDPFRAG, ("Accept-Patch", SDPFRAG), "sdpfrag") {
+        Ok(t) => t,
+        Err(r) => return r,
     };
     let if_match = req
         .header("If-Match")
