@@ -754,6 +754,14 @@ impl Sfu {
                 return Err(ApiError::BadOffer("offer rejected".into()));
             }
         };
+        // An answer without a candidate can never connect (found by the fuzzer:
+        // a first m-line of an unknown media type makes str0m drop it and leave
+        // the candidates out). Refuse rather than answer 201 for a dead session.
+        if !answer.contains("\na=candidate:") {
+            return Err(ApiError::BadOffer(
+                "no usable media section (unknown media type?)".into(),
+            ));
+        }
         let mut rtc = rtc;
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
         self.next_id += 1;
