@@ -20,8 +20,9 @@ pub const PACKET_OVERHEAD: u64 = 12 + 10 + 28;
 pub const FIT: f64 = 0.85;
 /// Going up needs the estimate to exceed the next layer's rate times this...
 pub const UP_MARGIN: f64 = 1.2;
-/// ...for this long.
-pub const UP_HOLD: Duration = Duration::from_secs(2);
+/// ...for this long: long enough to see that a probe's result holds, short
+/// enough that the climb is bounded by the estimate's ramp, not by waiting.
+pub const UP_HOLD: Duration = Duration::from_millis(500);
 /// A viewer reporting more loss than this is held to what gets through.
 pub const LOSSY: f32 = 0.1;
 /// While the estimate stays below the next layer, probe toward it this often
@@ -350,11 +351,11 @@ mod tests {
             ..Selection::default()
         };
         assert_eq!(s.choose(&ls, t0), Some(2));
-        // Plenty of bandwidth: not before 2 s.
+        // Plenty of bandwidth: not before UP_HOLD.
         s.estimate = Some(10_000_000);
         assert_eq!(s.choose(&ls, t0 + Duration::from_secs(1)), None);
-        assert_eq!(s.choose(&ls, t0 + Duration::from_millis(2500)), None);
-        assert_eq!(s.choose(&ls, t0 + Duration::from_millis(3100)), Some(0));
+        assert_eq!(s.choose(&ls, t0 + Duration::from_millis(1400)), None);
+        assert_eq!(s.choose(&ls, t0 + Duration::from_millis(1600)), Some(0));
         // Down at once.
         s.estimate = Some(400_000);
         assert_eq!(s.choose(&ls, t0 + Duration::from_millis(3200)), Some(2));
