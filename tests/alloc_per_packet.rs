@@ -124,8 +124,15 @@ fn forwarding_allocates_only_what_str0m_does() {
     );
 }
 
-/// Heap bytes held per idle, connected viewer session in the core (the
-/// target is 64 KiB; str0m's `Rtc` is most of it).
+/// Heap bytes held per idle, connected viewer session in the core, as the Rust
+/// allocator sees them: 66 KiB, of which str0m's connected `Rtc` holds ~62 KiB
+/// (RTX history slots 12.7, the `Rtc` struct 9.8, DTLS state 9.1, send streams
+/// 7.2, RTCP queues 6.2, SDP state 4.7, SRTP scratch 4.1, fixed 2000-byte
+/// buffers 3.9) and wisp ~4 KiB (the compressed offer 2). aws-lc's C
+/// allocations (AEAD contexts, the DTLS key: ~6.3 KiB) bypass this allocator.
+/// The target of issue 7 is 64 KiB: below it needs str0m to allocate its RTX
+/// slots and scratch buffers on first use; until then this bound catches
+/// regressions.
 #[test]
 fn idle_viewer_session_memory() {
     let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -147,7 +154,7 @@ fn idle_viewer_session_memory() {
     );
     assert_eq!(net.sfu.counts().sessions, N);
     assert!(
-        per_session < 80 * 1024,
+        per_session < 68 * 1024,
         "{per_session} bytes per idle session"
     );
 }

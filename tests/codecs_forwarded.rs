@@ -134,3 +134,93 @@ fn h264_profiles_forward_when_the_viewer_can_decode() {
     );
     net.assert_accounting();
 }
+
+fn vp9_profile(b: str0m::RtcConfig, profile_id: u32) -> str0m::RtcConfig {
+    let mut b = b.clear_codecs().enable_opus(true, false);
+    b.codec_config().add_config(
+        98.into(),
+        Some(99.into()),
+        Codec::Vp9,
+        str0m::media::Frequency::NINETY_KHZ,
+        None,
+        str0m::format::FormatParams {
+            profile_id: Some(profile_id),
+            ..Default::default()
+        },
+    );
+    b
+}
+
+/// VP9 `profile-id` (RFC 9628 §6): a profile 2 (10-bit) publisher reaches a
+/// viewer that accepts profile 2; a viewer that accepts only profile 0 gets a
+/// counted drop, never a stream it cannot decode.
+#[test]
+fn vp9_profile_2_forwards_only_to_viewers_that_accept_it() {
+    let mut net = TestNet::new(65);
+    let av = |d| [(MediaKind::Audio, d), (MediaKind::Video, d)];
+    let profile = |f| JoinOpts {
+        config: Some(f),
+        ..JoinOpts::default()
+    };
+    let p = net
+        .join_opts(
+            "v",
+            true,
+            &av(Direction::SendOnly),
+            &profile(|b| vp9_profile(b, 2)),
+        )
+        .unwrap();
+    let p2 = net
+        .join_opts(
+            "v",
+            false,
+            &av(Direction::RecvOnly),
+            &profile(|b| vp9_profile(b, 2)),
+        )
+        .unwrap();
+    let p0 = net
+        .join_opts(
+            "v",
+            false,
+            &av(Direction::RecvOnly),
+            &profile(|b| vp9_profile(b, 0)),
+        )
+        .unwrap();
+    // A browser offering both profiles.
+    let both = net.view("v");
+    assert!(net.run_until(Duration::from_secs(5), |n| {
+        [p, p2, p0, both].iter().all(|c| n.connected(*c))
+    }));
+    net.run_for(Duration::from_secs(2));
+    let got = |i: usize| net.counters(i, MediaKind::Video).len();
+    let profile_of = |i: usize| {
+        let c = &net.clients[i];
+        let g = c.got.iter().find(|g| g.kind == MediaKind::Video)?;
+        let params = c.rtc.codec_config().find(|x| x.pt() == g.pt)?;
+        Some((params.spec().codec, params.spec().format.profile_id))
+    };
+    let dropped = net
+        .sfu
+        .stats()
+        .dropped(wisp::sfu::DropReason::CodecNotNegotiated);
+    eprintln!(
+        "VP9 profile 2 publisher: profile 2 viewer got {} video packets ({:?}), \
+         profile 0+2 viewer {} ({:?}), profile 0 viewer {}; {dropped} drops counted",
+        got(p2),
+        profile_of(p2),
+        got(both),
+        profile_of(both),
+        got(p0)
+    );
+    assert!(got(p2) > 100);
+    assert_eq!(profile_of(p2), Some((Codec::Vp9, Some(2))));
+    assert!(got(both) > 100);
+    assert_eq!(profile_of(both), Some((Codec::Vp9, Some(2))));
+    assert_eq!(got(p0), 0);
+    assert!(dropped > 100);
+    assert!(
+        net.counters(p0, MediaKind::Audio).len() > 20,
+        "audio still flows"
+    );
+    net.assert_accounting();
+}

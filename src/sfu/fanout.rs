@@ -5,12 +5,11 @@
 
 use std::time::Instant;
 
-use str0m::format::Codec;
 use str0m::media::{Mid, Pt};
 use str0m::rtp::Ssrc;
 
 use super::id::SessionId;
-use super::simulcast::Vp8Rewrite;
+use super::rewrite::PictureIds;
 
 /// Where a stream of packets comes from: a publisher session and its SSRC.
 pub type Source = (SessionId, Ssrc);
@@ -38,8 +37,8 @@ pub struct OutStream {
     pub rebased: bool,
     /// The last packet written ended a frame (RTP marker); true when none was.
     pub frame_done: bool,
-    /// VP8 picture id / TL0PICIDX continuity across sources.
-    pub vp8: Vp8Rewrite,
+    /// VP8/VP9 picture id / TL0PICIDX continuity across sources.
+    pub pic_ids: PictureIds,
 }
 
 /// What to do with one packet for one viewer.
@@ -71,7 +70,7 @@ impl OutStream {
             started: false,
             rebased: false,
             frame_done: true,
-            vp8: Vp8Rewrite::default(),
+            pic_ids: PictureIds::default(),
         }
     }
 
@@ -151,20 +150,6 @@ impl OutStream {
             seq: out_seq,
             ts: out_ts,
         }
-    }
-}
-
-/// Whether `payload` starts a keyframe of `codec`. Codecs without a detector
-/// are treated as always decodable (no gating).
-pub fn is_keyframe_start(codec: Codec, payload: &[u8]) -> bool {
-    use str0m::format::*;
-    match codec {
-        Codec::Vp8 => detect_vp8_keyframe(payload),
-        Codec::Vp9 => detect_vp9_keyframe(payload),
-        Codec::H264 => detect_h264_keyframe(payload),
-        Codec::H265 => detect_h265_keyframe(payload),
-        Codec::Av1 => detect_av1_keyframe(payload),
-        _ => true,
     }
 }
 

@@ -21,6 +21,7 @@ pub mod demux;
 pub mod fanout;
 pub mod id;
 pub mod record;
+pub mod rewrite;
 pub mod room;
 pub mod sdp;
 pub mod session;
@@ -49,7 +50,7 @@ pub use id::{IdGen, RoomName, SessionId, SessionToken};
 pub use stats::{DropReason, Stats};
 
 use demux::{classify, stun_local_ufrag, Class, Demux};
-use fanout::{is_keyframe_start, OutStream, Verdict};
+use fanout::{OutStream, Verdict};
 use room::{Room, Track};
 use session::{drain, kind_index, Drained, Session, Sinks};
 use timers::Timers;
@@ -175,6 +176,10 @@ pub struct Sfu {
     /// Video layers (room, layer index) that owe a keyframe request, with when it is allowed.
     keyframe_timers: Vec<(Instant, RoomName, u8)>,
     transmits: VecDeque<Transmit>,
+    /// Viewers written to since the last drain (may repeat): `poll_output`
+    /// gives each one str0m timeout and one drain, so the packets of one
+    /// ingress batch cost a viewer one drain, not one each.
+    written: Vec<SessionId>,
     records: VecDeque<record::RecordEvent>,
     next_recording: u64,
     events: VecDeque<(SessionId, Event)>,
@@ -213,6 +218,7 @@ impl Sfu {
             timers: Timers::default(),
             keyframe_timers: Vec::new(),
             transmits: VecDeque::new(),
+            written: Vec::new(),
             records: VecDeque::new(),
             next_recording: 0,
             events: VecDeque::new(),
@@ -472,6 +478,9 @@ impl Sfu {
 
     /// Next output: a datagram to send, or the instant of the next timeout.
     pub fn poll_output(&mut self) -> Output {
+        while !self.written.is_empty() {
+            self.drain_written();
+        }
         if let Some(t) = self.transmits.pop_front() {
             self.stats.datagrams_out += 1;
             self.stats.bytes_out += t.contents.len() as u64;
@@ -775,10 +784,10 @@ impl Sfu {
             remote_ufrag: sdp::attr(&offer_text, "ice-ufrag")
                 .unwrap_or("")
                 .to_string(),
-            offer: offer_text,
+            offer: session::StoredOffer::new(&offer_text),
             role,
             room: room.clone(),
-            rtc,
+            rtc: Box::new(rtc),
             ufrag: ufrag.clone(),
             created: now,
             connected: false,
@@ -1226,7 +1235,7 @@ impl Sfu {
                 "ICE restart without a=ice-pwd".into(),
             ));
         }
-        let new_offer = sdp::restart_offer(&s.offer, &frag)
+        let new_offer = sdp::restart_offer(&s.offer.text(), &frag)
             .ok_or_else(|| ApiError::BadFragment("bad ICE restart".into()))?;
         let parsed = SdpOffer::from_sdp_string(&new_offer)
             .map_err(|e| ApiError::BadFragment(one_line(&e.to_string())))?;
@@ -1242,7 +1251,7 @@ impl Sfu {
         let new_ufrag = s.rtc.direct_api().local_ice_credentials().ufrag;
         let old_ufrag = std::mem::replace(&mut s.ufrag, new_ufrag.clone());
         s.remote_ufrag = frag.ufrag.clone().unwrap_or_default();
-        s.offer = new_offer;
+        s.offer = session::StoredOffer::new(&new_offer);
         self.demux.remove_ufrag(&old_ufrag, id);
         self.demux.add_ufrag(new_ufrag, id);
         let etag = self.new_etag();
@@ -1431,10 +1440,7 @@ impl Sfu {
             sessions,
             rooms,
             stats,
-            transmits,
-            events,
-            timers,
-            config,
+            written,
             doomed,
             records,
             next_recording,
@@ -1477,11 +1483,17 @@ impl Sfu {
         let video = kind == MediaKind::Video;
         let mut simulcast = false;
         let mut rates_changed = false;
+        let mut au_start = true;
         if let Some(t) = room.tracks[k].as_mut() {
             t.packets += 1;
             t.bytes += pkt.payload.len() as u64;
             t.codec = Some(codec);
             simulcast = t.simulcast;
+            if video {
+                if let Some(l) = t.layers.get_mut(usize::from(layer)) {
+                    au_start = l.starts_access_unit(pkt.header.timestamp);
+                }
+            }
             if simulcast {
                 if let Some(l) = t.layers.get_mut(usize::from(layer)) {
                     l.packets += 1;
@@ -1536,13 +1548,19 @@ impl Sfu {
                 });
             }
         }
-        let keyframe = video && is_keyframe_start(codec, &pkt.payload);
+        let keyframe = video && rewrite::keyframe_start(codec, &pkt.payload, au_start);
         // VP8 picture id / TL0PICIDX, rewritten per viewer for continuity.
         let vp8 = if video && codec == Codec::Vp8 {
             Vp8Descriptor::parse(&pkt.payload)
                 .ok()
                 .filter(|d| d.picture_id().is_some() || d.tl0_pic_idx().is_some())
                 .map(|d| (d, vp8_wide_picture_id(&pkt.payload)))
+        } else {
+            None
+        };
+        // VP9 picture id / TL0PICIDX, likewise (in a copy of the payload).
+        let vp9 = if video && codec == Codec::Vp9 {
+            rewrite::Vp9Ids::parse(&pkt.payload)
         } else {
             None
         };
@@ -1594,6 +1612,14 @@ impl Sfu {
                             .is_some_and(|m| m.remote_pts().contains(pt))
                     });
                     out.cache_pt(pkt.header.payload_type, negotiated);
+                    if negotiated.is_none() {
+                        log::warn!(
+                            "room {room_name}: viewer {sub_id:?} did not negotiate {codec} \
+                             {} (publisher PT {}): its packets are dropped",
+                            params.spec().format,
+                            pkt.header.payload_type
+                        );
+                    }
                     negotiated
                 }
             };
@@ -1637,14 +1663,28 @@ impl Sfu {
             out.frame_done = pkt.header.marker;
             let mid = out.mid;
             let ext = ext.clone();
-            let mut write =
-                str0m::rtp::RtpWrite::new(out_pt, SeqNo::from(seq), ts, now, pkt.payload.clone())
-                    .marker(pkt.header.marker)
-                    .nackable(video)
-                    .ext_vals(ext);
+            let mut payload = pkt.payload.clone();
+            if let Some(ids) = vp9 {
+                let (pid_out, tl0_out) =
+                    out.pic_ids
+                        .map(ids.picture_id, ids.wide, ids.tl0, out.rebased);
+                if pid_out != ids.picture_id || tl0_out != ids.tl0 {
+                    // str0m patches only VP8 descriptors while serialising, and
+                    // the shared payload is immutable: this viewer's own copy.
+                    let mut own = std::sync::Arc::<[u8]>::from(&pkt.payload[..]);
+                    if let Some(b) = std::sync::Arc::get_mut(&mut own) {
+                        ids.write(b, pid_out, tl0_out);
+                    }
+                    payload = own;
+                }
+            }
+            let mut write = str0m::rtp::RtpWrite::new(out_pt, SeqNo::from(seq), ts, now, payload)
+                .marker(pkt.header.marker)
+                .nackable(video)
+                .ext_vals(ext);
             if let Some((d, wide)) = vp8 {
                 let (pid_out, tl0_out) =
-                    out.vp8
+                    out.pic_ids
                         .map(d.picture_id(), wide, d.tl0_pic_idx(), out.rebased);
                 if pid_out != d.picture_id() || tl0_out != d.tl0_pic_idx() {
                     let mut b = d.patch();
@@ -1682,22 +1722,8 @@ impl Sfu {
                     continue;
                 }
             }
-            let mut sinks = Sinks { transmits, events };
-            match session::drain_due(*sub_id, &mut sub.rtc, &mut sinks, now) {
-                Drained::Until(t) => {
-                    let t = if sub.connected {
-                        t
-                    } else {
-                        t.min(sub.created + config.connect_timeout)
-                    };
-                    timers.schedule(*sub_id, &mut sub.timer, t);
-                }
-                Drained::Dead { panicked } => {
-                    stats.caught_panics += u64::from(panicked);
-                    sub.dead = true;
-                    doomed.push(*sub_id);
-                }
-            }
+            // Sent by `drain_written` at the next `poll_output`.
+            written.push(*sub_id);
         }
         if want_keyframe || rates_changed {
             let room_name = room_name.clone();
@@ -1708,6 +1734,58 @@ impl Sfu {
                 self.select_layers(now, &room_name, None);
             }
         }
+    }
+
+    /// Send what `forward` wrote: each written viewer gets one str0m timeout
+    /// (str0m releases a written packet only on a timeout) and one drain,
+    /// however many packets it was given since the last call. Skipping the
+    /// drain right after `write_rtp`, which could only return a timeout,
+    /// saves a full `poll_output` walk per packet too.
+    fn drain_written(&mut self) {
+        let now = self.last_now;
+        let mut ids = std::mem::take(&mut self.written);
+        // Written in room order, one run per ingress packet: sorted runs.
+        ids.sort_unstable();
+        ids.dedup();
+        for &id in &ids {
+            let Some(s) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            if s.dead {
+                continue;
+            }
+            if catch_unwind(AssertUnwindSafe(|| s.rtc.handle_input(Input::Timeout(now)))).is_err() {
+                self.stats.caught_panics += 1;
+                s.dead = true;
+                self.doomed.push(id);
+                continue;
+            }
+            let mut sinks = Sinks {
+                transmits: &mut self.transmits,
+                events: &mut self.events,
+            };
+            match session::drain_due(id, &mut s.rtc, &mut sinks, now) {
+                Drained::Until(t) => {
+                    let t = if s.connected {
+                        t
+                    } else {
+                        t.min(s.created + self.config.connect_timeout)
+                    };
+                    self.timers.schedule(id, &mut s.timer, t);
+                }
+                Drained::Dead { panicked } => {
+                    self.stats.caught_panics += u64::from(panicked);
+                    s.dead = true;
+                    self.doomed.push(id);
+                }
+            }
+        }
+        if self.written.is_empty() {
+            // Keep the capacity: no allocation per batch.
+            ids.clear();
+            self.written = ids;
+        }
+        self.process(now);
     }
 
     // ------------------------------------------------- WHEP extensions
@@ -1732,7 +1810,7 @@ impl Sfu {
                 "the session receives no video".into(),
             ));
         };
-        if media.is_some_and(|m| Some(m) != Self::mline_of(&s.offer, out.mid)) {
+        if media.is_some_and(|m| Some(m) != Self::mline_of(&s.offer.text(), out.mid)) {
             return Err(ApiError::Unsupported(
                 "mediaId is not the video m-line of this session".into(),
             ));
@@ -1785,7 +1863,7 @@ impl Sfu {
             viewers: r.map_or(0, |r| r.subscribers.len()),
             video_mline: s.outs[1]
                 .as_ref()
-                .and_then(|o| Self::mline_of(&s.offer, o.mid)),
+                .and_then(|o| Self::mline_of(&s.offer.text(), o.mid)),
             ..Default::default()
         };
         if let Some(v) = self.viewer_layers(token) {

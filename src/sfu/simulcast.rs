@@ -50,6 +50,9 @@ pub struct Layer {
     pub last_keyframe_request: Option<Instant>,
     /// A keyframe request is owed once the throttle allows.
     pub keyframe_pending: bool,
+    /// The newest RTP timestamp received: a packet with a newer one starts an
+    /// access unit (for codecs without a start-of-frame flag, H.264).
+    pub newest_ts: Option<u32>,
 }
 
 impl Layer {
@@ -64,12 +67,26 @@ impl Layer {
             paused: false,
             last_keyframe_request: None,
             keyframe_pending: false,
+            newest_ts: None,
         }
     }
 
     /// Can be chosen: measured and sending.
     pub fn usable(&self) -> bool {
         self.rate > 0 && !self.paused
+    }
+
+    /// Note a packet's RTP timestamp. Returns whether the packet starts an
+    /// access unit: its timestamp is newer than any before (a late or
+    /// retransmitted packet of an earlier one is not).
+    pub fn starts_access_unit(&mut self, ts: u32) -> bool {
+        let newer = self
+            .newest_ts
+            .is_none_or(|n| (ts.wrapping_sub(n) as i32) > 0);
+        if newer {
+            self.newest_ts = Some(ts);
+        }
+        newer
     }
 }
 
@@ -278,54 +295,6 @@ impl Selection {
     }
 }
 
-/// VP8 picture id and TL0PICIDX continuity across changes of source.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Vp8Rewrite {
-    /// Added to incoming picture ids (mod 2^15, or 2^7 for short ones).
-    pid_offset: u16,
-    /// Added to incoming TL0PICIDX (mod 2^8).
-    tl0_offset: u8,
-    /// Last picture id and TL0PICIDX written.
-    last_pid: Option<u16>,
-    last_tl0: Option<u8>,
-}
-
-impl Vp8Rewrite {
-    /// The outgoing values for a packet with `pid` / `tl0`; `rebase` on the
-    /// first packet of a new source (it must start a new picture).
-    pub fn map(
-        &mut self,
-        pid: Option<u16>,
-        wide: bool,
-        tl0: Option<u8>,
-        rebase: bool,
-    ) -> (Option<u16>, Option<u8>) {
-        let mask = if wide { 0x7fff } else { 0x7f };
-        if rebase {
-            if let (Some(p), Some(last)) = (pid, self.last_pid) {
-                self.pid_offset = last.wrapping_add(1).wrapping_sub(p) & 0x7fff;
-            }
-            if let (Some(t), Some(last)) = (tl0, self.last_tl0) {
-                self.tl0_offset = last.wrapping_add(1).wrapping_sub(t);
-            }
-        }
-        let out_pid = pid.map(|p| p.wrapping_add(self.pid_offset) & mask);
-        let out_tl0 = tl0.map(|t| t.wrapping_add(self.tl0_offset));
-        if out_pid.is_some() {
-            self.last_pid = out_pid;
-        }
-        if out_tl0.is_some() {
-            self.last_tl0 = out_tl0;
-        }
-        (out_pid, out_tl0)
-    }
-
-    /// Whether anything is rewritten at all (no offset yet: the identity).
-    pub fn is_identity(&self) -> bool {
-        self.pid_offset == 0 && self.tl0_offset == 0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,27 +341,5 @@ mod tests {
         assert_eq!(s.choose(&ls, t0), Some(0));
         ls[0].paused = true;
         assert_eq!(s.choose(&ls, t0), Some(1));
-    }
-
-    #[test]
-    fn vp8_continuous() {
-        let mut r = Vp8Rewrite::default();
-        assert_eq!(r.map(Some(100), true, Some(7), true), (Some(100), Some(7)));
-        assert_eq!(r.map(Some(101), true, Some(8), false), (Some(101), Some(8)));
-        // New source with unrelated numbers.
-        assert_eq!(
-            r.map(Some(30_000), true, Some(200), true),
-            (Some(102), Some(9))
-        );
-        assert_eq!(
-            r.map(Some(30_001), true, Some(201), false),
-            (Some(103), Some(10))
-        );
-        // Wrap of the 15-bit field.
-        assert_eq!(
-            r.map(Some(0x7fff), true, Some(0), true),
-            (Some(104), Some(11))
-        );
-        assert_eq!(r.map(Some(0), true, Some(1), false), (Some(105), Some(12)));
     }
 }
