@@ -4,10 +4,15 @@
 //! it counts is the server's cost: SRTP decrypt, demux, fan-out, K encrypts.
 //!
 //! ```text
-//! cargo bench --bench fanout -- [viewers] [packets] [idle_sessions]
+//! cargo bench --bench fanout -- [viewers] [packets] [idle_sessions] [batch] [warmup_ms]
 //! valgrind --tool=callgrind --toggle-collect='*measured_phase*' \
-//!     target/release/deps/fanout-* 20 5000 0
+//!     target/release/deps/fanout-* 20 5000 0 1 0
 //! ```
+//! `batch` ingress datagrams are handed in before each drain of the output, as
+//! the event loop does with one `recvmmsg` batch (default 1). `warmup_ms` of
+//! simulated media before the measured phase (default 0) let the viewers send
+//! their first receiver reports: str0m then stops writing the MID extension,
+//! as in a long-running session.
 //! Instructions per forwarded packet = callgrind's total / the `forwarded`
 //! figure printed. Compare ratios within one run, never absolute times.
 
@@ -75,12 +80,19 @@ fn make_datagrams(net: &mut TestNet, p: usize, n: usize) -> Vec<(Instant, Vec<u8
 
 /// The measured phase: everything the server does for these datagrams.
 #[inline(never)]
-fn measured_phase(net: &mut TestNet, from: SocketAddr, datagrams: &[(Instant, Vec<u8>)]) -> u64 {
+fn measured_phase(
+    net: &mut TestNet,
+    from: SocketAddr,
+    datagrams: &[(Instant, Vec<u8>)],
+    batch: usize,
+) -> u64 {
     let server = common::server_addr();
     let mut sent = 0u64;
-    for (at, d) in datagrams {
-        net.sfu.handle_receive(*at, from, server, d);
-        net.sfu.handle_timeout(*at);
+    for chunk in datagrams.chunks(batch.max(1)) {
+        for (at, d) in chunk {
+            net.sfu.handle_receive(*at, from, server, d);
+        }
+        net.sfu.handle_timeout(chunk[chunk.len() - 1].0);
         loop {
             match net.sfu.poll_output() {
                 SfuOutput::Transmit(t) => {
@@ -101,6 +113,8 @@ fn main() {
     let viewers = arg(1, 20);
     let packets = arg(2, 5000);
     let idle = arg(3, 0);
+    let batch = arg(4, 1);
+    let warmup = arg(5, 0);
     str0m::crypto::from_feature_flags().install_process_default();
     let mut net = TestNet::new(99);
     // Idle sessions in other rooms (10 a room): in every map and the timer heap.
@@ -118,16 +132,23 @@ fn main() {
     assert!(net.run_until(Duration::from_secs(10), |n| {
         n.connected(p) && vs.iter().all(|v| n.connected(*v))
     }));
+    if warmup > 0 {
+        net.media_on = true;
+        net.run_for(Duration::from_millis(warmup as u64));
+        net.media_on = false;
+        net.run_for(Duration::from_millis(200));
+    }
     let from = net.clients[p].addr;
     let datagrams = make_datagrams(&mut net, p, packets);
     let before = net.sfu.stats();
     let t0 = Instant::now();
-    let out = measured_phase(&mut net, from, &datagrams);
+    let out = measured_phase(&mut net, from, &datagrams, batch);
     let wall = t0.elapsed();
     let s = net.sfu.stats();
     let forwarded = s.rtp_forwarded - before.rtp_forwarded;
     println!(
-        "viewers={viewers} idle_sessions={idle} ingress={} forwarded={forwarded} datagrams_out={out} \
+        "viewers={viewers} idle_sessions={idle} batch={batch} warmup_ms={warmup} ingress={} \
+         forwarded={forwarded} datagrams_out={out} \
          wall_ns_per_forwarded={:.0} forwarded_pps_per_core={:.0}",
         datagrams.len(),
         wall.as_nanos() as f64 / forwarded.max(1) as f64,

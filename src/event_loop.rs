@@ -35,6 +35,8 @@ pub struct EventLoop {
     sfu: Sfu,
     stop: Arc<AtomicBool>,
     recorder: Option<(Sender<RecordEvent>, Arc<crate::record::RecorderStats>)>,
+    /// The socket is registered for WRITABLE too (while sends wait for room).
+    write_interest: bool,
 }
 
 impl EventLoop {
@@ -57,6 +59,7 @@ impl EventLoop {
             sfu,
             stop,
             recorder: None,
+            write_interest: false,
         })
     }
 
@@ -90,6 +93,12 @@ impl EventLoop {
                 }
                 return Err(e);
             }
+            if events
+                .iter()
+                .any(|e| e.token() == SOCKET && e.is_writable())
+            {
+                self.socket.writable();
+            }
             let now = Instant::now();
             // Edge-triggered: read until WouldBlock, or come back at once if the budget ran out.
             busy = self.read_socket(now);
@@ -120,7 +129,34 @@ impl EventLoop {
             }
         };
         self.socket.send_queued();
+        self.watch_writable();
         next
+    }
+
+    /// Register for writability while datagrams wait for room in the send
+    /// buffer, and only then (a UDP socket is writable nearly always).
+    fn watch_writable(&mut self) {
+        let want = self.socket.blocked();
+        if want == self.write_interest {
+            return;
+        }
+        let interest = if want {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        match self
+            .poll
+            .registry()
+            .reregister(self.socket.socket_mut(), SOCKET, interest)
+        {
+            Ok(()) => self.write_interest = want,
+            Err(e) => {
+                log::warn!("cannot change the UDP socket's poll interest: {e}");
+                // Never wait for an event that cannot come: retry on the next turn.
+                self.socket.writable();
+            }
+        }
     }
 
     /// Read batches until WouldBlock; after each batch, send what it caused

@@ -1,13 +1,16 @@
-//! DRIVER: the one UDP socket with batched I/O (quinn-udp): `recvmmsg` (and
-//! GRO) on the way in, UDP GSO for runs of equal-size datagrams to one
-//! destination on the way out, and the destination IP of every received
+//! DRIVER: the one UDP socket with batched I/O: `recvmmsg` (and GRO) on the
+//! way in through quinn-udp, with the destination IP of every received
 //! datagram (IP_PKTINFO), so a wildcard bind still tells which local address
-//! was hit.
+//! was hit; on the way out, one `sendmmsg` per flush of the core's output
+//! (per 64 messages) whose messages are single datagrams or UDP GSO runs
+//! (equal-size datagrams to one destination). Sends leave the source address to the kernel's route
+//! choice, as before: an advertised `--public-ips` address need not be local.
 
-use std::io::{self, IoSliceMut};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 
-use quinn_udp::{RecvMeta, Transmit as UdpTransmit, UdpSockRef, UdpSocketState};
+use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState};
 
 /// Requested kernel socket buffer size, each way.
 const SOCKET_BUFFER: usize = 4 << 20;
@@ -17,16 +20,23 @@ const RECV_BATCH: usize = 32;
 const RECV_BUF: usize = 64 * 1024;
 /// A GSO send carries at most this many bytes (the kernel's limit is 64 KiB).
 const GSO_MAX_BYTES: usize = 60 * 1024;
+/// Messages (datagrams or GSO runs) per `sendmmsg` call.
+const SEND_BATCH: usize = 64;
+/// Datagrams per `sendmmsg` call, over all its messages (one iovec each).
+const SEND_IOV: usize = 512;
+/// Datagrams kept waiting while the socket's send buffer is full; beyond
+/// this, new ones are dropped and counted.
+const MAX_BACKLOG: usize = 16 * 1024;
 
 /// Counters of the socket layer.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct UdpStats {
-    /// Datagrams dropped because a send failed (WouldBlock, ENOBUFS, EMSGSIZE,
-    /// ECONNREFUSED...). Never fatal.
+    /// Datagrams dropped because their send failed (ENOBUFS, EMSGSIZE...),
+    /// or because the backlog behind a full send buffer was full. Never fatal.
     pub send_errors: u64,
     /// Receive errors other than WouldBlock (ICMP-induced and the like). Never fatal.
     pub recv_errors: u64,
-    /// `sendmsg` calls made.
+    /// `sendmmsg` calls made.
     pub send_calls: u64,
     /// Datagrams sent (a GSO call sends several).
     pub datagrams_sent: u64,
@@ -41,10 +51,15 @@ pub struct BatchSocket {
     metas: Vec<RecvMeta>,
     /// Datagrams waiting for [`BatchSocket::send_queued`], in the core's order.
     queue: Vec<str0m::net::Transmit>,
-    /// Scratch for one GSO send.
-    gso: Vec<u8>,
     /// Scratch: the queue's send order, (destination, index).
     order: Vec<(SocketAddr, u32)>,
+    /// Scratch: which queued datagrams wait for writability.
+    keep: Vec<bool>,
+    /// Most datagrams per GSO message (1: no GSO); lowered if the kernel
+    /// refuses GSO.
+    gso_segments: usize,
+    /// The last send hit a full send buffer: the rest waits for writability.
+    blocked: bool,
     /// Counters.
     pub stats: UdpStats,
 }
@@ -70,6 +85,7 @@ impl BatchSocket {
             }
         }
         let local = socket.local_addr()?;
+        let gso_segments = state.max_gso_segments().clamp(1, u16::MAX as usize);
         Ok(BatchSocket {
             socket,
             state,
@@ -77,8 +93,10 @@ impl BatchSocket {
             bufs: (0..RECV_BATCH).map(|_| vec![0u8; RECV_BUF]).collect(),
             metas: vec![RecvMeta::default(); RECV_BATCH],
             queue: Vec::with_capacity(1024),
-            gso: Vec::with_capacity(GSO_MAX_BYTES),
             order: Vec::with_capacity(1024),
+            keep: Vec::with_capacity(1024),
+            gso_segments,
+            blocked: false,
             stats: UdpStats::default(),
         })
     }
@@ -131,8 +149,13 @@ impl BatchSocket {
         count.max(1)
     }
 
-    /// Queue a datagram for the next [`BatchSocket::send_queued`].
+    /// Queue a datagram for the next [`BatchSocket::send_queued`]. Dropped
+    /// (and counted) if the backlog behind a full send buffer is full.
     pub fn queue(&mut self, t: str0m::net::Transmit) {
+        if self.queue.len() >= MAX_BACKLOG {
+            self.stats.send_errors += 1;
+            return;
+        }
         self.queue.push(t);
     }
 
@@ -141,11 +164,24 @@ impl BatchSocket {
         self.queue.len()
     }
 
-    /// Send everything queued: runs of equal-size datagrams to one destination
-    /// go out as one GSO `sendmsg`, the rest one by one. Order per destination
-    /// is kept. A failed send drops its datagrams and counts them.
+    /// True while datagrams wait for the socket to become writable: the
+    /// loop registers WRITABLE interest and calls [`BatchSocket::writable`].
+    pub fn blocked(&self) -> bool {
+        self.blocked
+    }
+
+    /// The socket reported writability: the next [`BatchSocket::send_queued`] sends again.
+    pub fn writable(&mut self) {
+        self.blocked = false;
+    }
+
+    /// Send everything queued with `sendmmsg`: each message is a run of
+    /// equal-size datagrams to one destination (one GSO message) or a single
+    /// datagram. Order per destination is kept. A message the kernel refuses
+    /// is dropped and its datagrams counted; on a full send buffer (EAGAIN)
+    /// the unsent rest stays queued until [`BatchSocket::writable`].
     pub fn send_queued(&mut self) {
-        if self.queue.is_empty() {
+        if self.queue.is_empty() || self.blocked {
             return;
         }
         // Sort (destination, index) pairs: the index keeps each destination's
@@ -159,66 +195,210 @@ impl BatchSocket {
                 .map(|(k, t)| (t.destination, k as u32)),
         );
         self.order.sort_unstable();
-        let max_segments = self.state.max_gso_segments().max(1);
-        let len =
-            |q: &[str0m::net::Transmit], o: &(SocketAddr, u32)| q[o.1 as usize].contents.len();
-        let mut i = 0;
-        while i < self.order.len() {
-            let dest = self.order[i].0;
-            let size = len(&self.queue, &self.order[i]);
-            // A GSO run: same destination, every segment `size` bytes except
-            // possibly the last, which may be shorter.
-            let mut j = i + 1;
-            let mut bytes = size;
-            while j < self.order.len()
-                && j - i < max_segments
-                && self.order[j].0 == dest
-                && bytes + len(&self.queue, &self.order[j]) <= GSO_MAX_BYTES
-                && len(&self.queue, &self.order[j - 1]) == size
-                && len(&self.queue, &self.order[j]) <= size
-            {
-                bytes += len(&self.queue, &self.order[j]);
-                j += 1;
-            }
-            let result = if j - i == 1 {
-                self.send_one(dest, self.order[i].1 as usize, None)
-            } else {
-                self.gso.clear();
-                for o in &self.order[i..j] {
-                    self.gso
-                        .extend_from_slice(&self.queue[o.1 as usize].contents);
+        let fd = self.socket.as_fd();
+        let (queue, order) = (&self.queue, &self.order);
+        let len = |i: usize| queue[order[i].1 as usize].contents.len();
+        let mut pos = 0;
+        while pos < order.len() {
+            // Plan one call: up to SEND_BATCH messages and SEND_IOV datagrams.
+            let mut iov = [IoSlice::new(&[]); SEND_IOV];
+            let mut runs = [(0usize, 0usize, 0u16); SEND_BATCH]; // (start, end, segment)
+            let (mut nruns, mut niov, mut i) = (0, 0, pos);
+            while i < order.len() && nruns < SEND_BATCH && niov < SEND_IOV {
+                // A GSO run: same destination, every segment `size` bytes
+                // except possibly the last, which may be shorter.
+                let (dest, size) = (order[i].0, len(i));
+                let mut j = i + 1;
+                let mut bytes = size;
+                while j < order.len()
+                    && j - i < self.gso_segments
+                    && niov + (j - i) < SEND_IOV
+                    && order[j].0 == dest
+                    && bytes + len(j) <= GSO_MAX_BYTES
+                    && len(j - 1) == size
+                    && len(j) <= size
+                {
+                    bytes += len(j);
+                    j += 1;
                 }
-                let t = UdpTransmit {
-                    destination: dest,
-                    ecn: None,
-                    contents: &self.gso,
-                    segment_size: Some(size),
-                    src_ip: None,
+                for (slot, o) in iov[niov..].iter_mut().zip(&order[i..j]) {
+                    *slot = IoSlice::new(&queue[o.1 as usize].contents);
+                }
+                let segment = if j - i > 1 { size as u16 } else { 0 };
+                runs[nruns] = (niov, niov + j - i, segment);
+                nruns += 1;
+                niov += j - i;
+                i = j;
+            }
+            let mut msgs = [Msg::default(); SEND_BATCH];
+            for (m, &(a, b, segment)) in msgs.iter_mut().zip(&runs[..nruns]) {
+                *m = Msg {
+                    dest: order[pos + a].0,
+                    segment,
+                    iov: &iov[a..b],
                 };
-                self.state.try_send(UdpSockRef::from(&self.socket), &t)
-            };
+            }
             self.stats.send_calls += 1;
-            match result {
-                Ok(()) => self.stats.datagrams_sent += (j - i) as u64,
+            match sys::sendmmsg(fd, &msgs[..nruns]) {
+                Ok(k) => {
+                    let sent = runs[k.min(nruns) - 1].1;
+                    self.stats.datagrams_sent += sent as u64;
+                    pos += sent;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.blocked = true;
+                    break;
+                }
                 Err(e) => {
-                    self.stats.send_errors += (j - i) as u64;
-                    log::debug!("send to {dest} failed: {e}");
+                    // The first message failed.
+                    let (a, b, segment) = runs[0];
+                    if segment != 0 && matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL)) {
+                        // Some drivers refuse GSO only when it is used.
+                        log::info!("GSO send failed ({e}); sending datagrams one by one");
+                        self.gso_segments = 1;
+                        continue;
+                    }
+                    log::debug!("send to {} failed: {e}", order[pos].0);
+                    self.stats.send_errors += (b - a) as u64;
+                    pos += b - a;
                 }
             }
-            i = j;
         }
-        self.queue.clear();
+        self.keep_unsent(pos);
     }
 
-    fn send_one(&self, dest: SocketAddr, i: usize, segment_size: Option<usize>) -> io::Result<()> {
-        let t = UdpTransmit {
-            destination: dest,
-            ecn: None,
-            contents: &self.queue[i].contents,
-            segment_size,
-            src_ip: None,
-        };
-        self.state.try_send(UdpSockRef::from(&self.socket), &t)
+    /// Drop the datagrams of `order[..pos]` (sent or failed) from the queue;
+    /// the rest stays, in the core's order.
+    fn keep_unsent(&mut self, pos: usize) {
+        if pos >= self.order.len() {
+            self.queue.clear();
+            return;
+        }
+        self.keep.clear();
+        self.keep.resize(self.queue.len(), false);
+        for o in &self.order[pos..] {
+            self.keep[o.1 as usize] = true;
+        }
+        let mut k = 0;
+        let keep = &self.keep;
+        self.queue.retain(|_| {
+            k += 1;
+            keep[k - 1]
+        });
+    }
+}
+
+/// One `sendmmsg` message: a datagram, or (`segment` > 0) a GSO run of
+/// datagrams of `segment` bytes, the last possibly shorter.
+#[derive(Clone, Copy)]
+struct Msg<'a> {
+    dest: SocketAddr,
+    segment: u16,
+    iov: &'a [IoSlice<'a>],
+}
+
+impl Default for Msg<'_> {
+    fn default() -> Self {
+        Msg {
+            dest: SocketAddr::from(([0, 0, 0, 0], 0)),
+            segment: 0,
+            iov: &[],
+        }
+    }
+}
+
+/// The only `unsafe` code of the crate: one `sendmmsg` call, behind a safe
+/// function.
+#[allow(unsafe_code)]
+mod sys {
+    use std::io;
+    use std::net::SocketAddr;
+    use std::os::fd::{AsRawFd, BorrowedFd};
+
+    use super::{Msg, SEND_BATCH};
+
+    /// A socket address as the kernel takes it.
+    #[repr(C)]
+    union RawAddr {
+        v4: libc::sockaddr_in,
+        v6: libc::sockaddr_in6,
+    }
+
+    /// `sendmmsg` of up to [`SEND_BATCH`] messages (more are ignored): how many
+    /// the kernel took (at least one), or the error of the first (the kernel
+    /// reports an error only when no message was sent).
+    pub(super) fn sendmmsg(fd: BorrowedFd<'_>, msgs: &[Msg<'_>]) -> io::Result<usize> {
+        let n = msgs.len().min(SEND_BATCH);
+        if n == 0 {
+            return Ok(0);
+        }
+        // Room for one UDP_SEGMENT control message, aligned like a cmsghdr.
+        const CTRL: usize = 32;
+        // SAFETY: all-zero is a valid value of these plain C structs.
+        let mut hdrs: [libc::mmsghdr; SEND_BATCH] = unsafe { std::mem::zeroed() };
+        let mut names: [RawAddr; SEND_BATCH] = unsafe { std::mem::zeroed() };
+        let mut ctrl = [[0u64; CTRL / 8]; SEND_BATCH];
+        for (((m, h), name), c) in msgs[..n]
+            .iter()
+            .zip(&mut hdrs)
+            .zip(&mut names)
+            .zip(&mut ctrl)
+        {
+            let namelen = match m.dest {
+                SocketAddr::V4(a) => {
+                    name.v4 = libc::sockaddr_in {
+                        sin_family: libc::AF_INET as libc::sa_family_t,
+                        sin_port: a.port().to_be(),
+                        sin_addr: libc::in_addr {
+                            s_addr: u32::from_ne_bytes(a.ip().octets()),
+                        },
+                        sin_zero: [0; 8],
+                    };
+                    std::mem::size_of::<libc::sockaddr_in>()
+                }
+                SocketAddr::V6(a) => {
+                    name.v6 = libc::sockaddr_in6 {
+                        sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                        sin6_port: a.port().to_be(),
+                        sin6_flowinfo: a.flowinfo(),
+                        sin6_addr: libc::in6_addr {
+                            s6_addr: a.ip().octets(),
+                        },
+                        sin6_scope_id: a.scope_id(),
+                    };
+                    std::mem::size_of::<libc::sockaddr_in6>()
+                }
+            };
+            let hdr = &mut h.msg_hdr;
+            hdr.msg_name = (name as *mut RawAddr).cast();
+            hdr.msg_namelen = namelen as libc::socklen_t;
+            // IoSlice is ABI-compatible with iovec on Unix.
+            hdr.msg_iov = m.iov.as_ptr() as *mut libc::iovec;
+            hdr.msg_iovlen = m.iov.len() as _;
+            if m.segment > 0 {
+                hdr.msg_control = c.as_mut_ptr().cast();
+                // SAFETY: CMSG_* only compute sizes and pointers inside the
+                // control buffer, which holds CMSG_SPACE(2) <= CTRL bytes.
+                unsafe {
+                    hdr.msg_controllen = libc::CMSG_SPACE(2) as _;
+                    let cm = libc::CMSG_FIRSTHDR(hdr);
+                    (*cm).cmsg_level = libc::SOL_UDP;
+                    (*cm).cmsg_type = libc::UDP_SEGMENT;
+                    (*cm).cmsg_len = libc::CMSG_LEN(2) as _;
+                    std::ptr::write_unaligned(libc::CMSG_DATA(cm).cast::<u16>(), m.segment);
+                }
+            }
+        }
+        // SAFETY: every header points into `names`, `ctrl` and the borrowed
+        // iovecs, all alive and unmoved for the duration of the call.
+        let r = unsafe { libc::sendmmsg(fd.as_raw_fd(), hdrs.as_mut_ptr(), n as libc::c_uint, 0) };
+        match r {
+            r if r < 0 => Err(io::Error::last_os_error()),
+            // Not expected for n > 0; waiting for writability is the safe reading.
+            0 => Err(io::ErrorKind::WouldBlock.into()),
+            r => Ok(r as usize),
+        }
     }
 }
 
@@ -254,9 +434,8 @@ mod tests {
         s.queue(transmit(aa, me, 99, 1200)); // after a short one: a new run
         s.send_queued();
         assert_eq!(s.stats.datagrams_sent, 21);
-        if s.state.max_gso_segments() > 1 {
-            assert_eq!(s.stats.send_calls, 3, "two GSO runs to a, one to b");
-        }
+        assert_eq!(s.stats.send_calls, 1, "one sendmmsg");
+        assert!(s.queue.is_empty());
         for (sock, expect) in [
             (&a, (0..10).chain([99]).collect::<Vec<u8>>()),
             (&b, (0..10).collect()),
@@ -273,6 +452,81 @@ mod tests {
             }
             assert_eq!(got, expect);
         }
+    }
+
+    fn recv_all(sock: &std::net::UdpSocket, n: usize) -> Vec<u8> {
+        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut got = vec![];
+        let mut buf = [0u8; 2000];
+        while got.len() < n {
+            let (len, _) = sock.recv_from(&mut buf).unwrap();
+            got.push(buf[..len][0]);
+        }
+        got
+    }
+
+    #[test]
+    fn a_refused_datagram_is_counted_and_the_rest_sent() {
+        let std_sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        std_sock.set_nonblocking(true).unwrap();
+        let mut s = BatchSocket::new(mio::net::UdpSocket::from_std(std_sock)).unwrap();
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let me = s.local_addr();
+        // An IPv6 destination on an IPv4 socket: EAFNOSUPPORT for that message
+        // only (sorted last: the kernel takes the first two, then refuses it).
+        let v6: SocketAddr = "[::1]:9".parse().unwrap();
+        s.queue(transmit(a.local_addr().unwrap(), me, 1, 100));
+        s.queue(transmit(v6, me, 2, 100));
+        s.queue(transmit(v6, me, 3, 100));
+        s.queue(transmit(b.local_addr().unwrap(), me, 4, 100));
+        s.send_queued();
+        assert_eq!(s.stats.datagrams_sent, 2);
+        assert_eq!(s.stats.send_errors, 2, "one GSO message of two datagrams");
+        assert!(!s.blocked());
+        assert!(s.queue.is_empty());
+        assert_eq!(recv_all(&a, 1), vec![1]);
+        assert_eq!(recv_all(&b, 1), vec![4]);
+    }
+
+    #[test]
+    fn unsent_datagrams_stay_queued_in_order() {
+        let std_sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut s = BatchSocket::new(mio::net::UdpSocket::from_std(std_sock)).unwrap();
+        let (a, b): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap(),
+        );
+        let me = s.local_addr();
+        for n in 0..4u8 {
+            s.queue(transmit(b, me, n, 10));
+            s.queue(transmit(a, me, 10 + n, 10));
+        }
+        s.order = s
+            .queue
+            .iter()
+            .enumerate()
+            .map(|(k, t)| (t.destination, k as u32))
+            .collect();
+        s.order.sort_unstable();
+        // As after EAGAIN with a's four and b's first datagram sent.
+        s.keep_unsent(5);
+        let left: Vec<u8> = s.queue.iter().map(|t| t.contents[0]).collect();
+        assert_eq!(left, vec![1, 2, 3]);
+        s.keep_unsent(s.order.len());
+        assert!(s.queue.is_empty());
+    }
+
+    #[test]
+    fn the_backlog_is_bounded() {
+        let std_sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut s = BatchSocket::new(mio::net::UdpSocket::from_std(std_sock)).unwrap();
+        let me = s.local_addr();
+        for _ in 0..MAX_BACKLOG + 3 {
+            s.queue(transmit(me, me, 0, 1));
+        }
+        assert_eq!(s.queued(), MAX_BACKLOG);
+        assert_eq!(s.stats.send_errors, 3);
     }
 
     #[test]

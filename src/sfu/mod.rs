@@ -1573,6 +1573,11 @@ impl Sfu {
             video_orientation: pkt.header.ext_vals.video_orientation,
             ..Default::default()
         };
+        // Most video packets carry none of them: skip moving the (large)
+        // default values into every viewer's write.
+        let has_ext = ext.audio_level.is_some()
+            || ext.voice_activity.is_some()
+            || ext.video_orientation.is_some();
         let simulcast = simulcast && video;
         let mut want_keyframe = false;
         for sub_id in &room.subscribers {
@@ -1662,7 +1667,6 @@ impl Sfu {
             };
             out.frame_done = pkt.header.marker;
             let mid = out.mid;
-            let ext = ext.clone();
             let mut payload = pkt.payload.clone();
             if let Some(ids) = vp9 {
                 let (pid_out, tl0_out) =
@@ -1680,8 +1684,10 @@ impl Sfu {
             }
             let mut write = str0m::rtp::RtpWrite::new(out_pt, SeqNo::from(seq), ts, now, payload)
                 .marker(pkt.header.marker)
-                .nackable(video)
-                .ext_vals(ext);
+                .nackable(video);
+            if has_ext {
+                write = write.ext_vals(ext.clone());
+            }
             if let Some((d, wide)) = vp8 {
                 let (pid_out, tl0_out) =
                     out.pic_ids
