@@ -1,22 +1,29 @@
 //! Simulcast in real headless Chromium against the real wisp binary, through
 //! the page: one page publishes three VP8 layers (h, m = 1/2, l = 1/4), two
-//! pages watch. Each viewer uses the page's layer picker (the WHEP layer
-//! extension) and shows its layer from the server-sent `layers` event.
+//! pages watch.
 //!
-//! Chrome's network emulation does not throttle WebRTC's UDP, so the two
-//! "links" are made by pinning: one viewer on `l`, one on `h`. Automatic
-//! selection under real bandwidth limits is tested deterministically in
-//! `simulcast_switching.rs`. Both viewers must keep decoding, at frame widths
-//! a factor of four apart.
+//! The first test pins: each viewer uses the page's layer picker (the WHEP
+//! layer extension), one on `l`, one on `h`, and shows its layer from the
+//! server-sent `layers` event. Both viewers must keep decoding, at frame
+//! widths a factor of four apart.
+//!
+//! The second lets wisp choose from each viewer's TWCC bandwidth estimate
+//! while Linux traffic control throttles one viewer's downlink (Chrome's
+//! network emulation does not throttle WebRTC's UDP): HTB on `lo`, filtered on
+//! the viewer's UDP port, inside the test's own network namespace. The
+//! throttled viewer settles on `l`, the other climbs above it; both keep
+//! decoding. Then the other's link narrows too, and it comes down to `l`.
+//! Deterministic switching is tested in `simulcast_switching.rs`.
 //!
 //! Runs in a loopback-only network namespace (see `browser::begin`); skipped
-//! without Chromium unless `CI` is set. `--nocapture` shows the figures.
+//! without Chromium (or, for the second, `tc` and root) unless `CI` is set.
+//! `--nocapture` shows the figures.
 
 mod browser;
 
 use std::time::{Duration, Instant};
 
-use browser::{begin, wait_for, Browser, Wisp};
+use browser::{begin, wait_for, Browser, ShapedStats, Shaper, Wisp};
 use serde_json::{json, Value};
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -63,6 +70,32 @@ fn encodings(s: &Value) -> Vec<(String, u64)> {
         .unwrap_or_default()
 }
 
+/// Open a page that publishes 720p simulcast (h, m, l) to `room`, and wait
+/// until all three encodings run.
+fn publish(page: &str, room: &str) -> (Browser, Vec<(String, u64)>) {
+    let publisher = Browser::open(page);
+    publisher.set("room", room);
+    publisher.set("quality", "720");
+    let on = publisher.exec(
+        "const c = document.getElementById('simulcast'); c.checked = true; c.onchange(); \
+         return [c.checked, document.getElementById('codec').value];",
+        json!([]),
+    );
+    assert_eq!(on, json!([true, "video/VP8"]), "simulcast checkbox");
+    publisher.click("#pub-start");
+    let p = wait_for("three simulcast encodings", LIMIT, || {
+        let s = stats(&publisher, "publisher");
+        let e = encodings(&s);
+        (s["state"] == "connected" && e.len() == 3 && e.iter().all(|(_, w)| *w > 0)).then_some(s)
+    });
+    eprintln!(
+        "publisher encodings {:?} ({})",
+        encodings(&p),
+        p["impl"].as_str().unwrap_or("")
+    );
+    (publisher, encodings(&p))
+}
+
 /// Pick `rid` in the page's layer picker, as a user would (a change event).
 fn pick(page: &Browser, rid: &str) {
     wait_for("the layer picker", LIMIT, || {
@@ -91,26 +124,7 @@ fn chromium_simulcast_publisher_and_two_viewers_on_different_layers() {
     let t_start = Instant::now();
     let wisp = Wisp::start();
     let page = format!("{}/", wisp.url());
-    let publisher = Browser::open(&page);
-    publisher.set("room", "sc");
-    publisher.set("quality", "720");
-    let on = publisher.exec(
-        "const c = document.getElementById('simulcast'); c.checked = true; c.onchange(); \
-         return [c.checked, document.getElementById('codec').value];",
-        json!([]),
-    );
-    assert_eq!(on, json!([true, "video/VP8"]), "simulcast checkbox");
-    publisher.click("#pub-start");
-    let p = wait_for("three simulcast encodings", LIMIT, || {
-        let s = stats(&publisher, "publisher");
-        let e = encodings(&s);
-        (s["state"] == "connected" && e.len() == 3 && e.iter().all(|(_, w)| *w > 0)).then_some(s)
-    });
-    eprintln!(
-        "publisher encodings {:?} ({})",
-        encodings(&p),
-        p["impl"].as_str().unwrap_or("")
-    );
+    let (publisher, _) = publish(&page, "sc");
 
     let low = Browser::open(&page);
     let high = Browser::open(&page);
@@ -245,4 +259,589 @@ fn chromium_simulcast_publisher_and_two_viewers_on_different_layers() {
     wait_for("wisp to drop the room", Duration::from_secs(10), || {
         wisp.room("sc").is_none().then_some(())
     });
+}
+
+// ---- Automatic layers under real bandwidth limits -------------------------------
+
+/// The throttled downlink, kbit/s on the wire: room for `l` (about 150 kbit/s
+/// with headers) plus audio (about 50 kbit/s), but not for `m` (about
+/// 350-400 kbit/s, chosen only when it fits 85 % of the estimate).
+const THROTTLE_KBIT: u64 = 320;
+/// How long the unthrottled viewer may take to climb from `l` (the estimate
+/// starts at 300 kbit/s and each step up waits for it to hold).
+const CLIMB_LIMIT: Duration = Duration::from_secs(35);
+/// How long a viewer whose link narrows may take to come down to `l`...
+const DROP_LIMIT: Duration = Duration::from_secs(20);
+/// ...and settle there: no packet dropped at the bottleneck, and frames
+/// flowing, for this long.
+const SETTLE: Duration = Duration::from_secs(2);
+/// Both viewers are watched this long once settled...
+const OBSERVE: Duration = Duration::from_secs(10);
+/// ...in windows this long, each with at least `MIN_WINDOW_FRAMES` decoded.
+const WINDOW: Duration = Duration::from_secs(2);
+const MIN_WINDOW_FRAMES: u64 = 10;
+/// The longest a viewer may go without a newly decoded frame while settled.
+const MAX_STALL: Duration = Duration::from_secs(1);
+/// The same for the viewer whose link narrowed, once it settled on `l`.
+/// Looser: its bottleneck can go on dropping for a while (its estimate
+/// comes down from well above the link, and wisp pads toward `m` on top of
+/// `l`), where the viewer throttled from the start never loses a packet.
+const MAX_STALL_NARROWED: Duration = Duration::from_secs(2);
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+
+/// One sample of a page's viewer: wisp's word on its layer (the `layers`
+/// event) and the browser's (`getStats()`).
+#[derive(Debug, Clone)]
+struct View {
+    at: Instant,
+    state: String,
+    current: Option<String>,
+    target: Option<String>,
+    frames: u64,
+    dropped: u64,
+    freezes: u64,
+    freeze_ms: u64,
+    bytes: u64,
+    lost: i64,
+    width: u64,
+    height: u64,
+    /// Video: keyframes decoded, PLIs and NACKs sent, retransmissions received.
+    keyframes: u64,
+    plis: u64,
+    nacks: u64,
+    rtx: u64,
+    /// The viewer's own end of the selected ICE pair.
+    local: String,
+    port: Option<u16>,
+}
+
+fn view(page: &Browser) -> View {
+    let v = page.exec(
+        "const c = window.wisp.viewer, ls = c.layers || []; \
+         const rid = f => (ls.find(l => l[f]) || {}).rid || null; \
+         const o = { state: c.pc ? c.pc.connectionState : 'none', current: rid('current'), \
+           target: rid('target'), frames: 0, dropped: 0, freezes: 0, freezeMs: 0, bytes: 0, \
+           lost: 0, width: 0, height: 0, keyframes: 0, plis: 0, nacks: 0, rtx: 0, local: '', \
+           port: null }; \
+         if (!c.pc) return o; \
+         const r = await c.pc.getStats(); let pair = null; \
+         r.forEach(s => { \
+           if (s.type === 'inbound-rtp') { \
+             o.bytes += s.bytesReceived || 0; o.lost += s.packetsLost || 0; \
+             if (s.kind === 'video') { \
+               o.frames += s.framesDecoded || 0; o.dropped += s.framesDropped || 0; \
+               o.freezes += s.freezeCount || 0; \
+               o.freezeMs += Math.round((s.totalFreezesDuration || 0) * 1000); \
+               o.keyframes += s.keyFramesDecoded || 0; o.plis += s.pliCount || 0; \
+               o.nacks += s.nackCount || 0; o.rtx += s.retransmittedPacketsReceived || 0; \
+               if (s.frameWidth) { o.width = s.frameWidth; o.height = s.frameHeight; } } } \
+           if (s.type === 'transport' && s.selectedCandidatePairId) pair = r.get(s.selectedCandidatePairId); \
+         }); \
+         const local = pair && r.get(pair.localCandidateId); \
+         if (local) { o.local = local.address + ':' + local.port; o.port = local.port; } \
+         return o;",
+        json!([]),
+    );
+    assert!(v["error"].is_null(), "viewer stats: {v}");
+    let n = |k: &str| v[k].as_u64().unwrap_or(0);
+    let s = |k: &str| v[k].as_str().map(str::to_string);
+    View {
+        at: Instant::now(),
+        state: s("state").unwrap_or_default(),
+        current: s("current"),
+        target: s("target"),
+        frames: n("frames"),
+        dropped: n("dropped"),
+        freezes: n("freezes"),
+        freeze_ms: n("freezeMs"),
+        bytes: n("bytes"),
+        lost: v["lost"].as_i64().unwrap_or(0),
+        width: n("width"),
+        height: n("height"),
+        keyframes: n("keyframes"),
+        plis: n("plis"),
+        nacks: n("nacks"),
+        rtx: n("rtx"),
+        local: s("local").unwrap_or_default(),
+        port: v["port"].as_u64().and_then(|p| u16::try_from(p).ok()),
+    }
+}
+
+/// A started viewer page's port, once its ICE pair is up (on 127.0.0.1:
+/// the shaper's filter is IPv4).
+fn viewer_port(page: &Browser) -> u16 {
+    let v = wait_for("the viewer's ICE pair", LIMIT, || {
+        let v = view(page);
+        (v.state == "connected" && v.port.is_some()).then_some(v)
+    });
+    assert!(v.local.starts_with("127.0.0.1:"), "viewer on {}", v.local);
+    v.port.expect("port")
+}
+
+/// How a viewer fared over a run of samples.
+#[derive(Debug)]
+struct Fared {
+    /// Frames decoded in each full `WINDOW`.
+    windows: Vec<u64>,
+    /// Longest time between two samples that saw new frames (an upper bound
+    /// on the longest gap between frames, to within `SAMPLE_EVERY`).
+    stall: Duration,
+    /// RTP payload received, audio and video (`bytesReceived`: no headers,
+    /// no padding), kbit/s.
+    kbps: u64,
+    /// Layers wisp reported, in order of appearance; decoded widths likewise.
+    layers: Vec<String>,
+    widths: Vec<u64>,
+    /// Longest time between two samples: far above `SAMPLE_EVERY`, the
+    /// machine itself was starved (the page answered late).
+    lag: Duration,
+    /// getStats() counters over the run.
+    freezes: u64,
+    freeze_ms: u64,
+    dropped: u64,
+    lost: i64,
+}
+
+impl std::fmt::Display for Fared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "frames per {}s {:?}, longest gap {} ms, {} kbit/s received, layers {:?}, widths {:?}, \
+             freezes {} ({} ms), frames dropped {}, packets lost {}, sampled at most {} ms \
+             apart",
+            WINDOW.as_secs(),
+            self.windows,
+            self.stall.as_millis(),
+            self.kbps,
+            self.layers,
+            self.widths,
+            self.freezes,
+            self.freeze_ms,
+            self.dropped,
+            self.lost,
+            self.lag.as_millis()
+        )
+    }
+}
+
+fn fared(v: &[View]) -> Fared {
+    let (first, last) = (&v[0], &v[v.len() - 1]);
+    let mut windows = Vec::new();
+    let mut edge = first.at + WINDOW;
+    let mut at_start = first.frames;
+    for s in v {
+        if s.at >= edge {
+            windows.push(s.frames - at_start);
+            at_start = s.frames;
+            edge += WINDOW;
+        }
+    }
+    let (mut stall, mut since, mut frames) = (Duration::ZERO, first.at, first.frames);
+    for s in v {
+        if s.frames > frames {
+            stall = stall.max(s.at - since);
+            (since, frames) = (s.at, s.frames);
+        }
+    }
+    stall = stall.max(last.at - since);
+    let mut layers: Vec<String> = Vec::new();
+    let mut widths: Vec<u64> = Vec::new();
+    for s in v {
+        let l = s.current.clone().unwrap_or_else(|| "-".into());
+        if layers.last() != Some(&l) {
+            layers.push(l);
+        }
+        if widths.last() != Some(&s.width) {
+            widths.push(s.width);
+        }
+    }
+    let lag = v.windows(2).map(|p| p[1].at - p[0].at).max();
+    let secs = (last.at - first.at).as_secs_f64().max(0.001);
+    Fared {
+        windows,
+        stall,
+        kbps: ((last.bytes - first.bytes) as f64 * 8.0 / 1000.0 / secs) as u64,
+        layers,
+        widths,
+        lag: lag.unwrap_or_default(),
+        freezes: last.freezes - first.freezes,
+        freeze_ms: last.freeze_ms - first.freeze_ms,
+        dropped: last.dropped - first.dropped,
+        lost: last.lost - first.lost,
+    }
+}
+
+/// The samples where wisp's layer (current, target) or the decoded width
+/// changed, in ms after `t0`: "ms current>target WxH f<frames decoded>
+/// k<keyframes decoded> pli<PLIs sent> nack<NACKs sent> rtx<resent packets received>".
+fn timeline(v: &[View], t0: Instant) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut last = None;
+    for s in v {
+        let key = (s.current.clone(), s.target.clone(), s.width);
+        if last.as_ref() != Some(&key) {
+            out.push(format!(
+                "{} {}>{} {}x{} f{} k{} pli{} nack{} rtx{}",
+                s.at.saturating_duration_since(t0).as_millis(),
+                key.0.as_deref().unwrap_or("-"),
+                key.1.as_deref().unwrap_or("-"),
+                s.width,
+                s.height,
+                s.frames,
+                s.keyframes,
+                s.plis,
+                s.nacks,
+                s.rtx
+            ));
+            last = Some(key);
+        }
+    }
+    out
+}
+
+/// wisp's measured rate of each layer (the `layers` event), bit/s.
+fn layer_rates(page: &Browser) -> Value {
+    page.exec(
+        "return Object.fromEntries((window.wisp.viewer.layers || []).map(l => [l.rid, l.bitrate]));",
+        json!([]),
+    )
+}
+
+/// Sample every page's viewer for `d`.
+fn watch(pages: &[&Browser], d: Duration) -> Vec<Vec<View>> {
+    let mut out = vec![Vec::new(); pages.len()];
+    let end = Instant::now() + d;
+    loop {
+        for (p, o) in pages.iter().zip(&mut out) {
+            o.push(view(p));
+        }
+        if Instant::now() >= end {
+            return out;
+        }
+        std::thread::sleep(SAMPLE_EVERY);
+    }
+}
+
+/// The viewer kept decoding: every window had frames, no gap of `stall` or
+/// more between samples, and (with `freezes`) less than `stall` of freezes
+/// counted by the browser. The browser adds a freeze when it ends, so that
+/// is only meaningful when none was running as the samples began.
+fn assert_decoding(who: &str, f: &Fared, stall: Duration, freezes: bool) {
+    assert!(
+        f.windows.len() >= 2 && f.windows.iter().all(|n| *n >= MIN_WINDOW_FRAMES),
+        "{who}: frames decoded per {WINDOW:?} window {:?} (want >= {MIN_WINDOW_FRAMES} each): {f}",
+        f.windows
+    );
+    assert!(
+        f.stall < stall,
+        "{who}: {} ms without a new frame: {f}",
+        f.stall.as_millis()
+    );
+    assert!(
+        !freezes || f.freeze_ms < stall.as_millis() as u64,
+        "{who}: the browser counted {} freezes, {} ms: {f}",
+        f.freezes,
+        f.freeze_ms
+    );
+}
+
+/// When dropped (at the end, or when the test fails), prints wisp's layer
+/// decisions for each viewer of the room from its debug log: when, from, to,
+/// and the estimate that made them. Viewers are named in order of arrival.
+struct Choices<'a> {
+    wisp: &'a Wisp,
+    room: &'a str,
+    viewers: [&'a str; 2],
+}
+
+impl Drop for Choices<'_> {
+    fn drop(&mut self) {
+        let created = self.wisp.log_lines(&format!("room {}: viewer ", self.room));
+        let sessions = created
+            .iter()
+            .filter_map(|l| l.split(": viewer ").nth(1)?.strip_suffix(" created"));
+        for (who, id) in self.viewers.iter().zip(sessions) {
+            let lines = self
+                .wisp
+                .log_lines(&format!("room {}: viewer {id} layer", self.room));
+            let choices: Vec<String> = lines
+                .iter()
+                .map(|l| {
+                    let at = l.split_whitespace().next().unwrap_or("");
+                    let what = l.split(" layer ").nth(1).unwrap_or("");
+                    format!("{} {what}", at.trim_start_matches('['))
+                })
+                .collect();
+            eprintln!("wisp's choices for the {who} viewer {id}: {choices:?}");
+        }
+    }
+}
+
+/// What crossed the bottleneck between two readings `d` apart.
+fn wire(a: ShapedStats, b: ShapedStats, d: Duration) -> String {
+    format!(
+        "{} kbit/s on the wire, {} packets dropped",
+        (b.bytes - a.bytes) * 8 / d.as_millis().max(1) as u64,
+        b.dropped - a.dropped
+    )
+}
+
+/// wisp's repair and switching counters (`/metrics`): name{labels} -> value.
+fn repair_counters(wisp: &Wisp) -> Vec<(String, u64)> {
+    let text = wisp.get("/metrics").text();
+    text.lines()
+        .filter(|l| {
+            [
+                "wisp_keyframe_requests_total",
+                "wisp_nacks_total",
+                "wisp_layer_switches_total",
+                "wisp_packets_dropped_total",
+            ]
+            .iter()
+            .any(|m| l.starts_with(m))
+        })
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// What changed between two `repair_counters` readings.
+fn counted(before: &[(String, u64)], after: &[(String, u64)]) -> Vec<String> {
+    after
+        .iter()
+        .filter_map(|(k, v)| {
+            let was = before.iter().find(|(b, _)| b == k).map_or(0, |b| b.1);
+            (*v > was).then(|| format!("{k} +{}", v - was))
+        })
+        .collect()
+}
+
+#[test]
+fn chromium_simulcast_layers_follow_each_viewers_bandwidth() {
+    const TEST: &str = "browser_simulcast_bandwidth";
+    let Some(_one_at_a_time) = begin(TEST) else {
+        return;
+    };
+    let mut shaper = match Shaper::install() {
+        Ok(s) => s,
+        Err(e) if std::env::var_os("CI").is_some() => {
+            panic!("{TEST}: cannot shape lo ({e}), but CI is set (see .ci/run)")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED {TEST}: cannot shape lo ({e}); set CI=1 to make this a failure");
+            return;
+        }
+    };
+    let t_start = Instant::now();
+    let room = "bw";
+    let wisp = Wisp::start_with(&[("RUST_LOG", "info,wisp::sfu=debug")]);
+    let _choices = Choices {
+        wisp: &wisp,
+        room,
+        viewers: ["throttled", "unthrottled, then narrowed"],
+    };
+    let page = format!("{}/", wisp.url());
+    let (publisher, enc) = publish(&page, room);
+    let encoded = || frames(&stats(&publisher, "publisher"));
+    let w = |rid: &str| {
+        enc.iter()
+            .find(|(r, _)| r == rid)
+            .map(|(_, w)| *w)
+            .unwrap_or_else(|| panic!("no encoding {rid} in {enc:?}"))
+    };
+    let wl = w("l");
+    let slow = Browser::open(&page);
+    let fast = Browser::open(&page);
+
+    // The slow viewer first: its downlink narrows as soon as its ICE pair is
+    // up (a viewer starts low, on `l`, anyway). Then the fast one, unshaped.
+    slow.set("room", room);
+    slow.click("#watch-start");
+    let t_slow = Instant::now();
+    let slow_port = viewer_port(&slow);
+    shaper.limit(slow_port, THROTTLE_KBIT);
+    let throttled_after = t_slow.elapsed();
+    fast.set("room", room);
+    fast.click("#watch-start");
+    let t_fast = Instant::now();
+    let fast_port = viewer_port(&fast);
+    assert_ne!(slow_port, fast_port);
+    eprintln!(
+        "viewers on ports {slow_port} (throttled to {THROTTLE_KBIT} kbit/s {} ms after its \
+         click) and {fast_port} (unthrottled)",
+        throttled_after.as_millis()
+    );
+
+    eprintln!("wisp's layer rates (bit/s): {}", layer_rates(&slow));
+
+    // Automatic choice: the slow viewer on `l`, the fast one climbs.
+    let on = |v: &View, rid: &str| v.current.as_deref() == Some(rid) && v.width == w(rid);
+    let above_l =
+        |v: &View| v.current.is_some() && v.current.as_deref() != Some("l") && v.width > wl;
+    let (mut slow_on_l, mut fast_above_l, mut fast_on_h) = (None, None, None);
+    let mut climb: [Vec<View>; 2] = Default::default();
+    while t_fast.elapsed() < CLIMB_LIMIT {
+        let (s, f) = (view(&slow), view(&fast));
+        if slow_on_l.is_none() && on(&s, "l") {
+            slow_on_l = Some(s.at - t_slow);
+        }
+        if fast_above_l.is_none() && above_l(&f) {
+            fast_above_l = Some(f.at - t_fast);
+        }
+        if fast_on_h.is_none() && on(&f, "h") {
+            fast_on_h = Some(f.at - t_fast);
+        }
+        let done = on(&s, "l") && fast_on_h.is_some();
+        climb[0].push(s);
+        climb[1].push(f);
+        if done {
+            break;
+        }
+        std::thread::sleep(SAMPLE_EVERY);
+    }
+    let ms = |d: Option<Duration>| d.map_or("never".into(), |d| format!("{} ms", d.as_millis()));
+    eprintln!(
+        "RESULT {TEST} settling (ms after each viewer's click): throttled viewer on l after {}, \
+         unthrottled viewer above l after {}, on h after {}\n  throttled  {:?}\n  unthrottled {:?}",
+        ms(slow_on_l),
+        ms(fast_above_l),
+        ms(fast_on_h),
+        timeline(&climb[0], t_slow),
+        timeline(&climb[1], t_fast),
+    );
+    assert!(
+        slow_on_l.is_some(),
+        "the throttled viewer never decoded l: {:?}",
+        timeline(&climb[0], t_slow)
+    );
+    assert!(
+        fast_above_l.is_some(),
+        "the unthrottled viewer stayed on l for {CLIMB_LIMIT:?}: {:?}",
+        timeline(&climb[1], t_fast)
+    );
+
+    // Both keep decoding, each on its own layer.
+    let (tc0, t0, e0) = (shaper.stats(slow_port), Instant::now(), encoded());
+    let seen = watch(&[&slow, &fast], OBSERVE);
+    let (tc1, t1, e1) = (shaper.stats(slow_port), Instant::now(), encoded());
+    let (fs, ff) = (fared(&seen[0]), fared(&seen[1]));
+    eprintln!(
+        "RESULT {TEST} both settled, {} s:\n  throttled   {fs}\n  unthrottled {ff}\n  \
+         bottleneck of the throttled viewer: {}; since it began: {tc1:?}\n  publisher: {} \
+         frames encoded (all layers); wisp's layer rates (bit/s): {}",
+        OBSERVE.as_secs(),
+        wire(tc0, tc1, t1 - t0),
+        e1 - e0,
+        layer_rates(&slow)
+    );
+    assert_decoding("throttled viewer", &fs, MAX_STALL, true);
+    assert_decoding("unthrottled viewer", &ff, MAX_STALL, true);
+    assert!(
+        seen[0].iter().all(|v| on(v, "l")),
+        "the throttled viewer left l: {:?}",
+        timeline(&seen[0], seen[0][0].at)
+    );
+    assert!(
+        seen[1].iter().all(above_l),
+        "the unthrottled viewer fell to l: {:?}",
+        timeline(&seen[1], seen[1][0].at)
+    );
+    assert!(fs.kbps <= THROTTLE_KBIT, "throttled viewer: {fs}");
+
+    // Now the fast viewer's link narrows too: it comes down to `l`, settles
+    // (the bottleneck stops dropping, frames flow again), and keeps decoding.
+    // What the switch itself costs is printed, not asserted.
+    let counters = repair_counters(&wisp);
+    let t_narrow = Instant::now();
+    let mut during = vec![view(&fast)];
+    shaper.limit(fast_port, THROTTLE_KBIT);
+    let (mut down, mut drops, mut quiet) = (None, 0, t_narrow);
+    loop {
+        std::thread::sleep(SAMPLE_EVERY);
+        let v = view(&fast);
+        let now = shaper.stats(fast_port).dropped;
+        if now > drops {
+            (drops, quiet) = (now, Instant::now());
+        }
+        if down.is_none() && on(&v, "l") {
+            down = Some(t_narrow.elapsed());
+        }
+        let on_l = on(&v, "l");
+        during.push(v);
+        // Settled: on `l`, nothing dropped and frames flowing for `SETTLE`.
+        let last = &during[during.len() - 1];
+        let recent = during
+            .iter()
+            .position(|s| last.at - s.at <= SETTLE)
+            .unwrap_or(0);
+        let flowing = fared(&during[recent..]);
+        let settled = on_l
+            && quiet.elapsed() >= SETTLE
+            && last.frames - during[recent].frames >= MIN_WINDOW_FRAMES
+            && flowing.stall < MAX_STALL / 2;
+        if settled {
+            break;
+        }
+        assert!(
+            t_narrow.elapsed() < DROP_LIMIT,
+            "the viewer whose link narrowed to {THROTTLE_KBIT} kbit/s has not settled on l \
+             after {DROP_LIMIT:?} (on l after {down:?}, {drops} dropped at the bottleneck, the \
+             last {} ms ago): {:?}; {}",
+            quiet.elapsed().as_millis(),
+            timeline(&during, t_narrow),
+            fared(&during)
+        );
+    }
+    let down = down.expect("on l");
+    let quiet = quiet - t_narrow;
+    let switch = fared(&during);
+    let repairs = counted(&counters, &repair_counters(&wisp));
+    let ports = [slow_port, fast_port];
+    let (tc0, t0, e0) = (ports.map(|p| shaper.stats(p)), Instant::now(), encoded());
+    let seen = watch(&[&slow, &fast], OBSERVE / 2);
+    let (tc1, t1, e1) = (ports.map(|p| shaper.stats(p)), Instant::now(), encoded());
+    let (fs2, ff2) = (fared(&seen[0]), fared(&seen[1]));
+    eprintln!(
+        "RESULT {TEST} narrowed: the unthrottled viewer decoded l {} ms after its link \
+         narrowed to {THROTTLE_KBIT} kbit/s, the last drop at the bottleneck was at {} ms; \
+         until {} s after that: {switch}\n  {:?}\n  wisp: {repairs:?}\nthen, {} s:\n  \
+         narrowed  {ff2}; bottleneck {}\n  throttled {fs2}; bottleneck {}\n  publisher: {} \
+         frames encoded\n  tc since each began: throttled port {:?}, narrowed port {:?}\n\
+         total {} ms",
+        down.as_millis(),
+        quiet.as_millis(),
+        SETTLE.as_secs(),
+        timeline(&during, t_narrow),
+        (OBSERVE / 2).as_secs(),
+        wire(tc0[1], tc1[1], t1 - t0),
+        wire(tc0[0], tc1[0], t1 - t0),
+        e1 - e0,
+        tc1[0],
+        tc1[1],
+        t_start.elapsed().as_millis()
+    );
+    if ff2.stall >= MAX_STALL || tc1[1].dropped > tc0[1].dropped {
+        eprintln!(
+            "NOTE {TEST}: the narrowed viewer's bottleneck still dropped packets after it had \
+             settled on l ({}), longest gap {} ms",
+            wire(tc0[1], tc1[1], t1 - t0),
+            ff2.stall.as_millis()
+        );
+    }
+    // The narrowed viewer: frames in every window and no long stall, but
+    // with more slack than a viewer throttled from the start (`MAX_STALL_NARROWED`).
+    assert_decoding("narrowed viewer", &ff2, MAX_STALL_NARROWED, false);
+    assert_decoding("throttled viewer", &fs2, MAX_STALL, true);
+    assert!(
+        seen[1].iter().all(|v| on(v, "l")),
+        "the narrowed viewer left l: {:?}",
+        timeline(&seen[1], seen[1][0].at)
+    );
+    assert!(
+        seen[0].iter().all(|v| on(v, "l")),
+        "the throttled viewer left l: {:?}",
+        timeline(&seen[0], seen[0][0].at)
+    );
 }

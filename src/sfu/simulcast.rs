@@ -18,6 +18,9 @@ pub const RATE_WINDOW: Duration = Duration::from_millis(500);
 pub const PACKET_OVERHEAD: u64 = 12 + 10 + 28;
 /// A layer is chosen when its rate fits this share of the estimate.
 pub const FIT: f64 = 0.85;
+/// The layer being forwarded stays while its rate is within this share of
+/// the estimate (going up needs `UP_MARGIN`: a 20 % band against flapping).
+pub const STAY: f64 = 1.0;
 /// Going up needs the estimate to exceed the next layer's rate times this...
 pub const UP_MARGIN: f64 = 1.2;
 /// ...for this long: long enough to see that a probe's result holds, short
@@ -239,6 +242,13 @@ impl Selection {
         };
         if best < pos {
             self.up_since = None;
+            // Hysteresis: a layer reached with UP_MARGIN stays while it fits
+            // the whole estimate (its measured rate jumps with the keyframe
+            // that started it), unless the viewer reports heavy loss.
+            let cur_rate = layers[rank[pos] as usize].rate;
+            if self.loss <= LOSSY && cur_rate as f64 <= est as f64 * STAY {
+                return Some(rank[pos]);
+            }
             return Some(rank[best]);
         }
         if pos + 1 >= n {
@@ -282,11 +292,12 @@ impl Selection {
             .map(|i| layers[*i as usize].rate)
             .unwrap_or(cur);
         let desired = (next as f64 * UP_MARGIN * 1.1) as u64;
-        // No padding while the current layer does not fit: it would only
-        // deepen the congestion the estimate is reacting to.
-        let fits = self
-            .estimate
-            .is_some_and(|e| (e as f64 * FIT) as u64 >= cur);
+        // No padding while the current layer does not fit or the viewer
+        // reports loss: it would only deepen the congestion.
+        let fits = self.loss <= LOSSY / 2.0
+            && self
+                .estimate
+                .is_some_and(|e| (e as f64 * FIT) as u64 >= cur);
         if fits {
             (next.max(cur), desired)
         } else {
@@ -328,6 +339,35 @@ mod tests {
         // Down at once.
         s.estimate = Some(400_000);
         assert_eq!(s.choose(&ls, t0 + Duration::from_millis(3200)), Some(2));
+    }
+
+    #[test]
+    fn a_layer_reached_stays_while_it_fits_the_estimate() {
+        let t0 = Instant::now();
+        let mut ls = layers(&[1_600_000, 500_000, 130_000]);
+        let mut s = Selection {
+            estimate: Some(620_000),
+            ..Selection::default()
+        };
+        assert_eq!(s.choose(&ls, t0), Some(1));
+        s.current = Some(1);
+        // The keyframe that started m lifts its measured rate past
+        // FIT * estimate, still within the estimate: no flap back to l.
+        ls[1].rate = 600_000;
+        assert_eq!(s.choose(&ls, t0 + Duration::from_millis(500)), None);
+        // Past the estimate: down.
+        ls[1].rate = 700_000;
+        assert_eq!(s.choose(&ls, t0 + Duration::from_secs(1)), Some(2));
+        // Heavy loss: down even within the estimate.
+        let mut s = Selection {
+            estimate: Some(620_000),
+            current: Some(1),
+            target: Some(1),
+            loss: 0.2,
+            ..Selection::default()
+        };
+        ls[1].rate = 600_000;
+        assert_eq!(s.choose(&ls, t0), Some(2));
     }
 
     #[test]

@@ -6,12 +6,14 @@
 //! process group, by id) when its handle drops.
 #![allow(dead_code)]
 
+use std::cell::Cell;
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -91,6 +93,18 @@ const SIOCSIFFLAGS: u64 = 0x8914;
 const IFF_UP: i16 = 0x1;
 const SIGKILL: i32 = 9;
 
+thread_local! {
+    /// This thread moved into its own network namespace (see [`isolated`]).
+    static ISOLATED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether `begin` moved this thread into a fresh loopback-only network
+/// namespace: only then may a test change `lo` (e.g. traffic control), as
+/// nothing outside the test shares it.
+pub fn isolated() -> bool {
+    ISOLATED.with(Cell::get)
+}
+
 #[repr(C)]
 struct IfReq {
     name: [u8; 16],
@@ -129,6 +143,7 @@ fn isolate_network(test: &str) {
         }
     };
     assert!(ok, "bring up lo: {}", std::io::Error::last_os_error());
+    ISOLATED.with(|i| i.set(true));
 }
 
 /// Kill a whole process group we created (by its id, never by name).
@@ -248,7 +263,12 @@ pub struct Wisp {
     pub http: SocketAddr,
     /// Sent as Bearer on `get` (the room API needs it when set).
     admin: Option<String>,
+    /// wisp's log (stderr), the latest [`LOG_LINES`] lines.
+    log: Arc<Mutex<VecDeque<String>>>,
 }
+
+/// Lines of wisp's log kept by [`Wisp::log_lines`].
+const LOG_LINES: usize = 20_000;
 
 impl Wisp {
     pub fn start() -> Wisp {
@@ -270,8 +290,17 @@ impl Wisp {
             .expect("start wisp");
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = Arc::new(Mutex::new(VecDeque::new()));
+        let kept = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                {
+                    let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+                    if kept.len() == LOG_LINES {
+                        kept.pop_front();
+                    }
+                    kept.push_back(line.clone());
+                }
                 if let Some(rest) = line.split("http=").nth(1) {
                     let addr = rest.split_whitespace().next().unwrap_or("").to_string();
                     let _ = tx.send(addr);
@@ -291,7 +320,14 @@ impl Wisp {
                 .iter()
                 .find(|(k, _)| *k == "WISP_ADMIN_TOKEN")
                 .map(|(_, v)| v.to_string()),
+            log,
         }
+    }
+
+    /// The lines of wisp's log so far that contain `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.iter().filter(|l| l.contains(needle)).cloned().collect()
     }
 
     pub fn url(&self) -> String {
@@ -550,6 +586,141 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
             "timed out after {limit:?} waiting for {what}"
         );
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+// ---- Traffic control on lo (inside the test's own namespace only) -----------------
+
+/// A bottleneck in front of chosen ports on `lo`: Linux traffic control (HTB,
+/// one class per port with a rate and a short drop-tail queue), like a slow
+/// downlink. Packets to other ports pass unshaped (HTB's direct queue).
+///
+/// Only inside the namespace `begin` made ([`isolated`]): `tc` runs as a child
+/// of this thread, so it acts on the thread's namespace, never the host's.
+/// Everything goes away with the namespace; `Drop` removes it earlier.
+pub struct Shaper {
+    /// (destination port, HTB class minor)
+    classes: Vec<(u16, u16)>,
+}
+
+/// Queueing delay a shaped class buffers before it drops (a short
+/// bottleneck queue, as on a real link).
+pub const SHAPER_QUEUE: Duration = Duration::from_millis(200);
+
+/// What `tc -s class show` counts for one class.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ShapedStats {
+    pub bytes: u64,
+    pub packets: u64,
+    pub dropped: u64,
+    pub overlimits: u64,
+}
+
+fn tc(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("tc")
+        .args(args)
+        .output()
+        .map_err(|e| format!("tc {}: {e}", args.join(" ")))?;
+    if !out.status.success() {
+        return Err(format!(
+            "tc {}: {} {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl Shaper {
+    /// Put an HTB root qdisc on `lo`. `Err` says why it cannot (not in a
+    /// namespace of its own, no `tc`, no HTB in the kernel).
+    pub fn install() -> Result<Shaper, String> {
+        if !isolated() {
+            return Err("this thread is not in a network namespace of its own".into());
+        }
+        if which("tc").is_none() {
+            return Err("tc is not installed (apt-get install iproute2)".into());
+        }
+        // `default 0`: unclassified traffic takes HTB's direct queue, unshaped.
+        tc(&[
+            "qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb", "default", "0",
+        ])?;
+        Ok(Shaper {
+            classes: Vec::new(),
+        })
+    }
+
+    /// Limit what goes *to* `port` on 127.0.0.1 (any protocol) to `kbit`
+    /// kbit/s, with [`SHAPER_QUEUE`] of queue at that rate; again for a
+    /// port already limited changes its rate.
+    pub fn limit(&mut self, port: u16, kbit: u64) {
+        let queue = (kbit * 1000 / 8 * SHAPER_QUEUE.as_millis() as u64 / 1000).max(3000);
+        let (rate, limit) = (format!("{kbit}kbit"), queue.to_string());
+        let existing = self.classes.iter().find(|(p, _)| *p == port).map(|c| c.1);
+        let minor = existing.unwrap_or(0x10 + self.classes.len() as u16);
+        let (class, handle) = (format!("1:{minor:x}"), format!("{minor:x}:"));
+        let verb = if existing.is_some() { "change" } else { "add" };
+        let run = |args: &[&str]| tc(args).unwrap_or_else(|e| panic!("{e}"));
+        run(&[
+            "class", verb, "dev", "lo", "parent", "1:", "classid", &class, "htb", "rate", &rate,
+            "ceil", &rate,
+        ]);
+        run(&[
+            "qdisc", verb, "dev", "lo", "parent", &class, "handle", &handle, "bfifo", "limit",
+            &limit,
+        ]);
+        if existing.is_none() {
+            let dport = port.to_string();
+            run(&[
+                "filter", "add", "dev", "lo", "protocol", "ip", "parent", "1:", "prio", "1", "u32",
+                "match", "ip", "dport", &dport, "0xffff", "flowid", &class,
+            ]);
+            self.classes.push((port, minor));
+        }
+    }
+
+    /// The counters of the class shaping `port` (zeros if none).
+    pub fn stats(&self, port: u16) -> ShapedStats {
+        let Some(&(_, minor)) = self.classes.iter().find(|(p, _)| *p == port) else {
+            return ShapedStats::default();
+        };
+        let class = format!("1:{minor:x}");
+        let out = tc(&["-s", "class", "show", "dev", "lo", "classid", &class]).unwrap_or_default();
+        // " Sent 1234 bytes 56 pkt (dropped 7, overlimits 89 requeues 0)"
+        let words: Vec<&str> = out
+            .lines()
+            .find(|l| l.trim_start().starts_with("Sent "))
+            .unwrap_or("")
+            .split(|c: char| c.is_whitespace() || c == ',' || c == '(' || c == ')')
+            .filter(|w| !w.is_empty())
+            .collect();
+        let after = |key: &str| {
+            words
+                .iter()
+                .position(|w| *w == key)
+                .and_then(|i| words.get(i + 1)?.parse().ok())
+                .unwrap_or(0)
+        };
+        let before = |key: &str| {
+            words
+                .iter()
+                .position(|w| *w == key)
+                .and_then(|i| words.get(i.checked_sub(1)?)?.parse().ok())
+                .unwrap_or(0)
+        };
+        ShapedStats {
+            bytes: before("bytes"),
+            packets: before("pkt"),
+            dropped: after("dropped"),
+            overlimits: after("overlimits"),
+        }
+    }
+}
+
+impl Drop for Shaper {
+    fn drop(&mut self) {
+        let _ = tc(&["qdisc", "del", "dev", "lo", "root"]);
     }
 }
 
