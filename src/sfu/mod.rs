@@ -176,9 +176,10 @@ pub struct Sfu {
     /// Video layers (room, layer index) that owe a keyframe request, with when it is allowed.
     keyframe_timers: Vec<(Instant, RoomName, u8)>,
     transmits: VecDeque<Transmit>,
-    /// Viewers written to since the last drain (may repeat): `poll_output`
-    /// gives each one str0m timeout and one drain, so the packets of one
-    /// ingress batch cost a viewer one drain, not one each.
+    /// Viewers written to since the last drain, each once (`Session::queued`;
+    /// so at most one entry per session): `poll_output` gives each one str0m
+    /// timeout and one drain, so the packets of one ingress batch cost a
+    /// viewer one drain, not one each.
     written: Vec<SessionId>,
     records: VecDeque<record::RecordEvent>,
     next_recording: u64,
@@ -803,6 +804,7 @@ impl Sfu {
             nacks_seen: [0, 0],
             rebinds: 0,
             inject_panic: false,
+            queued: false,
             recent_txids: VecDeque::with_capacity(RECENT_TXIDS),
         };
         self.sessions.insert(id, session);
@@ -968,6 +970,15 @@ impl Sfu {
             }
         } else {
             drain(id, &mut s.rtc, &mut sinks)
+        };
+        self.settle(id, drained);
+    }
+
+    /// After a drain: reschedule the session's timer (no later than its
+    /// connect timeout while unconnected), or end it.
+    fn settle(&mut self, id: SessionId, drained: Drained) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
         };
         match drained {
             Drained::Until(t) => {
@@ -1415,16 +1426,9 @@ impl Sfu {
                 v.rtc
                     .bwe()
                     .set_bitrate(Bitrate::bps(wish.0), Bitrate::bps(desired));
-                let mut sinks = Sinks {
-                    transmits: &mut self.transmits,
-                    events: &mut self.events,
-                };
-                match drain(*id, &mut v.rtc, &mut sinks) {
-                    Drained::Until(t) => self.timers.schedule(*id, &mut v.timer, t),
-                    Drained::Dead { .. } => {
-                        v.dead = true;
-                        self.doomed.push(*id);
-                    }
+                // New BWE timers: drained with the written viewers.
+                if !std::mem::replace(&mut v.queued, true) {
+                    self.written.push(*id);
                 }
             }
         }
@@ -1729,7 +1733,9 @@ impl Sfu {
                 }
             }
             // Sent by `drain_written` at the next `poll_output`.
-            written.push(*sub_id);
+            if !std::mem::replace(&mut sub.queued, true) {
+                written.push(*sub_id);
+            }
         }
         if want_keyframe || rates_changed {
             let room_name = room_name.clone();
@@ -1750,41 +1756,27 @@ impl Sfu {
     fn drain_written(&mut self) {
         let now = self.last_now;
         let mut ids = std::mem::take(&mut self.written);
-        // Written in room order, one run per ingress packet: sorted runs.
-        ids.sort_unstable();
-        ids.dedup();
         for &id in &ids {
             let Some(s) = self.sessions.get_mut(&id) else {
                 continue;
             };
+            s.queued = false;
             if s.dead {
                 continue;
             }
-            if catch_unwind(AssertUnwindSafe(|| s.rtc.handle_input(Input::Timeout(now)))).is_err() {
-                self.stats.caught_panics += 1;
-                s.dead = true;
-                self.doomed.push(id);
-                continue;
-            }
-            let mut sinks = Sinks {
-                transmits: &mut self.transmits,
-                events: &mut self.events,
-            };
-            match session::drain_due(id, &mut s.rtc, &mut sinks, now) {
-                Drained::Until(t) => {
-                    let t = if s.connected {
-                        t
-                    } else {
-                        t.min(s.created + self.config.connect_timeout)
+            let drained =
+                if catch_unwind(AssertUnwindSafe(|| s.rtc.handle_input(Input::Timeout(now))))
+                    .is_err()
+                {
+                    Drained::Dead { panicked: true }
+                } else {
+                    let mut sinks = Sinks {
+                        transmits: &mut self.transmits,
+                        events: &mut self.events,
                     };
-                    self.timers.schedule(id, &mut s.timer, t);
-                }
-                Drained::Dead { panicked } => {
-                    self.stats.caught_panics += u64::from(panicked);
-                    s.dead = true;
-                    self.doomed.push(id);
-                }
-            }
+                    session::drain_due(id, &mut s.rtc, &mut sinks, now)
+                };
+            self.settle(id, drained);
         }
         if self.written.is_empty() {
             // Keep the capacity: no allocation per batch.

@@ -69,6 +69,8 @@ pub struct Session {
     pub rebinds: u32,
     /// Test hook: panic on the next drain (see `Sfu::inject_panic`).
     pub inject_panic: bool,
+    /// Written to since the last drain, and listed in `Sfu::written` once.
+    pub queued: bool,
     /// Transaction ids of the latest Binding requests (any address): a check
     /// replayed from another address is never promoted (see `demux::with_priority`).
     pub recent_txids: std::collections::VecDeque<[u8; 12]>,
