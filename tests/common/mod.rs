@@ -462,13 +462,19 @@ impl TestNet {
     }
 
     pub fn publish(&mut self, room: &str) -> usize {
-        self.join(
+        self.publish_with(room, &JoinOpts::default())
+    }
+
+    /// Publish audio + video with the offer shaped by `opts`.
+    pub fn publish_with(&mut self, room: &str, opts: &JoinOpts) -> usize {
+        self.join_opts(
             room,
             true,
             &[
                 (MediaKind::Audio, Direction::SendOnly),
                 (MediaKind::Video, Direction::SendOnly),
             ],
+            opts,
         )
         .expect("publish")
     }
@@ -478,16 +484,7 @@ impl TestNet {
             record,
             ..JoinOpts::default()
         };
-        self.join_opts(
-            room,
-            true,
-            &[
-                (MediaKind::Audio, Direction::SendOnly),
-                (MediaKind::Video, Direction::SendOnly),
-            ],
-            &opts,
-        )
-        .expect("publish")
+        self.publish_with(room, &opts)
     }
 
     pub fn view(&mut self, room: &str) -> usize {
@@ -603,16 +600,7 @@ impl TestNet {
             simulcast: Some(layers),
             ..JoinOpts::default()
         };
-        self.join_opts(
-            room,
-            true,
-            &[
-                (MediaKind::Audio, Direction::SendOnly),
-                (MediaKind::Video, Direction::SendOnly),
-            ],
-            &opts,
-        )
-        .expect("publish")
+        self.publish_with(room, &opts)
     }
 
     /// The simulcast video packets viewer `i` got, in arrival order (each
@@ -646,16 +634,7 @@ impl TestNet {
             config: Some(only_codec(codec)),
             ..JoinOpts::default()
         };
-        self.join_opts(
-            room,
-            true,
-            &[
-                (MediaKind::Audio, Direction::SendOnly),
-                (MediaKind::Video, Direction::SendOnly),
-            ],
-            &opts,
-        )
-        .expect("publish")
+        self.publish_with(room, &opts)
     }
 
     fn drain_client(&mut self, i: usize) {
