@@ -3,8 +3,9 @@
 //! datagram (IP_PKTINFO), so a wildcard bind still tells which local address
 //! was hit; on the way out, one `sendmmsg` per flush of the core's output
 //! (per 64 messages) whose messages are single datagrams or UDP GSO runs
-//! (equal-size datagrams to one destination). Sends leave the source address to the kernel's route
-//! choice, as before: an advertised `--public-ips` address need not be local.
+//! (equal-size datagrams to one destination). Sends leave the source address
+//! to the kernel's route choice: an advertised `--public-ips` address need not
+//! be local.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::SocketAddr;
