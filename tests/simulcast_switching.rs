@@ -301,3 +301,32 @@ fn paused_layer_makes_viewers_fall_back() {
     assert!(r.frames_lost <= 45, "{} frames lost", r.frames_lost);
     net.assert_accounting();
 }
+
+/// Measurement, not a gate (`cargo test --test simulcast_switching --
+/// --ignored --nocapture`): the fast viewer's link collapses at 13 phases of
+/// its traffic, 250 ms apart. Prints when l is forwarded and when its first
+/// packet reaches the viewer. The gated test above uses one phase; this one
+/// shows the spread (str0m's pacer can hold the old layer's packets for
+/// seconds after its estimate falls, and they delay the new layer).
+#[test]
+#[ignore]
+fn down_switch_phase_sweep() {
+    for delay_ms in (0..=3000).step_by(250) {
+        let (mut net, _p, _slow, fast) = setup(12);
+        settle(&mut net, fast, "h", Duration::from_secs(20)).expect("fast settles on h");
+        net.run_for(Duration::from_millis(delay_ms));
+        let at = net.elapsed();
+        net.set_downlink(fast, Some(300_000));
+        let down = settle(&mut net, fast, "l", Duration::from_secs(10));
+        let first_l = first_of_layer_after(&net, fast, L, at).map(|t| t - at);
+        net.run_for(Duration::from_secs(2));
+        let rf = analyse(net.sim_packets(fast));
+        assert_clean("viewer whose link dropped", &rf);
+        eprintln!(
+            "phase +{delay_ms} ms: l forwarded after {:?} s, first l at the viewer after {:?} s, {} frames lost",
+            down.map(|d| d.as_secs_f64()),
+            first_l.map(|d| d.as_secs_f64()),
+            rf.frames_lost
+        );
+    }
+}
