@@ -305,28 +305,37 @@ fn paused_layer_makes_viewers_fall_back() {
 /// Measurement, not a gate (`cargo test --test simulcast_switching --
 /// --ignored --nocapture`): the fast viewer's link collapses at 13 phases of
 /// its traffic, 250 ms apart. Prints when l is forwarded and when its first
-/// packet reaches the viewer. The gated test above uses one phase; this one
+/// packet reaches the viewer, then when h first reaches the slow viewer after
+/// its link opens. The gated test above uses one phase; this one
 /// shows the spread (str0m's pacer can hold the old layer's packets for
 /// seconds after its estimate falls, and they delay the new layer).
 #[test]
 #[ignore]
 fn down_switch_phase_sweep() {
     for delay_ms in (0..=3000).step_by(250) {
-        let (mut net, _p, _slow, fast) = setup(12);
+        let (mut net, _p, slow, fast) = setup(12);
         settle(&mut net, fast, "h", Duration::from_secs(20)).expect("fast settles on h");
         net.run_for(Duration::from_millis(delay_ms));
         let at = net.elapsed();
         net.set_downlink(fast, Some(300_000));
         let down = settle(&mut net, fast, "l", Duration::from_secs(10));
         let first_l = first_of_layer_after(&net, fast, L, at).map(|t| t - at);
+        // Then the slow viewer's link opens up, as in the gated test.
+        let at = net.elapsed();
+        net.set_downlink(slow, Some(10_000_000));
+        settle(&mut net, slow, "h", Duration::from_secs(25));
+        let first_h = first_of_layer_after(&net, slow, H, at).map(|t| t - at);
         net.run_for(Duration::from_secs(2));
         let rf = analyse(net.sim_packets(fast));
         assert_clean("viewer whose link dropped", &rf);
+        assert_clean("viewer whose link opened", &analyse(net.sim_packets(slow)));
         eprintln!(
-            "phase +{delay_ms} ms: l forwarded after {:?} s, first l at the viewer after {:?} s, {} frames lost",
+            "phase +{delay_ms} ms: l forwarded after {:?} s, first l at the viewer after {:?} s, \
+             {} frames lost; link opened: first h after {:?} s",
             down.map(|d| d.as_secs_f64()),
             first_l.map(|d| d.as_secs_f64()),
-            rf.frames_lost
+            rf.frames_lost,
+            first_h.map(|d| d.as_secs_f64()),
         );
     }
 }
