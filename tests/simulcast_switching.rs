@@ -306,9 +306,10 @@ fn paused_layer_makes_viewers_fall_back() {
 /// --ignored --nocapture`): the fast viewer's link collapses at 13 phases of
 /// its traffic, 250 ms apart. Prints when l is forwarded and when its first
 /// packet reaches the viewer, then when h first reaches the slow viewer after
-/// its link opens. The gated test above uses one phase; this one
-/// shows the spread (str0m's pacer can hold the old layer's packets for
-/// seconds after its estimate falls, and they delay the new layer).
+/// its link opens. The gated test above uses one phase; this one shows the
+/// spread. (With forwarded video paced by str0m, the first l packet came
+/// after more than 2 s at 6 to 8 of the 13 phases: the pacer held the old
+/// layer's packets.)
 #[test]
 #[ignore]
 fn down_switch_phase_sweep() {

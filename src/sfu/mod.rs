@@ -1174,8 +1174,19 @@ impl Sfu {
                         // The resend history is a viewer's main memory cost
                         // (str0m's default: 1024 packets, 3 s). NACK repair
                         // needs a few round trips: keep 1 s, at most 512 packets.
+                        //
+                        // Forwarded video is not paced (str0m paces video once
+                        // BWE is on, as it is for simulcast viewers). The pacer
+                        // sends at 1.1x an estimate that lags a collapsing link
+                        // and can undershoot a steady one; it then holds up to
+                        // 2 s of video, and the lower layer a viewer switches to
+                        // waits behind the stale one (over 2 s at 6 to 8 of 13
+                        // phases in simulcast_switching's phase sweep; within
+                        // 1.8 s at all 13 unpaced). An SFU controls its rate by
+                        // the layer it picks; padding and probes stay paced.
                         if let Some(tx) = s.rtc.direct_api().stream_tx_by_mid(mid, None) {
                             tx.set_rtx_cache(RTX_PACKETS, RTX_AGE, Some(0.15));
+                            tx.set_unpaced(true);
                         }
                     }
                 }
