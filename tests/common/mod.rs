@@ -67,6 +67,9 @@ pub struct Client {
     pub uplink_loss: f64,
     /// Extra random delay (0..this) per datagram from this client: reorders.
     pub uplink_jitter: Duration,
+    /// Publisher: count keyframe requests but send keyframes only on its
+    /// own schedule (OBS's WHIP output has no PLI handling).
+    pub ignore_keyframe_requests: bool,
 }
 
 /// One simulcast layer a test publisher sends, 30 frames a second, `packets`
@@ -455,6 +458,7 @@ impl TestNet {
             nat: None,
             uplink_loss: 0.0,
             uplink_jitter: Duration::ZERO,
+            ignore_keyframe_requests: false,
         });
         let i = self.clients.len() - 1;
         self.drain_client(i);
@@ -658,10 +662,11 @@ impl TestNet {
                         Event::Connected => c.connected_at = Some(now),
                         Event::KeyframeRequest(r) => {
                             c.keyframe_requests += 1;
-                            c.want_keyframe = true;
+                            let honour = !c.ignore_keyframe_requests;
+                            c.want_keyframe |= honour;
                             for l in c.sim.iter_mut() {
                                 if r.rid.is_none() || r.rid.as_deref() == Some(l.rid) {
-                                    l.want_keyframe = true;
+                                    l.want_keyframe |= honour;
                                     l.keyframe_requests += 1;
                                 }
                             }
