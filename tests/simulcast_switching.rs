@@ -251,7 +251,12 @@ fn link_changes_switch_within_2s_on_keyframes() {
         first_m.map(|t| (t - at).as_secs_f64()),
         (first_h - at).as_secs_f64()
     );
-    assert!(up <= Duration::from_secs(10), "up switch took {up:?}");
+    assert!(
+        first_h - at <= Duration::from_secs(2),
+        "h reached the viewer {:?} after its link opened",
+        first_h - at
+    );
+    assert!(up <= Duration::from_secs(2), "up switch took {up:?}");
     net.run_for(Duration::from_secs(2));
     let rf = analyse(net.sim_packets(fast));
     let rs = analyse(net.sim_packets(slow));
@@ -307,9 +312,7 @@ fn paused_layer_makes_viewers_fall_back() {
 /// its traffic, 250 ms apart. Prints when l is forwarded and when its first
 /// packet reaches the viewer, then when h first reaches the slow viewer after
 /// its link opens. The gated test above uses one phase; this one shows the
-/// spread. (With forwarded video paced by str0m, the first l packet came
-/// after more than 2 s at 6 to 8 of the 13 phases: the pacer held the old
-/// layer's packets.)
+/// spread.
 #[test]
 #[ignore]
 fn down_switch_phase_sweep() {

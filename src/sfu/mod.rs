@@ -745,7 +745,9 @@ impl Sfu {
         let built = catch_unwind(AssertUnwindSafe(move || {
             let mut cfg = Self::rtc_config();
             if bwe {
-                cfg = cfg.enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE)));
+                cfg = cfg
+                    .enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE)))
+                    .set_stats_interval(Some(simulcast::ESTIMATE_EVERY));
             }
             let mut rtc = cfg.build(now);
             for a in candidates {
@@ -805,6 +807,7 @@ impl Sfu {
             rebinds: 0,
             inject_panic: false,
             queued: false,
+            observed: None,
             recent_txids: VecDeque::with_capacity(RECENT_TXIDS),
         };
         self.sessions.insert(id, session);
@@ -1045,23 +1048,40 @@ impl Sfu {
             }
             Event::PeerStats(p) => {
                 let r = role_index(s.role);
-                if let Some(rtt) = p.rtt {
-                    self.stats.rtt[r].observe(&stats::RTT_BUCKETS_S, rtt.as_secs_f64());
-                }
-                let loss = match s.role {
-                    Role::Publisher => p.ingress_loss_fraction,
-                    Role::Subscriber => p.egress_loss_fraction,
-                };
-                if let Some(l) = loss {
-                    self.stats.loss[r].observe(&stats::LOSS_BUCKETS, f64::from(l));
+                // Viewers with an estimator report 4 times a second; the
+                // histograms take one observation a second from everyone.
+                if s.observed
+                    .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_millis(990))
+                {
+                    s.observed = Some(now);
+                    if let Some(rtt) = p.rtt {
+                        self.stats.rtt[r].observe(&stats::RTT_BUCKETS_S, rtt.as_secs_f64());
+                    }
+                    let loss = match s.role {
+                        Role::Publisher => p.ingress_loss_fraction,
+                        Role::Subscriber => p.egress_loss_fraction,
+                    };
+                    if let Some(l) = loss {
+                        self.stats.loss[r].observe(&stats::LOSS_BUCKETS, f64::from(l));
+                    }
                 }
                 if s.role == Role::Subscriber {
+                    let mut choose = false;
                     if let Some(l) = p.egress_loss_fraction {
                         s.sel.loss = l;
-                        if l > simulcast::LOSSY {
-                            let room = s.room.clone();
-                            self.select_layers(now, &room, Some(id));
-                        }
+                        choose |= l > simulcast::LOSSY;
+                    }
+                    // The estimator's own value, not the estimate events:
+                    // str0m 0.25 averages those over 3 s, so a probe that
+                    // finds room shows in them only seconds later.
+                    if let Some(b) = p.bwe_tx.filter(|_| s.sel.bwe) {
+                        s.sel.estimate = Some(b.as_u64());
+                        s.sel.raw_estimate = true;
+                        choose = true;
+                    }
+                    if choose {
+                        let room = s.room.clone();
+                        self.select_layers(now, &room, Some(id));
                     }
                 }
             }
@@ -1097,7 +1117,7 @@ impl Sfu {
                 }
             }
             Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. })
-                if s.role == Role::Subscriber =>
+                if s.role == Role::Subscriber && !s.sel.raw_estimate =>
             {
                 s.sel.estimate = Some(estimate.as_u64());
                 let room = s.room.clone();
@@ -1409,7 +1429,8 @@ impl Sfu {
                 }
             }
             let wish = v.sel.bwe_wish(&track.layers);
-            let below = v.sel.estimate.is_some_and(|e| e < wish.1);
+            let below =
+                v.sel.estimate.is_some_and(|e| e < wish.1) && v.sel.may_climb(&track.layers);
             let wait = if v.sel.probe_lowered {
                 Duration::from_millis(200)
             } else {

@@ -71,6 +71,9 @@ pub struct Session {
     pub inject_panic: bool,
     /// Written to since the last drain, and listed in `Sfu::written` once.
     pub queued: bool,
+    /// When this session's RTT and loss last went into the histograms (at
+    /// most once a second, whatever its stats interval).
+    pub observed: Option<Instant>,
     /// Transaction ids of the latest Binding requests (any address): a check
     /// replayed from another address is never promoted (see `demux::with_priority`).
     pub recent_txids: std::collections::VecDeque<[u8; 12]>,

@@ -25,12 +25,16 @@ pub const STAY: f64 = 1.0;
 pub const UP_MARGIN: f64 = 1.2;
 /// ...for this long: long enough to see that a probe's result holds, short
 /// enough that the climb is bounded by the estimate's ramp, not by waiting.
-pub const UP_HOLD: Duration = Duration::from_millis(500);
+pub const UP_HOLD: Duration = Duration::from_millis(250);
 /// A viewer reporting more loss than this is held to what gets through.
 pub const LOSSY: f32 = 0.1;
-/// While the estimate stays below the next layer, probe toward it this often
-/// (a link can open up while the viewer sends too little to notice).
-pub const PROBE_EVERY: Duration = Duration::from_secs(3);
+/// While a viewer is below the top layer and reports little loss, probe
+/// toward the top this often (a link can open up while the viewer sends too
+/// little to notice; str0m probes only when the wanted rate rises).
+pub const PROBE_EVERY: Duration = Duration::from_millis(500);
+/// Viewers with an estimator report stats (and with them the estimator's
+/// current value) this often.
+pub const ESTIMATE_EVERY: Duration = Duration::from_millis(250);
 
 /// One simulcast layer (or the only encoding of a plain track, `rid: None`).
 #[derive(Debug, Clone)]
@@ -166,6 +170,9 @@ pub struct Selection {
     /// room). Without it the choice is loss-driven: the highest layer, the
     /// lowest while the viewer reports heavy loss.
     pub bwe: bool,
+    /// `estimate` comes from the stats (the estimator's current value); the
+    /// smoothed estimate events are then ignored.
+    pub raw_estimate: bool,
 }
 
 impl Selection {
@@ -274,9 +281,17 @@ impl Selection {
         Some(rank[up])
     }
 
+    /// The viewer has a higher layer to go to, and reports little loss:
+    /// worth probing for.
+    pub fn may_climb(&self, layers: &[Layer]) -> bool {
+        let (rank, n) = ranked(layers);
+        self.loss <= LOSSY / 2.0 && n > 1 && self.target.is_some_and(|t| t != rank[n - 1])
+    }
+
     /// (minimum, desired) for the viewer's BWE: keep traffic (media plus
     /// padding, which str0m caps at the estimate) at the next layer's rate so
-    /// the estimate can grow into it, and probe toward it with a margin.
+    /// the estimate can grow into it, and probe toward the top layer with a
+    /// margin.
     pub fn bwe_wish(&self, layers: &[Layer]) -> (u64, u64) {
         let (rank, n) = ranked(layers);
         let rank = &rank[..n];
@@ -291,7 +306,11 @@ impl Selection {
             .get(pos + 1)
             .map(|i| layers[*i as usize].rate)
             .unwrap_or(cur);
-        let desired = (next as f64 * UP_MARGIN * 1.1) as u64;
+        // Probes aim at the top layer: str0m continues a probe that finds
+        // room with another at twice the rate, up to twice this, so one
+        // chain can reveal room for the top layer rather than the next.
+        let top = rank.last().map(|i| layers[*i as usize].rate).unwrap_or(cur);
+        let desired = (top as f64 * UP_MARGIN * 1.1) as u64;
         // No padding while the current layer does not fit or the viewer
         // reports loss: it would only deepen the congestion.
         let fits = self.loss <= LOSSY / 2.0
@@ -334,11 +353,42 @@ mod tests {
         // Plenty of bandwidth: not before UP_HOLD.
         s.estimate = Some(10_000_000);
         assert_eq!(s.choose(&ls, t0 + Duration::from_secs(1)), None);
-        assert_eq!(s.choose(&ls, t0 + Duration::from_millis(1400)), None);
-        assert_eq!(s.choose(&ls, t0 + Duration::from_millis(1600)), Some(0));
+        assert_eq!(
+            s.choose(&ls, t0 + UP_HOLD / 2 + Duration::from_secs(1)),
+            None
+        );
+        assert_eq!(
+            s.choose(&ls, t0 + UP_HOLD + Duration::from_secs(1)),
+            Some(0)
+        );
         // Down at once.
         s.estimate = Some(400_000);
         assert_eq!(s.choose(&ls, t0 + Duration::from_millis(3200)), Some(2));
+    }
+
+    #[test]
+    fn probes_aim_at_the_top_layer_while_there_is_one_to_climb_to() {
+        let ls = layers(&[1_600_000, 500_000, 130_000]);
+        let mut s = Selection {
+            estimate: Some(300_000),
+            target: Some(2),
+            current: Some(2),
+            ..Selection::default()
+        };
+        assert!(s.may_climb(&ls));
+        // Pads to the next layer, probes toward the top.
+        let (min, desired) = s.bwe_wish(&ls);
+        assert_eq!(min, 500_000);
+        assert_eq!(desired, (1_600_000.0 * UP_MARGIN * 1.1) as u64);
+        // Loss: no probing, no padding.
+        s.loss = 0.2;
+        assert!(!s.may_climb(&ls));
+        assert_eq!(s.bwe_wish(&ls).0, 0);
+        // On the top layer: nothing to climb to.
+        s.loss = 0.0;
+        s.target = Some(0);
+        s.current = Some(0);
+        assert!(!s.may_climb(&ls));
     }
 
     #[test]
