@@ -908,8 +908,10 @@ pub fn sse_events(state: &mut SseState, events: EventSet, v: &ViewerState) -> St
 }
 
 /// The `layers` event data: the viewer's video m-line index → its layers,
-/// `{rid, bitrate, active}` (bitrate 0 while a layer is paused) plus wisp's
-/// `current` / `target` / `pinned` flags for this viewer. `None` without video.
+/// `{rid, bitrate, active, width, height}` (bitrate 0 while a layer is
+/// paused; width and height from its latest keyframe, `null` until known)
+/// plus wisp's `current` / `target` / `pinned` flags for this viewer. `None`
+/// without video.
 pub fn layers_json(v: &ViewerState) -> Option<String> {
     let mline = v.video_mline?;
     let flag = |x: &Option<String>, rid: &str| x.as_deref() == Some(rid);
@@ -921,6 +923,8 @@ pub fn layers_json(v: &ViewerState) -> Option<String> {
                 "rid": l.rid,
                 "bitrate": l.bitrate,
                 "active": l.active,
+                "width": l.width,
+                "height": l.height,
                 "current": flag(&v.current, &l.rid),
                 "target": flag(&v.target, &l.rid),
                 "pinned": flag(&v.pinned, &l.rid),

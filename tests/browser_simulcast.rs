@@ -196,6 +196,29 @@ fn chromium_simulcast_publisher_and_two_viewers_on_different_layers() {
     eprintln!("screenshot of the pinned-low viewer: {}", shot.display());
     let s_low = stats(&low, "viewer");
     let s_high = stats(&high, "viewer");
+    // wisp reads each layer's picture size from its VP8 keyframes (the
+    // `layers` event): three sizes, in the order of the layers' rates.
+    let sizes = wait_for("layer sizes in the layers event", LIMIT, || {
+        let s = stats(&high, "viewer");
+        let size = |rid: &str| {
+            s["sse"]
+                .as_array()
+                .and_then(|a| a.iter().find(|l| l["rid"] == rid))
+                .and_then(|l| Some((l["width"].as_u64()?, l["height"].as_u64()?)))
+        };
+        Some([size("h")?, size("m")?, size("l")?])
+    });
+    eprintln!(
+        "wisp's layer sizes h {:?} m {:?} l {:?}; the publisher's encodings {:?}",
+        sizes[0],
+        sizes[1],
+        sizes[2],
+        encodings(&stats(&publisher, "publisher"))
+    );
+    assert!(
+        sizes[0].0 > sizes[1].0 && sizes[1].0 > sizes[2].0 && sizes[2].0 > 0,
+        "layer sizes {sizes:?}"
+    );
     let rate = |s: &Value, rid: &str| {
         s["sse"]
             .as_array()

@@ -175,7 +175,10 @@ fn switch_through_layers(codec: Codec, seed: u64) {
     assert!(net.run_until(Duration::from_secs(5), |n| {
         n.connected(p) && n.connected(a) && n.connected(b)
     }));
-    // Layers measured (a pinned layer must be sending).
+    // Both start on l, pinned (their estimates would soon take them up on
+    // their own); then the layers are measured (a pinned layer must be sending).
+    pin(&mut net, a, "l");
+    pin(&mut net, b, "l");
     net.run_for(Duration::from_secs(1));
     let mut times = vec![];
     for (step, (ra, rb)) in STEPS.iter().enumerate() {
@@ -228,6 +231,30 @@ fn switch_through_layers(codec: Codec, seed: u64) {
                 );
             }
         }
+    }
+    // Each layer's picture size, read from its keyframes: H.264 and AV1 from
+    // the SPS / sequence header of that layer, VP9 from the scalability
+    // structure (the test publisher declares 640x360 on every layer).
+    let state = net
+        .sfu
+        .viewer_state(
+            Role::Subscriber,
+            &RoomName::new("sc").unwrap(),
+            net.clients[a].token.unwrap(),
+        )
+        .unwrap();
+    for l in &state.layers {
+        let want = if codec == Codec::Vp9 {
+            (640, 360)
+        } else {
+            common::sim_size(&l.rid).0
+        };
+        assert_eq!(
+            (l.width, l.height),
+            (Some(want.0), Some(want.1)),
+            "{codec}: size of layer {}",
+            l.rid
+        );
     }
     let s = net.sfu.stats();
     for (name, v) in [("a", a), ("b", b)] {

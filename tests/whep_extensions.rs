@@ -68,11 +68,14 @@ fn state(active: bool, viewers: usize) -> ViewerState {
                 rid: "h".into(),
                 bitrate: 2_000_000,
                 active: true,
+                width: Some(1280),
+                height: Some(720),
             },
             LayerState {
                 rid: "l".into(),
                 bitrate: 150_000,
                 active: true,
+                ..LayerState::default()
             },
         ],
         current: Some("l".into()),
@@ -438,8 +441,10 @@ fn events_say_what_changed_and_never_an_initial_inactive() {
     assert_eq!(
         data,
         json!({"1": [
-            {"rid": "h", "bitrate": 2_000_000, "active": true, "current": false, "target": false, "pinned": false},
-            {"rid": "l", "bitrate": 150_000, "active": true, "current": true, "target": true, "pinned": false},
+            {"rid": "h", "bitrate": 2_000_000, "active": true, "width": 1280, "height": 720,
+             "current": false, "target": false, "pinned": false},
+            {"rid": "l", "bitrate": 150_000, "active": true, "width": null, "height": null,
+             "current": true, "target": true, "pinned": false},
         ]})
     );
 }

@@ -76,6 +76,8 @@ function parseIceServers(link) {
 }
 
 const formatRate = bps => bps >= 1e6 ? `${(bps / 1e6).toFixed(2)} Mbit/s` : `${Math.round(bps / 1000)} kbit/s`;
+// A layer's picture size from the `layers` event (" 1280x720"), or nothing until wisp knows it.
+const formatSize = l => (l.width && l.height ? ` ${l.width}x${l.height}` : '');
 
 // A plain OPTIONS on the endpoint returns the ICE servers before the offer is made.
 // Optional: any failure just means "no ICE servers".
@@ -315,7 +317,7 @@ class Connection {
     const cur = list.find(l => l.current);
     if (cur) {
       const rate = cur.bitrate ? ` at ${formatRate(cur.bitrate)}` : '';
-      parts.push(`Layer ${cur.rid}${rate}, ${cur.pinned ? 'pinned' : 'automatic'}`);
+      parts.push(`Layer ${cur.rid}${formatSize(cur)}${rate}, ${cur.pinned ? 'pinned' : 'automatic'}`);
       const target = list.find(l => l.target);
       if (target && target !== cur) parts.push(`switching to ${target.rid}`);
     } else if (list.length) {
@@ -324,7 +326,7 @@ class Connection {
       parts.push('Single layer (the publisher does not send simulcast)');
     }
     if (list.length > 1) {
-      parts.push('layers ' + list.map(l => l.rid + (l.active ? ` ${formatRate(l.bitrate)}` : ' paused')).join(', '));
+      parts.push('layers ' + list.map(l => l.rid + formatSize(l) + (l.active ? ` ${formatRate(l.bitrate)}` : ' paused')).join(', '));
     }
     if (this.publisherActive === false) parts.push('publisher gone');
     if (this.viewers !== undefined) parts.push(`${this.viewers} watching`);

@@ -172,7 +172,7 @@ pub struct ViewerState {
 }
 
 /// One simulcast layer in [`ViewerState`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LayerState {
     /// Its rid.
     pub rid: String,
@@ -180,6 +180,11 @@ pub struct LayerState {
     pub bitrate: u64,
     /// Sending (not paused).
     pub active: bool,
+    /// Picture width and height of its latest keyframe; `None` until one
+    /// declared them (or for codecs wisp cannot read it from).
+    pub width: Option<u16>,
+    /// See `width`.
+    pub height: Option<u16>,
 }
 
 /// What the room API shows about one room.

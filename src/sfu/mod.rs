@@ -21,6 +21,7 @@ pub mod demux;
 pub mod fanout;
 pub mod id;
 pub mod record;
+pub mod resolution;
 pub mod rewrite;
 pub mod room;
 pub mod sdp;
@@ -1585,6 +1586,17 @@ impl Sfu {
             }
         }
         let keyframe = video && rewrite::keyframe_start(codec, &pkt.payload, au_start);
+        if keyframe {
+            // The picture size its keyframes declare, for the layers event.
+            if let Some(l) = room.tracks[k]
+                .as_mut()
+                .and_then(|t| t.layers.get_mut(usize::from(layer)))
+            {
+                if let Some(size) = resolution::keyframe_size(codec, &pkt.payload) {
+                    l.size = Some(size);
+                }
+            }
+        }
         // VP8 picture id / TL0PICIDX, rewritten per viewer for continuity.
         let vp8 = if video && codec == Codec::Vp8 {
             Vp8Descriptor::parse(&pkt.payload)
@@ -1904,10 +1916,18 @@ impl Sfu {
             state.layers = v
                 .layers
                 .iter()
-                .map(|(rid, rate, active)| command::LayerState {
-                    rid: rid.to_string(),
-                    bitrate: if *active { *rate } else { 0 },
-                    active: *active,
+                .map(|(rid, rate, active)| {
+                    let size = r
+                        .and_then(|r| r.tracks[1].as_ref())
+                        .and_then(|t| t.layers.iter().find(|l| l.rid == Some(*rid)))
+                        .and_then(|l| l.size);
+                    command::LayerState {
+                        rid: rid.to_string(),
+                        bitrate: if *active { *rate } else { 0 },
+                        active: *active,
+                        width: size.map(|s| s.0),
+                        height: size.map(|s| s.1),
+                    }
                 })
                 .collect();
         }

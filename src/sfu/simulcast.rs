@@ -60,6 +60,9 @@ pub struct Layer {
     /// The newest RTP timestamp received: a packet with a newer one starts an
     /// access unit (for codecs without a start-of-frame flag, H.264).
     pub newest_ts: Option<u32>,
+    /// Width and height its latest keyframe declared, where the codec's
+    /// header says (see [`super::resolution`]).
+    pub size: Option<(u16, u16)>,
 }
 
 impl Layer {
@@ -73,6 +76,7 @@ impl Layer {
             packets: 0,
             paused: false,
             last_keyframe_request: None,
+            size: None,
             keyframe_pending: false,
             newest_ts: None,
         }

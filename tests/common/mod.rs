@@ -1116,12 +1116,12 @@ fn sim_heads(
             }
         }
         Codec::H264 => {
-            const SPS: [u8; 4] = [0x67, 0x42, 0xe0, 0x1f];
             const PPS: [u8; 4] = [0x68, 0xce, 0x3c, 0x80];
+            let sps = sim_size(l.rid).1;
             let stap = |with_idr: bool| {
                 let mut h = vec![0x78];
-                h.extend_from_slice(&(SPS.len() as u16).to_be_bytes());
-                h.extend_from_slice(&SPS);
+                h.extend_from_slice(&(sps.len() as u16).to_be_bytes());
+                h.extend_from_slice(sps);
                 let mut last = h.len();
                 h.extend_from_slice(&[0, 0]);
                 h.extend_from_slice(&PPS);
@@ -1162,9 +1162,13 @@ fn sim_heads(
                 let h = if j > 0 {
                     vec![0x80 | y | 0x10]
                 } else if key {
-                    // N, two elements: a sequence header (length-prefixed), then
-                    // the frame (shown key frame).
-                    vec![y | 0x20 | 0x08, 0x03, 0x08, 0x00, 0x00, 0x30, 0x10]
+                    // N, two elements: a sequence header (length-prefixed, no
+                    // size field), then the frame (shown key frame).
+                    let seq = sim_size(l.rid).2;
+                    let mut h = vec![y | 0x20 | 0x08, 1 + seq.len() as u8, 0x08];
+                    h.extend_from_slice(seq);
+                    h.extend_from_slice(&[0x30, 0x10]);
+                    h
                 } else {
                     // One element: the frame (inter, shown).
                     vec![y | 0x10, 0x30, 0x30]
@@ -1174,6 +1178,44 @@ fn sim_heads(
         }
     }
     out
+}
+
+/// The picture size of a test layer by its rid (`h`/`0` 1280x720, `m`/`1`
+/// 640x360, others 320x180), with the H.264 SPS and the AV1 sequence header
+/// payload its keyframes carry (both from libx264 / libaom at that size).
+pub fn sim_size(rid: &str) -> ((u16, u16), &'static [u8], &'static [u8]) {
+    match rid {
+        "h" | "0" => (
+            (1280, 720),
+            &[
+                0x67, 0x42, 0xc0, 0x1f, 0xd9, 0x00, 0x50, 0x05, 0xbb, 0x01, 0x10, 0x00, 0x00, 0x03,
+                0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x83, 0x24, 0x80,
+            ],
+            &[
+                0x00, 0x00, 0x00, 0x2d, 0x4c, 0xff, 0xb3, 0xcc, 0xaf, 0x90, 0x04,
+            ],
+        ),
+        "m" | "1" => (
+            (640, 360),
+            &[
+                0x67, 0x42, 0xc0, 0x1e, 0xd9, 0x00, 0xa0, 0x2f, 0xf9, 0x70, 0x11, 0x00, 0x00, 0x03,
+                0x00, 0x01, 0x00, 0x00, 0x03, 0x00, 0x3c, 0x0f, 0x16, 0x2e, 0x48,
+            ],
+            &[
+                0x00, 0x00, 0x00, 0x0c, 0xc4, 0xff, 0x67, 0x36, 0xbe, 0x40, 0x10,
+            ],
+        ),
+        _ => (
+            (320, 180),
+            &[
+                0x67, 0x42, 0xc0, 0x0d, 0xd9, 0x01, 0x41, 0x9f, 0x9f, 0x01, 0x10, 0x00, 0x00, 0x03,
+                0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x42, 0xa4, 0x80,
+            ],
+            &[
+                0x00, 0x00, 0x00, 0x04, 0x3c, 0xfe, 0xcc, 0xda, 0xf9, 0x00, 0x40,
+            ],
+        ),
+    }
 }
 
 /// An Rtc config offering only `codec` for video (VP9: profile 0), and Opus.
