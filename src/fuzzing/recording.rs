@@ -1,4 +1,5 @@
-//! Fuzz body: the recorder's pure parts on hostile RTP payloads.
+//! Fuzz body: the recorder's pure parts on hostile RTP payloads (and the
+//! forwarding path's keyframe and picture-size readers on the same payloads).
 //!
 //! The tape picks a codec and a sequence of packets (seq step, marker, payload);
 //! they go through the reorder window, every released run of packets through
@@ -10,12 +11,15 @@
 use std::io::Cursor;
 use std::sync::Arc;
 
+use str0m::format::Codec;
+
 use super::Tape;
 use crate::record::annexb::AnnexBWriter;
 use crate::record::depack::{depacketize, VideoCodec};
 use crate::record::ivf::{Fourcc, IvfWriter};
 use crate::record::ogg::OggOpusWriter;
 use crate::record::reorder::{Out, Pkt, Reorder};
+use crate::sfu::{resolution, rewrite};
 
 /// Largest frame the fuzz body lets the depacketizer build.
 const MAX_FRAME: usize = 1 << 20;
@@ -61,6 +65,14 @@ pub fn recording(data: &[u8]) {
         ts = ts.wrapping_add(u32::from(t.byte()) * 300);
         let len = usize::from(t.byte()) * 4;
         let payload: Arc<[u8]> = t.take(len).into();
+        // The forwarding path's per-codec readers see the same hostile
+        // payloads: keyframe starts and the picture size they declare.
+        for c in [Codec::Vp8, Codec::Vp9, Codec::H264, Codec::Av1] {
+            if let Some((w, h)) = resolution::keyframe_size(c, &payload) {
+                assert!(w > 0 && h > 0, "a size of zero reported");
+            }
+            let _ = rewrite::keyframe_start(c, &payload, op & 0x40 != 0);
+        }
         let marker = op & 0x80 != 0;
         reorder.push(
             Pkt {
