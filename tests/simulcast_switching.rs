@@ -212,14 +212,14 @@ fn viewers_settle_on_the_layer_their_link_carries() {
     assert_eq!(rs.frames_lost + rf.frames_lost, 0, "frames lost");
     let s = net.sfu.stats();
     eprintln!(
-        "switches: 10M viewer {} (l→m→h), 300k viewer {}; total {}; link drops slow {} fast {}",
+        "switches: 10M viewer {} (up from l), 300k viewer {}; total {}; link drops slow {} fast {}",
         rf.switches,
         rs.switches,
         s.layer_switches,
         net.clients[slow].downlink.as_ref().unwrap().dropped,
         net.clients[fast].downlink.as_ref().unwrap().dropped
     );
-    assert!(fast_settle <= Duration::from_secs(10), "{fast_settle:?}");
+    assert!(fast_settle <= Duration::from_secs(3), "{fast_settle:?}");
     net.assert_accounting();
 }
 
