@@ -739,9 +739,9 @@ impl Sfu {
         let offer = SdpOffer::from_sdp_string(offer)
             .map_err(|e| ApiError::BadOffer(one_line(&e.to_string())))?;
         let candidates = self.config.candidates.clone();
-        // Bandwidth estimation only where there is a choice to make: str0m
-        // paces a viewer at its estimate, which would throttle a plain
-        // high-rate stream while the estimate ramps up.
+        // Bandwidth estimation only where there is a choice to make (a
+        // simulcast room): the estimate picks the layer. Elsewhere its
+        // padding and probes would only cost the viewer's link and our CPU.
         let bwe = role == Role::Subscriber && self.is_simulcast(room);
         let built = catch_unwind(AssertUnwindSafe(move || {
             let mut cfg = Self::rtc_config();
