@@ -1628,6 +1628,10 @@ impl Sfu {
             || ext.video_orientation.is_some();
         let simulcast = simulcast && video;
         let mut want_keyframe = false;
+        // VP9 payloads rewritten for this packet, shared by every viewer that
+        // needs the same picture id and TL0PICIDX (str0m patches only VP8
+        // descriptors, so a rewrite is a copy; most viewers share one).
+        let mut vp9_copies: [SharedVp9; 4] = Default::default();
         for sub_id in &room.subscribers {
             let Some(sub) = sessions.get_mut(sub_id) else {
                 stats.fanout_attempts += 1;
@@ -1721,13 +1725,23 @@ impl Sfu {
                     out.pic_ids
                         .map(ids.picture_id, ids.wide, ids.tl0, out.rebased);
                 if pid_out != ids.picture_id || tl0_out != ids.tl0 {
-                    // str0m patches only VP8 descriptors while serialising, and
-                    // the shared payload is immutable: this viewer's own copy.
-                    let mut own = std::sync::Arc::<[u8]>::from(&pkt.payload[..]);
-                    if let Some(b) = std::sync::Arc::get_mut(&mut own) {
-                        ids.write(b, pid_out, tl0_out);
+                    let key = (pid_out, tl0_out);
+                    match vp9_copies.iter().flatten().find(|(k, _)| *k == key) {
+                        Some((_, shared)) => payload = shared.clone(),
+                        None => {
+                            // The shared payload is immutable: a copy with
+                            // this viewer's ids, kept for the next viewers.
+                            let mut own = std::sync::Arc::<[u8]>::from(&pkt.payload[..]);
+                            if let Some(b) = std::sync::Arc::get_mut(&mut own) {
+                                ids.write(b, pid_out, tl0_out);
+                            }
+                            stats.vp9_payload_copies += 1;
+                            if let Some(slot) = vp9_copies.iter_mut().find(|s| s.is_none()) {
+                                *slot = Some((key, own.clone()));
+                            }
+                            payload = own;
+                        }
                     }
-                    payload = own;
                 }
             }
             let mut write = str0m::rtp::RtpWrite::new(out_pt, SeqNo::from(seq), ts, now, payload)
@@ -2011,6 +2025,9 @@ fn classify_ssrc(
     track.layers[i].ssrc = Some(ssrc);
     Ok(Some((kind, i as u8)))
 }
+
+/// A VP9 payload rewritten with (picture id, TL0PICIDX), shared by viewers.
+type SharedVp9 = Option<((Option<u16>, Option<u8>), std::sync::Arc<[u8]>)>;
 
 /// Whether a VP8 payload descriptor carries a 15-bit picture id.
 fn vp8_wide_picture_id(payload: &[u8]) -> bool {

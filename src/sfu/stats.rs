@@ -139,6 +139,9 @@ pub struct Stats {
     pub loss: [Histogram; 2],
     /// Simulcast layer switches done for viewers (each on a keyframe of the new layer).
     pub layer_switches: u64,
+    /// VP9 payloads copied to rewrite picture id / TL0PICIDX (one per packet
+    /// and distinct rewrite, shared by the viewers that need it).
+    pub vp9_payload_copies: u64,
     /// NACKs wisp sent to publishers (repair requests for packets lost on the way in).
     pub nacks_sent: u64,
     /// NACKs viewers sent to wisp (answered from the send history).
