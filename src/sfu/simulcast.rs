@@ -26,6 +26,10 @@ pub const UP_MARGIN: f64 = 1.2;
 /// ...for this long: long enough to see that a probe's result holds, short
 /// enough that the climb is bounded by the estimate's ramp, not by waiting.
 pub const UP_HOLD: Duration = Duration::from_millis(250);
+/// After going down for lack of bandwidth, a viewer stays down at least
+/// this long (a falling estimate passes through values that would let it
+/// climb straight back). A layer that pauses does not start this hold.
+pub const DOWN_HOLD: Duration = Duration::from_secs(2);
 /// A viewer reporting more loss than this is held to what gets through.
 pub const LOSSY: f32 = 0.1;
 /// While a viewer is below the top layer and reports little loss, probe
@@ -177,6 +181,8 @@ pub struct Selection {
     /// `estimate` comes from the stats (the estimator's current value); the
     /// smoothed estimate events are then ignored.
     pub raw_estimate: bool,
+    /// When the viewer last went down for lack of bandwidth (see [`DOWN_HOLD`]).
+    pub down_at: Option<Instant>,
 }
 
 impl Selection {
@@ -260,7 +266,17 @@ impl Selection {
             if self.loss <= LOSSY && cur_rate as f64 <= est as f64 * STAY {
                 return Some(rank[pos]);
             }
+            self.down_at = Some(now);
             return Some(rank[best]);
+        }
+        if self
+            .down_at
+            .is_some_and(|t| now.saturating_duration_since(t) < DOWN_HOLD)
+        {
+            // Just went down for lack of bandwidth: the estimate is still
+            // settling, and going straight back up would flap.
+            self.up_since = None;
+            return Some(rank[pos]);
         }
         if pos + 1 >= n {
             self.up_since = None;
