@@ -387,6 +387,31 @@ mod tests {
     }
 
     #[test]
+    fn a_viewer_that_went_down_for_bandwidth_holds_before_climbing() {
+        let t0 = Instant::now();
+        let ls = layers(&[1_600_000, 500_000, 130_000]);
+        let mut s = Selection {
+            estimate: Some(10_000_000),
+            ..Selection::default()
+        };
+        assert_eq!(s.choose(&ls, t0), Some(0));
+        s.current = Some(0);
+        // The link collapses: down at once.
+        s.estimate = Some(300_000);
+        assert_eq!(s.choose(&ls, t0 + Duration::from_secs(1)), Some(2));
+        s.current = Some(2);
+        // The falling estimate passes a high value: no climb during the hold.
+        s.estimate = Some(10_000_000);
+        for ms in [1_100, 2_000, 2_900] {
+            assert_eq!(s.choose(&ls, t0 + Duration::from_millis(ms)), None);
+        }
+        // After it, the usual up-hold, then up.
+        let after = t0 + Duration::from_secs(1) + DOWN_HOLD;
+        assert_eq!(s.choose(&ls, after), None);
+        assert_eq!(s.choose(&ls, after + UP_HOLD), Some(0));
+    }
+
+    #[test]
     fn probes_aim_at_the_top_layer_while_there_is_one_to_climb_to() {
         let ls = layers(&[1_600_000, 500_000, 130_000]);
         let mut s = Selection {
