@@ -23,9 +23,11 @@ pub const FIT: f64 = 0.85;
 pub const STAY: f64 = 1.0;
 /// Going up needs the estimate to exceed the next layer's rate times this...
 pub const UP_MARGIN: f64 = 1.2;
-/// ...for this long: long enough to see that a probe's result holds, short
-/// enough that the climb is bounded by the estimate's ramp, not by waiting.
-pub const UP_HOLD: Duration = Duration::from_millis(250);
+/// ...for this long: long enough to see that a probe's result holds (a
+/// shaped link can let a probe through faster than it carries media: with
+/// 0.25 s, Chromium viewers behind 320 kbit/s sometimes tried m and froze),
+/// short enough that the climb is bounded by the estimate, not by waiting.
+pub const UP_HOLD: Duration = Duration::from_millis(500);
 /// After going down for lack of bandwidth, a viewer stays down at least
 /// this long (a falling estimate passes through values that would let it
 /// climb straight back). A layer that pauses does not start this hold.
