@@ -23,6 +23,7 @@
 #![deny(unsafe_code)]
 
 pub mod auth;
+pub mod bitstream;
 pub mod config;
 pub mod event_loop;
 #[doc(hidden)]

@@ -10,7 +10,7 @@ use str0m::format::{
 };
 use str0m::unversioned::{Depacketizer, H264Depacketizer, Vp8Depacketizer};
 
-use super::ivf::leb128;
+use crate::bitstream::leb128;
 
 /// The video codecs the recorder writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,6 +6,8 @@
 
 use std::io::{self, Seek, SeekFrom, Write};
 
+use crate::bitstream::{self, leb128};
+
 /// The codec of an IVF file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fourcc {
@@ -144,114 +146,12 @@ fn header(fourcc: Fourcc, width: u16, height: u16, clock_rate: u32, frames: u32)
 /// parseable, zero, or larger than [`MAX_DIMENSION`].
 pub fn frame_dimensions(fourcc: Fourcc, frame: &[u8]) -> Option<(u16, u16)> {
     let (w, h) = match fourcc {
-        Fourcc::Vp8 => vp8_dimensions(frame)?,
-        Fourcc::Vp9 => vp9_dimensions(frame)?,
+        Fourcc::Vp8 => bitstream::vp8_key_size(frame)?,
+        Fourcc::Vp9 => bitstream::vp9_key_size(frame)?,
         Fourcc::Av1 => av1_dimensions(frame)?,
     };
     let ok = |v: u32| v > 0 && v <= MAX_DIMENSION as u32;
     (ok(w) && ok(h)).then_some((w as u16, h as u16))
-}
-
-/// VP8 keyframe: 3-byte frame tag (bit 0 clear), start code `9d 01 2a`, 14-bit width and height.
-fn vp8_dimensions(f: &[u8]) -> Option<(u32, u32)> {
-    if f.len() < 10 || f[0] & 1 != 0 || f[3..6] != [0x9d, 0x01, 0x2a] {
-        return None;
-    }
-    let w = u16::from_le_bytes([f[6], f[7]]) & 0x3fff;
-    let h = u16::from_le_bytes([f[8], f[9]]) & 0x3fff;
-    Some((w as u32, h as u32))
-}
-
-/// MSB-first bit reader that returns `None` past the end.
-pub(crate) struct Bits<'a> {
-    b: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Bits<'a> {
-    pub(crate) fn new(b: &'a [u8]) -> Self {
-        Bits { b, pos: 0 }
-    }
-
-    /// Read `n` ≤ 32 bits.
-    pub(crate) fn read(&mut self, n: u32) -> Option<u32> {
-        let mut v: u32 = 0;
-        for _ in 0..n.min(32) {
-            let byte = *self.b.get(self.pos / 8)?;
-            let bit = (byte >> (7 - (self.pos % 8))) & 1;
-            v = (v << 1) | bit as u32;
-            self.pos += 1;
-        }
-        Some(v)
-    }
-
-    fn flag(&mut self) -> Option<bool> {
-        Some(self.read(1)? == 1)
-    }
-
-    /// AV1 `uvlc()`.
-    fn uvlc(&mut self) -> Option<u32> {
-        let mut zeros = 0;
-        while !self.flag()? {
-            zeros += 1;
-            if zeros >= 32 {
-                return None;
-            }
-        }
-        Some(self.read(zeros)?.saturating_add((1u32 << zeros) - 1))
-    }
-}
-
-/// VP9 uncompressed header of a keyframe (first frame of a superframe).
-fn vp9_dimensions(f: &[u8]) -> Option<(u32, u32)> {
-    let mut r = Bits::new(f);
-    if r.read(2)? != 2 {
-        return None; // frame_marker
-    }
-    let lo = r.read(1)?;
-    let hi = r.read(1)?;
-    let profile = (hi << 1) | lo;
-    if profile == 3 {
-        r.read(1)?; // reserved_zero
-    }
-    if r.flag()? {
-        return None; // show_existing_frame
-    }
-    if r.read(1)? != 0 {
-        return None; // frame_type: not a keyframe
-    }
-    r.read(2)?; // show_frame, error_resilient_mode
-    if r.read(24)? != 0x49_83_42 {
-        return None; // frame_sync_code
-    }
-    if profile >= 2 {
-        r.read(1)?; // ten_or_twelve_bit
-    }
-    let color_space = r.read(3)?;
-    if color_space != 7 {
-        r.read(1)?; // color_range
-        if profile == 1 || profile == 3 {
-            r.read(3)?; // subsampling_x, subsampling_y, reserved_zero
-        }
-    } else if profile == 1 || profile == 3 {
-        r.read(1)?; // reserved_zero
-    }
-    let w = r.read(16)? + 1;
-    let h = r.read(16)? + 1;
-    Some((w, h))
-}
-
-/// Read an AV1 `leb128()`: `(value, bytes used)`.
-pub(crate) fn leb128(b: &[u8]) -> Option<(u64, usize)> {
-    let mut v: u64 = 0;
-    for i in 0..8 {
-        let byte = *b.get(i)?;
-        v |= ((byte & 0x7f) as u64) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some((v, i + 1));
-        }
-    }
-    None
 }
 
 /// AV1: max_frame_{width,height} from the first sequence header OBU of a
@@ -270,61 +170,11 @@ fn av1_dimensions(mut f: &[u8]) -> Option<(u32, u32)> {
         let end = start.checked_add(usize::try_from(size).ok()?)?;
         let body = f.get(start..end)?;
         if obu_type == 1 {
-            return av1_seq_header_dims(body);
+            return bitstream::av1_sequence_header_size(body);
         }
         f = &f[end..];
     }
     None
-}
-
-fn av1_seq_header_dims(b: &[u8]) -> Option<(u32, u32)> {
-    let mut r = Bits::new(b);
-    r.read(3)?; // seq_profile
-    r.read(1)?; // still_picture
-    let reduced = r.flag()?;
-    if reduced {
-        r.read(5)?; // seq_level_idx[0]
-    } else {
-        let timing_info = r.flag()?;
-        let mut decoder_model_info = false;
-        let mut buffer_delay_len = 0;
-        if timing_info {
-            r.read(32)?;
-            r.read(32)?;
-            if r.flag()? {
-                r.uvlc()?;
-            }
-            decoder_model_info = r.flag()?;
-            if decoder_model_info {
-                buffer_delay_len = r.read(5)? + 1;
-                r.read(32)?;
-                r.read(5)?;
-                r.read(5)?;
-            }
-        }
-        let initial_display_delay = r.flag()?;
-        let ops = r.read(5)? + 1;
-        for _ in 0..ops {
-            r.read(12)?; // operating_point_idc
-            let level = r.read(5)?;
-            if level > 7 {
-                r.read(1)?; // seq_tier
-            }
-            if decoder_model_info && r.flag()? {
-                r.read(buffer_delay_len)?;
-                r.read(buffer_delay_len)?;
-                r.read(1)?;
-            }
-            if initial_display_delay && r.flag()? {
-                r.read(4)?;
-            }
-        }
-    }
-    let wb = r.read(4)? + 1;
-    let hb = r.read(4)? + 1;
-    let w = r.read(wb)? + 1;
-    let h = r.read(hb)? + 1;
-    Some((w, h))
 }
 
 #[cfg(test)]

@@ -9,10 +9,14 @@
 //!   applied (ITU-T H.264 §7.3.2.1.1).
 //! - AV1: the sequence header OBU's maximum frame size (AV1 §5.5).
 //!
-//! Called only on keyframe starts; pure, no allocation (the H.264 SPS is
-//! unescaped into a stack buffer).
+//! This module finds the codec header inside the RTP payload (descriptors,
+//! STAP-A, AV1 aggregation); [`crate::bitstream`] reads it. Called only on
+//! keyframe starts; pure, no allocation.
 
 use str0m::format::Codec;
+
+use super::rewrite::{NAL_SPS, NAL_STAP_A, OBU_SEQUENCE_HEADER};
+use crate::bitstream;
 
 /// Width and height in pixels declared by the keyframe that starts with
 /// `payload`, if this codec's header says so and is well formed.
@@ -25,71 +29,6 @@ pub fn keyframe_size(codec: Codec, payload: &[u8]) -> Option<(u16, u16)> {
         _ => None,
     }?;
     (size.0 > 0 && size.1 > 0).then_some(size)
-}
-
-/// MSB-first bit reader over a byte slice.
-struct Bits<'a> {
-    b: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Bits<'a> {
-    fn new(b: &'a [u8]) -> Self {
-        Bits { b, pos: 0 }
-    }
-
-    fn bit(&mut self) -> Option<u32> {
-        let byte = *self.b.get(self.pos / 8)?;
-        let v = (byte >> (7 - self.pos % 8)) & 1;
-        self.pos += 1;
-        Some(u32::from(v))
-    }
-
-    /// `n` bits (at most 32), most significant first.
-    fn u(&mut self, n: u32) -> Option<u32> {
-        let mut v: u64 = 0;
-        for _ in 0..n {
-            v = (v << 1) | u64::from(self.bit()?);
-        }
-        u32::try_from(v).ok()
-    }
-
-    fn flag(&mut self) -> Option<bool> {
-        Some(self.bit()? == 1)
-    }
-
-    /// Exp-Golomb ue(v) (H.264), at most 31 leading zeros.
-    fn ue(&mut self) -> Option<u32> {
-        let mut zeros = 0;
-        while self.bit()? == 0 {
-            zeros += 1;
-            if zeros > 31 {
-                return None;
-            }
-        }
-        let rest = self.u(zeros)?;
-        Some(((1u64 << zeros) - 1 + u64::from(rest)).min(u64::from(u32::MAX)) as u32)
-    }
-
-    /// Exp-Golomb se(v) (H.264).
-    fn se(&mut self) -> Option<i32> {
-        let k = self.ue()?;
-        let m = i64::from(k.div_ceil(2));
-        Some(if k % 2 == 1 { m } else { -m } as i32)
-    }
-
-    /// uvlc() (AV1 §4.10.3).
-    fn uvlc(&mut self) -> Option<u32> {
-        let mut zeros = 0;
-        while self.bit()? == 0 {
-            zeros += 1;
-            if zeros >= 32 {
-                return None;
-            }
-        }
-        let rest = self.u(zeros)?;
-        Some(((1u64 << zeros) - 1 + u64::from(rest)).min(u64::from(u32::MAX)) as u32)
-    }
 }
 
 fn dims(w: u32, h: u32) -> Option<(u16, u16)> {
@@ -116,14 +55,8 @@ fn vp8(p: &[u8]) -> Option<(u16, u16)> {
             at += 1;
         }
     }
-    // Frame tag (3 bytes, bit 0 clear on a key frame), start code, sizes.
-    let h = p.get(at..at + 10)?;
-    if h[0] & 0x01 != 0 || h[3..6] != [0x9d, 0x01, 0x2a] {
-        return None;
-    }
-    let w = u16::from_le_bytes([h[6], h[7]]) & 0x3fff;
-    let hh = u16::from_le_bytes([h[8], h[9]]) & 0x3fff;
-    Some((w, hh))
+    let (w, h) = bitstream::vp8_key_size(p.get(at..)?)?;
+    dims(w, h)
 }
 
 fn vp9(p: &[u8]) -> Option<(u16, u16)> {
@@ -171,54 +104,17 @@ fn vp9(p: &[u8]) -> Option<(u16, u16)> {
     if b0 & 0x08 == 0 || b0 & 0x40 != 0 {
         return None; // not the start of a picture without inter-picture dependency
     }
-    vp9_uncompressed_header(p.get(at..)?)
+    let (w, h) = bitstream::vp9_key_size(p.get(at..)?)?;
+    dims(w, h)
 }
-
-/// VP9 bitstream §6.2: frame size of a key frame.
-fn vp9_uncompressed_header(h: &[u8]) -> Option<(u16, u16)> {
-    let mut r = Bits::new(h);
-    if r.u(2)? != 2 {
-        return None; // frame_marker
-    }
-    let profile = r.u(1)? | (r.u(1)? << 1);
-    if profile == 3 {
-        r.u(1)?;
-    }
-    if r.flag()? {
-        return None; // show_existing_frame
-    }
-    if r.u(1)? != 0 {
-        return None; // frame_type: not a key frame
-    }
-    r.u(2)?; // show_frame, error_resilient_mode
-    if r.u(24)? != 0x49_83_42 {
-        return None; // frame_sync_code
-    }
-    // color_config
-    if profile >= 2 {
-        r.u(1)?; // ten_or_twelve_bit
-    }
-    let color_space = r.u(3)?;
-    if color_space != 7 {
-        r.u(1)?; // color_range
-        if profile == 1 || profile == 3 {
-            r.u(3)?; // subsampling_x, subsampling_y, reserved_zero
-        }
-    } else if profile == 1 || profile == 3 {
-        r.u(1)?; // reserved_zero
-    }
-    let w = r.u(16)? + 1;
-    let hh = r.u(16)? + 1;
-    dims(w, hh)
-}
-
-const NAL_SPS: u8 = 7;
-const NAL_STAP_A: u8 = 24;
 
 fn h264(p: &[u8]) -> Option<(u16, u16)> {
     let b0 = *p.first()?;
     match b0 & 0x1f {
-        NAL_SPS => h264_sps(p),
+        NAL_SPS => {
+            let (w, h) = bitstream::h264_sps_size(p)?;
+            dims(w, h)
+        }
         NAL_STAP_A => {
             let mut at = 1;
             while at + 2 < p.len() {
@@ -226,7 +122,8 @@ fn h264(p: &[u8]) -> Option<(u16, u16)> {
                 at += 2;
                 let nal = p.get(at..at + len)?;
                 if nal.first().is_some_and(|h| h & 0x1f == NAL_SPS) {
-                    return h264_sps(nal);
+                    let (w, h) = bitstream::h264_sps_size(nal)?;
+                    return dims(w, h);
                 }
                 at += len;
             }
@@ -235,107 +132,6 @@ fn h264(p: &[u8]) -> Option<(u16, u16)> {
         _ => None,
     }
 }
-
-/// Profiles whose SPS carries chroma format, bit depths and scaling lists.
-const HIGH_PROFILES: [u32; 13] = [100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135];
-
-/// `nal`: an SPS NAL unit, header byte included.
-fn h264_sps(nal: &[u8]) -> Option<(u16, u16)> {
-    // RBSP: drop emulation prevention bytes (00 00 03 -> 00 00).
-    let mut buf = [0u8; 256];
-    let mut n = 0;
-    let mut zeros = 0;
-    for &b in nal.get(1..)?.iter() {
-        if zeros >= 2 && b == 3 {
-            zeros = 0;
-            continue;
-        }
-        zeros = if b == 0 { zeros + 1 } else { 0 };
-        if n == buf.len() {
-            break;
-        }
-        buf[n] = b;
-        n += 1;
-    }
-    let mut r = Bits::new(&buf[..n]);
-    let profile_idc = r.u(8)?;
-    r.u(16)?; // constraint flags, level_idc
-    r.ue()?; // seq_parameter_set_id
-    let mut chroma_format_idc = 1;
-    let mut separate_colour_plane = false;
-    if HIGH_PROFILES.contains(&profile_idc) {
-        chroma_format_idc = r.ue()?;
-        if chroma_format_idc == 3 {
-            separate_colour_plane = r.flag()?;
-        }
-        r.ue()?; // bit_depth_luma_minus8
-        r.ue()?; // bit_depth_chroma_minus8
-        r.u(1)?; // qpprime_y_zero_transform_bypass_flag
-        if r.flag()? {
-            // seq_scaling_matrix_present_flag: skip the lists.
-            let lists = if chroma_format_idc != 3 { 8 } else { 12 };
-            for i in 0..lists {
-                if r.flag()? {
-                    let size = if i < 6 { 16 } else { 64 };
-                    let (mut last, mut next) = (8i32, 8i32);
-                    for _ in 0..size {
-                        if next != 0 {
-                            next = (last + r.se()? + 256).rem_euclid(256);
-                        }
-                        last = if next == 0 { last } else { next };
-                    }
-                }
-            }
-        }
-    }
-    r.ue()?; // log2_max_frame_num_minus4
-    match r.ue()? {
-        0 => {
-            r.ue()?; // log2_max_pic_order_cnt_lsb_minus4
-        }
-        1 => {
-            r.u(1)?; // delta_pic_order_always_zero_flag
-            r.se()?; // offset_for_non_ref_pic
-            r.se()?; // offset_for_top_to_bottom_field
-            let cycle = r.ue()?;
-            if cycle > 255 {
-                return None;
-            }
-            for _ in 0..cycle {
-                r.se()?;
-            }
-        }
-        _ => {}
-    }
-    r.ue()?; // max_num_ref_frames
-    r.u(1)?; // gaps_in_frame_num_value_allowed_flag
-    let width_mbs = u64::from(r.ue()?) + 1;
-    let height_units = u64::from(r.ue()?) + 1;
-    let frame_mbs_only = r.flag()?;
-    if !frame_mbs_only {
-        r.u(1)?; // mb_adaptive_frame_field_flag
-    }
-    r.u(1)?; // direct_8x8_inference_flag
-    let (mut cl, mut cr, mut ct, mut cb) = (0u64, 0u64, 0u64, 0u64);
-    if r.flag()? {
-        cl = u64::from(r.ue()?);
-        cr = u64::from(r.ue()?);
-        ct = u64::from(r.ue()?);
-        cb = u64::from(r.ue()?);
-    }
-    let field = if frame_mbs_only { 1 } else { 2 };
-    let (sub_w, sub_h) = match (chroma_format_idc, separate_colour_plane) {
-        (0, _) | (3, true) => (1, 1),
-        (1, _) => (2, 2),
-        (2, _) => (2, 1),
-        _ => (1, 1),
-    };
-    let w = (width_mbs * 16).checked_sub((cl + cr) * sub_w)?;
-    let h = (height_units * 16 * field).checked_sub((ct + cb) * sub_h * field)?;
-    dims(u32::try_from(w).ok()?, u32::try_from(h).ok()?)
-}
-
-const OBU_SEQUENCE_HEADER: u8 = 1;
 
 fn av1(p: &[u8]) -> Option<(u16, u16)> {
     // Aggregation header Z|Y|W(2)|N|-(3) (RTP payload format for AV1 §4.4).
@@ -349,9 +145,9 @@ fn av1(p: &[u8]) -> Option<(u16, u16)> {
     while at < p.len() {
         element += 1;
         let len = if w == 0 || element < w {
-            let (len, n) = leb128(&p[at..])?;
+            let (len, n) = bitstream::leb128(&p[at..])?;
             at += n;
-            len
+            usize::try_from(len).ok()?
         } else {
             p.len() - at
         };
@@ -360,75 +156,15 @@ fn av1(p: &[u8]) -> Option<(u16, u16)> {
         let h = *obu.first()?;
         let mut o = if h & 0x04 != 0 { 2 } else { 1 };
         if h & 0x02 != 0 {
-            let (_, n) = leb128(obu.get(o..)?)?;
+            let (_, n) = bitstream::leb128(obu.get(o..)?)?;
             o += n;
         }
         if (h >> 3) & 0x0f == OBU_SEQUENCE_HEADER {
-            return av1_sequence_header(obu.get(o..)?);
+            let (w, h) = bitstream::av1_sequence_header_size(obu.get(o..)?)?;
+            return dims(w, h);
         }
         if w != 0 && element == w {
             break;
-        }
-    }
-    None
-}
-
-/// AV1 §5.5.1: max_frame_width_minus_1 / max_frame_height_minus_1.
-fn av1_sequence_header(b: &[u8]) -> Option<(u16, u16)> {
-    let mut r = Bits::new(b);
-    r.u(3)?; // seq_profile
-    r.u(1)?; // still_picture
-    if r.flag()? {
-        r.u(5)?; // reduced_still_picture_header: seq_level_idx[0]
-    } else {
-        let mut buffer_delay_bits = 0;
-        let timing_info = r.flag()?;
-        let mut decoder_model_info = false;
-        if timing_info {
-            r.u(32)?; // num_units_in_display_tick
-            r.u(32)?; // time_scale
-            if r.flag()? {
-                r.uvlc()?; // num_ticks_per_picture_minus_1
-            }
-            decoder_model_info = r.flag()?;
-            if decoder_model_info {
-                buffer_delay_bits = r.u(5)? + 1;
-                r.u(32)?; // num_units_in_decoding_tick
-                r.u(5)?; // buffer_removal_time_length_minus_1
-                r.u(5)?; // frame_presentation_time_length_minus_1
-            }
-        }
-        let initial_display_delay = r.flag()?;
-        let points = r.u(5)? + 1;
-        for _ in 0..points {
-            r.u(12)?; // operating_point_idc
-            if r.u(5)? > 7 {
-                r.u(1)?; // seq_tier
-            }
-            if decoder_model_info && r.flag()? {
-                r.u(buffer_delay_bits)?; // decoder_buffer_delay
-                r.u(buffer_delay_bits)?; // encoder_buffer_delay
-                r.u(1)?; // low_delay_mode_flag
-            }
-            if initial_display_delay && r.flag()? {
-                r.u(4)?; // initial_display_delay_minus_1
-            }
-        }
-    }
-    let wb = r.u(4)? + 1;
-    let hb = r.u(4)? + 1;
-    let w = r.u(wb)? + 1;
-    let h = r.u(hb)? + 1;
-    dims(w, h)
-}
-
-/// An unsigned LEB128 value at the start of `b` (at most 8 bytes) and its length.
-fn leb128(b: &[u8]) -> Option<(usize, usize)> {
-    let mut v = 0usize;
-    for (i, x) in b.iter().take(8).enumerate() {
-        v |= usize::from(x & 0x7f) << (7 * i);
-        if x & 0x80 == 0 {
-            return Some((v, i + 1));
         }
     }
     None

@@ -6,6 +6,8 @@
 
 use str0m::format::Codec;
 
+use crate::bitstream::leb128;
+
 /// Whether `payload` is where a decoder may start `codec`: the first packet of
 /// a keyframe. `au_start` says the packet is the first of its access unit on
 /// its layer (no earlier packet with its timestamp was seen); only H.264 needs
@@ -105,8 +107,8 @@ pub fn vp9_keyframe_start(p: &[u8]) -> bool {
 
 /// H.264 NAL unit types.
 const NAL_IDR: u8 = 5;
-const NAL_SPS: u8 = 7;
-const NAL_STAP_A: u8 = 24;
+pub(super) const NAL_SPS: u8 = 7;
+pub(super) const NAL_STAP_A: u8 = 24;
 const NAL_FU_A: u8 = 28;
 
 /// See [`keyframe_start`].
@@ -143,7 +145,7 @@ pub fn h264_keyframe_start(p: &[u8], au_start: bool) -> bool {
 }
 
 /// AV1 OBU types.
-const OBU_SEQUENCE_HEADER: u8 = 1;
+pub(super) const OBU_SEQUENCE_HEADER: u8 = 1;
 const OBU_TEMPORAL_DELIMITER: u8 = 2;
 const OBU_FRAME_HEADER: u8 = 3;
 const OBU_METADATA: u8 = 5;
@@ -174,7 +176,7 @@ pub fn av1_keyframe_start(p: &[u8]) -> bool {
                 return false;
             };
             at += n;
-            len
+            usize::try_from(len).unwrap_or(usize::MAX)
         } else {
             p.len() - at
         };
@@ -213,18 +215,6 @@ pub fn av1_keyframe_start(p: &[u8]) -> bool {
         }
     }
     sequence_header
-}
-
-/// An unsigned LEB128 value at the start of `b` (at most 8 bytes) and its length.
-fn leb128(b: &[u8]) -> Option<(usize, usize)> {
-    let mut v = 0usize;
-    for (i, x) in b.iter().take(8).enumerate() {
-        v |= usize::from(x & 0x7f) << (7 * i);
-        if x & 0x80 == 0 {
-            return Some((v, i + 1));
-        }
-    }
-    None
 }
 
 /// Picture id and TL0PICIDX continuity across changes of source (VP8, VP9):
