@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use common::{SimPacket, TestNet};
 use str0m::format::Codec;
-use str0m::media::MediaKind;
 use wisp::sfu::{Role, RoomName};
 
 /// Publisher layers (rid, packets per frame, packet size), 30 fps each.
@@ -128,14 +127,6 @@ fn analyse(codec: Codec, arrived: &[SimPacket]) -> Report {
     r
 }
 
-fn current(net: &TestNet, i: usize) -> Option<String> {
-    let v = net
-        .sfu
-        .viewer_layers(net.clients[i].token.unwrap())
-        .unwrap();
-    v.current.map(|r| r.to_string())
-}
-
 fn pin(net: &mut TestNet, i: usize, rid: &str) {
     let room = RoomName::new("sc").unwrap();
     let token = net.clients[i].token.unwrap();
@@ -148,18 +139,8 @@ fn pin(net: &mut TestNet, i: usize, rid: &str) {
 /// Viewer `i`'s video packets that arrived at or after `from` (since the
 /// start), with their arrival times.
 fn arrived_since(net: &TestNet, i: usize, from: Duration) -> Vec<(Duration, SimPacket)> {
-    let c = &net.clients[i];
-    let video: Vec<_> = c
-        .got
-        .iter()
-        .filter(|g| g.kind == MediaKind::Video)
-        .collect();
-    let parsed = net.sim_packets(i);
-    assert_eq!(video.len(), parsed.len(), "every video packet parses");
-    video
-        .iter()
-        .map(|g| g.at - net.start)
-        .zip(parsed)
+    net.sim_arrivals(i)
+        .into_iter()
         .filter(|(at, _)| *at >= from)
         .collect()
 }
@@ -183,13 +164,13 @@ fn switch_through_layers(codec: Codec, seed: u64) {
     let mut times = vec![];
     for (step, (ra, rb)) in STEPS.iter().enumerate() {
         let at = net.elapsed();
-        let was = [current(&net, a), current(&net, b)];
+        let was = [net.current_layer(a), net.current_layer(b)];
         pin(&mut net, a, ra);
         pin(&mut net, b, rb);
         net.run_for(Duration::from_millis(1500));
         for (v, rid, was) in [(a, ra, &was[0]), (b, rb, &was[1])] {
             assert_eq!(
-                current(&net, v).as_deref(),
+                net.current_layer(v).as_deref(),
                 Some(*rid),
                 "{codec} step {step}: viewer {v} on {rid}"
             );
@@ -333,7 +314,7 @@ fn vp9_viewers_that_switch_together_share_rewritten_payloads() {
     }
     net.run_for(Duration::from_secs(1));
     for &v in &vs {
-        assert_eq!(current(&net, v).as_deref(), Some("m"));
+        assert_eq!(net.current_layer(v).as_deref(), Some("m"));
     }
     let before = net.sfu.stats();
     net.run_for(Duration::from_secs(2));

@@ -415,47 +415,12 @@ fn assert_answer_receives(answer: &str, rids: &[&str]) -> String {
     sim[0].to_string()
 }
 
-fn current(net: &TestNet, i: usize) -> Option<String> {
-    let v = net
-        .sfu
-        .viewer_layers(net.clients[i].token.unwrap())
-        .unwrap();
-    v.current.map(|r| r.to_string())
-}
-
-/// Run until viewer `i` is forwarded `rid` and stays on it for 3 s; returns
-/// when it got there (from the call).
-fn settle(net: &mut TestNet, i: usize, rid: &str, limit: Duration) -> Option<Duration> {
-    let start = net.elapsed();
-    let mut since: Option<Duration> = None;
-    while net.elapsed() - start < limit {
-        net.run_for(Duration::from_millis(50));
-        if current(net, i).as_deref() == Some(rid) {
-            since.get_or_insert(net.elapsed());
-        } else {
-            since = None;
-        }
-        if since.is_some_and(|s| net.elapsed() - s >= Duration::from_secs(3)) {
-            return since.map(|s| s - start);
-        }
-    }
-    None
-}
-
 /// Viewer `i`'s simulcast video packets (layer index per the publisher's
 /// list) with their arrival time since the start.
 fn arrived(net: &TestNet, i: usize) -> Vec<(Duration, u8)> {
-    let video: Vec<_> = net.clients[i]
-        .got
-        .iter()
-        .filter(|g| g.kind == MediaKind::Video)
-        .collect();
-    let parsed = net.sim_packets(i);
-    assert_eq!(video.len(), parsed.len(), "every video packet parses");
-    video
-        .iter()
-        .zip(parsed)
-        .map(|(g, p)| (g.at - net.start, p.layer))
+    net.sim_arrivals(i)
+        .into_iter()
+        .map(|(at, p)| (at, p.layer))
         .collect()
 }
 
@@ -517,10 +482,11 @@ fn run_shape(shape: &Shape) -> Run {
 
     // Bandwidth: the 10 Mbit/s viewer climbs to the highest layer, the
     // 300 kbit/s one stays on the lowest.
-    let fast_settle = settle(&mut net, fast, highest, Duration::from_secs(20))
+    let fast_settle = net
+        .settle_on_layer(fast, highest, Duration::from_secs(20))
         .unwrap_or_else(|| panic!("{name}: 10 Mbit/s viewer never settled on {highest}"));
-    assert_eq!(current(&net, fast).as_deref(), Some(highest), "{name}");
-    assert_eq!(current(&net, slow).as_deref(), Some(lowest), "{name}");
+    assert_eq!(net.current_layer(fast).as_deref(), Some(highest), "{name}");
+    assert_eq!(net.current_layer(slow).as_deref(), Some(lowest), "{name}");
     let first_video = |net: &TestNet, i: usize| {
         arrived(net, i)
             .first()
@@ -574,7 +540,7 @@ fn run_shape(shape: &Shape) -> Run {
             .pin_layer(now, Role::Subscriber, &room_name, token, Some(rid), None)
             .expect("pin");
         net.run_for(hold);
-        assert_eq!(current(&net, pinned).as_deref(), Some(*rid), "{name}");
+        assert_eq!(net.current_layer(pinned).as_deref(), Some(*rid), "{name}");
         let since: Vec<(Duration, u8)> = arrived(&net, pinned)
             .into_iter()
             .filter(|(t, _)| *t >= at)
@@ -600,8 +566,8 @@ fn run_shape(shape: &Shape) -> Run {
     );
 
     // Still where the links put them; the slow viewer never left the lowest.
-    assert_eq!(current(&net, fast).as_deref(), Some(highest), "{name}");
-    assert_eq!(current(&net, slow).as_deref(), Some(lowest), "{name}");
+    assert_eq!(net.current_layer(fast).as_deref(), Some(highest), "{name}");
+    assert_eq!(net.current_layer(slow).as_deref(), Some(lowest), "{name}");
     let slow_layers: Vec<u8> = arrived(&net, slow).iter().map(|(_, l)| *l).collect();
     let low_index = rids.iter().position(|r| *r == lowest).unwrap() as u8;
     assert!(slow_layers.len() > 100, "{name}: slow viewer got video");

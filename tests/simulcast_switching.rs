@@ -126,33 +126,6 @@ fn analyse(mut pk: Vec<SimPacket>) -> Report {
     r
 }
 
-fn current(net: &TestNet, i: usize) -> Option<String> {
-    let v = net
-        .sfu
-        .viewer_layers(net.clients[i].token.unwrap())
-        .unwrap();
-    v.current.map(|r| r.to_string())
-}
-
-/// Run until viewer `i` is forwarded `rid` and stays on it for `hold`;
-/// returns when it got there.
-fn settle(net: &mut TestNet, i: usize, rid: &str, limit: Duration) -> Option<Duration> {
-    let start = net.elapsed();
-    let mut since: Option<Duration> = None;
-    while net.elapsed() - start < limit {
-        net.run_for(Duration::from_millis(50));
-        if current(net, i).as_deref() == Some(rid) {
-            since.get_or_insert(net.elapsed());
-        } else {
-            since = None;
-        }
-        if since.is_some_and(|s| net.elapsed() - s >= Duration::from_secs(3)) {
-            return since.map(|s| s - start);
-        }
-    }
-    None
-}
-
 /// The first packet of `layer` viewer `i` got at or after `from` (elapsed).
 fn first_of_layer_after(net: &TestNet, i: usize, layer: u8, from: Duration) -> Option<Duration> {
     net.clients[i]
@@ -189,17 +162,18 @@ fn assert_clean(name: &str, r: &Report) {
 fn viewers_settle_on_the_layer_their_link_carries() {
     let (mut net, _p, slow, fast) = setup(11);
     let t0 = net.elapsed();
-    let fast_settle =
-        settle(&mut net, fast, "h", Duration::from_secs(20)).expect("fast settles on h");
-    let slow_layer = current(&net, slow);
+    let fast_settle = net
+        .settle_on_layer(fast, "h", Duration::from_secs(20))
+        .expect("fast settles on h");
+    let slow_layer = net.current_layer(slow);
     eprintln!(
         "settle: 10 Mbit/s viewer on h after {:.2} s; 300 kbit/s viewer on {slow_layer:?}",
         (fast_settle).as_secs_f64()
     );
     net.run_for(Duration::from_secs(5));
     let _ = t0;
-    assert_eq!(current(&net, slow).as_deref(), Some("l"));
-    assert_eq!(current(&net, fast).as_deref(), Some("h"));
+    assert_eq!(net.current_layer(slow).as_deref(), Some("l"));
+    assert_eq!(net.current_layer(fast).as_deref(), Some("h"));
     let rs = analyse(net.sim_packets(slow));
     let rf = analyse(net.sim_packets(fast));
     assert_clean("300k viewer", &rs);
@@ -226,12 +200,16 @@ fn viewers_settle_on_the_layer_their_link_carries() {
 #[test]
 fn link_changes_switch_within_2s_on_keyframes() {
     let (mut net, _p, slow, fast) = setup(12);
-    settle(&mut net, fast, "h", Duration::from_secs(20)).expect("fast settles on h");
-    settle(&mut net, slow, "l", Duration::from_secs(20)).expect("slow settles on l");
+    net.settle_on_layer(fast, "h", Duration::from_secs(20))
+        .expect("fast settles on h");
+    net.settle_on_layer(slow, "l", Duration::from_secs(20))
+        .expect("slow settles on l");
     // The fast viewer's link collapses to 300 kbit/s.
     let at = net.elapsed();
     net.set_downlink(fast, Some(300_000));
-    let down = settle(&mut net, fast, "l", Duration::from_secs(10)).expect("fast falls to l");
+    let down = net
+        .settle_on_layer(fast, "l", Duration::from_secs(10))
+        .expect("fast falls to l");
     let first_l = first_of_layer_after(&net, fast, L, at).expect("l reached the viewer");
     eprintln!(
         "10M→300k: forwarding l after {:.2} s, first l packet at the viewer after {:.2} s",
@@ -243,7 +221,9 @@ fn link_changes_switch_within_2s_on_keyframes() {
     // The slow viewer's link opens up to 10 Mbit/s.
     let at = net.elapsed();
     net.set_downlink(slow, Some(10_000_000));
-    let up = settle(&mut net, slow, "h", Duration::from_secs(25)).expect("slow climbs to h");
+    let up = net
+        .settle_on_layer(slow, "h", Duration::from_secs(25))
+        .expect("slow climbs to h");
     let first_m = first_of_layer_after(&net, slow, M, at);
     let first_h = first_of_layer_after(&net, slow, H, at).unwrap();
     eprintln!(
@@ -279,10 +259,13 @@ fn link_changes_switch_within_2s_on_keyframes() {
 #[test]
 fn paused_layer_makes_viewers_fall_back() {
     let (mut net, p, _slow, fast) = setup(13);
-    settle(&mut net, fast, "h", Duration::from_secs(20)).expect("fast settles on h");
+    net.settle_on_layer(fast, "h", Duration::from_secs(20))
+        .expect("fast settles on h");
     let at = net.elapsed();
     net.clients[p].sim[usize::from(H)].paused = true;
-    let fell = settle(&mut net, fast, "m", Duration::from_secs(10)).expect("falls back to m");
+    let fell = net
+        .settle_on_layer(fast, "m", Duration::from_secs(10))
+        .expect("falls back to m");
     let first_m = first_of_layer_after(&net, fast, M, at).unwrap();
     eprintln!(
         "h paused: viewer on m after {:.2} s (first m packet after {:.2} s)",
@@ -292,7 +275,9 @@ fn paused_layer_makes_viewers_fall_back() {
     assert!(first_m - at <= Duration::from_secs(2));
     // h resumes: the viewer climbs back.
     net.clients[p].sim[usize::from(H)].paused = false;
-    let back = settle(&mut net, fast, "h", Duration::from_secs(15)).expect("back on h");
+    let back = net
+        .settle_on_layer(fast, "h", Duration::from_secs(15))
+        .expect("back on h");
     eprintln!(
         "h resumed: viewer back on h after {:.2} s",
         back.as_secs_f64()
@@ -318,16 +303,17 @@ fn paused_layer_makes_viewers_fall_back() {
 fn down_switch_phase_sweep() {
     for delay_ms in (0..=3000).step_by(250) {
         let (mut net, _p, slow, fast) = setup(12);
-        settle(&mut net, fast, "h", Duration::from_secs(20)).expect("fast settles on h");
+        net.settle_on_layer(fast, "h", Duration::from_secs(20))
+            .expect("fast settles on h");
         net.run_for(Duration::from_millis(delay_ms));
         let at = net.elapsed();
         net.set_downlink(fast, Some(300_000));
-        let down = settle(&mut net, fast, "l", Duration::from_secs(10));
+        let down = net.settle_on_layer(fast, "l", Duration::from_secs(10));
         let first_l = first_of_layer_after(&net, fast, L, at).map(|t| t - at);
         // Then the slow viewer's link opens up, as in the gated test.
         let at = net.elapsed();
         net.set_downlink(slow, Some(10_000_000));
-        settle(&mut net, slow, "h", Duration::from_secs(25));
+        net.settle_on_layer(slow, "h", Duration::from_secs(25));
         let first_h = first_of_layer_after(&net, slow, H, at).map(|t| t - at);
         net.run_for(Duration::from_secs(2));
         let rf = analyse(net.sim_packets(fast));

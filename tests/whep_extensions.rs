@@ -461,12 +461,6 @@ fn core_call(net: &mut TestNet, r: &HttpRequest) -> HttpResponse {
     })
 }
 
-fn current(net: &TestNet, i: usize) -> Option<String> {
-    net.sfu
-        .viewer_layers(net.clients[i].token.unwrap())
-        .and_then(|v| v.current.map(|r| r.to_string()))
-}
-
 #[test]
 fn pinning_through_the_handler_moves_the_real_core() {
     let mut net = TestNet::new(81);
@@ -476,7 +470,7 @@ fn pinning_through_the_handler_moves_the_real_core() {
     let token = net.clients[v].token.unwrap();
     let base = format!("/whep/sc/{token}");
     assert!(
-        net.run_until(Duration::from_secs(10), |n| current(n, v).is_some()),
+        net.run_until(Duration::from_secs(10), |n| n.current_layer(v).is_some()),
         "no layer chosen"
     );
     // The state an event stream reports.
@@ -507,10 +501,10 @@ fn pinning_through_the_handler_moves_the_real_core() {
             &format!(r#"{{"mediaId":"1","rid":"{rid}"}}"#),
         )
     };
-    let on = |n: &TestNet, rid: &str| current(n, v).as_deref() == Some(rid);
+    let on = |n: &TestNet, rid: &str| n.current_layer(v).as_deref() == Some(rid);
     // Pin the high layer (the viewer starts low): forwarded within 2 s,
     // packets of h arrive, and the layer is reported as pinned.
-    assert_eq!(current(&net, v).as_deref(), Some("l"), "starts low");
+    assert_eq!(net.current_layer(v).as_deref(), Some("l"), "starts low");
     assert_eq!(core_call(&mut net, &pin("h")).status, 200);
     let t0 = net.elapsed();
     assert!(net.run_until(Duration::from_secs(2), |n| on(n, "h")));
@@ -549,7 +543,7 @@ fn pinning_through_the_handler_moves_the_real_core() {
     );
     assert_eq!(net.sfu.viewer_layers(token).unwrap().pinned, None);
     net.run_for(Duration::from_secs(2));
-    assert!(current(&net, v).is_some());
+    assert!(net.current_layer(v).is_some());
     eprintln!(
         "RESULT pin: l -> h in {} ms, h -> l in {} ms (simulated), {switches} switches",
         took_h.as_millis(),

@@ -625,6 +625,49 @@ impl TestNet {
             .collect()
     }
 
+    /// Viewer `i`'s simulcast video packets with their arrival time since the
+    /// start (every video packet must parse).
+    pub fn sim_arrivals(&self, i: usize) -> Vec<(Duration, SimPacket)> {
+        let parsed = self.sim_packets(i);
+        let video: Vec<_> = self.clients[i]
+            .got
+            .iter()
+            .filter(|g| g.kind == MediaKind::Video)
+            .collect();
+        assert_eq!(video.len(), parsed.len(), "every video packet parses");
+        video
+            .iter()
+            .map(|g| g.at - self.start)
+            .zip(parsed)
+            .collect()
+    }
+
+    /// The simulcast layer (rid) the core forwards to viewer `i`.
+    pub fn current_layer(&self, i: usize) -> Option<String> {
+        self.sfu
+            .viewer_layers(self.clients[i].token.unwrap())
+            .and_then(|v| v.current.map(|r| r.to_string()))
+    }
+
+    /// Run until viewer `i` is forwarded `rid` and stays on it for 3 s;
+    /// returns when it got there (from the call), or `None` after `limit`.
+    pub fn settle_on_layer(&mut self, i: usize, rid: &str, limit: Duration) -> Option<Duration> {
+        let start = self.elapsed();
+        let mut since: Option<Duration> = None;
+        while self.elapsed() - start < limit {
+            self.run_for(Duration::from_millis(50));
+            if self.current_layer(i).as_deref() == Some(rid) {
+                since.get_or_insert(self.elapsed());
+            } else {
+                since = None;
+            }
+            if since.is_some_and(|s| self.elapsed() - s >= Duration::from_secs(3)) {
+                return since.map(|s| s - start);
+            }
+        }
+        None
+    }
+
     /// [`TestNet::publish_simulcast`] offering only `codec` for video (Opus
     /// for audio): VP8, VP9 (profile 0), H.264 or AV1.
     pub fn publish_simulcast_codec(
