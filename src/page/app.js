@@ -76,8 +76,8 @@ function parseIceServers(link) {
 }
 
 const formatRate = bps => bps >= 1e6 ? `${(bps / 1e6).toFixed(2)} Mbit/s` : `${Math.round(bps / 1000)} kbit/s`;
-// A layer's picture size from the `layers` event (" 1280x720"), or nothing until wisp knows it.
-const formatSize = l => (l.width && l.height ? ` ${l.width}x${l.height}` : '');
+// A layer's picture size from the `layers` event (" 1280×720", as in the stats table), or nothing until wisp knows it.
+const formatSize = l => (l.width && l.height ? ` ${l.width}×${l.height}` : '');
 
 // A plain OPTIONS on the endpoint returns the ICE servers before the offer is made.
 // Optional: any failure just means "no ICE servers".

@@ -126,8 +126,8 @@ pub struct ViewerLayers {
     pub estimate: Option<u64>,
     /// Layer switches so far.
     pub switches: u64,
-    /// The publisher's layers: rid, measured bit/s, active.
-    pub layers: Vec<(Rid, u64, bool)>,
+    /// The publisher's layers: rid, measured bit/s, active, picture size.
+    pub layers: Vec<(Rid, u64, bool, Option<resolution::PictureSize>)>,
 }
 
 /// What [`Sfu::poll_output`] returns.
@@ -633,7 +633,7 @@ impl Sfu {
             switches: s.sel.switches,
             layers: layers
                 .iter()
-                .filter_map(|l| Some((l.rid?, l.rate, !l.paused)))
+                .filter_map(|l| Some((l.rid?, l.rate, !l.paused, l.size)))
                 .collect(),
         })
     }
@@ -1930,18 +1930,12 @@ impl Sfu {
             state.layers = v
                 .layers
                 .iter()
-                .map(|(rid, rate, active)| {
-                    let size = r
-                        .and_then(|r| r.tracks[1].as_ref())
-                        .and_then(|t| t.layers.iter().find(|l| l.rid == Some(*rid)))
-                        .and_then(|l| l.size);
-                    command::LayerState {
-                        rid: rid.to_string(),
-                        bitrate: if *active { *rate } else { 0 },
-                        active: *active,
-                        width: size.map(|s| s.0),
-                        height: size.map(|s| s.1),
-                    }
+                .map(|(rid, rate, active, size)| command::LayerState {
+                    rid: rid.to_string(),
+                    bitrate: if *active { *rate } else { 0 },
+                    active: *active,
+                    width: size.map(|s| s.0),
+                    height: size.map(|s| s.1),
                 })
                 .collect();
         }

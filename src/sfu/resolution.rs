@@ -18,9 +18,12 @@ use str0m::format::Codec;
 use super::rewrite::{NAL_SPS, NAL_STAP_A, OBU_SEQUENCE_HEADER};
 use crate::bitstream;
 
-/// Width and height in pixels declared by the keyframe that starts with
-/// `payload`, if this codec's header says so and is well formed.
-pub fn keyframe_size(codec: Codec, payload: &[u8]) -> Option<(u16, u16)> {
+/// Width and height in pixels.
+pub type PictureSize = (u16, u16);
+
+/// The picture size declared by the keyframe that starts with `payload`, if
+/// this codec's header says so and is well formed.
+pub fn keyframe_size(codec: Codec, payload: &[u8]) -> Option<PictureSize> {
     let size = match codec {
         Codec::Vp8 => vp8(payload),
         Codec::Vp9 => vp9(payload),
@@ -254,7 +257,7 @@ mod tests {
     }
 
     #[test]
-    fn truncated_or_hostile_input_is_none() {
+    fn truncated_or_hostile_input_never_panics() {
         for codec in [Codec::Vp8, Codec::Vp9, Codec::H264, Codec::Av1] {
             assert_eq!(keyframe_size(codec, &[]), None);
             for b in 0..=255u8 {

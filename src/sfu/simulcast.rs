@@ -68,7 +68,7 @@ pub struct Layer {
     pub newest_ts: Option<u32>,
     /// Width and height its latest keyframe declared, where the codec's
     /// header says (see [`super::resolution`]).
-    pub size: Option<(u16, u16)>,
+    pub size: Option<super::resolution::PictureSize>,
 }
 
 impl Layer {
