@@ -15,7 +15,7 @@
 
 use str0m::format::Codec;
 
-use super::rewrite::{NAL_SPS, NAL_STAP_A, OBU_SEQUENCE_HEADER};
+use super::rewrite::{vp9_layout, NAL_SPS, NAL_STAP_A, OBU_SEQUENCE_HEADER};
 use crate::bitstream;
 
 /// Width and height in pixels.
@@ -63,51 +63,24 @@ fn vp8(p: &[u8]) -> Option<(u16, u16)> {
 }
 
 fn vp9(p: &[u8]) -> Option<(u16, u16)> {
-    // Payload descriptor (RFC 9628): I P L F B E V Z.
-    let b0 = *p.first()?;
-    let mut at = 1;
-    if b0 & 0x80 != 0 {
-        at += if p.get(1)? & 0x80 != 0 { 2 } else { 1 };
-    }
-    if b0 & 0x20 != 0 {
-        at += if b0 & 0x10 == 0 { 2 } else { 1 };
-    }
-    if b0 & 0x10 != 0 && b0 & 0x40 != 0 {
-        // Flexible mode with P: P_DIFF bytes while N is set.
-        loop {
-            let d = *p.get(at)?;
-            at += 1;
-            if d & 0x01 == 0 {
-                break;
-            }
-        }
-    }
-    if b0 & 0x02 != 0 {
-        // Scalability structure: N_S(3) Y G RES(3), then WIDTH/HEIGHT per layer.
-        let ss = *p.get(at)?;
-        at += 1;
-        if ss & 0x10 != 0 {
-            let layers = usize::from(ss >> 5) + 1;
-            let last = at + 4 * (layers - 1);
+    let d = vp9_layout(p)?;
+    if let Some(at) = d.ss {
+        // Scalability structure N_S(3) Y ...: with Y, WIDTH/HEIGHT per
+        // spatial layer follow; the largest (last) is the picture.
+        let head = p[at];
+        if head & 0x10 != 0 {
+            let last = at + 1 + 4 * usize::from(head >> 5);
             let s = p.get(last..last + 4)?;
             return Some((
                 u16::from_be_bytes([s[0], s[1]]),
                 u16::from_be_bytes([s[2], s[3]]),
             ));
         }
-        if ss & 0x08 != 0 {
-            let n_g = *p.get(at)?;
-            at += 1;
-            for _ in 0..n_g {
-                let g = *p.get(at)?;
-                at += 1 + usize::from((g >> 2) & 0x03);
-            }
-        }
     }
-    if b0 & 0x08 == 0 || b0 & 0x40 != 0 {
+    if d.b0 & 0x08 == 0 || d.b0 & 0x40 != 0 {
         return None; // not the start of a picture without inter-picture dependency
     }
-    let (w, h) = bitstream::vp9_key_size(p.get(at..)?)?;
+    let (w, h) = bitstream::vp9_key_size(p.get(d.payload..)?)?;
     dims(w, h)
 }
 

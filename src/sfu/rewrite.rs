@@ -42,58 +42,81 @@ const VP9_F: u8 = 0x10;
 const VP9_B: u8 = 0x08;
 const VP9_V: u8 = 0x02;
 
-/// See [`keyframe_start`].
-pub fn vp9_keyframe_start(p: &[u8]) -> bool {
-    let Some(&b0) = p.first() else {
-        return false;
-    };
-    if b0 & VP9_P != 0 || b0 & VP9_B == 0 {
-        return false;
-    }
+/// Where the parts of a VP9 payload descriptor (RFC 9628) lie.
+pub(super) struct Vp9Layout {
+    /// Byte 0: `I|P|L|F|B|E|V|Z`.
+    pub b0: u8,
+    /// The layer indices byte (`TID U SID D`), when L is set.
+    pub layer: Option<u8>,
+    /// Offset of the scalability structure's first byte, when V is set.
+    pub ss: Option<usize>,
+    /// Offset of the VP9 payload (the uncompressed header on a picture start).
+    pub payload: usize,
+}
+
+/// Walk `p`'s VP9 payload descriptor; `None` if it is cut short.
+pub(super) fn vp9_layout(p: &[u8]) -> Option<Vp9Layout> {
+    let b0 = *p.first()?;
     let mut at = 1;
     if b0 & VP9_I != 0 {
-        match p.get(1) {
-            Some(x) if x & 0x80 != 0 => at = 3,
-            Some(_) => at = 2,
-            None => return false,
-        }
+        at += if p.get(1)? & 0x80 != 0 { 2 } else { 1 };
     }
+    let mut layer = None;
     if b0 & VP9_L != 0 {
-        // TID(3) U SID(3) D: spatial layer 0, no inter-layer dependency.
-        let Some(&li) = p.get(at) else {
-            return false;
-        };
-        if li & 0x0f != 0 {
-            return false;
-        }
+        layer = Some(*p.get(at)?);
         at += if b0 & VP9_F == 0 { 2 } else { 1 }; // TL0PICIDX in non-flexible mode
     }
-    // F with P would add P_DIFF bytes; P is clear here.
-    if b0 & VP9_V != 0 {
-        // Scalability structure: N_S(3) Y G RES(3), then sizes and the GOF.
-        let Some(&ss) = p.get(at) else {
-            return false;
-        };
-        at += 1;
-        if ss & 0x10 != 0 {
-            at += 4 * (usize::from(ss >> 5) + 1);
+    if b0 & VP9_F != 0 && b0 & VP9_P != 0 {
+        // Flexible mode with P: P_DIFF bytes while N is set.
+        loop {
+            let d = *p.get(at)?;
+            at += 1;
+            if d & 0x01 == 0 {
+                break;
+            }
         }
-        if ss & 0x08 != 0 {
-            let Some(&n_g) = p.get(at) else {
-                return false;
-            };
+    }
+    let mut ss = None;
+    if b0 & VP9_V != 0 {
+        // Scalability structure: N_S(3) Y G RES(3), sizes if Y, the GOF if G.
+        ss = Some(at);
+        let head = *p.get(at)?;
+        at += 1;
+        if head & 0x10 != 0 {
+            at += 4 * (usize::from(head >> 5) + 1);
+        }
+        if head & 0x08 != 0 {
+            let n_g = *p.get(at)?;
             at += 1;
             for _ in 0..n_g {
-                let Some(&g) = p.get(at) else {
-                    return false;
-                };
+                let g = *p.get(at)?;
                 at += 1 + usize::from((g >> 2) & 0x03);
             }
         }
     }
+    Some(Vp9Layout {
+        b0,
+        layer,
+        ss,
+        payload: at,
+    })
+}
+
+/// See [`keyframe_start`].
+pub fn vp9_keyframe_start(p: &[u8]) -> bool {
+    let Some(d) = vp9_layout(p) else {
+        return false;
+    };
+    if d.b0 & VP9_P != 0 || d.b0 & VP9_B == 0 {
+        return false;
+    }
+    // Spatial layer 0 without inter-layer dependency.
+    if d.layer.is_some_and(|li| li & 0x0f != 0) {
+        return false;
+    }
     // The uncompressed header: frame_marker(2) profile_low profile_high
     // [reserved_zero if profile 3] show_existing_frame frame_type.
-    match p.get(at) {
+    match p.get(d.payload) {
         Some(&h) if h & 0xc0 == 0x80 => {
             let shift = if h & 0x30 == 0x30 { 1 } else { 2 };
             let show_existing = (h >> (shift + 1)) & 1;
