@@ -23,7 +23,7 @@
 #![deny(unsafe_code)]
 
 pub mod auth;
-pub mod bitstream;
+pub mod codec;
 pub mod config;
 pub mod event_loop;
 #[doc(hidden)]

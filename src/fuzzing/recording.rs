@@ -14,12 +14,12 @@ use std::sync::Arc;
 use str0m::format::Codec;
 
 use super::Tape;
+use crate::codec;
 use crate::record::annexb::AnnexBWriter;
 use crate::record::depack::{depacketize, VideoCodec};
 use crate::record::ivf::{Fourcc, IvfWriter};
 use crate::record::ogg::OggOpusWriter;
 use crate::record::reorder::{Out, Pkt, Reorder};
-use crate::sfu::{resolution, rewrite};
 
 /// Largest frame the fuzz body lets the depacketizer build.
 const MAX_FRAME: usize = 1 << 20;
@@ -66,12 +66,27 @@ pub fn recording(data: &[u8]) {
         let len = usize::from(t.byte()) * 4;
         let payload: Arc<[u8]> = t.take(len).into();
         // The forwarding path's per-codec readers see the same hostile
-        // payloads: keyframe starts and the picture size they declare.
+        // payloads: the one parse per packet (keyframe start, the picture
+        // size it declares, picture ids), and the single-purpose readers,
+        // which must agree with it.
         for c in [Codec::Vp8, Codec::Vp9, Codec::H264, Codec::Av1] {
-            if let Some((w, h)) = resolution::keyframe_size(c, &payload) {
+            let au_start = op & 0x40 != 0;
+            let info = codec::parse(c, &payload, au_start);
+            assert_eq!(info.keyframe, codec::keyframe_start(c, &payload, au_start));
+            if let Some((w, h)) = codec::keyframe_size(c, &payload) {
                 assert!(w > 0 && h > 0, "a size of zero reported");
             }
-            let _ = rewrite::keyframe_start(c, &payload, op & 0x40 != 0);
+            if let Some((w, h)) = info.size {
+                assert!(info.keyframe && w > 0 && h > 0, "a size off a keyframe");
+            }
+            if let Some(ids) = info.vp8 {
+                let _ = ids.patch(ids.picture_id.map(|p| p ^ 1), ids.tl0);
+            }
+            if let Some(ids) = info.vp9 {
+                let mut copy = payload.to_vec();
+                ids.write(&mut copy, ids.picture_id.map(|p| p ^ 1), ids.tl0);
+                assert_eq!(copy.len(), payload.len());
+            }
         }
         let marker = op & 0x80 != 0;
         reorder.push(

@@ -8,10 +8,9 @@
 
 use std::io::{self, Write};
 
+use crate::codec::h264::{nal_type, NAL_IDR, NAL_PPS, NAL_SPS};
+
 const START: [u8; 4] = [0, 0, 0, 1];
-const NAL_IDR: u8 = 5;
-const NAL_SPS: u8 = 7;
-const NAL_PPS: u8 = 8;
 
 /// Split an AVC length-prefixed buffer into NAL units (`None` if malformed or empty).
 pub fn split_avc(mut b: &[u8]) -> Option<Vec<&[u8]>> {
@@ -56,7 +55,7 @@ impl<W: Write> AnnexBWriter<W> {
         let Some(nals) = split_avc(au) else {
             return Ok(false);
         };
-        let ty = |n: &[u8]| n[0] & 0x1f;
+        let ty = |n: &[u8]| nal_type(n[0]);
         for n in &nals {
             match ty(n) {
                 NAL_SPS => self.sps = Some(n.to_vec()),

@@ -2,15 +2,15 @@
 //! timestamp, no sequence gap) in, the codec's frame bytes out.
 //!
 //! VP8 and H.264 use str0m's `unversioned` depacketizers; VP9 (RFC 9628) and
-//! AV1 (AV1 RTP specification §4) are parsed here. Every function is total:
-//! hostile input yields an error, never a panic.
+//! AV1 (AV1 RTP specification §4) are reassembled here from the descriptor
+//! and OBU elements [`crate::codec`] reads. Every function is total: hostile
+//! input yields an error, never a panic.
 
-use str0m::format::{
-    detect_av1_keyframe, detect_h264_keyframe, detect_vp8_keyframe, detect_vp9_keyframe, CodecExtra,
-};
+use str0m::format::CodecExtra;
 use str0m::unversioned::{Depacketizer, H264Depacketizer, Vp8Depacketizer};
 
-use crate::bitstream::leb128;
+use crate::codec::av1::{self, ObuHeader, AGG_Y, AGG_Z};
+use crate::codec::{h264, vp8, vp9};
 
 /// The video codecs the recorder writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,17 +43,18 @@ pub struct Frame {
     pub keyframe: bool,
 }
 
-/// Whether the frame whose payloads are `pkts` starts a keyframe.
+/// Whether the frame whose payloads are `pkts` is a keyframe: its first
+/// packet is a keyframe start ([`crate::codec::keyframe_start`]), or, for
+/// H.264, one of its packets carries an IDR.
 pub fn is_keyframe(codec: VideoCodec, pkts: &[&[u8]]) -> bool {
     let Some(first) = pkts.first() else {
         return false;
     };
     match codec {
-        VideoCodec::Vp8 => detect_vp8_keyframe(first),
-        // P = 0 and B = 1 (start of a frame).
-        VideoCodec::Vp9 => detect_vp9_keyframe(first) && first[0] & 0x08 != 0,
-        VideoCodec::Av1 => detect_av1_keyframe(first) && first[0] & 0x80 == 0,
-        VideoCodec::H264 => pkts.iter().any(|p| detect_h264_keyframe(p)),
+        VideoCodec::Vp8 => vp8::keyframe_start(first),
+        VideoCodec::Vp9 => vp9::keyframe_start(first),
+        VideoCodec::Av1 => av1::keyframe_start(first),
+        VideoCodec::H264 => pkts.iter().any(|p| h264::has_idr(p)),
     }
 }
 
@@ -109,109 +110,22 @@ fn h264(pkts: &[&[u8]]) -> Result<Vec<u8>, DepackError> {
     Ok(out)
 }
 
-/// A parsed VP9 payload descriptor (RFC 9628 §4.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Vp9Descriptor {
-    /// P: inter-picture predicted.
-    pub inter: bool,
-    /// B: start of a layer frame.
-    pub begin: bool,
-    /// E: end of a layer frame.
-    pub end: bool,
-    /// Picture id, if present (7 or 15 bits).
-    pub picture_id: Option<u16>,
-    /// Spatial layer id (0 without layer indices).
-    pub sid: u8,
-    /// Length of the descriptor: the frame bytes start here.
-    pub len: usize,
-}
-
-/// Parse the VP9 payload descriptor; `None` if truncated or inconsistent.
-pub fn vp9_descriptor(p: &[u8]) -> Option<Vp9Descriptor> {
-    let b0 = *p.first()?;
-    let (i, pp, l, f) = (
-        b0 & 0x80 != 0,
-        b0 & 0x40 != 0,
-        b0 & 0x20 != 0,
-        b0 & 0x10 != 0,
-    );
-    let (begin, end, v) = (b0 & 0x08 != 0, b0 & 0x04 != 0, b0 & 0x02 != 0);
-    let mut idx = 1;
-    let mut next = || {
-        let b = p.get(idx).copied();
-        idx += 1;
-        b
-    };
-    let picture_id = if i {
-        let a = next()?;
-        if a & 0x80 != 0 {
-            Some((((a & 0x7f) as u16) << 8) | next()? as u16)
-        } else {
-            Some(a as u16)
-        }
-    } else {
-        None
-    };
-    let mut sid = 0;
-    if l {
-        sid = (next()? >> 1) & 0x07;
-        if !f {
-            next()?; // TL0PICIDX
-        }
-    }
-    if f && pp {
-        // Up to three P_DIFF bytes, N bit chains them.
-        let mut n = 0;
-        while next()? & 0x01 != 0 {
-            n += 1;
-            if n == 3 {
-                return None;
-            }
-        }
-    }
-    if v {
-        let ss = next()?;
-        let n_s = (ss >> 5) as usize + 1;
-        if ss & 0x10 != 0 {
-            for _ in 0..4 * n_s {
-                next()?; // WIDTH, HEIGHT per spatial layer
-            }
-        }
-        if ss & 0x08 != 0 {
-            let n_g = next()?;
-            for _ in 0..n_g {
-                let r = (next()? >> 2) & 0x03;
-                for _ in 0..r {
-                    next()?; // P_DIFF
-                }
-            }
-        }
-    }
-    (idx <= p.len()).then_some(Vp9Descriptor {
-        inter: pp,
-        begin,
-        end,
-        picture_id,
-        sid,
-        len: idx,
-    })
-}
-
 fn vp9(pkts: &[&[u8]]) -> Result<Vec<u8>, DepackError> {
     let mut layers: Vec<Vec<u8>> = Vec::new();
     let mut open = false;
     for p in pkts {
-        let d = vp9_descriptor(p).ok_or(DepackError::Malformed)?;
-        if d.begin {
+        let d = vp9::Descriptor::parse(p).ok_or(DepackError::Malformed)?;
+        let at = d.frame_offset().ok_or(DepackError::Malformed)?;
+        if d.begin() {
             layers.push(Vec::new());
             open = true;
         } else if !open {
             return Err(DepackError::Malformed);
         }
         if let Some(cur) = layers.last_mut() {
-            cur.extend_from_slice(&p[d.len..]);
+            cur.extend_from_slice(&p[at..]);
         }
-        if d.end {
+        if d.end() {
             open = false;
         }
     }
@@ -256,34 +170,22 @@ fn put_leb128(out: &mut Vec<u8>, mut v: usize) {
     }
 }
 
-const OBU_TEMPORAL_DELIMITER: u8 = 2;
-const OBU_TILE_LIST: u8 = 8;
-const OBU_PADDING: u8 = 15;
-
 /// Write one complete OBU with `obu_has_size_field` set; drops temporal
 /// delimiters, tile lists and padding.
 fn put_obu(out: &mut Vec<u8>, obu: &[u8]) -> Result<(), DepackError> {
-    let h = *obu.first().ok_or(DepackError::Malformed)?;
-    if h & 0x80 != 0 {
+    let h = ObuHeader::parse(obu).ok_or(DepackError::Malformed)?;
+    if h.byte & 0x80 != 0 {
         return Err(DepackError::Malformed); // forbidden bit
     }
-    let ty = (h >> 3) & 0x0f;
-    let hl = 1 + ((h >> 2) & 1) as usize;
-    let header = obu.get(..hl).ok_or(DepackError::Malformed)?;
-    let payload = if h & 0x02 != 0 {
-        let (size, n) = leb128(&obu[hl..]).ok_or(DepackError::Malformed)?;
-        let size = usize::try_from(size).map_err(|_| DepackError::Malformed)?;
-        let start = hl + n;
-        obu.get(start..start.checked_add(size).ok_or(DepackError::Malformed)?)
-            .ok_or(DepackError::Malformed)?
-    } else {
-        &obu[hl..]
-    };
-    if matches!(ty, OBU_TEMPORAL_DELIMITER | OBU_TILE_LIST | OBU_PADDING) {
+    let payload = h.payload(obu).ok_or(DepackError::Malformed)?;
+    if matches!(
+        h.obu_type(),
+        av1::OBU_TEMPORAL_DELIMITER | av1::OBU_TILE_LIST | av1::OBU_PADDING
+    ) {
         return Ok(());
     }
-    out.push(header[0] | 0x02);
-    out.extend_from_slice(&header[1..]);
+    out.push(h.byte | 0x02);
+    out.extend(h.ext);
     put_leb128(out, payload.len());
     out.extend_from_slice(payload);
     Ok(())
@@ -295,24 +197,12 @@ fn av1(pkts: &[&[u8]]) -> Result<Vec<u8>, DepackError> {
     let mut partial: Option<Vec<u8>> = None;
     for p in pkts {
         let agg = *p.first().ok_or(DepackError::Malformed)?;
-        let (z, y, w) = (agg & 0x80 != 0, agg & 0x40 != 0, (agg >> 4) & 0x03);
-        let mut idx = 1;
-        let mut k = 0u8;
-        while idx < p.len() {
-            k = k.saturating_add(1);
-            let last_by_count = w != 0 && k == w;
-            let size = if last_by_count {
-                p.len() - idx
-            } else {
-                let (s, n) = leb128(&p[idx..]).ok_or(DepackError::Malformed)?;
-                idx += n;
-                usize::try_from(s).map_err(|_| DepackError::Malformed)?
-            };
-            let end = idx.checked_add(size).ok_or(DepackError::Malformed)?;
-            let elem = p.get(idx..end).ok_or(DepackError::Malformed)?;
-            idx = end;
-            let first = k == 1;
-            let last = last_by_count || idx >= p.len();
+        let (z, y) = (agg & AGG_Z != 0, agg & AGG_Y != 0);
+        let mut elements = av1::elements(p);
+        while let Some(elem) = elements.next() {
+            let elem = elem.ok_or(DepackError::Malformed)?;
+            let first = elements.count_so_far() == 1;
+            let last = elements.at_end();
             let mut obu = if first && z {
                 partial.take().ok_or(DepackError::Malformed)?
             } else {
@@ -327,11 +217,8 @@ fn av1(pkts: &[&[u8]]) -> Result<Vec<u8>, DepackError> {
             } else if !obu.is_empty() {
                 put_obu(&mut out, &obu)?;
             }
-            if last_by_count {
-                break;
-            }
         }
-        if z && k == 0 {
+        if z && elements.count_so_far() == 0 {
             return Err(DepackError::Malformed);
         }
     }
@@ -385,26 +272,6 @@ mod tests {
     }
 
     #[test]
-    fn vp9_descriptor_fields() {
-        // I P L F B E V Z = 1 1 1 1 1 0 0 0; 15-bit picture id; layer byte; 2 P_DIFF.
-        let p = [0xf8, 0x81, 0x23, 0x02, 0x03, 0x04, 0xaa];
-        let d = vp9_descriptor(&p).unwrap();
-        assert_eq!(d.picture_id, Some(0x0123));
-        assert_eq!(d.sid, 1);
-        assert!(d.inter && d.begin && !d.end);
-        assert_eq!(d.len, 6);
-        // Non-flexible keyframe with scalability structure (1 layer, Y, G with 1 entry R=1).
-        let ss = [
-            0x8e, 0x05, 0x18, 0x01, 0x40, 0x00, 0xf0, 0x01, 0x04, 0x01, 0x82, 0x49,
-        ];
-        let d = vp9_descriptor(&ss).unwrap();
-        assert!(!d.inter && d.begin && d.end);
-        assert_eq!(d.len, 10);
-        // Four chained P_DIFFs is an error.
-        assert!(vp9_descriptor(&[0xd0, 0x01, 0x01, 0x01, 0x01]).is_none());
-    }
-
-    #[test]
     fn vp9_frames_and_superframe() {
         let a: &[u8] = &[0x08, 0x82, 0x49]; // B, keyframe
         let b: &[u8] = &[0x04, 0x83]; // E
@@ -418,6 +285,9 @@ mod tests {
         assert_eq!(f.data, vec![0x11, 0x22, 0x33, 0xc1, 1, 2, 0xc1]);
         // Middle packet first.
         assert!(depacketize(VideoCodec::Vp9, &[b], MAX).is_err());
+        // Four chained P_DIFFs: no frame bytes to find.
+        let pdiff: &[u8] = &[0xd8, 0x01, 0x01, 0x01, 0x01, 0x00];
+        assert!(depacketize(VideoCodec::Vp9, &[pdiff], MAX).is_err());
     }
 
     #[test]
@@ -465,7 +335,7 @@ mod tests {
                     let _ = depacketize(codec, &[s, t], MAX);
                     let _ = depacketize(codec, &[t, s, t], MAX);
                     let _ = is_keyframe(codec, &[t]);
-                    let _ = vp9_descriptor(t);
+                    let _ = vp9::Descriptor::parse(t);
                 }
             }
         }

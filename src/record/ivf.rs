@@ -6,7 +6,7 @@
 
 use std::io::{self, Seek, SeekFrom, Write};
 
-use crate::bitstream::{self, leb128};
+use crate::codec;
 
 /// The codec of an IVF file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,35 +146,12 @@ fn header(fourcc: Fourcc, width: u16, height: u16, clock_rate: u32, frames: u32)
 /// parseable, zero, or larger than [`MAX_DIMENSION`].
 pub fn frame_dimensions(fourcc: Fourcc, frame: &[u8]) -> Option<(u16, u16)> {
     let (w, h) = match fourcc {
-        Fourcc::Vp8 => bitstream::vp8_key_size(frame)?,
-        Fourcc::Vp9 => bitstream::vp9_key_size(frame)?,
-        Fourcc::Av1 => av1_dimensions(frame)?,
+        Fourcc::Vp8 => codec::vp8::key_frame_size(frame)?,
+        Fourcc::Vp9 => codec::vp9::key_frame_size(frame)?,
+        Fourcc::Av1 => codec::av1::temporal_unit_size(frame)?,
     };
     let ok = |v: u32| v > 0 && v <= MAX_DIMENSION as u32;
     (ok(w) && ok(h)).then_some((w as u16, h as u16))
-}
-
-/// AV1: max_frame_{width,height} from the first sequence header OBU of a
-/// temporal unit whose OBUs all carry size fields.
-fn av1_dimensions(mut f: &[u8]) -> Option<(u32, u32)> {
-    while !f.is_empty() {
-        let h = f[0];
-        let obu_type = (h >> 3) & 0xf;
-        let ext = (h >> 2) & 1 == 1;
-        if (h >> 1) & 1 == 0 {
-            return None; // no size field
-        }
-        let hl = 1 + ext as usize;
-        let (size, n) = leb128(f.get(hl..)?)?;
-        let start = hl + n;
-        let end = start.checked_add(usize::try_from(size).ok()?)?;
-        let body = f.get(start..end)?;
-        if obu_type == 1 {
-            return bitstream::av1_sequence_header_size(body);
-        }
-        f = &f[end..];
-    }
-    None
 }
 
 #[cfg(test)]
@@ -286,6 +263,5 @@ mod tests {
                 let _ = frame_dimensions(fcc, &junk);
             }
         }
-        assert_eq!(leb128(&[0xff; 9]), None);
     }
 }

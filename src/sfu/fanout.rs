@@ -9,7 +9,7 @@ use str0m::media::{Mid, Pt};
 use str0m::rtp::Ssrc;
 
 use super::id::SessionId;
-use super::rewrite::PictureIds;
+use crate::codec::PictureIds;
 
 /// Where a stream of packets comes from: a publisher session and its SSRC.
 pub type Source = (SessionId, Ssrc);

@@ -21,8 +21,6 @@ pub mod demux;
 pub mod fanout;
 pub mod id;
 pub mod record;
-pub mod resolution;
-pub mod rewrite;
 pub mod room;
 pub mod sdp;
 pub mod session;
@@ -37,14 +35,14 @@ use std::time::{Duration, Instant};
 
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpOffer;
-use str0m::format::Codec;
 use str0m::format::PayloadParams;
 use str0m::media::Rid;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
 use str0m::net::{Protocol, Receive, Transmit};
-use str0m::rtp::Vp8Descriptor;
 use str0m::rtp::{ExtensionValues, RtpPacket, SeqNo};
 use str0m::{Candidate, Event, IceConnectionState, Input, Rtc, RtcConfig};
+
+use crate::codec::{self, PictureSize};
 
 pub use command::{ApiError, Command, Reply, Role, RoomInfo, TrackInfo};
 pub use id::{IdGen, RoomName, SessionId, SessionToken};
@@ -127,7 +125,7 @@ pub struct ViewerLayers {
     /// Layer switches so far.
     pub switches: u64,
     /// The publisher's layers: rid, measured bit/s, active, picture size.
-    pub layers: Vec<(Rid, u64, bool, Option<resolution::PictureSize>)>,
+    pub layers: Vec<(Rid, u64, bool, Option<PictureSize>)>,
 }
 
 /// What [`Sfu::poll_output`] returns.
@@ -1585,33 +1583,24 @@ impl Sfu {
                 });
             }
         }
-        let keyframe = video && rewrite::keyframe_start(codec, &pkt.payload, au_start);
-        if keyframe {
+        // The payload's facts, worked out once for every viewer: keyframe
+        // start, the picture size it declares, VP8/VP9 picture id and
+        // TL0PICIDX (rewritten per viewer for continuity; VP9 in a copy).
+        let info = if video {
+            codec::parse(codec, &pkt.payload, au_start)
+        } else {
+            codec::PayloadInfo::default()
+        };
+        let keyframe = info.keyframe;
+        if let Some(size) = info.size {
             // The picture size its keyframes declare, for the layers event.
             if let Some(l) = room.tracks[k]
                 .as_mut()
                 .and_then(|t| t.layers.get_mut(usize::from(layer)))
             {
-                if let Some(size) = resolution::keyframe_size(codec, &pkt.payload) {
-                    l.size = Some(size);
-                }
+                l.size = Some(size);
             }
         }
-        // VP8 picture id / TL0PICIDX, rewritten per viewer for continuity.
-        let vp8 = if video && codec == Codec::Vp8 {
-            Vp8Descriptor::parse(&pkt.payload)
-                .ok()
-                .filter(|d| d.picture_id().is_some() || d.tl0_pic_idx().is_some())
-                .map(|d| (d, vp8_wide_picture_id(&pkt.payload)))
-        } else {
-            None
-        };
-        // VP9 picture id / TL0PICIDX, likewise (in a copy of the payload).
-        let vp9 = if video && codec == Codec::Vp9 {
-            rewrite::Vp9Ids::parse(&pkt.payload)
-        } else {
-            None
-        };
         let clock = params.spec().clock_rate.get();
         // Only the extensions that describe the media travel on; transport ones
         // (TWCC, abs-send-time, mid/rid) are the viewer Rtc's own.
@@ -1720,7 +1709,7 @@ impl Sfu {
             out.frame_done = pkt.header.marker;
             let mid = out.mid;
             let mut payload = pkt.payload.clone();
-            if let Some(ids) = vp9 {
+            if let Some(ids) = info.vp9 {
                 let (pid_out, tl0_out) =
                     out.pic_ids
                         .map(ids.picture_id, ids.wide, ids.tl0, out.rebased);
@@ -1750,19 +1739,12 @@ impl Sfu {
             if has_ext {
                 write = write.ext_vals(ext.clone());
             }
-            if let Some((d, wide)) = vp8 {
+            if let Some(ids) = info.vp8 {
                 let (pid_out, tl0_out) =
                     out.pic_ids
-                        .map(d.picture_id(), wide, d.tl0_pic_idx(), out.rebased);
-                if pid_out != d.picture_id() || tl0_out != d.tl0_pic_idx() {
-                    let mut b = d.patch();
-                    if let Some(x) = pid_out {
-                        b = b.picture_id(x);
-                    }
-                    if let Some(x) = tl0_out {
-                        b = b.tl0_pic_idx(x);
-                    }
-                    if let Ok(patch) = b.build() {
+                        .map(ids.picture_id, ids.wide, ids.tl0, out.rebased);
+                if pid_out != ids.picture_id || tl0_out != ids.tl0 {
+                    if let Some(patch) = ids.patch(pid_out, tl0_out) {
                         write = write.vp8_patch(patch);
                     }
                 }
@@ -2022,11 +2004,6 @@ fn classify_ssrc(
 
 /// A VP9 payload rewritten with (picture id, TL0PICIDX), shared by viewers.
 type SharedVp9 = Option<((Option<u16>, Option<u8>), std::sync::Arc<[u8]>)>;
-
-/// Whether a VP8 payload descriptor carries a 15-bit picture id.
-fn vp8_wide_picture_id(payload: &[u8]) -> bool {
-    payload.len() > 2 && payload[0] & 0x80 != 0 && payload[1] & 0x80 != 0 && payload[2] & 0x80 != 0
-}
 
 fn too_many(kind: MediaKind) -> ApiError {
     ApiError::Unsupported(format!(

@@ -67,8 +67,8 @@ pub struct Layer {
     /// access unit (for codecs without a start-of-frame flag, H.264).
     pub newest_ts: Option<u32>,
     /// Width and height its latest keyframe declared, where the codec's
-    /// header says (see [`super::resolution`]).
-    pub size: Option<super::resolution::PictureSize>,
+    /// header says (see [`crate::codec::keyframe_size`]).
+    pub size: Option<crate::codec::PictureSize>,
 }
 
 impl Layer {
