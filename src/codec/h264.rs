@@ -196,16 +196,11 @@ pub fn sps_size(nal: &[u8]) -> Option<(u32, u32)> {
 mod tests {
     use super::*;
     use crate::codec::keyframe_size;
-    use crate::codec::tests::hex;
+    use crate::codec::tests::{hex, length_prefixed};
     use str0m::format::Codec;
 
     fn stap(nals: &[&[u8]]) -> Vec<u8> {
-        let mut p = vec![0x78];
-        for n in nals {
-            p.extend_from_slice(&(n.len() as u16).to_be_bytes());
-            p.extend_from_slice(n);
-        }
-        p
+        length_prefixed(&[0x78], 2, nals)
     }
 
     #[test]

@@ -157,6 +157,20 @@ fn picture_size((w, h): (u32, u32)) -> Option<PictureSize> {
     (size.0 > 0 && size.1 > 0).then_some(size)
 }
 
+/// A VP8 or VP9 packet's picture id and TL0PICIDX ([`vp8::Ids`],
+/// [`vp9::Ids`]), and what that codec needs to rewrite them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ids<R> {
+    /// Picture id, 15-bit when `wide` (M set), else 7-bit.
+    pub picture_id: Option<u16>,
+    /// The picture id has the 15-bit form.
+    pub wide: bool,
+    /// TL0PICIDX (VP9: non-flexible mode only).
+    pub tl0: Option<u8>,
+    /// VP8: str0m's descriptor; VP9: the offset of TL0PICIDX.
+    rewrite: R,
+}
+
 /// Picture id and TL0PICIDX continuity across changes of source (VP8, VP9):
 /// the first picture of a new source continues from the last one written.
 #[derive(Debug, Clone, Copy, Default)]
@@ -220,6 +234,17 @@ pub(crate) mod tests {
             .step_by(2)
             .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
             .collect()
+    }
+
+    /// `head`, then each unit after its big-endian length in `width` bytes
+    /// (2: a STAP-A after its 0x78; 4: an AVC access unit).
+    pub fn length_prefixed(head: &[u8], width: usize, units: &[&[u8]]) -> Vec<u8> {
+        let mut p = head.to_vec();
+        for u in units {
+            p.extend_from_slice(&(u.len() as u32).to_be_bytes()[4 - width..]);
+            p.extend_from_slice(u);
+        }
+        p
     }
 
     #[test]

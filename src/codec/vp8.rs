@@ -80,12 +80,12 @@ impl Descriptor {
             return None;
         }
         // str0m's patch is built only from its own descriptor.
-        let descriptor = Vp8Descriptor::parse(p).ok()?;
+        let rewrite = Vp8Descriptor::parse(p).ok()?;
         Some(Ids {
             picture_id: self.picture_id,
             wide: self.wide,
             tl0: self.tl0,
-            descriptor,
+            rewrite,
         })
     }
 }
@@ -106,28 +106,19 @@ pub fn key_frame_size(f: &[u8]) -> Option<(u32, u32)> {
     Some((w as u32, h as u32))
 }
 
-/// A VP8 packet's picture id and TL0PICIDX, and the means to rewrite them
-/// (str0m patches the descriptor while it copies the payload out).
-#[derive(Debug, Clone, Copy)]
-pub struct Ids {
-    /// Picture id, 15-bit when `wide`, else 7-bit.
-    pub picture_id: Option<u16>,
-    /// The picture id has the 15-bit form.
-    pub wide: bool,
-    /// TL0PICIDX.
-    pub tl0: Option<u8>,
-    descriptor: Vp8Descriptor,
-}
+/// A VP8 packet's picture id and TL0PICIDX, with str0m's descriptor: str0m
+/// patches the descriptor while it copies the payload out.
+pub type Ids = super::Ids<Vp8Descriptor>;
 
 impl Ids {
-    /// str0m's patch writing `picture_id` and `tl0` (each where present and
-    /// given); `None` when there is nothing to write or a value does not fit.
+    /// str0m's patch writing `picture_id` and `tl0` into the fields the
+    /// descriptor has; `None` when a value does not fit its field.
     pub fn patch(&self, picture_id: Option<u16>, tl0: Option<u8>) -> Option<Vp8Patch> {
-        let mut b = self.descriptor.patch();
-        if let (Some(_), Some(x)) = (self.picture_id, picture_id) {
+        let mut b = self.rewrite.patch();
+        if let Some(x) = self.picture_id.and(picture_id) {
             b = b.picture_id(x);
         }
-        if let (Some(_), Some(x)) = (self.tl0, tl0) {
+        if let Some(x) = self.tl0.and(tl0) {
             b = b.tl0_pic_idx(x);
         }
         b.build().ok()
@@ -138,6 +129,16 @@ impl Ids {
 mod tests {
     use super::*;
     use crate::codec::tests::hex;
+
+    #[test]
+    fn key_frame_header() {
+        let frame = hex("909c009d012a800268010047");
+        assert_eq!(key_frame_size(&frame), Some((640, 360)));
+        let mut delta = frame.clone();
+        delta[0] |= 1;
+        assert_eq!(key_frame_size(&delta), None);
+        assert_eq!(key_frame_size(&frame[..9]), None);
+    }
 
     #[test]
     fn descriptor_fields_and_keyframe_start() {
@@ -178,15 +179,5 @@ mod tests {
         ] {
             assert!(Descriptor::parse(p).is_none(), "{p:?}");
         }
-    }
-
-    #[test]
-    fn key_frame_header() {
-        let frame = hex("909c009d012a800268010047");
-        assert_eq!(key_frame_size(&frame), Some((640, 360)));
-        let mut delta = frame.clone();
-        delta[0] |= 1;
-        assert_eq!(key_frame_size(&delta), None);
-        assert_eq!(key_frame_size(&frame[..9]), None);
     }
 }

@@ -197,7 +197,7 @@ impl Descriptor {
             picture_id: self.picture_id,
             wide: self.wide,
             tl0: self.tl0,
-            tl0_at: self.tl0_at,
+            rewrite: self.tl0_at,
         })
     }
 }
@@ -247,19 +247,10 @@ pub fn key_frame_size(f: &[u8]) -> Option<(u32, u32)> {
     Some((w, h))
 }
 
-/// A VP9 packet's picture id and TL0PICIDX, and where they are, so they can
-/// be rewritten in place (in a copy: str0m patches only VP8 descriptors).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ids {
-    /// Picture id (I set), 15-bit when `wide` (M set), else 7-bit.
-    pub picture_id: Option<u16>,
-    /// The picture id has the 15-bit form.
-    pub wide: bool,
-    /// TL0PICIDX (L set, non-flexible mode).
-    pub tl0: Option<u8>,
-    /// Offset of TL0PICIDX in the payload.
-    tl0_at: u8,
-}
+/// A VP9 packet's picture id and TL0PICIDX, with the offset of TL0PICIDX,
+/// so they can be rewritten in place (in a copy: str0m patches only VP8
+/// descriptors).
+pub type Ids = super::Ids<u8>;
 
 impl Ids {
     /// The ids of `payload`'s descriptor; `None` when it has neither or its
@@ -271,7 +262,7 @@ impl Ids {
     /// Write `picture_id` and `tl0` into `payload`, the descriptor this was
     /// parsed from (or a copy of it); fields it lacks are left alone.
     pub fn write(&self, payload: &mut [u8], picture_id: Option<u16>, tl0: Option<u8>) {
-        if let (Some(_), Some(p)) = (self.picture_id, picture_id) {
+        if let Some(p) = self.picture_id.and(picture_id) {
             if self.wide {
                 payload[1] = 0x80 | ((p >> 8) as u8 & 0x7f);
                 payload[2] = p as u8;
@@ -279,8 +270,8 @@ impl Ids {
                 payload[1] = p as u8 & 0x7f;
             }
         }
-        if let (Some(_), Some(t)) = (self.tl0, tl0) {
-            payload[usize::from(self.tl0_at)] = t;
+        if let Some(t) = self.tl0.and(tl0) {
+            payload[usize::from(self.rewrite)] = t;
         }
     }
 }

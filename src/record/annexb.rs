@@ -112,14 +112,10 @@ impl<W: Write> AnnexBWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::tests::length_prefixed;
 
     fn avc(nals: &[&[u8]]) -> Vec<u8> {
-        let mut v = vec![];
-        for n in nals {
-            v.extend_from_slice(&(n.len() as u32).to_be_bytes());
-            v.extend_from_slice(n);
-        }
-        v
+        length_prefixed(&[], 4, nals)
     }
 
     #[test]

@@ -86,13 +86,7 @@ fn vp8(pkts: &[&[u8]]) -> Result<Vec<u8>, DepackError> {
     if !d.is_partition_head(pkts[0]) || pkts[0][0] & 0x07 != 0 {
         return Err(DepackError::Malformed);
     }
-    let mut out = Vec::with_capacity(pkts.iter().map(|p| p.len()).sum());
-    let mut extra = CodecExtra::None;
-    for p in pkts {
-        d.depacketize(p, &mut out, &mut extra)
-            .map_err(|_| DepackError::Malformed)?;
-    }
-    Ok(out)
+    run(&mut d, pkts, 0)
 }
 
 fn h264(pkts: &[&[u8]]) -> Result<Vec<u8>, DepackError> {
@@ -101,7 +95,13 @@ fn h264(pkts: &[&[u8]]) -> Result<Vec<u8>, DepackError> {
     if !d.is_partition_head(pkts[0]) {
         return Err(DepackError::Malformed);
     }
-    let mut out = Vec::with_capacity(pkts.iter().map(|p| p.len() + 8).sum());
+    run(&mut d, pkts, 8)
+}
+
+/// Feed `pkts` to one of str0m's depacketizers; `grow`: bytes the output
+/// may add per packet (AVC length prefixes).
+fn run(d: &mut impl Depacketizer, pkts: &[&[u8]], grow: usize) -> Result<Vec<u8>, DepackError> {
+    let mut out = Vec::with_capacity(pkts.iter().map(|p| p.len() + grow).sum());
     let mut extra = CodecExtra::None;
     for p in pkts {
         d.depacketize(p, &mut out, &mut extra)

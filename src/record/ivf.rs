@@ -217,6 +217,16 @@ mod tests {
         assert_eq!(frame_dimensions(Fourcc::Vp8, &vp8_key(0, 240)), None);
     }
 
+    /// Bytes from a string of '0' and '1', zero-padded to whole bytes.
+    fn from_bits(mut bits: String) -> Vec<u8> {
+        while !bits.len().is_multiple_of(8) {
+            bits.push('0');
+        }
+        (0..bits.len() / 8)
+            .map(|i| u8::from_str_radix(&bits[i * 8..i * 8 + 8], 2).unwrap())
+            .collect()
+    }
+
     #[test]
     fn vp9_keyframe_size() {
         // Profile 0 keyframe: marker 10, profile 00, show_existing 0, type 0,
@@ -225,12 +235,7 @@ mod tests {
         bits += "010010011000001101000010";
         bits += "0010";
         bits += &format!("{:016b}{:016b}", 639, 479);
-        while !bits.len().is_multiple_of(8) {
-            bits.push('0');
-        }
-        let bytes: Vec<u8> = (0..bits.len() / 8)
-            .map(|i| u8::from_str_radix(&bits[i * 8..i * 8 + 8], 2).unwrap())
-            .collect();
+        let bytes = from_bits(bits);
         assert_eq!(frame_dimensions(Fourcc::Vp9, &bytes), Some((640, 480)));
     }
 
@@ -240,12 +245,7 @@ mod tests {
         // width bits-1 = 15, height bits-1 = 15, then 16-bit w-1, h-1.
         let mut bits = String::from("000") + "1" + "1" + "00000" + "1111" + "1111";
         bits += &format!("{:016b}{:016b}", 1279, 719);
-        while !bits.len().is_multiple_of(8) {
-            bits.push('0');
-        }
-        let body: Vec<u8> = (0..bits.len() / 8)
-            .map(|i| u8::from_str_radix(&bits[i * 8..i * 8 + 8], 2).unwrap())
-            .collect();
+        let body = from_bits(bits);
         let mut tu = vec![0x12, 0x00]; // temporal delimiter
         tu.push(0x0a); // sequence header, has_size
         tu.push(body.len() as u8);
