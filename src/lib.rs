@@ -17,6 +17,8 @@
 //!   as an argument and never touches a socket, a thread or the clock: push in
 //!   with `handle_command` / `handle_receive` / `handle_timeout`, pull out with
 //!   `poll_output` until it returns a timeout.
+//! - [`codec`] knows what each codec's payload looks like; the core parses
+//!   every video packet through it once, the recorder reads frames with it.
 //! - [`event_loop`] and [`http_thread`] are the drivers; [`http`] is the pure
 //!   request → command → response mapping; [`config`] reads flags and environment.
 // Denied, not forbidden: `udp::sys` alone allows it, for one `sendmmsg` call.
