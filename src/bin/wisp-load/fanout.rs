@@ -26,6 +26,15 @@ fn totals(peers: &[Peer]) -> (Counts, Counts) {
     (rx, dec)
 }
 
+/// 1 - received / expected; 0 when nothing was expected.
+fn loss_ratio(received: u64, expected: u64) -> f64 {
+    if expected > 0 {
+        1.0 - received as f64 / expected as f64
+    } else {
+        0.0
+    }
+}
+
 /// One load run: publisher + `n` viewers for `args.duration` seconds.
 pub fn run_load(args: &Args, n: usize, room: &str) -> Result<Value, String> {
     let mut load = Load::new().map_err(|e| e.to_string())?;
@@ -152,7 +161,7 @@ pub fn run_load(args: &Args, n: usize, room: &str) -> Result<Value, String> {
             let tick = Tick {
                 at: now,
                 sent: pubr.video_sent + pubr.audio_sent,
-                received: rx.video + rx.audio,
+                received: rx.media(),
                 server: snap(args, false),
             };
             per_sec.push(second(args, &mut load, n, t0, &last_tick, &tick));
@@ -167,23 +176,19 @@ pub fn run_load(args: &Args, n: usize, room: &str) -> Result<Value, String> {
     let (rx, dec) = totals(&load.peers);
     let sent = pubr.video_sent + pubr.audio_sent;
     let expected = sent * n as u64;
-    let received = rx.video + rx.audio;
-    let loss = if expected > 0 {
-        1.0 - received as f64 / expected as f64
-    } else {
-        0.0
-    };
+    let received = rx.media();
+    let loss = loss_ratio(received, expected);
     let worst_viewer_loss = load
         .peers
         .iter()
         .filter(|p| p.kind != Kind::Publisher)
-        .map(|p| 1.0 - (p.rx.video + p.rx.audio) as f64 / sent.max(1) as f64)
+        .map(|p| 1.0 - p.rx.media() as f64 / sent.max(1) as f64)
         .fold(0.0f64, f64::max);
     // The full viewers' decrypt check: every media datagram they counted by
     // header must have come out of str0m with a valid payload.
     let full: Vec<&Peer> = load.peers.iter().filter(|p| p.kind == Kind::Full).collect();
-    let full_hdr: u64 = full.iter().map(|p| p.rx.video + p.rx.audio).sum();
-    let full_dec: u64 = full.iter().map(|p| p.dec.video + p.dec.audio).sum();
+    let full_hdr: u64 = full.iter().map(|p| p.rx.media()).sum();
+    let full_dec: u64 = full.iter().map(|p| p.dec.media()).sum();
     let bad: u64 = full.iter().map(|p| p.bad_payload).sum();
     let mut lat_user: Vec<u32> = full
         .iter()
@@ -297,11 +302,7 @@ fn second(args: &Args, load: &mut Load, n: usize, t0: Instant, last: &Tick, tick
     let d_sent = tick.sent - last.sent;
     let d_rx = tick.received - last.received;
     let exp = d_sent * n as u64;
-    let loss = if exp > 0 {
-        1.0 - d_rx as f64 / exp as f64
-    } else {
-        0.0
-    };
+    let loss = loss_ratio(d_rx, exp);
     load.lat_sec.sort_unstable();
     let p50 = percentile(&load.lat_sec, 0.5);
     let p99 = percentile(&load.lat_sec, 0.99);

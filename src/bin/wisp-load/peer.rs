@@ -34,6 +34,13 @@ pub struct Counts {
     pub other: u64,
 }
 
+impl Counts {
+    /// Video and audio: what loss is counted on.
+    pub fn media(&self) -> u64 {
+        self.video + self.audio
+    }
+}
+
 impl std::ops::AddAssign for Counts {
     fn add_assign(&mut self, o: Counts) {
         self.video += o.video;
