@@ -5,6 +5,9 @@
 //! 28 and 29 are optional extensions wisp does not implement (and, per rule
 //! 14, does not advertise).
 
+mod support;
+
+use support::req;
 use wisp::auth::{self, Auth, Token};
 use wisp::http::{handle, CoreError, HttpConfig, HttpRequest, HttpResponse};
 use wisp::sfu::{ApiError, Command, Reply, Role, SessionToken, Stats};
@@ -30,18 +33,6 @@ fn locked() -> HttpConfig {
     let rooms =
         auth::parse_tokens_file(r#"{"vip": {"publish": "vip-pub", "view": "vip-view"}}"#).unwrap();
     cfg().with_auth(Auth::new(t("pub"), t("view"), t("admin")).with_rooms(rooms))
-}
-
-fn req(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> HttpRequest {
-    HttpRequest {
-        method: method.into(),
-        url: url.into(),
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        body: body.as_bytes().to_vec(),
-    }
 }
 
 fn session(role: &str) -> String {

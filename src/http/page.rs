@@ -2,9 +2,9 @@
 //!
 //! `GET /` serves a plain HTML page whose script publishes over WHIP and
 //! watches over WHEP, with live `getStats()` numbers and the room list. The
-//! files live in `src/page/` and are embedded with `include_str!`.
+//! files live in `src/http/page/` and are embedded with `include_str!`.
 
-use crate::http::{HttpRequest, HttpResponse};
+use super::types::{HttpRequest, HttpResponse};
 
 const INDEX: &str = include_str!("page/index.html");
 const APP_JS: &str = include_str!("page/app.js");
