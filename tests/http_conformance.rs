@@ -1,9 +1,9 @@
-//! HTTP-level conformance: the numbered server rules of
-//! `shared/docs/whip-whep.md` §1, one test (or a few) per rule, against
-//! `wisp::http::handle` with a fake core. Rules that live in the SDP answer
-//! (8–13) or in the media path (27) are covered by the core's tests; rules 17,
-//! 28 and 29 are optional extensions wisp does not implement (and, per rule
-//! 14, does not advertise).
+//! HTTP-level conformance to WHIP (RFC 9725) and WHEP, against
+//! `wisp::http::handle` with a fake core: one test (or a few) per server
+//! rule, numbered `rule_NN` after the team's checklist of the two specs.
+//! Rules that live in the SDP answer (8–13) or in the media path (27) are
+//! covered by the core's tests; the WHEP extensions wisp implements (server-
+//! sent events, layer selection) by tests/whep_extensions.rs.
 
 mod support;
 

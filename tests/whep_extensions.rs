@@ -1,4 +1,4 @@
-//! The WHEP core extensions (shared/docs/whip-whep.md §1 items 14, 28, 29):
+//! The WHEP extensions wisp implements and advertises with `Link` headers:
 //! server-sent events (`active`, `inactive`, `layers`, `viewercount`) and
 //! layer selection.
 //!

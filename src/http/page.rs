@@ -42,11 +42,7 @@ mod tests {
     use super::*;
 
     fn get(method: &str, url: &str) -> Option<HttpResponse> {
-        serve(&HttpRequest {
-            method: method.into(),
-            url: url.into(),
-            ..Default::default()
-        })
+        serve(&HttpRequest::new(method, url))
     }
 
     #[test]

@@ -27,8 +27,7 @@ use str0m::{Candidate, Event, Input, Output, Rtc};
 /// Debian's real Chromium binary (`/usr/bin/chromium` is a shell wrapper).
 pub const CHROMIUM: &str = "/usr/lib/chromium/chromium";
 
-/// Flags for headless Chromium as root on a closed, loopback-only machine
-/// (see docs/browser-testing.md §2).
+/// Flags for headless Chromium as root on a closed, loopback-only machine.
 pub const CHROMIUM_FLAGS: &[&str] = &[
     "--headless=new",
     "--no-sandbox",
