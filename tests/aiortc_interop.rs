@@ -1,7 +1,10 @@
 //! A real aiortc client (Python, PyPI `aiortc`) against the real wisp binary:
 //! an aiortc publisher over WHIP (VP8 + Opus) and an aiortc viewer over WHEP,
 //! both in `tests/aiortc/whip_whep.py`. The viewer must decode at least 60
-//! video frames within 8 s.
+//! video frames within 8 s. Three cases: the offers as aiortc writes them
+//! (`a=setup:actpass`, wisp the DTLS server), rewritten to `passive` (wisp
+//! the DTLS client of aiortc's OpenSSL server, the role FFmpeg's WHIP muxer
+//! gives it) and to `active`.
 //!
 //! aiortc's own defaults are kept: its DTLS client offers only ECDHE-ECDSA
 //! suites and SRTP AEAD-AES-256/128-GCM and AES128-CM-SHA1-80, its offer
@@ -18,10 +21,11 @@ mod realnet;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use realnet::{http, start_server};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// The Python interpreter; `WISP_TEST_PYTHON` overrides `python3`.
 fn python() -> String {
@@ -50,11 +54,16 @@ fn have_aiortc(test: &str) -> bool {
 
 /// Runs the script against wisp, killing it after `limit`; returns its exit
 /// status (None when killed), stdout and stderr.
-fn run_script(base: &str, room: &str, limit: Duration) -> (Option<i32>, String, String) {
+fn run_script(
+    base: &str,
+    room: &str,
+    setup: &str,
+    limit: Duration,
+) -> (Option<i32>, String, String) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aiortc/whip_whep.py");
     let mut child = Command::new(python())
         .arg(script)
-        .args(["--url", base, "--room", room])
+        .args(["--url", base, "--room", room, "--setup", setup])
         .args(["--seconds", "8", "--frames", "60"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -89,23 +98,27 @@ fn run_script(base: &str, room: &str, limit: Duration) -> (Option<i32>, String, 
     (code, out.join().unwrap(), err.join().unwrap())
 }
 
-#[test]
-fn aiortc_publishes_vp8_and_opus_and_an_aiortc_viewer_decodes_it() {
-    let test = "aiortc_publishes_vp8_and_opus_and_an_aiortc_viewer_decodes_it";
+/// One publisher and one viewer whose offers carry `a=setup:{setup}`; wisp
+/// must answer `a=setup:{answer}` to both and the viewer must decode.
+fn publish_and_view(test: &str, setup: &str, answer: &str) {
+    // One case at a time: each runs two aiortc peers (VP8 in Python) and
+    // wisp on a shared 2-core machine.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     if !have_aiortc(test) {
         return;
     }
     let server = start_server();
     let base = format!("http://{}", server.http);
     let started = Instant::now();
-    let (code, stdout, stderr) = run_script(&base, "aiortc", Duration::from_secs(40));
+    let (code, stdout, stderr) = run_script(&base, setup, setup, Duration::from_secs(40));
     let took = started.elapsed();
     let report: Value = stdout
         .lines()
         .rev()
         .find_map(|l| serde_json::from_str(l).ok())
         .unwrap_or_else(|| panic!("no report (exit {code:?}) in {took:?}\n{stdout}\n{stderr}"));
-    eprintln!("aiortc: {report} in {took:.1?}");
+    eprintln!("aiortc, offers with a=setup:{setup}: {report} in {took:.1?}");
     assert_eq!(code, Some(0), "script failed: {report}\n{stderr}");
     assert!(report.get("exception").is_none(), "{report}\n{stderr}");
     let frames = report["frames"].as_u64().unwrap();
@@ -113,17 +126,14 @@ fn aiortc_publishes_vp8_and_opus_and_an_aiortc_viewer_decodes_it() {
         frames >= 60,
         "viewer decoded {frames} video frames: {report}"
     );
-    assert_eq!(report["sizes"], serde_json::json!([[320, 240]]), "{report}");
+    assert_eq!(report["sizes"], json!([[320, 240]]), "{report}");
     assert!(report["audio_frames"].as_u64().unwrap() > 0, "{report}");
-    // wisp answers an actpass offer as DTLS server: aiortc is the DTLS client.
-    assert_eq!(
-        report["publisher"]["answer_setup"],
-        serde_json::json!(["a=setup:passive"]),
-        "{report}"
-    );
+    let answer = json!([format!("a=setup:{answer}")]);
+    assert_eq!(report["publisher"]["answer_setup"], answer, "{report}");
+    assert_eq!(report["viewer"]["answer_setup"], answer, "{report}");
     assert_eq!(
         report["viewer"]["answer_directions"],
-        serde_json::json!(["sendonly", "sendonly"]),
+        json!(["sendonly", "sendonly"]),
         "{report}"
     );
     // What the handshakes settled on (aiortc's side): DTLS 1.2 (wisp speaks
@@ -145,6 +155,37 @@ fn aiortc_publishes_vp8_and_opus_and_an_aiortc_viewer_decodes_it() {
             "{report}"
         );
     }
-    assert_eq!(report["delete"], serde_json::json!([200, 200]), "{report}");
+    assert_eq!(report["delete"], json!([200, 200]), "{report}");
     assert_eq!(http(server.http, "GET", "/healthz", None, "").0, 200);
+}
+
+/// aiortc as it comes: `actpass` offers, wisp the DTLS server.
+#[test]
+fn aiortc_publishes_vp8_and_opus_and_an_aiortc_viewer_decodes_it() {
+    publish_and_view(
+        "aiortc_publishes_vp8_and_opus_and_an_aiortc_viewer_decodes_it",
+        "actpass",
+        "passive",
+    );
+}
+
+/// Offers with `a=setup:passive`, as FFmpeg's WHIP muxer sends: wisp is the
+/// DTLS client of an OpenSSL DTLS server with an ECDSA P-256 certificate.
+#[test]
+fn wisp_as_dtls_client_of_aiortc_openssl_server() {
+    publish_and_view(
+        "wisp_as_dtls_client_of_aiortc_openssl_server",
+        "passive",
+        "active",
+    );
+}
+
+/// Offers with `a=setup:active`: the client insists on being the DTLS client.
+#[test]
+fn aiortc_offering_setup_active_gets_a_passive_answer() {
+    publish_and_view(
+        "aiortc_offering_setup_active_gets_a_passive_answer",
+        "active",
+        "passive",
+    );
 }

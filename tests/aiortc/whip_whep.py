@@ -4,6 +4,9 @@ Driven by tests/aiortc_interop.rs, which starts the wisp binary and passes
 its HTTP address. The publisher sends VP8 video (320x240 at 30 fps, a moving
 bar, from a VideoStreamTrack) and Opus audio (AudioStreamTrack silence); the
 viewer counts the video frames its decoder hands out within `--seconds`.
+`--setup passive` sends the offers with `a=setup:passive`, as FFmpeg's WHIP
+muxer does, so wisp is the DTLS client and aiortc's OpenSSL the server;
+`--setup active` makes wisp the server of a client that asked to be one.
 Prints one JSON line with what happened and exits 0 when the viewer decoded
 at least `--frames` frames, 1 otherwise. Every wait is bounded.
 
@@ -35,6 +38,7 @@ aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
 
 WIDTH, HEIGHT = 320, 240
 DUMP = False
+SETUP = "actpass"
 
 
 class MovingBar(VideoStreamTrack):
@@ -90,6 +94,10 @@ async def negotiate(pc, url, report, who):
     # so localDescription carries them all and a=end-of-candidates.
     await pc.setLocalDescription(offer)
     sdp = pc.localDescription.sdp
+    if SETUP != "actpass":
+        # Sent as another client would write it; aiortc takes its DTLS role
+        # from the answer (active -> server, passive -> client) all the same.
+        sdp = sdp.replace("a=setup:actpass", f"a=setup:{SETUP}")
     status, location, body = await asyncio.to_thread(post_sdp, url, sdp)
     report[who] = {"status": status, "location": location}
     if DUMP:
@@ -188,9 +196,16 @@ def main():
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--frames", type=int, default=60)
     p.add_argument("--dump", action="store_true", help="print offers and answers to stderr")
+    p.add_argument(
+        "--setup",
+        choices=["actpass", "active", "passive"],
+        default="actpass",
+        help="a=setup written in the offers sent (aiortc itself writes actpass)",
+    )
     args = p.parse_args()
-    global DUMP
+    global DUMP, SETUP
     DUMP = args.dump
+    SETUP = args.setup
     report = asyncio.run(asyncio.wait_for(run(args), args.seconds + 20))
     print(json.dumps(report), flush=True)
     ok = "exception" not in report and report["frames"] >= args.frames
