@@ -2,9 +2,10 @@
 //! an aiortc publisher over WHIP (VP8 + Opus) and an aiortc viewer over WHEP,
 //! both in `tests/aiortc/whip_whep.py`. The viewer must decode at least 60
 //! video frames within 8 s. Three cases: the offers as aiortc writes them
-//! (`a=setup:actpass`, wisp the DTLS server), rewritten to `passive` (wisp
-//! the DTLS client of aiortc's OpenSSL server, the role FFmpeg's WHIP muxer
-//! gives it) and to `active`.
+//! (`a=setup:actpass`, wisp the DTLS server), rewritten to `passive` with
+//! SRTP AES128_CM_SHA1_80 only (wisp the DTLS client of aiortc's OpenSSL
+//! server: the role and profile FFmpeg's WHIP muxer gives it) and to
+//! `active`.
 //!
 //! aiortc's own defaults are kept: its DTLS client offers only ECDHE-ECDSA
 //! suites and SRTP AEAD-AES-256/128-GCM and AES128-CM-SHA1-80, its offer
@@ -58,12 +59,14 @@ fn run_script(
     base: &str,
     room: &str,
     setup: &str,
+    srtp: &str,
     limit: Duration,
 ) -> (Option<i32>, String, String) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aiortc/whip_whep.py");
     let mut child = Command::new(python())
         .arg(script)
         .args(["--url", base, "--room", room, "--setup", setup])
+        .args(["--srtp", srtp])
         .args(["--seconds", "8", "--frames", "60"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -98,20 +101,22 @@ fn run_script(
     (code, out.join().unwrap(), err.join().unwrap())
 }
 
-/// One publisher and one viewer whose offers carry `a=setup:{setup}`; wisp
-/// must answer `a=setup:{answer}` to both and the viewer must decode.
-fn publish_and_view(test: &str, setup: &str, answer: &str) {
+/// One publisher and one viewer whose offers carry `a=setup:{setup}` and
+/// whose DTLS offers the SRTP profiles `srtp` (`all` or `sha1_80`); wisp must
+/// answer `a=setup:{answer}` to both and the viewer must decode. Returns the
+/// script's report.
+fn publish_and_view(test: &str, setup: &str, srtp: &str, answer: &str) -> Value {
     // One case at a time: each runs two aiortc peers (VP8 in Python) and
     // wisp on a shared 2-core machine.
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     if !have_aiortc(test) {
-        return;
+        return Value::Null;
     }
     let server = start_server();
     let base = format!("http://{}", server.http);
     let started = Instant::now();
-    let (code, stdout, stderr) = run_script(&base, setup, setup, Duration::from_secs(40));
+    let (code, stdout, stderr) = run_script(&base, setup, setup, srtp, Duration::from_secs(40));
     let took = started.elapsed();
     let report: Value = stdout
         .lines()
@@ -157,6 +162,7 @@ fn publish_and_view(test: &str, setup: &str, answer: &str) {
     }
     assert_eq!(report["delete"], json!([200, 200]), "{report}");
     assert_eq!(http(server.http, "GET", "/healthz", None, "").0, 200);
+    report
 }
 
 /// aiortc as it comes: `actpass` offers, wisp the DTLS server.
@@ -165,19 +171,27 @@ fn aiortc_publishes_vp8_and_opus_and_an_aiortc_viewer_decodes_it() {
     publish_and_view(
         "aiortc_publishes_vp8_and_opus_and_an_aiortc_viewer_decodes_it",
         "actpass",
+        "all",
         "passive",
     );
 }
 
-/// Offers with `a=setup:passive`, as FFmpeg's WHIP muxer sends: wisp is the
-/// DTLS client of an OpenSSL DTLS server with an ECDSA P-256 certificate.
+/// Offers with `a=setup:passive` and SRTP AES128_CM_SHA1_80 only, as FFmpeg's
+/// WHIP muxer sends: wisp is the DTLS client of an OpenSSL DTLS server with
+/// an ECDSA P-256 certificate.
 #[test]
 fn wisp_as_dtls_client_of_aiortc_openssl_server() {
-    publish_and_view(
+    let report = publish_and_view(
         "wisp_as_dtls_client_of_aiortc_openssl_server",
         "passive",
+        "sha1_80",
         "active",
     );
+    if !report.is_null() {
+        for who in ["publisher_dtls", "viewer_dtls"] {
+            assert_eq!(report[who]["srtp"], "SRTP_AES128_CM_SHA1_80", "{report}");
+        }
+    }
 }
 
 /// Offers with `a=setup:active`: the client insists on being the DTLS client.
@@ -186,6 +200,7 @@ fn aiortc_offering_setup_active_gets_a_passive_answer() {
     publish_and_view(
         "aiortc_offering_setup_active_gets_a_passive_answer",
         "active",
+        "all",
         "passive",
     );
 }

@@ -5,7 +5,8 @@ its HTTP address. The publisher sends VP8 video (320x240 at 30 fps, a moving
 bar, from a VideoStreamTrack) and Opus audio (AudioStreamTrack silence); the
 viewer counts the video frames its decoder hands out within `--seconds`.
 `--setup passive` sends the offers with `a=setup:passive`, as FFmpeg's WHIP
-muxer does, so wisp is the DTLS client and aiortc's OpenSSL the server;
+muxer does, so wisp is the DTLS client and aiortc's OpenSSL the server
+(`--srtp sha1_80` also limits SRTP to FFmpeg's one profile);
 `--setup active` makes wisp the server of a client that asked to be one.
 Prints one JSON line with what happened and exits 0 when the viewer decoded
 at least `--frames` frames, 1 otherwise. Every wait is bounded.
@@ -33,6 +34,7 @@ from aiortc import (
     VideoStreamTrack,
 )
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
+from aiortc.rtcdtlstransport import SRTP_AES128_CM_SHA1_80, SRTP_PROFILES
 
 aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
 
@@ -202,10 +204,19 @@ def main():
         default="actpass",
         help="a=setup written in the offers sent (aiortc itself writes actpass)",
     )
+    p.add_argument(
+        "--srtp",
+        choices=["all", "sha1_80"],
+        default="all",
+        help="SRTP profiles offered: aiortc's (GCM first) or AES128_CM_SHA1_80 only",
+    )
     args = p.parse_args()
     global DUMP, SETUP
     DUMP = args.dump
     SETUP = args.setup
+    if args.srtp == "sha1_80":
+        # Every DTLS transport reads this list: offer only what FFmpeg does.
+        SRTP_PROFILES[:] = [SRTP_AES128_CM_SHA1_80]
     report = asyncio.run(asyncio.wait_for(run(args), args.seconds + 20))
     print(json.dumps(report), flush=True)
     ok = "exception" not in report and report["frames"] >= args.frames
