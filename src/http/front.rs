@@ -6,7 +6,7 @@
 //! Unix socket in the Linux abstract namespace (nothing on the filesystem).
 //! One thread (a non-blocking mio `Poll`) accepts TCP connections, opens a
 //! Unix stream to tiny_http for each once the client has sent its first byte,
-//! and copies bytes both ways through bounded buffers ([`FrontConfig::buffer`]
+//! and copies bytes both ways through bounded buffers ([`BUFFER`]
 //! per direction; a side is not read while its buffer is full).
 //!
 //! **Request heads (plain HTTP only).** tiny_http 0.12 cannot drop a request
@@ -48,17 +48,17 @@
 //! Rules, checked every [`TICK`]:
 //! - **Unanswered**: bytes from the client (or the connection itself, before
 //!   any answer) not followed by any byte from the server for
-//!   [`FrontConfig::request_timeout`] → close. tiny_http and wisp answer only
+//!   [`REQUEST_TIMEOUT`] → close. tiny_http and wisp answer only
 //!   once a request is complete and the core answers within seconds, so this
 //!   cuts slow headers, slow bodies, slow TLS handshakes and silent
 //!   connections alike, while a server→client stream (the WHEP event stream)
 //!   is never cut: its client sends nothing after the request.
 //! - **Write stall**: response bytes waiting for the client and the client
-//!   accepting none of them for `request_timeout` → close (slow reader).
-//! - **Idle**: nothing in either direction for [`FrontConfig::idle_timeout`]
-//!   (keep-alive) → close; `request_timeout` once the server has finished
+//!   accepting none of them for [`REQUEST_TIMEOUT`] → close (slow reader).
+//! - **Idle**: nothing in either direction for [`IDLE_TIMEOUT`]
+//!   (keep-alive) → close; [`REQUEST_TIMEOUT`] once the server has finished
 //!   its side.
-//! - **Cap**: at most [`FrontConfig::max_connections`] open; above it a new
+//! - **Cap**: at most [`MAX_CONNECTIONS`] open; above it a new
 //!   connection is closed at once (plain HTTP: after a minimal 503).
 //!
 //! - **Linger**: after the front's own answer, [`LINGER`] for the client to
@@ -98,6 +98,8 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 pub const MAX_CONNECTIONS: usize = 512;
 /// Bytes buffered per connection and direction.
 pub const BUFFER: usize = 64 * 1024;
+// A head must fit in the buffer to be seen whole.
+const _: () = assert!(HEAD_LIMIT <= BUFFER);
 /// How often the timers are checked.
 pub const TICK: Duration = Duration::from_millis(250);
 /// Longest request head (request line, headers and the blank line) on plain
@@ -116,17 +118,9 @@ const ROUNDS: usize = 16;
 
 const LISTENER: Token = Token(usize::MAX);
 
-/// Limits of the front.
+/// What the front needs to know of the server behind it.
 #[derive(Debug, Clone)]
 pub struct FrontConfig {
-    /// See [`REQUEST_TIMEOUT`].
-    pub request_timeout: Duration,
-    /// See [`IDLE_TIMEOUT`].
-    pub idle_timeout: Duration,
-    /// See [`MAX_CONNECTIONS`].
-    pub max_connections: usize,
-    /// See [`BUFFER`].
-    pub buffer: usize,
     /// Plain HTTP (not TLS): connections over the cap get a 503 before
     /// closing, and request heads are inspected (see the module docs).
     pub plain_http: bool,
@@ -136,12 +130,9 @@ pub struct FrontConfig {
 }
 
 impl Default for FrontConfig {
+    /// Plain HTTP, [`super::DEFAULT_BODY_LIMIT`].
     fn default() -> Self {
         FrontConfig {
-            request_timeout: REQUEST_TIMEOUT,
-            idle_timeout: IDLE_TIMEOUT,
-            max_connections: MAX_CONNECTIONS,
-            buffer: BUFFER,
             plain_http: true,
             max_body: super::DEFAULT_BODY_LIMIT,
         }
@@ -162,24 +153,19 @@ impl Front {
     /// Hand the returned `UnixListener` to `tiny_http::Server::from_listener`.
     pub fn bind(addr: SocketAddr, cfg: FrontConfig) -> io::Result<(Front, UnixListener)> {
         let listener = TcpListener::bind(addr)?;
-        let mut last = None;
-        for _ in 0..8 {
-            let name = format!("wisp-http-{}-{:016x}", std::process::id(), random_u64());
-            let inner = UnixAddr::from_abstract_name(name.as_bytes())?;
-            match UnixListener::bind_addr(&inner) {
-                Ok(unix) => {
-                    let front = Front {
-                        listener,
-                        inner,
-                        cfg,
-                    };
-                    return Ok((front, unix));
-                }
-                Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| io::Error::other("no free abstract socket name")))
+        // 64 random bits: another process's name never collides.
+        let mut suffix = [0u8; 8];
+        aws_lc_rs::rand::fill(&mut suffix).map_err(|_| io::Error::other("no random bytes"))?;
+        let suffix = u64::from_le_bytes(suffix);
+        let name = format!("wisp-http-{}-{suffix:016x}", std::process::id());
+        let inner = UnixAddr::from_abstract_name(name.as_bytes())?;
+        let unix = UnixListener::bind_addr(&inner)?;
+        let front = Front {
+            listener,
+            inner,
+            cfg,
+        };
+        Ok((front, unix))
     }
 
     /// The public address (with the port the OS chose for port 0).
@@ -202,18 +188,6 @@ impl Front {
                 }
             })
     }
-}
-
-/// Random bits for the socket name (uniqueness only, not secrecy).
-fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    if aws_lc_rs::rand::fill(&mut b).is_ok() {
-        return u64::from_le_bytes(b);
-    }
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    t.as_nanos() as u64
 }
 
 /// One proxied connection.
@@ -353,7 +327,7 @@ impl State {
                 }
             };
             let open = self.conns.len() - self.free.len();
-            if open >= self.front.cfg.max_connections {
+            if open >= MAX_CONNECTIONS {
                 self.counters.connections.record_rejected();
                 debug!("HTTP connection from {peer} refused: {open} open");
                 if self.front.cfg.plain_http {
@@ -382,10 +356,8 @@ impl State {
             debug!("HTTP connection {idx} from {peer}");
             let now = Instant::now();
             let cfg = &self.front.cfg;
-            let buffer = cfg.buffer;
             let inspector = if cfg.plain_http {
-                // A head must fit in the buffer to be seen whole.
-                Inspector::new(HEAD_LIMIT.min(buffer.max(1)), cfg.max_body)
+                Inspector::new(HEAD_LIMIT, cfg.max_body)
             } else {
                 Inspector::pass()
             };
@@ -393,8 +365,8 @@ impl State {
                 client,
                 peer,
                 inner: None,
-                up: Buf::new(buffer, true),
-                down: Buf::new(buffer, false),
+                up: Buf::new(BUFFER, true),
+                down: Buf::new(BUFFER, false),
                 client_eof: false,
                 inner_eof: false,
                 up_shut: false,
@@ -421,15 +393,10 @@ impl State {
     }
 
     fn check_timers(&mut self, now: Instant) {
-        let cfg = &self.front.cfg;
         let mut expired = Vec::new();
         for (idx, conn) in self.conns.iter().enumerate() {
             let Some(c) = conn else { continue };
-            let limits = (cfg.request_timeout, cfg.idle_timeout);
-            if let Some(r) = c
-                .clock
-                .expired(now, !c.down.is_empty(), c.down_shut, limits)
-            {
+            if let Some(r) = c.clock.expired(now, !c.down.is_empty(), c.down_shut) {
                 expired.push((idx, r));
             }
         }

@@ -38,7 +38,6 @@ pub fn bind_fronted(
     let front_cfg = FrontConfig {
         plain_http: config.is_none(),
         max_body: DEFAULT_BODY_LIMIT,
-        ..FrontConfig::default()
     };
     let scheme = if config.is_some() { "HTTPS" } else { "HTTP" };
     let (front, unix) =

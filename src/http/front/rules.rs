@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use crate::metrics::CloseReason;
 
+use super::{IDLE_TIMEOUT, REQUEST_TIMEOUT};
+
 /// When a connection's bytes last moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Clock {
@@ -35,28 +37,27 @@ impl Clock {
 
     /// Why the connection must close at `now`, if it must. `pending_down`:
     /// response bytes wait for the client; `down_shut`: the response side is
-    /// finished; `limits`: the request and idle timeouts.
+    /// finished.
     pub(super) fn expired(
         &self,
         now: Instant,
         pending_down: bool,
         down_shut: bool,
-        (request_timeout, idle_timeout): (Duration, Duration),
     ) -> Option<CloseReason> {
         let idle_limit = if down_shut {
-            request_timeout
+            REQUEST_TIMEOUT
         } else {
-            idle_timeout
+            IDLE_TIMEOUT
         };
         let over = |since: Instant, limit: Duration| now.duration_since(since) > limit;
         if self.linger_until.is_some_and(|t| now >= t) {
             Some(CloseReason::Done)
         } else if self
             .unanswered_since
-            .is_some_and(|t| over(t, request_timeout))
+            .is_some_and(|t| over(t, REQUEST_TIMEOUT))
         {
             Some(CloseReason::RequestTimeout)
-        } else if pending_down && over(self.last_down_progress, request_timeout) {
+        } else if pending_down && over(self.last_down_progress, REQUEST_TIMEOUT) {
             Some(CloseReason::WriteStall)
         } else if over(self.last_activity, idle_limit) {
             Some(CloseReason::IdleTimeout)
@@ -534,37 +535,34 @@ pub(super) mod tests {
     fn clock_rules() {
         let t0 = Instant::now();
         let s = Duration::from_secs;
-        let limits = (s(10), s(120));
+        assert_eq!((REQUEST_TIMEOUT, IDLE_TIMEOUT), (s(10), s(120)));
         let mut c = Clock::new(t0);
         // Unanswered from accept: cut just after the request timeout.
-        assert_eq!(c.expired(t0 + s(10), false, false, limits), None);
+        assert_eq!(c.expired(t0 + s(10), false, false), None);
         assert_eq!(
-            c.expired(t0 + s(11), false, false, limits),
+            c.expired(t0 + s(11), false, false),
             Some(CloseReason::RequestTimeout)
         );
         // Answered: an open keep-alive connection lives for the idle timeout…
         c.unanswered_since = None;
-        assert_eq!(c.expired(t0 + s(100), false, false, limits), None);
+        assert_eq!(c.expired(t0 + s(100), false, false), None);
         assert_eq!(
-            c.expired(t0 + s(121), false, false, limits),
+            c.expired(t0 + s(121), false, false),
             Some(CloseReason::IdleTimeout)
         );
         // …but only the request timeout once the response side is finished.
         assert_eq!(
-            c.expired(t0 + s(11), false, true, limits),
+            c.expired(t0 + s(11), false, true),
             Some(CloseReason::IdleTimeout)
         );
         // A response the client does not read.
         c.last_activity = t0 + s(5);
         assert_eq!(
-            c.expired(t0 + s(11), true, false, limits),
+            c.expired(t0 + s(11), true, false),
             Some(CloseReason::WriteStall)
         );
         // After the front's own answer: close at the linger deadline.
         c.linger_until = Some(t0 + s(2));
-        assert_eq!(
-            c.expired(t0 + s(2), false, false, limits),
-            Some(CloseReason::Done)
-        );
+        assert_eq!(c.expired(t0 + s(2), false, false), Some(CloseReason::Done));
     }
 }
