@@ -30,14 +30,15 @@
 //! - `info.keyframe`: a decoder may start here (gates viewers, layer switches);
 //! - `info.size`: the picture size the keyframe declares (only on keyframes);
 //! - `info.vp8`: VP8 picture id / TL0PICIDX; per viewer, map them with
-//!   [`PictureIds::map`] and, when they change, `ids.patch(pid, tl0)` gives
-//!   str0m's `Vp8Patch` for `RtpWrite::vp8_patch`;
+//!   [`PictureIds::map`] and, when they change, `ids.vp8_patch(payload, pid,
+//!   tl0)` gives str0m's `Vp8Patch` for `RtpWrite::vp8_patch`;
 //! - `info.vp9`: VP9 picture id / TL0PICIDX; per viewer, map them likewise
 //!   and `ids.write(copy, pid, tl0)` rewrites a copy of the payload.
 //!
-//! The payload's descriptor is walked once; a VP8 descriptor that carries
-//! ids is read by str0m once more, because str0m builds its `Vp8Patch` only
-//! from its own `Vp8Descriptor`.
+//! The payload's descriptor is walked once. Only for a viewer whose VP8 ids
+//! change does str0m read the descriptor again: str0m builds its `Vp8Patch`
+//! only from its own `Vp8Descriptor`, and keeping that (80 bytes) in every
+//! packet's facts would cost more than the rare re-read.
 
 use str0m::format::Codec;
 
@@ -60,9 +61,9 @@ pub struct PayloadInfo {
     /// `keyframe`).
     pub size: Option<PictureSize>,
     /// VP8 picture id / TL0PICIDX, when the descriptor has either.
-    pub vp8: Option<vp8::Ids>,
+    pub vp8: Option<Ids>,
     /// VP9 picture id / TL0PICIDX, when the descriptor has either.
-    pub vp9: Option<vp9::Ids>,
+    pub vp9: Option<Ids>,
 }
 
 /// The facts of one video packet's `payload`, in one walk (see the module
@@ -76,7 +77,7 @@ pub fn parse(codec: Codec, payload: &[u8], au_start: bool) -> PayloadInfo {
                 return info;
             };
             info.keyframe = d.keyframe_start(payload);
-            info.vp8 = d.ids(payload);
+            info.vp8 = d.ids();
             info.keyframe.then(|| d.keyframe_size(payload)).flatten()
         }
         Codec::Vp9 => {
@@ -157,18 +158,39 @@ fn picture_size((w, h): (u32, u32)) -> Option<PictureSize> {
     (size.0 > 0 && size.1 > 0).then_some(size)
 }
 
-/// A VP8 or VP9 packet's picture id and TL0PICIDX ([`vp8::Ids`],
-/// [`vp9::Ids`]), and what that codec needs to rewrite them.
+/// A VP8 or VP9 packet's picture id and TL0PICIDX, and where they are in
+/// its payload descriptor. Small and `Copy`: the forwarder reads it for
+/// every viewer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ids<R> {
+pub struct Ids {
     /// Picture id, 15-bit when `wide` (M set), else 7-bit.
     pub picture_id: Option<u16>,
     /// The picture id has the 15-bit form.
     pub wide: bool,
     /// TL0PICIDX (VP9: non-flexible mode only).
     pub tl0: Option<u8>,
-    /// VP8: str0m's descriptor; VP9: the offset of TL0PICIDX.
-    rewrite: R,
+    /// Offsets of the picture id and of TL0PICIDX in the payload.
+    pid_at: u8,
+    tl0_at: u8,
+}
+
+impl Ids {
+    /// Write `picture_id` and `tl0` into `payload`, the payload this was
+    /// parsed from (or a copy of it); fields it lacks are left alone.
+    pub fn write(&self, payload: &mut [u8], picture_id: Option<u16>, tl0: Option<u8>) {
+        let at = usize::from(self.pid_at);
+        if let Some(p) = self.picture_id.and(picture_id) {
+            if self.wide {
+                payload[at] = 0x80 | ((p >> 8) as u8 & 0x7f);
+                payload[at + 1] = p as u8;
+            } else {
+                payload[at] = p as u8 & 0x7f;
+            }
+        }
+        if let Some(t) = self.tl0.and(tl0) {
+            payload[usize::from(self.tl0_at)] = t;
+        }
+    }
 }
 
 /// Picture id and TL0PICIDX continuity across changes of source (VP8, VP9):

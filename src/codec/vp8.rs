@@ -3,6 +3,8 @@
 
 use str0m::rtp::{Vp8Descriptor, Vp8Patch};
 
+use super::Ids;
+
 /// A VP8 payload descriptor, walked once: `X R N S R PID(3)`, then
 /// `I L T K`, the picture id (7 or 15 bits), TL0PICIDX and `TID Y KEYIDX`.
 #[derive(Debug, Clone, Copy)]
@@ -14,8 +16,9 @@ pub struct Descriptor {
     /// Picture id (I set), 15 bits when `wide`.
     picture_id: Option<u16>,
     wide: bool,
-    /// TL0PICIDX (L set).
+    /// TL0PICIDX (L set), and its offset.
     tl0: Option<u8>,
+    tl0_at: u8,
     /// Offset of the VP8 payload header (the frame tag on a partition start).
     header: usize,
 }
@@ -30,6 +33,7 @@ impl Descriptor {
             picture_id: None,
             wide: false,
             tl0: None,
+            tl0_at: 0,
             header: 1,
         };
         if b0 & 0x80 != 0 {
@@ -48,6 +52,7 @@ impl Descriptor {
             }
             if d.x & 0x40 != 0 {
                 d.tl0 = Some(*p.get(at)?);
+                d.tl0_at = at as u8;
                 at += 1;
             }
             if d.x & 0x30 != 0 {
@@ -74,18 +79,18 @@ impl Descriptor {
 
     /// The picture id / TL0PICIDX facts, when there is something to rewrite.
     /// A descriptor with L but not T (RFC 7741 forbids it) has none: str0m
-    /// would refuse to patch it. `p` is the payload this was parsed from.
-    pub fn ids(&self, p: &[u8]) -> Option<Ids> {
-        if self.picture_id.is_none() && self.tl0.is_none() {
+    /// would refuse to patch it.
+    pub fn ids(&self) -> Option<Ids> {
+        let l_without_t = self.x & 0x60 == 0x40;
+        if self.picture_id.is_none() && self.tl0.is_none() || l_without_t {
             return None;
         }
-        // str0m's patch is built only from its own descriptor.
-        let rewrite = Vp8Descriptor::parse(p).ok()?;
         Some(Ids {
             picture_id: self.picture_id,
             wide: self.wide,
             tl0: self.tl0,
-            rewrite,
+            pid_at: 2,
+            tl0_at: self.tl0_at,
         })
     }
 }
@@ -106,15 +111,19 @@ pub fn key_frame_size(f: &[u8]) -> Option<(u32, u32)> {
     Some((w as u32, h as u32))
 }
 
-/// A VP8 packet's picture id and TL0PICIDX, with str0m's descriptor: str0m
-/// patches the descriptor while it copies the payload out.
-pub type Ids = super::Ids<Vp8Descriptor>;
-
 impl Ids {
-    /// str0m's patch writing `picture_id` and `tl0` into the fields the
-    /// descriptor has; `None` when a value does not fit its field.
-    pub fn patch(&self, picture_id: Option<u16>, tl0: Option<u8>) -> Option<Vp8Patch> {
-        let mut b = self.rewrite.patch();
+    /// VP8: str0m's patch writing `picture_id` and `tl0` into the fields the
+    /// descriptor of `payload` (the payload these ids are from) has; str0m
+    /// applies it while it copies the payload out. `None` when a value does
+    /// not fit its field. Reads the descriptor again: str0m builds a patch
+    /// only from its own `Vp8Descriptor`.
+    pub fn vp8_patch(
+        &self,
+        payload: &[u8],
+        picture_id: Option<u16>,
+        tl0: Option<u8>,
+    ) -> Option<Vp8Patch> {
+        let mut b = Vp8Descriptor::parse(payload).ok()?.patch();
         if let Some(x) = self.picture_id.and(picture_id) {
             b = b.picture_id(x);
         }
@@ -146,18 +155,22 @@ mod tests {
         let p = [0x90, 0xe0, 0x92, 0x34, 9, 0x40, 0x50];
         let d = Descriptor::parse(&p).unwrap();
         assert!(d.keyframe_start(&p));
-        let ids = d.ids(&p).unwrap();
+        let ids = d.ids().unwrap();
         assert_eq!(
             (ids.picture_id, ids.wide, ids.tl0),
             (Some(0x1234), true, Some(9))
         );
-        assert!(ids.patch(Some(0x7fff), Some(1)).is_some());
-        assert!(ids.patch(None, None).is_some());
+        assert!(ids.vp8_patch(&p, Some(0x7fff), Some(1)).is_some());
+        assert!(ids.vp8_patch(&p, None, None).is_some());
+        // The offsets are the descriptor's.
+        let mut q = p;
+        ids.write(&mut q, Some(0x0102), Some(10));
+        assert_eq!(q, [0x90, 0xe0, 0x81, 0x02, 10, 0x40, 0x50]);
         // 7-bit picture id, no TL0PICIDX; a 15-bit value does not fit.
         let p = [0x90, 0x80, 0x05, 0x51];
-        let ids = Descriptor::parse(&p).unwrap().ids(&p).unwrap();
+        let ids = Descriptor::parse(&p).unwrap().ids().unwrap();
         assert_eq!((ids.picture_id, ids.wide, ids.tl0), (Some(5), false, None));
-        assert!(ids.patch(Some(0x100), None).is_none());
+        assert!(ids.vp8_patch(&p, Some(0x100), None).is_none());
         // Inter frame; not partition 0; not S.
         assert!(!keyframe_start(&[0x10, 0x01]));
         assert!(!keyframe_start(&[0x11, 0x00]));
@@ -165,10 +178,10 @@ mod tests {
         assert!(keyframe_start(&[0x10, 0x00]));
         // No ids to rewrite; L without T is not rewritten but still starts.
         let p = [0x10, 0x00];
-        assert!(Descriptor::parse(&p).unwrap().ids(&p).is_none());
+        assert!(Descriptor::parse(&p).unwrap().ids().is_none());
         let p = [0x90, 0x40, 7, 0x00];
         let d = Descriptor::parse(&p).unwrap();
-        assert!(d.keyframe_start(&p) && d.ids(&p).is_none());
+        assert!(d.keyframe_start(&p) && d.ids().is_none());
         // Cut short, or nothing after the descriptor.
         for p in [
             &[][..],

@@ -3,6 +3,7 @@
 //! TL0PICIDX rewrite.
 
 use super::bits::Bits;
+use super::Ids;
 
 /// Byte 0 flags: `I|P|L|F|B|E|V|Z`.
 const I: u8 = 0x80;
@@ -197,7 +198,8 @@ impl Descriptor {
             picture_id: self.picture_id,
             wide: self.wide,
             tl0: self.tl0,
-            rewrite: self.tl0_at,
+            pid_at: 1,
+            tl0_at: self.tl0_at,
         })
     }
 }
@@ -247,41 +249,18 @@ pub fn key_frame_size(f: &[u8]) -> Option<(u32, u32)> {
     Some((w, h))
 }
 
-/// A VP9 packet's picture id and TL0PICIDX, with the offset of TL0PICIDX,
-/// so they can be rewritten in place (in a copy: str0m patches only VP8
-/// descriptors).
-pub type Ids = super::Ids<u8>;
-
-impl Ids {
-    /// The ids of `payload`'s descriptor; `None` when it has neither or its
-    /// head is truncated.
-    pub fn parse(payload: &[u8]) -> Option<Ids> {
-        Descriptor::parse(payload)?.ids()
-    }
-
-    /// Write `picture_id` and `tl0` into `payload`, the descriptor this was
-    /// parsed from (or a copy of it); fields it lacks are left alone.
-    pub fn write(&self, payload: &mut [u8], picture_id: Option<u16>, tl0: Option<u8>) {
-        if let Some(p) = self.picture_id.and(picture_id) {
-            if self.wide {
-                payload[1] = 0x80 | ((p >> 8) as u8 & 0x7f);
-                payload[2] = p as u8;
-            } else {
-                payload[1] = p as u8 & 0x7f;
-            }
-        }
-        if let Some(t) = self.tl0.and(tl0) {
-            payload[usize::from(self.rewrite)] = t;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::codec::keyframe_size;
     use crate::codec::tests::hex;
     use str0m::format::Codec;
+
+    impl Ids {
+        fn parse(p: &[u8]) -> Option<Ids> {
+            Descriptor::parse(p)?.ids()
+        }
+    }
 
     #[test]
     fn descriptor_fields() {

@@ -80,7 +80,7 @@ pub fn recording(data: &[u8]) {
                 assert!(info.keyframe && w > 0 && h > 0, "a size off a keyframe");
             }
             if let Some(ids) = info.vp8 {
-                let _ = ids.patch(ids.picture_id.map(|p| p ^ 1), ids.tl0);
+                let _ = ids.vp8_patch(&payload, ids.picture_id.map(|p| p ^ 1), ids.tl0);
             }
             if let Some(ids) = info.vp9 {
                 let mut copy = payload.to_vec();

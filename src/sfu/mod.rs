@@ -1744,7 +1744,7 @@ impl Sfu {
                     out.pic_ids
                         .map(ids.picture_id, ids.wide, ids.tl0, out.rebased);
                 if pid_out != ids.picture_id || tl0_out != ids.tl0 {
-                    if let Some(patch) = ids.patch(pid_out, tl0_out) {
+                    if let Some(patch) = ids.vp8_patch(&pkt.payload, pid_out, tl0_out) {
                         write = write.vp8_patch(patch);
                     }
                 }
