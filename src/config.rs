@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use crate::auth::{self, Auth, Token};
+use crate::cluster::config::{self as cluster_config, ClusterConfig, RawCluster};
 
 /// Default STUN server handed to clients in `Link` headers.
 pub const DEFAULT_STUN_URL: &str = "stun:stun.l.google.com:19302";
@@ -53,6 +54,8 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key (PKCS#8 or RSA) for `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// Cluster mode (`WISP_REDIS_URL` and friends); `None`: single node.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl fmt::Debug for Config {
@@ -77,6 +80,7 @@ impl fmt::Debug for Config {
             .field("tokens_file", &self.tokens_file)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -100,6 +104,7 @@ impl Default for Config {
             tokens_file: None,
             tls_cert: None,
             tls_key: None,
+            cluster: None,
         }
     }
 }
@@ -123,7 +128,7 @@ struct Opt {
     help: &'static str,
 }
 
-const OPTS: [Opt; 16] = [
+const OPTS: [Opt; 20] = [
     Opt {
         flag: "--http-addr",
         env: "WISP_HTTP_ADDR",
@@ -221,6 +226,31 @@ const OPTS: [Opt; 16] = [
         help:
             "record every published track into this directory (?record=0 on a WHIP POST opts out)",
     },
+    // Cluster mode: checked in src/cluster/config.rs.
+    Opt {
+        flag: "--redis-url",
+        env: "WISP_REDIS_URL",
+        default: "",
+        help: "redis://[:password@]host:port[/db]: cluster mode (unset = single node)",
+    },
+    Opt {
+        flag: "--node-url",
+        env: "WISP_NODE_URL",
+        default: "",
+        help: "this node's HTTP base URL as others reach it (required in cluster mode)",
+    },
+    Opt {
+        flag: "--node-id",
+        env: "WISP_NODE_ID",
+        default: "",
+        help: "this node's id in the cluster (default: derived from --node-url)",
+    },
+    Opt {
+        flag: "--cluster-token",
+        env: "WISP_CLUSTER_TOKEN",
+        default: "",
+        help: "Bearer token between nodes (required in cluster mode with any token)",
+    },
 ];
 
 /// The `--help` text: every flag, its environment variable and its default.
@@ -295,6 +325,7 @@ impl Config {
         }
 
         let mut cfg = Config::default();
+        let mut cluster = RawCluster::default();
         for (o, r) in OPTS.iter().zip(raw) {
             let Some((src, v)) = r else { continue };
             let err = |why: String| format!("invalid {src} value {v:?}: {why}");
@@ -335,6 +366,9 @@ impl Config {
                 "--tls-cert" => cfg.tls_cert = parse_path(&v),
                 "--tls-key" => cfg.tls_key = parse_path(&v),
                 "--record-dir" => cfg.record_dir = parse_path(&v),
+                "--redis-url" | "--node-url" | "--node-id" | "--cluster-token" => {
+                    cluster.set(o.flag, src, v);
+                }
                 _ => unreachable!("every OPTS entry is handled"),
             }
         }
@@ -352,6 +386,11 @@ impl Config {
                 "HTTPS needs both WISP_TLS_CERT and WISP_TLS_KEY (or their flags)".to_string(),
             );
         }
+        let any_token = cfg.publish_token.is_some()
+            || cfg.view_token.is_some()
+            || cfg.admin_token.is_some()
+            || cfg.tokens_file.is_some();
+        cfg.cluster = cluster_config::resolve(&cluster, any_token)?;
         Ok(ConfigOutcome::Run(cfg))
     }
 

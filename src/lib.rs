@@ -19,11 +19,13 @@
 //!   `poll_output` until it returns a timeout.
 //! - [`event_loop`] and [`http_thread`] are the drivers; [`http`] is the pure
 //!   request → command → response mapping; [`config`] reads flags and environment.
+//! - [`cluster`] is the optional Redis directory and redirect policy (issue 15).
 // Denied, not forbidden: `udp::sys` alone allows it, for one `sendmmsg` call.
 #![deny(unsafe_code)]
 
 pub mod auth;
 pub mod bitstream;
+pub mod cluster;
 pub mod config;
 pub mod event_loop;
 #[doc(hidden)]
