@@ -199,8 +199,9 @@ pub enum DirEvent {
     /// claim (two nodes took the room while Redis was split or down).
     /// Reported once per loss; the directory keeps trying to re-claim.
     ClaimLost { room: String, owner: String },
-    /// The notification stream (re)started: notifications may have been
-    /// missed, so look up the rooms still waited for with `room_owner`.
+    /// The notification stream started or restarted (after an outage):
+    /// notifications may have been missed, so look up the rooms still
+    /// waited for with `room_owner`.
     Resync,
 }
 
@@ -1014,9 +1015,8 @@ struct Subscriber {
 impl Subscriber {
     fn run(self) {
         let mut backoff = BACKOFF_FIRST;
-        let mut first = true;
         while !self.shared.stop.load(Ordering::Relaxed) {
-            match self.listen(&mut first, &mut backoff) {
+            match self.listen(&mut backoff) {
                 Ok(()) => return, // stopped
                 Err(e) => log::debug!("directory: subscriber: {e}"),
             }
@@ -1031,18 +1031,18 @@ impl Subscriber {
     }
 
     /// Subscribe and deliver until stopped (`Ok`) or the connection fails.
-    fn listen(&self, first: &mut bool, backoff: &mut Duration) -> redis::RedisResult<()> {
+    fn listen(&self, backoff: &mut Duration) -> redis::RedisResult<()> {
         let mut conn = self.client.get_connection_with_timeout(self.op_timeout)?;
         conn.set_write_timeout(Some(self.op_timeout))?;
         let mut ps = conn.as_pubsub();
         ps.subscribe(&self.channel)?;
         ps.set_read_timeout(Some(SUBSCRIBER_POLL))?;
         *backoff = BACKOFF_FIRST;
-        if !std::mem::take(first) {
-            // Back after an outage: the driver rewrites now, the consumer resyncs.
-            let _ = self.driver.try_send(Cmd::RefreshNow);
-            send_event(&self.shared, &self.events, DirEvent::Resync);
-        }
+        // Notifications sent before now were missed: the consumer looks its
+        // waited-for rooms up again, and after an outage the driver rewrites
+        // everything at once instead of at its next refresh.
+        let _ = self.driver.try_send(Cmd::RefreshNow);
+        send_event(&self.shared, &self.events, DirEvent::Resync);
         loop {
             if self.shared.stop.load(Ordering::Relaxed) {
                 return Ok(());
