@@ -342,6 +342,19 @@ fn claims_are_exclusive_and_only_the_owner_deletes() {
         !exists(&r, "wisp:room:never")
     });
     assert_eq!(b.claim("never").unwrap(), Claim::Owned);
+    // A refused publish gives its claim back at once, a live room keeps it.
+    assert_eq!(a.claim("refused").unwrap(), Claim::Owned);
+    a.claim_abandoned("refused");
+    within(
+        Duration::from_millis(500),
+        "abandoned claim released",
+        || !exists(&r, "wisp:room:refused"),
+    );
+    assert_eq!(a.claim("kept").unwrap(), Claim::Owned);
+    a.publisher_live("kept");
+    a.claim_abandoned("kept");
+    std::thread::sleep(REFRESH * 2);
+    assert!(exists(&r, "wisp:room:kept"));
     assert_eq!(a.errors() + b.errors(), 0);
 }
 

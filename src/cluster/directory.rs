@@ -13,7 +13,7 @@
 //!   every refresh, so a Redis restart loses nothing and no claim is stolen;
 //!   only the owner deletes it (compare-and-delete script).
 //!
-//! Threads: the driver owns the command connection, takes [`Cmd`]s from a
+//! Threads: the driver owns the command connection, takes commands from a
 //! bounded channel and refreshes on a timer; the subscriber owns a pub/sub
 //! connection and turns notifications into [`DirEvent`]s. With Redis down,
 //! every call fails fast ([`DirError::Unavailable`], counted in
@@ -453,6 +453,22 @@ impl Directory {
     /// (only if this node holds it). Non-blocking.
     pub fn publisher_left(&self, room: &str) {
         if self.shared.desired().rooms.remove(room).is_some() {
+            self.nudge();
+        }
+    }
+
+    /// The publish that [`Directory::claim`] was made for did not happen (the
+    /// core refused it): release the claim now instead of after one TTL.
+    /// A room whose publisher is live here keeps its claim. Non-blocking.
+    pub fn claim_abandoned(&self, room: &str) {
+        let removed = {
+            let mut d = self.shared.desired();
+            match d.rooms.get(room) {
+                Some(RoomState::Pending { .. }) => d.rooms.remove(room).is_some(),
+                _ => false,
+            }
+        };
+        if removed {
             self.nudge();
         }
     }

@@ -38,7 +38,8 @@
 //!   [`placement::REDIRECT_MARKER`].
 //!
 //! WHIP POST, when serving: [`Directory::claim`]`(room)`. `Ok(Owned)`: hand
-//! the publish to the core. `Ok(Taken { .. })`: `409`, as for a room already
+//! the publish to the core (if the core refuses it:
+//! [`Directory::claim_abandoned`]). `Ok(Taken { .. })`: `409`, as for a room already
 //! published on one node. `Err(_)` (Redis down): the issue asks local rooms to
 //! keep working, so either accept locally (the claim is written when Redis
 //! returns, or reported as [`DirEvent::ClaimLost`] if another node took it
