@@ -1,6 +1,6 @@
 //! Cluster settings: `WISP_REDIS_URL`, `WISP_NODE_URL`, `WISP_NODE_ID`,
 //! `WISP_CLUSTER_TOKEN` (and their flags), parsed and checked here so that
-//! `crate::config` only collects the raw values and calls [`resolve`].
+//! `crate::config` only lists them and calls [`ClusterSettings::resolve`].
 //!
 //! Without a Redis URL the other three are ignored: single node stays the
 //! default and needs no Redis. Errors are one line and never show a password
@@ -40,89 +40,115 @@ impl fmt::Debug for ClusterConfig {
     }
 }
 
-/// The raw values as given, each with where it came from (a flag or a
-/// variable name), for error messages.
-#[derive(Debug, Default, Clone)]
-pub struct RawCluster {
-    redis_url: Option<(String, String)>,
-    node_url: Option<(String, String)>,
-    node_id: Option<(String, String)>,
-    cluster_token: Option<(String, String)>,
+/// The four settings as given, each checked on its own by its setter (called
+/// from `crate::config`'s settings table); [`ClusterSettings::resolve`] adds
+/// the rules between them. Redacted in `Debug`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ClusterSettings {
+    redis_url: Option<String>,
+    node_url: Option<String>,
+    node_id: Option<String>,
+    cluster_token: Option<Token>,
 }
 
-impl RawCluster {
-    /// Store the value `v` of `flag` (one of the four cluster flags), given
-    /// through `src`. Returns false for any other flag.
-    pub fn set(&mut self, flag: &str, src: String, v: String) -> bool {
-        let slot = match flag {
-            "--redis-url" => &mut self.redis_url,
-            "--node-url" => &mut self.node_url,
-            "--node-id" => &mut self.node_id,
-            "--cluster-token" => &mut self.cluster_token,
-            _ => return false,
+impl fmt::Debug for ClusterSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterSettings")
+            .field("redis_url", &self.redis_url.as_deref().map(redact))
+            .field("node_url", &self.node_url)
+            .field("node_id", &self.node_id)
+            .field("cluster_token", &self.cluster_token)
+            .finish()
+    }
+}
+
+/// `None` for an empty (or blank) value: unset.
+fn nonempty(v: &str) -> Option<&str> {
+    Some(v.trim()).filter(|v| !v.is_empty())
+}
+
+impl ClusterSettings {
+    /// `WISP_REDIS_URL`; empty: single node. The error never shows the password.
+    pub fn set_redis_url(&mut self, v: &str) -> Result<(), String> {
+        self.redis_url = match nonempty(v) {
+            Some(u) => {
+                check_redis_url(u)?;
+                Some(u.to_string())
+            }
+            None => None,
         };
-        *slot = Some((src, v));
-        true
+        Ok(())
     }
-}
 
-/// Non-empty value of a raw slot.
-fn value(slot: &Option<(String, String)>) -> Option<(&str, &str)> {
-    slot.as_ref()
-        .map(|(s, v)| (s.as_str(), v.trim()))
-        .filter(|(_, v)| !v.is_empty())
-}
-
-/// Check the raw values. `any_token` says whether any publish, view or admin
-/// token (or a tokens file) is configured: then a cluster token is required.
-/// `Ok(None)`: no Redis URL, single node.
-pub fn resolve(raw: &RawCluster, any_token: bool) -> Result<Option<ClusterConfig>, String> {
-    let Some((rsrc, redis_url)) = value(&raw.redis_url) else {
-        return Ok(None);
-    };
-    check_redis_url(redis_url).map_err(|why| format!("invalid {rsrc} value: {why}"))?;
-    let Some((nsrc, node_url)) = value(&raw.node_url) else {
-        return Err(
-            "cluster mode (WISP_REDIS_URL) needs WISP_NODE_URL (or --node-url): this node's \
-             HTTP base URL as other nodes and clients reach it, e.g. http://10.0.0.2:8080"
-                .to_string(),
-        );
-    };
-    let node_url = check_node_url(node_url)
-        .map_err(|why| format!("invalid {nsrc} value {node_url:?}: {why}"))?;
-    let node_id = match value(&raw.node_id) {
-        Some((isrc, id)) => {
-            check_node_id(id).map_err(|why| format!("invalid {isrc} value {id:?}: {why}"))?;
-            id.to_string()
-        }
-        None => {
-            let id = derive_node_id(&node_url);
-            check_node_id(&id).map_err(|why| {
-                format!("the node id derived from {nsrc} ({id:?}) {why}; set WISP_NODE_ID")
-            })?;
-            id
-        }
-    };
-    let cluster_token = match &raw.cluster_token {
-        Some((tsrc, v)) if !v.is_empty() => Some(
-            // Never echo a token in an error message.
-            Token::new(v).map_err(|why| format!("invalid {tsrc} value: {why}"))?,
-        ),
-        _ => None,
-    };
-    if any_token && cluster_token.is_none() {
-        return Err(
-            "cluster mode with tokens configured needs WISP_CLUSTER_TOKEN (or --cluster-token): \
-             the Bearer token nodes present to each other"
-                .to_string(),
-        );
+    /// `WISP_NODE_URL`: `http(s)://host[:port][/prefix]`.
+    pub fn set_node_url(&mut self, v: &str) -> Result<(), String> {
+        self.node_url = nonempty(v).map(check_node_url).transpose()?;
+        Ok(())
     }
-    Ok(Some(ClusterConfig {
-        redis_url: redis_url.to_string(),
-        node_url,
-        node_id,
-        cluster_token,
-    }))
+
+    /// `WISP_NODE_ID`; empty: derived from the node URL.
+    pub fn set_node_id(&mut self, v: &str) -> Result<(), String> {
+        self.node_id = match nonempty(v) {
+            Some(id) => {
+                check_node_id(id)?;
+                Some(id.to_string())
+            }
+            None => None,
+        };
+        Ok(())
+    }
+
+    /// `WISP_CLUSTER_TOKEN`. The error never shows the token.
+    pub fn set_cluster_token(&mut self, v: &str) -> Result<(), String> {
+        self.cluster_token = if v.is_empty() {
+            None
+        } else {
+            Some(Token::new(v)?)
+        };
+        Ok(())
+    }
+
+    /// The rules between the settings. `any_token` says whether any publish,
+    /// view or admin token (or a tokens file) is configured: then a cluster
+    /// token is required. `Ok(None)`: no Redis URL, single node (the other
+    /// three are then ignored).
+    pub fn resolve(&self, any_token: bool) -> Result<Option<ClusterConfig>, String> {
+        let Some(redis_url) = &self.redis_url else {
+            return Ok(None);
+        };
+        let Some(node_url) = &self.node_url else {
+            return Err(
+                "cluster mode (WISP_REDIS_URL) needs WISP_NODE_URL (or --node-url): this node's \
+                 HTTP base URL as other nodes and clients reach it, e.g. http://10.0.0.2:8080"
+                    .to_string(),
+            );
+        };
+        let node_id = match &self.node_id {
+            Some(id) => id.clone(),
+            None => {
+                let id = derive_node_id(node_url);
+                check_node_id(&id).map_err(|why| {
+                    format!(
+                        "the node id derived from WISP_NODE_URL ({id:?}) {why}; set WISP_NODE_ID"
+                    )
+                })?;
+                id
+            }
+        };
+        if any_token && self.cluster_token.is_none() {
+            return Err(
+                "cluster mode with tokens configured needs WISP_CLUSTER_TOKEN (or \
+                 --cluster-token): the Bearer token nodes present to each other"
+                    .to_string(),
+            );
+        }
+        Ok(Some(ClusterConfig {
+            redis_url: redis_url.clone(),
+            node_url: node_url.clone(),
+            node_id,
+            cluster_token: self.cluster_token.clone(),
+        }))
+    }
 }
 
 /// `redis://[[user]:password@]host[:port][/db]`; the error never shows the password.
@@ -245,29 +271,44 @@ pub fn redact(url: &str) -> String {
 mod tests {
     use super::*;
 
-    fn raw(pairs: &[(&str, &str)]) -> RawCluster {
-        let mut r = RawCluster::default();
+    fn settings(pairs: &[(&str, &str)]) -> Result<ClusterSettings, String> {
+        let mut c = ClusterSettings::default();
         for (flag, v) in pairs {
-            assert!(r.set(flag, flag.to_string(), v.to_string()));
+            match *flag {
+                "--redis-url" => c.set_redis_url(v),
+                "--node-url" => c.set_node_url(v),
+                "--node-id" => c.set_node_id(v),
+                "--cluster-token" => c.set_cluster_token(v),
+                f => panic!("{f}"),
+            }
+            .map_err(|why| format!("{flag}: {why}"))?;
         }
-        r
+        Ok(c)
+    }
+
+    fn resolve(pairs: &[(&str, &str)], any_token: bool) -> Result<Option<ClusterConfig>, String> {
+        settings(pairs)?.resolve(any_token)
     }
 
     #[test]
     fn off_without_redis_url() {
-        assert_eq!(resolve(&RawCluster::default(), true), Ok(None));
+        assert_eq!(ClusterSettings::default().resolve(true), Ok(None));
         // The others alone change nothing.
-        let r = raw(&[("--node-url", "http://a:1"), ("--redis-url", "")]);
+        let r = [("--node-url", "http://a:1"), ("--redis-url", "")];
         assert_eq!(resolve(&r, true), Ok(None));
-        assert!(!RawCluster::default().set("--http-addr", "x".into(), "y".into()));
     }
 
     #[test]
     fn full_and_derived_id() {
-        let r = raw(&[
+        let r = [
             ("--redis-url", "redis://:pw@10.0.0.9:6379/2"),
             ("--node-url", "http://10.0.0.2:8080/"),
-        ]);
+        ];
+        let dbg = format!("{:?}", settings(&r).unwrap());
+        assert!(
+            !dbg.contains("pw") && dbg.contains("10.0.0.9:6379"),
+            "{dbg}"
+        );
         let c = resolve(&r, false).unwrap().unwrap();
         assert_eq!(c.node_url, "http://10.0.0.2:8080");
         assert_eq!(c.node_id, "10.0.0.2-8080");
@@ -278,12 +319,12 @@ mod tests {
             "{dbg}"
         );
 
-        let r = raw(&[
+        let r = [
             ("--redis-url", "redis://localhost"),
             ("--node-url", "https://edge.example:8443/wisp"),
             ("--node-id", "edge-1"),
             ("--cluster-token", "c1uster"),
-        ]);
+        ];
         let c = resolve(&r, true).unwrap().unwrap();
         assert_eq!(c.node_id, "edge-1");
         assert_eq!(c.node_url, "https://edge.example:8443/wisp");
@@ -322,7 +363,7 @@ mod tests {
         ] {
             let mut pairs = base.to_vec();
             pairs.extend(extra.iter().copied());
-            let e = resolve(&raw(&pairs), any_token).unwrap_err();
+            let e = resolve(&pairs, any_token).unwrap_err();
             assert!(e.contains(needle), "{e:?} lacks {needle:?}");
             assert!(!e.contains("s3c") && !e.contains('\n'), "{e}");
         }
@@ -332,11 +373,8 @@ mod tests {
             ("redis://:hunter2@h:0", "1-65535"),
             ("redis://:hunter2@h:1/x", "database"),
         ] {
-            let e = resolve(
-                &raw(&[("--redis-url", url), ("--node-url", "http://x")]),
-                false,
-            )
-            .unwrap_err();
+            let e =
+                resolve(&[("--redis-url", url), ("--node-url", "http://x")], false).unwrap_err();
             assert!(e.contains(needle), "{e:?} lacks {needle:?}");
             assert!(!e.contains("hunter2"), "{e}");
         }
