@@ -1049,6 +1049,9 @@ impl Subscriber {
     /// Subscribe and deliver until stopped (`Ok`) or the connection fails.
     fn listen(&self, backoff: &mut Duration) -> redis::RedisResult<()> {
         let mut conn = self.client.get_connection_with_timeout(self.op_timeout)?;
+        // Bounded until subscribed too: a server that accepts and hangs
+        // must not hold this thread (or the shutdown) forever.
+        conn.set_read_timeout(Some(self.op_timeout))?;
         conn.set_write_timeout(Some(self.op_timeout))?;
         let mut ps = conn.as_pubsub();
         ps.subscribe(&self.channel)?;
@@ -1107,6 +1110,30 @@ mod tests {
         );
         assert_eq!(parse_live(b"{}"), None);
         assert_eq!(parse_live(b"garbage"), None);
+    }
+
+    #[test]
+    fn a_server_that_never_answers_costs_bounded_time() {
+        // Accepts connections (the backlog does) and never says a word.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let cfg = DirectoryConfig {
+            redis_url: format!("redis://127.0.0.1:{port}"),
+            node_id: "a".into(),
+            node_url: "http://a:1".into(),
+            max_sessions: 10,
+            ttl: Duration::from_secs(1),
+            refresh: Duration::from_millis(200),
+            op_timeout: Duration::from_millis(100),
+            prefix: "t".into(),
+        };
+        let t = Instant::now();
+        let d = Directory::start(cfg).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(d.claim("r").is_err());
+        assert!(!d.connected());
+        d.shutdown();
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     }
 
     #[test]
