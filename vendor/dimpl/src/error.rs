@@ -194,6 +194,21 @@ pub enum CryptoError {
         /// The public key group used for verification.
         group: NamedGroup,
     },
+    /// The peer signed with a scheme its certificate's key cannot make
+    /// (for example RSA-PSS with an EC key).
+    SignatureSchemeKeyMismatch(SignatureScheme),
+    /// The peer's RSA key has a size outside 2048 to 8192 bits.
+    UnsupportedRsaKeySize {
+        /// The key's modulus length in bits.
+        bits: u32,
+    },
+    /// An RSA signature did not verify with the peer certificate's key.
+    RsaSignatureVerificationFailed {
+        /// The RSA signature scheme the peer used.
+        scheme: SignatureScheme,
+        /// The key's modulus length in bits.
+        bits: u32,
+    },
     /// The public key algorithm is unsupported.
     UnsupportedPublicKeyAlgorithm,
     /// A certificate or key references an unsupported EC curve.
@@ -939,6 +954,18 @@ impl fmt::Display for CryptoError {
                 f,
                 "signature verification failed: {signature:?} + {hash:?} + {group:?}"
             ),
+            Self::SignatureSchemeKeyMismatch(scheme) => write!(
+                f,
+                "peer signed with {scheme:?} but its certificate has no RSA key for it"
+            ),
+            Self::UnsupportedRsaKeySize { bits } => write!(
+                f,
+                "peer's RSA key has {bits} bits, only 2048 to 8192 are accepted"
+            ),
+            Self::RsaSignatureVerificationFailed { scheme, bits } => write!(
+                f,
+                "peer's {scheme:?} signature does not verify with its {bits}-bit RSA key"
+            ),
             Self::UnsupportedPublicKeyAlgorithm => write!(f, "unsupported public key algorithm"),
             Self::UnsupportedEcCurve => write!(f, "unsupported EC curve"),
             Self::CertificateParseFailed => write!(f, "failed to parse certificate"),
@@ -1177,7 +1204,7 @@ impl fmt::Display for SecurityError {
             }
             Self::SignatureTooLarge => write!(f, "signature too large"),
             Self::SignatureSchemeNotOffered(scheme) => {
-                write!(f, "signature scheme {scheme:?} was not offered")
+                write!(f, "peer signed with {scheme:?}, which was not offered")
             }
             Self::SignatureAlgorithmMismatch { expected, actual } => {
                 write!(

@@ -497,7 +497,7 @@ impl State {
         let is_compatible = client
             .engine
             .crypto_context()
-            .is_cipher_suite_compatible(cs);
+            .is_cipher_suite_compatible_as_client(cs);
 
         if !is_compatible {
             return Err(Error::SecurityError(
@@ -693,20 +693,22 @@ impl State {
         // Ensure the server's (hash, signature) pair was offered by the client
         let offered = SignatureAndHashAlgorithm::supported().contains(&signature_algorithm);
         if !offered {
-            return Err(Error::CryptoError(
-                crate::CryptoError::SignatureAlgorithmNotOfferedByClient,
-            )
-            .into());
+            return Err(
+                Error::SecurityError(crate::SecurityError::SignatureSchemeNotOffered(
+                    signature_algorithm.scheme(),
+                ))
+                .into(),
+            );
         }
 
         // Ensure the signature algorithm is compatible with the cipher suite
         if let Some(expected_sig) = cipher_suite.signature_algorithm()
-            && signature_algorithm.signature != expected_sig
+            && signature_algorithm.key_type() != expected_sig
         {
             return Err(
                 Error::CryptoError(crate::CryptoError::SignatureAlgorithmMismatch {
                     expected: expected_sig,
-                    actual: signature_algorithm.signature,
+                    actual: signature_algorithm.key_type(),
                 })
                 .into(),
             );
@@ -1250,7 +1252,11 @@ fn handshake_create_client_hello(
         .config()
         .dtls12_cipher_suites()
         .map(|cs| cs.suite())
-        .filter(|suite| engine.crypto_context().is_cipher_suite_compatible(*suite))
+        .filter(|suite| {
+            engine
+                .crypto_context()
+                .is_cipher_suite_compatible_as_client(*suite)
+        })
         .take(Dtls12CipherSuite::supported().len())
         .collect();
 

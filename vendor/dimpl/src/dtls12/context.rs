@@ -582,6 +582,15 @@ impl CryptoContext {
         }
     }
 
+    /// Whether a client may offer and accept a suite. A certificate suite names
+    /// the server's key type, so a client with an ECDSA key also takes
+    /// ECDHE_RSA suites (its own CertificateVerify stays ECDSA).
+    pub fn is_cipher_suite_compatible_as_client(&self, cipher_suite: Dtls12CipherSuite) -> bool {
+        self.is_cipher_suite_compatible(cipher_suite)
+            || (matches!(self.auth, AuthMode::Certificate { .. })
+                && cipher_suite.signature_algorithm() == Some(SignatureAlgorithm::RSA))
+    }
+
     /// Get the client write IV if derived.
     pub fn get_client_write_iv(&self) -> Option<Iv> {
         self.client_write_iv

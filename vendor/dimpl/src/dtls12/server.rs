@@ -919,6 +919,23 @@ impl State {
         // Now access the buffer
         let signature_bytes = &server.defragment_buffer[signature_range];
 
+        // RFC 5246 7.4.8: the algorithm must be one our CertificateRequest listed.
+        let offered =
+            select_certificate_request_sig_algs(server.client_signature_algorithms.as_ref());
+        let offered = if offered.is_empty() {
+            SignatureAndHashAlgorithm::supported().as_slice()
+        } else {
+            offered.as_slice()
+        };
+        if !offered.contains(&signature_algorithm) {
+            return Err(
+                Error::SecurityError(crate::SecurityError::SignatureSchemeNotOffered(
+                    signature_algorithm.scheme(),
+                ))
+                .into(),
+            );
+        }
+
         if server.client_certificates.is_empty() {
             return Err(Error::CertificateError(
                 crate::CertificateError::NoClientCertificateForVerification,
@@ -1321,9 +1338,10 @@ fn handshake_serialize_certificate_request(
     body: &mut Buf,
     sig_algs: &SignatureAndHashAlgorithmVec,
 ) -> Result<(), Error> {
-    // Only advertise ECDSA_SIGN (the only supported client cert type)
+    // ECDSA_SIGN and RSA_SIGN: RSA client certificates are verified too
     let mut cert_types = CertificateTypeVec::new();
     cert_types.push(ClientCertificateType::ECDSA_SIGN);
+    cert_types.push(ClientCertificateType::RSA_SIGN);
 
     // If intersection is empty (e.g., client didn't advertise), fall back to our supported set
     // Build the selected list with the capacity expected by CertificateRequest
@@ -1403,11 +1421,11 @@ fn select_certificate_request_sig_algs(
     // Only select algorithms supported by dimpl's signature verifiers.
     let ours = SignatureAndHashAlgorithm::supported();
 
-    // Build intersection preserving client preference order
+    // Build intersection in our preference order (ECDSA first, then RSA)
     let mut out = ArrayVec::new();
     if let Some(list) = client_algs {
-        for alg in list.iter() {
-            if ours
+        for alg in ours.iter() {
+            if list
                 .iter()
                 .any(|a| a.hash == alg.hash && a.signature == alg.signature)
             {
@@ -1473,13 +1491,30 @@ mod tests {
         assert_eq!(selected, None);
     }
 
+    // wisp: these two tests pinned "no RSA in the CertificateRequest"; they
+    // now pin RSA after ECDSA, in dimpl's order whatever the client's order.
     #[test]
-    fn certificate_request_does_not_select_rsa_signatures() {
+    fn certificate_request_selects_rsa_signatures_after_ecdsa() {
         let mut client = SignatureAndHashAlgorithmVec::new();
+        client.push(SignatureAndHashAlgorithm::new(
+            HashAlgorithm::SHA256,
+            SignatureAlgorithm::RSA,
+        ));
+        client.push(SignatureAndHashAlgorithm::RSA_PSS_RSAE_SHA256);
         client.push(SignatureAndHashAlgorithm::new(
             HashAlgorithm::SHA256,
             SignatureAlgorithm::ECDSA,
         ));
+
+        let selected = select_certificate_request_sig_algs(Some(&client));
+
+        let wire: Vec<u16> = selected.iter().map(|a| a.as_u16()).collect();
+        assert_eq!(wire, [0x0403, 0x0804, 0x0401]);
+    }
+
+    #[test]
+    fn certificate_request_selects_rsa_only_signatures() {
+        let mut client = SignatureAndHashAlgorithmVec::new();
         client.push(SignatureAndHashAlgorithm::new(
             HashAlgorithm::SHA256,
             SignatureAlgorithm::RSA,
@@ -1488,20 +1523,6 @@ mod tests {
         let selected = select_certificate_request_sig_algs(Some(&client));
 
         assert_eq!(selected.len(), 1);
-        assert_eq!(selected[0].signature, SignatureAlgorithm::ECDSA);
-        assert_eq!(selected[0].hash, HashAlgorithm::SHA256);
-    }
-
-    #[test]
-    fn certificate_request_rejects_rsa_only_signatures() {
-        let mut client = SignatureAndHashAlgorithmVec::new();
-        client.push(SignatureAndHashAlgorithm::new(
-            HashAlgorithm::SHA256,
-            SignatureAlgorithm::RSA,
-        ));
-
-        let selected = select_certificate_request_sig_algs(Some(&client));
-
-        assert!(selected.is_empty());
+        assert_eq!(selected[0].signature, SignatureAlgorithm::RSA);
     }
 }

@@ -73,6 +73,10 @@ fn dtls12_all_cipher_suites() {
 
         run_dimpl_client_vs_ossl_server_for_suite(suite);
 
+        // wisp: dimpl's own key stays ECDSA, so ECDHE_RSA suites are client-only.
+        if suite.signature_algorithm() == Some(SignatureAlgorithm::RSA) {
+            continue;
+        }
         eprintln!("Testing suite (ossl client ↔️ dimpl server): {:?}", suite);
         run_ossl_client_vs_dimpl_server_for_suite(suite);
     }
@@ -109,7 +113,7 @@ fn run_dimpl_client_vs_ossl_server_for_suite(suite: Dtls12CipherSuite) {
 
     let client_cert = OsslDtlsCert::new(DtlsCertOptions {
         common_name: "WebRTC".into(),
-        pkey_type: pkey_type.clone(),
+        pkey_type: DtlsPKeyType::EcDsaP256, // wisp: dimpl's own key is ECDSA
     });
 
     let server_cert = OsslDtlsCert::new(DtlsCertOptions {

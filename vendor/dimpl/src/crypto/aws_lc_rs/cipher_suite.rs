@@ -285,18 +285,68 @@ impl SupportedDtls12CipherSuite for PskAes128Ccm8 {
     }
 }
 
+/// An ECDHE_RSA suite: the AEAD, hash and key lengths of its ECDHE_ECDSA
+/// twin (`aead`); only the server certificate's type differs.
+#[derive(Debug)]
+struct EcdheRsa {
+    suite: Dtls12CipherSuite,
+    aead: &'static dyn SupportedDtls12CipherSuite,
+}
+
+impl SupportedDtls12CipherSuite for EcdheRsa {
+    fn suite(&self) -> Dtls12CipherSuite {
+        self.suite
+    }
+
+    fn hash_algorithm(&self) -> HashAlgorithm {
+        self.aead.hash_algorithm()
+    }
+
+    fn key_lengths(&self) -> (usize, usize, usize) {
+        self.aead.key_lengths()
+    }
+
+    fn explicit_nonce_len(&self) -> usize {
+        self.aead.explicit_nonce_len()
+    }
+
+    fn tag_len(&self) -> usize {
+        self.aead.tag_len()
+    }
+
+    fn create_cipher(&self, key: &[u8]) -> Result<Box<dyn Cipher>, CryptoError> {
+        self.aead.create_cipher(key)
+    }
+}
+
 /// Static instances of supported DTLS 1.2 cipher suites.
 static AES_128_GCM_SHA256: Aes128GcmSha256 = Aes128GcmSha256;
 static AES_256_GCM_SHA384: Aes256GcmSha384 = Aes256GcmSha384;
 static CHACHA20_POLY1305_SHA256: ChaCha20Poly1305Sha256 = ChaCha20Poly1305Sha256;
 static PSK_AES_128_CCM_8: PskAes128Ccm8 = PskAes128Ccm8;
+static RSA_AES_128_GCM_SHA256: EcdheRsa = EcdheRsa {
+    suite: Dtls12CipherSuite::ECDHE_RSA_AES128_GCM_SHA256,
+    aead: &AES_128_GCM_SHA256,
+};
+static RSA_AES_256_GCM_SHA384: EcdheRsa = EcdheRsa {
+    suite: Dtls12CipherSuite::ECDHE_RSA_AES256_GCM_SHA384,
+    aead: &AES_256_GCM_SHA384,
+};
+static RSA_CHACHA20_POLY1305_SHA256: EcdheRsa = EcdheRsa {
+    suite: Dtls12CipherSuite::ECDHE_RSA_CHACHA20_POLY1305_SHA256,
+    aead: &CHACHA20_POLY1305_SHA256,
+};
 
-/// All supported DTLS 1.2 cipher suites.
+/// All supported DTLS 1.2 cipher suites. The ECDHE_RSA ones come last: only a
+/// client offers them (for RSA servers), after ECDSA.
 pub(super) static ALL_CIPHER_SUITES: &[&dyn SupportedDtls12CipherSuite] = &[
     &AES_128_GCM_SHA256,
     &AES_256_GCM_SHA384,
     &CHACHA20_POLY1305_SHA256,
     &PSK_AES_128_CCM_8,
+    &RSA_AES_128_GCM_SHA256,
+    &RSA_AES_256_GCM_SHA384,
+    &RSA_CHACHA20_POLY1305_SHA256,
 ];
 
 // ============================================================================

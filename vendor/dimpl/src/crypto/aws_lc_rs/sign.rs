@@ -7,6 +7,9 @@ use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA384_ASN1};
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, UnparsedPublicKey};
 use aws_lc_rs::signature::{ECDSA_P384_SHA256_ASN1, ECDSA_P384_SHA384_ASN1};
 use aws_lc_rs::signature::{EcdsaKeyPair, EcdsaSigningAlgorithm, EcdsaVerificationAlgorithm};
+use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_2048_8192_SHA384};
+use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA512, RSA_PSS_2048_8192_SHA256};
+use aws_lc_rs::signature::{RSA_PSS_2048_8192_SHA384, RSA_PSS_2048_8192_SHA512, RsaParameters};
 use der::{Decode, Encode};
 use spki::ObjectIdentifier;
 use x509_cert::Certificate as X509Certificate;
@@ -14,7 +17,7 @@ use x509_cert::Certificate as X509Certificate;
 use super::super::{KeyProvider, SignatureVerifier, SigningKey, check_verify_scheme};
 use super::super::{OID_P256, OID_P384};
 use crate::buffer::Buf;
-use crate::types::{HashAlgorithm, NamedGroup, SignatureAlgorithm};
+use crate::types::{HashAlgorithm, NamedGroup, SignatureAlgorithm, SignatureScheme};
 use crate::{CryptoError, CryptoOperation};
 
 /// ECDSA signing key implementation.
@@ -191,6 +194,9 @@ impl SignatureVerifier for AwsLcSignatureVerifier {
         hash_alg: HashAlgorithm,
         sig_alg: SignatureAlgorithm,
     ) -> Result<(), CryptoError> {
+        if let Some((params, scheme)) = rsa_parameters(hash_alg, sig_alg) {
+            return verify_rsa(cert_der, data, signature, params, scheme);
+        }
         if sig_alg != SignatureAlgorithm::ECDSA {
             return Err(CryptoError::UnsupportedSignatureAlgorithm(sig_alg));
         }
@@ -245,6 +251,58 @@ impl SignatureVerifier for AwsLcSignatureVerifier {
                 group,
             })
     }
+}
+
+/// The RSA schemes verified for peers, from TLS 1.2's (hash, signature) pair:
+/// PKCS#1 v1.5 is (SHA-x, rsa), RSA-PSS with an rsaEncryption key is (8, 4..6).
+fn rsa_parameters(
+    hash_alg: HashAlgorithm,
+    sig_alg: SignatureAlgorithm,
+) -> Option<(&'static RsaParameters, SignatureScheme)> {
+    let wire = ((hash_alg.as_u8() as u16) << 8) | sig_alg.as_u8() as u16;
+    let scheme = SignatureScheme::from_u16(wire);
+    let params = match scheme {
+        SignatureScheme::RSA_PKCS1_SHA256 => &RSA_PKCS1_2048_8192_SHA256,
+        SignatureScheme::RSA_PKCS1_SHA384 => &RSA_PKCS1_2048_8192_SHA384,
+        SignatureScheme::RSA_PKCS1_SHA512 => &RSA_PKCS1_2048_8192_SHA512,
+        SignatureScheme::RSA_PSS_RSAE_SHA256 => &RSA_PSS_2048_8192_SHA256,
+        SignatureScheme::RSA_PSS_RSAE_SHA384 => &RSA_PSS_2048_8192_SHA384,
+        SignatureScheme::RSA_PSS_RSAE_SHA512 => &RSA_PSS_2048_8192_SHA512,
+        _ => return None,
+    };
+    Some((params, scheme))
+}
+
+/// Verify an RSA signature with the certificate's rsaEncryption key (2048 to
+/// 8192 bits, as aws-lc-rs accepts); each refusal says what was refused.
+fn verify_rsa(
+    cert_der: &[u8],
+    data: &[u8],
+    signature: &[u8],
+    params: &'static RsaParameters,
+    scheme: SignatureScheme,
+) -> Result<(), CryptoError> {
+    const OID_RSA_ENCRYPTION: ObjectIdentifier =
+        ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+
+    let cert =
+        X509Certificate::from_der(cert_der).map_err(|_| CryptoError::CertificateParseFailed)?;
+    let spki = cert.tbs_certificate().subject_public_key_info();
+    if spki.algorithm.oid != OID_RSA_ENCRYPTION {
+        return Err(CryptoError::SignatureSchemeKeyMismatch(scheme));
+    }
+    let pubkey_bytes = spki
+        .subject_public_key
+        .as_bytes()
+        .ok_or(CryptoError::InvalidSubjectPublicKey)?;
+    let bits = RsaParameters::public_modulus_len(pubkey_bytes)
+        .map_err(|_| CryptoError::InvalidSubjectPublicKey)?;
+    if bits < params.min_modulus_len() || bits > params.max_modulus_len() {
+        return Err(CryptoError::UnsupportedRsaKeySize { bits });
+    }
+    UnparsedPublicKey::new(params, pubkey_bytes)
+        .verify(data, signature)
+        .map_err(|_| CryptoError::RsaSignatureVerificationFailed { scheme, bits })
 }
 
 /// Static instance of the key provider.

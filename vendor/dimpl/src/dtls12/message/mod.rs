@@ -72,6 +72,13 @@ impl Dtls12CipherSuite {
     pub const ECDHE_ECDSA_CHACHA20_POLY1305_SHA256: Self = Self(0xCCA9);
     /// PSK with AES-128-CCM-8 (8-byte tag), SHA-256.
     pub const PSK_AES128_CCM_8: Self = Self(0xC0A8);
+    /// ECDHE with RSA authentication, AES-128-GCM, SHA-256 (client role only:
+    /// the server's certificate is RSA, dimpl's own key stays ECDSA).
+    pub const ECDHE_RSA_AES128_GCM_SHA256: Self = Self(0xC02F);
+    /// ECDHE with RSA authentication, AES-256-GCM, SHA-384 (client role only).
+    pub const ECDHE_RSA_AES256_GCM_SHA384: Self = Self(0xC030);
+    /// ECDHE with RSA authentication, ChaCha20-Poly1305, SHA-256 (client role only).
+    pub const ECDHE_RSA_CHACHA20_POLY1305_SHA256: Self = Self(0xCCA8);
 
     /// Convert the 16-bit IANA value to a `Dtls12CipherSuite`.
     pub const fn from_u16(value: u16) -> Self {
@@ -85,7 +92,7 @@ impl Dtls12CipherSuite {
 
     /// Returns true if this is not a known DTLS 1.2 cipher suite wire value.
     pub const fn is_unknown(&self) -> bool {
-        !matches!(*self, Self(0xC02B..=0xC02C | 0xC0A8 | 0xCCA9))
+        !matches!(*self, Self(0xC02B..=0xC030 | 0xC0A8 | 0xCCA8..=0xCCA9))
     }
 
     /// Parse a `Dtls12CipherSuite` from network byte order.
@@ -113,9 +120,10 @@ impl Dtls12CipherSuite {
             // All ECDHE ciphers
             Dtls12CipherSuite::ECDHE_ECDSA_AES256_GCM_SHA384
             | Dtls12CipherSuite::ECDHE_ECDSA_AES128_GCM_SHA256
-            | Dtls12CipherSuite::ECDHE_ECDSA_CHACHA20_POLY1305_SHA256 => {
-                KeyExchangeAlgorithm::EECDH
-            }
+            | Dtls12CipherSuite::ECDHE_ECDSA_CHACHA20_POLY1305_SHA256
+            | Dtls12CipherSuite::ECDHE_RSA_AES256_GCM_SHA384
+            | Dtls12CipherSuite::ECDHE_RSA_AES128_GCM_SHA256
+            | Dtls12CipherSuite::ECDHE_RSA_CHACHA20_POLY1305_SHA256 => KeyExchangeAlgorithm::EECDH,
 
             Dtls12CipherSuite::PSK_AES128_CCM_8 => KeyExchangeAlgorithm::PSK,
 
@@ -130,6 +138,9 @@ impl Dtls12CipherSuite {
             Dtls12CipherSuite::ECDHE_ECDSA_AES256_GCM_SHA384
                 | Dtls12CipherSuite::ECDHE_ECDSA_AES128_GCM_SHA256
                 | Dtls12CipherSuite::ECDHE_ECDSA_CHACHA20_POLY1305_SHA256
+                | Dtls12CipherSuite::ECDHE_RSA_AES256_GCM_SHA384
+                | Dtls12CipherSuite::ECDHE_RSA_AES128_GCM_SHA256
+                | Dtls12CipherSuite::ECDHE_RSA_CHACHA20_POLY1305_SHA256
         )
     }
 
@@ -145,6 +156,9 @@ impl Dtls12CipherSuite {
             Dtls12CipherSuite::ECDHE_ECDSA_AES128_GCM_SHA256,
             Dtls12CipherSuite::ECDHE_ECDSA_CHACHA20_POLY1305_SHA256,
             Dtls12CipherSuite::PSK_AES128_CCM_8,
+            Dtls12CipherSuite::ECDHE_RSA_AES256_GCM_SHA384,
+            Dtls12CipherSuite::ECDHE_RSA_AES128_GCM_SHA256,
+            Dtls12CipherSuite::ECDHE_RSA_CHACHA20_POLY1305_SHA256,
         ]
     }
 
@@ -157,6 +171,11 @@ impl Dtls12CipherSuite {
                 Dtls12CipherSuite::ECDHE_ECDSA_AES256_GCM_SHA384,
                 Dtls12CipherSuite::ECDHE_ECDSA_AES128_GCM_SHA256,
                 Dtls12CipherSuite::ECDHE_ECDSA_CHACHA20_POLY1305_SHA256,
+            ],
+            SignatureAlgorithm::RSA => &[
+                Dtls12CipherSuite::ECDHE_RSA_AES256_GCM_SHA384,
+                Dtls12CipherSuite::ECDHE_RSA_AES128_GCM_SHA256,
+                Dtls12CipherSuite::ECDHE_RSA_CHACHA20_POLY1305_SHA256,
             ],
             _ => panic!("Need either RSA or ECDSA certificate"),
         }
@@ -173,9 +192,12 @@ impl Dtls12CipherSuite {
     /// The hash algorithm used by this cipher suite.
     pub fn hash_algorithm(&self) -> HashAlgorithm {
         match *self {
-            Dtls12CipherSuite::ECDHE_ECDSA_AES256_GCM_SHA384 => HashAlgorithm::SHA384,
+            Dtls12CipherSuite::ECDHE_ECDSA_AES256_GCM_SHA384
+            | Dtls12CipherSuite::ECDHE_RSA_AES256_GCM_SHA384 => HashAlgorithm::SHA384,
             Dtls12CipherSuite::ECDHE_ECDSA_AES128_GCM_SHA256
             | Dtls12CipherSuite::ECDHE_ECDSA_CHACHA20_POLY1305_SHA256
+            | Dtls12CipherSuite::ECDHE_RSA_AES128_GCM_SHA256
+            | Dtls12CipherSuite::ECDHE_RSA_CHACHA20_POLY1305_SHA256
             | Dtls12CipherSuite::PSK_AES128_CCM_8 => HashAlgorithm::SHA256,
             _ => HashAlgorithm::UNKNOWN_DERIVED,
         }
@@ -190,6 +212,11 @@ impl Dtls12CipherSuite {
             | Dtls12CipherSuite::ECDHE_ECDSA_AES128_GCM_SHA256
             | Dtls12CipherSuite::ECDHE_ECDSA_CHACHA20_POLY1305_SHA256 => {
                 Some(SignatureAlgorithm::ECDSA)
+            }
+            Dtls12CipherSuite::ECDHE_RSA_AES256_GCM_SHA384
+            | Dtls12CipherSuite::ECDHE_RSA_AES128_GCM_SHA256
+            | Dtls12CipherSuite::ECDHE_RSA_CHACHA20_POLY1305_SHA256 => {
+                Some(SignatureAlgorithm::RSA)
             }
             Dtls12CipherSuite::PSK_AES128_CCM_8 => None,
             _ => Some(SignatureAlgorithm::UNKNOWN_DERIVED),
@@ -220,6 +247,15 @@ impl fmt::Debug for Dtls12CipherSuite {
                 f.write_str("ECDHE_ECDSA_CHACHA20_POLY1305_SHA256")
             }
             Dtls12CipherSuite::PSK_AES128_CCM_8 => f.write_str("PSK_AES128_CCM_8"),
+            Dtls12CipherSuite::ECDHE_RSA_AES256_GCM_SHA384 => {
+                f.write_str("ECDHE_RSA_AES256_GCM_SHA384")
+            }
+            Dtls12CipherSuite::ECDHE_RSA_AES128_GCM_SHA256 => {
+                f.write_str("ECDHE_RSA_AES128_GCM_SHA256")
+            }
+            Dtls12CipherSuite::ECDHE_RSA_CHACHA20_POLY1305_SHA256 => {
+                f.write_str("ECDHE_RSA_CHACHA20_POLY1305_SHA256")
+            }
             _ => f.debug_tuple("Unknown").field(&self.0).finish(),
         }
     }
@@ -259,14 +295,17 @@ impl ClientCertificateType {
     }
 
     /// Returns true if this certificate type is supported by this implementation.
-    /// Currently only ECDSA_SIGN is supported.
+    /// ECDSA_SIGN, and RSA_SIGN for peers' certificates (dimpl's own key is ECDSA).
     pub fn is_supported(&self) -> bool {
         Self::supported().contains(self)
     }
 
     /// Supported client certificate types.
-    pub const fn supported() -> &'static [ClientCertificateType; 1] {
-        &[ClientCertificateType::ECDSA_SIGN]
+    pub const fn supported() -> &'static [ClientCertificateType; 2] {
+        &[
+            ClientCertificateType::ECDSA_SIGN,
+            ClientCertificateType::RSA_SIGN,
+        ]
     }
 
     pub const fn as_u8(&self) -> u8 {
@@ -321,6 +360,33 @@ impl SignatureAndHashAlgorithm {
         SignatureAndHashAlgorithm { hash, signature }
     }
 
+    /// rsa_pss_rsae_sha256 (0x0804). TLS 1.2 reads the TLS 1.3 code points as
+    /// (hash 8, signature 4..6): the hash is part of the signature scheme.
+    pub const RSA_PSS_RSAE_SHA256: Self =
+        Self::new(HashAlgorithm::from_u8(8), SignatureAlgorithm::from_u8(4));
+    /// rsa_pss_rsae_sha384 (0x0805).
+    pub const RSA_PSS_RSAE_SHA384: Self =
+        Self::new(HashAlgorithm::from_u8(8), SignatureAlgorithm::from_u8(5));
+    /// rsa_pss_rsae_sha512 (0x0806).
+    pub const RSA_PSS_RSAE_SHA512: Self =
+        Self::new(HashAlgorithm::from_u8(8), SignatureAlgorithm::from_u8(6));
+
+    /// The type of key that makes this signature: RSA for PKCS#1 and RSA-PSS.
+    pub fn key_type(&self) -> SignatureAlgorithm {
+        match *self {
+            Self::RSA_PSS_RSAE_SHA256 | Self::RSA_PSS_RSAE_SHA384 | Self::RSA_PSS_RSAE_SHA512 => {
+                SignatureAlgorithm::RSA
+            }
+            _ => self.signature,
+        }
+    }
+
+    /// The same code point as a TLS 1.3 scheme, whose `Debug` names it in
+    /// words (for example `RSA_PSS_RSAE_SHA512`) in errors.
+    pub fn scheme(&self) -> crate::types::SignatureScheme {
+        crate::types::SignatureScheme::from_u16(self.as_u16())
+    }
+
     pub fn from_u16(value: u16) -> Self {
         let hash = HashAlgorithm::from_u8((value >> 8) as u8);
         let signature = SignatureAlgorithm::from_u8(value as u8);
@@ -349,11 +415,18 @@ impl SignatureAndHashAlgorithm {
         ALL
     }
 
-    /// Supported signature+hash combinations.
-    pub const fn supported() -> &'static [SignatureAndHashAlgorithm; 2] {
-        const SUPPORTED: &[SignatureAndHashAlgorithm; 2] = &[
+    /// Supported signature+hash combinations, in preference order: ECDSA
+    /// (dimpl's own key), then RSA for peers' certificates (verification only).
+    pub const fn supported() -> &'static [SignatureAndHashAlgorithm; 8] {
+        const SUPPORTED: &[SignatureAndHashAlgorithm; 8] = &[
             SignatureAndHashAlgorithm::new(HashAlgorithm::SHA256, SignatureAlgorithm::ECDSA),
             SignatureAndHashAlgorithm::new(HashAlgorithm::SHA384, SignatureAlgorithm::ECDSA),
+            SignatureAndHashAlgorithm::RSA_PSS_RSAE_SHA256,
+            SignatureAndHashAlgorithm::RSA_PSS_RSAE_SHA384,
+            SignatureAndHashAlgorithm::RSA_PSS_RSAE_SHA512,
+            SignatureAndHashAlgorithm::new(HashAlgorithm::SHA256, SignatureAlgorithm::RSA),
+            SignatureAndHashAlgorithm::new(HashAlgorithm::SHA384, SignatureAlgorithm::RSA),
+            SignatureAndHashAlgorithm::new(HashAlgorithm::SHA512, SignatureAlgorithm::RSA),
         ];
 
         SUPPORTED
@@ -370,13 +443,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rsa_signature_algorithms_are_recognized_but_not_supported() {
+    fn rsa_signature_algorithms_are_supported_after_ecdsa() {
+        // wisp: was rsa_signature_algorithms_are_recognized_but_not_supported.
         let rsa_sha256 =
             SignatureAndHashAlgorithm::new(HashAlgorithm::SHA256, SignatureAlgorithm::RSA);
 
         assert!(SignatureAndHashAlgorithm::all().contains(&rsa_sha256));
-        assert!(!rsa_sha256.is_supported());
-        assert_eq!(SignatureAndHashAlgorithm::supported().len(), 2);
+        assert!(rsa_sha256.is_supported());
+        let wire: Vec<u16> = SignatureAndHashAlgorithm::supported()
+            .iter()
+            .map(|a| a.as_u16())
+            .collect();
+        assert_eq!(
+            wire,
+            [
+                0x0403, 0x0503, 0x0804, 0x0805, 0x0806, 0x0401, 0x0501, 0x0601
+            ]
+        );
+        assert_eq!(
+            SignatureAndHashAlgorithm::from_u16(0x0806).key_type(),
+            SignatureAlgorithm::RSA
+        );
+        assert_eq!(
+            format!("{:?}", SignatureAndHashAlgorithm::from_u16(0x0806).scheme()),
+            "RSA_PSS_RSAE_SHA512"
+        );
     }
 
     #[test]

@@ -80,7 +80,7 @@ mod tests {
             SignatureAlgorithm::ECDSA,
         ));
         algorithms.push(SignatureAndHashAlgorithm::new(
-            HashAlgorithm::SHA256,
+            HashAlgorithm::SHA1, // wisp: was SHA256, which dimpl verifies now
             SignatureAlgorithm::RSA,
         ));
 
@@ -94,7 +94,7 @@ mod tests {
         let expected = [
             0x00, 0x04, // Length (4 bytes)
             0x04, 0x03, // SHA256/ECDSA
-            0x04, 0x01, // SHA256/RSA
+            0x02, 0x01, // SHA1/RSA
         ];
 
         assert_eq!(&*serialized, expected);
@@ -109,14 +109,16 @@ mod tests {
     }
 
     #[test]
-    fn default_does_not_advertise_rsa() {
+    fn default_advertises_rsa_after_ecdsa() {
+        // wisp: was default_does_not_advertise_rsa.
         let extension = SignatureAlgorithmsExtension::default();
+        let algorithms = &extension.supported_signature_algorithms;
 
+        assert_eq!(algorithms[0].signature, SignatureAlgorithm::ECDSA);
         assert!(
-            extension
-                .supported_signature_algorithms
+            algorithms
                 .iter()
-                .all(|algorithm| algorithm.signature != SignatureAlgorithm::RSA)
+                .any(|algorithm| algorithm.signature == SignatureAlgorithm::RSA)
         );
     }
 
