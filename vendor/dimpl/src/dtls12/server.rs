@@ -920,14 +920,10 @@ impl State {
         let signature_bytes = &server.defragment_buffer[signature_range];
 
         // RFC 5246 7.4.8: the algorithm must be one our CertificateRequest listed.
-        let offered =
-            select_certificate_request_sig_algs(server.client_signature_algorithms.as_ref());
-        let offered = if offered.is_empty() {
-            SignatureAndHashAlgorithm::supported().as_slice()
-        } else {
-            offered.as_slice()
-        };
-        if !offered.contains(&signature_algorithm) {
+        if !certificate_request_listed(
+            server.client_signature_algorithms.as_ref(),
+            &signature_algorithm,
+        ) {
             return Err(
                 Error::SecurityError(crate::SecurityError::SignatureSchemeNotOffered(
                     signature_algorithm.scheme(),
@@ -1415,6 +1411,20 @@ fn select_ske_signature_algorithm(
     SignatureAndHashAlgorithm::new(our_hash, our_sig)
 }
 
+/// Whether the CertificateRequest we sent listed `alg`: the selection below,
+/// or all of ours when it was empty (`handshake_serialize_certificate_request`).
+fn certificate_request_listed(
+    client_algs: Option<&SignatureAndHashAlgorithmVec>,
+    alg: &SignatureAndHashAlgorithm,
+) -> bool {
+    let listed = select_certificate_request_sig_algs(client_algs);
+    if listed.is_empty() {
+        SignatureAndHashAlgorithm::supported().contains(alg)
+    } else {
+        listed.contains(alg)
+    }
+}
+
 fn select_certificate_request_sig_algs(
     client_algs: Option<&SignatureAndHashAlgorithmVec>,
 ) -> SignatureAndHashAlgorithmVec {
@@ -1510,6 +1520,35 @@ mod tests {
 
         let wire: Vec<u16> = selected.iter().map(|a| a.as_u16()).collect();
         assert_eq!(wire, [0x0403, 0x0804, 0x0401]);
+    }
+
+    #[test]
+    fn certificate_verify_must_use_a_listed_algorithm() {
+        let mut client = SignatureAndHashAlgorithmVec::new();
+        client.push(SignatureAndHashAlgorithm::new(
+            HashAlgorithm::SHA256,
+            SignatureAlgorithm::RSA,
+        ));
+        client.push(SignatureAndHashAlgorithm::RSA_PSS_RSAE_SHA256);
+        let pss512 = SignatureAndHashAlgorithm::RSA_PSS_RSAE_SHA512;
+
+        assert!(certificate_request_listed(
+            Some(&client),
+            &SignatureAndHashAlgorithm::RSA_PSS_RSAE_SHA256
+        ));
+        assert!(!certificate_request_listed(Some(&client), &pss512));
+        // No overlap with the client's list: the request listed all of ours.
+        assert!(certificate_request_listed(None, &pss512));
+        let sha1_rsa = SignatureAndHashAlgorithm::new(HashAlgorithm::SHA1, SignatureAlgorithm::RSA);
+        assert!(!certificate_request_listed(None, &sha1_rsa));
+
+        let error = Error::SecurityError(crate::SecurityError::SignatureSchemeNotOffered(
+            pss512.scheme(),
+        ));
+        assert_eq!(
+            error.to_string(),
+            "security error: peer signed with RSA_PSS_RSAE_SHA512, which was not offered"
+        );
     }
 
     #[test]
