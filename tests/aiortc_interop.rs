@@ -18,6 +18,7 @@
 //! unless `CI` is set (.ci/run installs it), in which case it fails.
 
 mod realnet;
+mod support;
 
 use std::io::Read;
 use std::path::Path;
