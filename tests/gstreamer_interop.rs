@@ -5,7 +5,7 @@
 //! - a GStreamer WHIP publisher (test pattern and tone; VP8 + Opus, or H.264
 //!   constrained baseline + Opus) watched by a str0m viewer, whose complete
 //!   frames (a partition head to a marker, no sequence gap, from a keyframe
-//!   on) GStreamer then decodes from a file;
+//!   on) GStreamer then decodes from a file, one picture each;
 //! - a str0m publisher (frames GStreamer encoded beforehand, packetized by
 //!   str0m) watched by a GStreamer WHEP viewer that decodes and counts;
 //! - both DTLS roles: webrtcbin offers `a=setup:actpass`, and the offer text
@@ -70,6 +70,9 @@ fn begin(test: &str) -> Option<MutexGuard<'static, ()>> {
     } else {
         missing_gstreamer()
     };
+    let missing = missing.or_else(|| {
+        (!browser::isolate_network(test)).then(|| "cannot create a network namespace".into())
+    });
     if let Some(why) = missing {
         if std::env::var_os("CI").is_some() {
             panic!("{test}: {why}, but CI is set (see .ci/run)");
@@ -77,10 +80,6 @@ fn begin(test: &str) -> Option<MutexGuard<'static, ()>> {
         eprintln!("SKIPPED {test}: {why}; set CI=1 to make this a failure");
         return None;
     }
-    assert!(
-        browser::isolate_network(test),
-        "{test}: no network namespace"
-    );
     browser::add_veth(ADDR).unwrap_or_else(|e| panic!("{test}: veth: {e}"));
     Some(guard)
 }
@@ -139,9 +138,12 @@ struct GstClient {
 
 impl GstClient {
     fn start(args: &[&str]) -> GstClient {
-        let mut child = Command::new(PYTHON)
-            .arg(CLIENT)
-            .args(args)
+        let mut cmd = Command::new(PYTHON);
+        cmd.arg(CLIENT).args(args);
+        if std::env::var_os("WISP_TEST_LOG").is_some() && matches!(args[0], "whip" | "whep") {
+            cmd.arg("--show-sdp");
+        }
+        let mut child = cmd
             .env("GST_DEBUG", "1") // errors only
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -165,6 +167,9 @@ impl GstClient {
         let err = child.stderr.take().expect("piped stderr");
         std::thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if std::env::var_os("WISP_TEST_LOG").is_some() {
+                    eprintln!("[gst] {line}");
+                }
                 let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
                 if kept.len() < 500 {
                     kept.push(line);
@@ -531,13 +536,19 @@ fn gstreamer_publishes(test: &str, codec: &str, setup: &str) {
         "{test}: {decoded} frames decoded of {} complete ({packets} video packets) in {media:?}",
         frames.len()
     );
+    assert_eq!(
+        decoded,
+        frames.len() as u64,
+        "{test}: every complete frame decodes to one picture"
+    );
     assert!(audio > 0, "{test}: no Opus packets reached the viewer");
 
-    let after = publisher.stop(Duration::from_secs(10));
-    let deleted = after.iter().find(|v| v["event"] == "deleted");
+    publisher.stop(Duration::from_secs(10));
+    let deleted = publisher.seen.iter().find(|v| v["event"] == "deleted");
     assert!(
         deleted.is_some_and(|d| d["status"] == 200),
-        "{test}: DELETE of the WHIP session: {after:?}"
+        "{test}: DELETE of the WHIP session\n{}",
+        publisher.context()
     );
 }
 
@@ -563,24 +574,40 @@ fn gstreamer_whip_h264_opus_actpass() {
 
 // ---- Case: str0m publishes, GStreamer watches ---------------------------------------
 
-fn gstreamer_views(test: &str, codec: &str, setup: &str) {
-    let Some(_one) = begin(test) else { return };
+/// Frames in a clip: 5 s at 30 fps.
+const CLIP_FRAMES: usize = 150;
+
+/// [`CLIP_FRAMES`] of the test pattern (320x240, a keyframe each second),
+/// encoded by GStreamer once per codec and process.
+fn clip(test: &str, codec: &str) -> Vec<Vec<u8>> {
+    static CLIPS: Mutex<Vec<(String, Vec<Vec<u8>>)>> = Mutex::new(Vec::new());
+    let mut clips = CLIPS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, frames)) = clips.iter().find(|(c, _)| c == codec) {
+        return frames.clone();
+    }
     let dir = TmpDir(tmpdir(test));
-    // 8 s of the test pattern, encoded by GStreamer (a keyframe each second).
-    let clip = dir.0.join("clip.ivf");
+    let file = dir.0.join("clip.ivf");
+    let n = CLIP_FRAMES.to_string();
     GstClient::run(
         &[
             "encode",
-            clip.to_str().expect("utf-8 path"),
+            file.to_str().expect("utf-8 path"),
             "--codec",
             codec,
             "--frames",
-            "240",
+            &n,
         ],
         Duration::from_secs(60),
     );
-    let frames = media::ivf_frames(&std::fs::read(&clip).expect("the clip"));
-    assert_eq!(frames.len(), 240, "{test}: encoded frames");
+    let frames = media::ivf_frames(&std::fs::read(&file).expect("the clip"));
+    assert_eq!(frames.len(), CLIP_FRAMES, "{test}: encoded frames");
+    clips.push((codec.to_string(), frames.clone()));
+    frames
+}
+
+fn gstreamer_views(test: &str, codec: &str, setup: &str) {
+    let Some(_one) = begin(test) else { return };
+    let frames = clip(test, codec);
     let (rtp, first) = media::packetize(&frames, codec, 3000);
     let str0m_codec = if codec == "vp8" {
         Codec::Vp8
@@ -662,10 +689,9 @@ fn gstreamer_views(test: &str, codec: &str, setup: &str) {
                 Some("state") if v["pc"] == "failed" => {
                     panic!("{test}: viewer failed\n{}\n{}", viewer.context(), why())
                 }
-                Some("frames") => {
-                    if media_end.is_none_or(|e| Instant::now() <= e) {
-                        decoded = v["decoded"].as_u64().unwrap_or(0);
-                    }
+                // Only counts reported within MEDIA of the connection.
+                Some("frames") if media_end.is_none_or(|e| Instant::now() <= e) => {
+                    decoded = v["decoded"].as_u64().unwrap_or(0);
                 }
                 _ => {}
             }
@@ -699,11 +725,12 @@ fn gstreamer_views(test: &str, codec: &str, setup: &str) {
         "{test}: the GStreamer viewer decoded {decoded} frames in {media:?}\n{}",
         viewer.context()
     );
-    let after = viewer.stop(Duration::from_secs(10));
-    let deleted = after.iter().find(|v| v["event"] == "deleted");
+    viewer.stop(Duration::from_secs(10));
+    let deleted = viewer.seen.iter().find(|v| v["event"] == "deleted");
     assert!(
         deleted.is_some_and(|d| d["status"] == 200),
-        "{test}: DELETE of the WHEP session: {after:?}"
+        "{test}: DELETE of the WHEP session\n{}",
+        viewer.context()
     );
 }
 

@@ -913,8 +913,10 @@ impl Peer {
         self.send_codec(kind, codec, ts, marker, payload);
     }
 
-    /// Send one RTP packet on the track of `kind`, with the first negotiated
-    /// payload type of `codec` (nothing if it was not negotiated).
+    /// Send one RTP packet on the track of `kind`, with a negotiated payload
+    /// type of `codec` (nothing if none was negotiated): the first, except
+    /// that H.264 prefers constrained baseline in packetization mode 1
+    /// (`42e01f`), the entry browsers and GStreamer viewers offer.
     pub fn send_codec(
         &mut self,
         kind: MediaKind,
@@ -923,10 +925,19 @@ impl Peer {
         marker: bool,
         payload: Vec<u8>,
     ) {
-        let Some(pt) = self
-            .rtc
-            .codec_config()
-            .find(|p| p.spec().codec == codec)
+        let of_codec = || {
+            self.rtc
+                .codec_config()
+                .params()
+                .iter()
+                .filter(move |p| p.spec().codec == codec)
+        };
+        let Some(pt) = of_codec()
+            .find(|p| {
+                let f = p.spec().format;
+                f.profile_level_id == Some(0x42e01f) && f.packetization_mode == Some(1)
+            })
+            .or_else(|| of_codec().next())
             .map(|p| p.pt())
         else {
             return;

@@ -20,6 +20,7 @@ Reports are JSON lines on stdout. The client stops when stdin closes, at
 
 import argparse
 import json
+import os
 import struct
 import sys
 import threading
@@ -38,6 +39,9 @@ from gi.repository import GLib, Gst, GstSdp, GstWebRTC  # noqa: E402
 HTTP_TIMEOUT = 10
 GATHER_LIMIT = 5.0
 
+# x264enc threads=1: one slice per picture. rtph264pay's config-interval=-1
+# puts SPS/PPS before every IDR slice, so h264parse would cut a two-slice
+# keyframe into two pictures and the decoded count would not match the frames.
 VIDEO = {
     "vp8": {
         "enc": "vp8enc deadline=1 cpu-used=8 keyframe-max-dist=30 target-bitrate=400000 "
@@ -48,7 +52,7 @@ VIDEO = {
         "dec": "vp8dec",
     },
     "h264": {
-        "enc": "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 bitrate=400 "
+        "enc": "x264enc tune=zerolatency speed-preset=ultrafast threads=1 key-int-max=30 bitrate=400 "
         "aud=true ! video/x-h264,profile=constrained-baseline,stream-format=byte-stream",
         "pay": "rtph264pay pt=102 config-interval=-1 aggregate-mode=zero-latency",
         "caps": "application/x-rtp,media=video,encoding-name=H264,payload=102,clock-rate=90000,"
@@ -71,12 +75,15 @@ def report(**kv):
 
 
 def fail(why):
+    global FAILED
+    FAILED = True
     report(event="error", error=why)
     if LOOP.is_running():
         LOOP.quit()
 
 
 START = time.monotonic()
+FAILED = False
 LOOP = GLib.MainLoop()
 
 
@@ -181,6 +188,7 @@ class Client:
             GLib.idle_add(fail, f"create-offer failed: {reply}")
             return
         w.emit("set-local-description", offer, Gst.Promise.new())
+        report(event="local_description")
         GLib.timeout_add(int(GATHER_LIMIT * 1000), self.gathered, "timeout")
 
     def on_gathering(self, w, _pspec):
@@ -325,6 +333,10 @@ def run_session(args):
     report(event="final", dtls=c.dtls(), pc=c.webrtc.get_property("connection-state").value_nick)
     c.delete()
     c.pipe.set_state(Gst.State.NULL)
+    sys.stdout.flush()
+    # Skip interpreter teardown: finalising GObjects after the pipeline is
+    # gone only prints GLib warnings.
+    os._exit(1 if FAILED else 0)
 
 
 # ---- files ----
