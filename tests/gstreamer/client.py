@@ -173,7 +173,7 @@ class Client:
     def offer_when_caps(self, deadline):
         """Create the offer once media flows into every sink pad: webrtcbin then
         writes the stream's own caps (H.264 profile-level-id, packetization-mode)."""
-        pads = [p for p in self.webrtc.sinkpads]
+        pads = list(self.webrtc.sinkpads)
         if any(p.get_current_caps() is None for p in pads) and time.monotonic() < deadline:
             GLib.timeout_add(50, self.offer_when_caps, deadline)
             return False
