@@ -25,6 +25,7 @@
 
 mod browser;
 mod media;
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
