@@ -1,6 +1,9 @@
 //! Small text operations on SDP and sdpfrag bodies that str0m does not offer:
 //! reading ICE lines, completing the answer for WHIP/WHEP, and building the
-//! ICE-restart fragment. Pure functions over strings.
+//! ICE-restart fragment; the checks an offer must pass before str0m sees
+//! it. Pure functions over strings.
+
+use super::command::ApiError;
 
 /// The ICE-related content of a `application/trickle-ice-sdpfrag` body (RFC 8840).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -208,6 +211,69 @@ pub fn media_shape(offer: &str) -> (usize, bool) {
         .lines()
         .any(|l| l.trim_end().starts_with("a=group:BUNDLE"));
     (m, bundle)
+}
+
+/// What str0m would accept but wisp cannot serve, or would misread: media
+/// without BUNDLE, `a=setup:holdconn`, and candidate lines with a bad
+/// component or port.
+pub fn check_offer(offer: &str) -> Result<(), ApiError> {
+    let (mlines, bundle) = media_shape(offer);
+    if mlines > 1 && !bundle {
+        return Err(ApiError::Unsupported(
+            "offer without BUNDLE: all media must share one transport".into(),
+        ));
+    }
+    if offer
+        .lines()
+        .any(|l| l.trim_end().eq_ignore_ascii_case("a=setup:holdconn"))
+    {
+        return Err(ApiError::Unsupported(
+            "a=setup:holdconn: the offer asks for no DTLS connection".into(),
+        ));
+    }
+    for c in offer
+        .lines()
+        .filter_map(|l| l.trim_end().strip_prefix("a=candidate:"))
+    {
+        let f: Vec<&str> = c.split_whitespace().collect();
+        let component_ok = matches!(f.get(1).copied(), Some("1" | "2"));
+        let port_ok = f
+            .get(5)
+            .and_then(|p| p.parse::<u16>().ok())
+            .is_some_and(|p| p != 0);
+        if !component_ok || !port_ok {
+            return Err(ApiError::BadOffer(
+                "bad a=candidate: component must be 1 or 2 and the port non-zero".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The `a=mid:` values of `sdp`, in order.
+pub fn mids(sdp: &str) -> impl Iterator<Item = &str> {
+    sdp.lines()
+        .filter_map(|l| l.trim_end().strip_prefix("a=mid:"))
+}
+
+/// The index of the m-line with `a=mid:<mid>` in `sdp`.
+pub fn mline_of(sdp: &str, mid: &str) -> Option<usize> {
+    let mut index = None::<usize>;
+    for line in sdp.lines() {
+        let line = line.trim_end();
+        if line.starts_with("m=") {
+            index = Some(index.map_or(0, |i| i + 1));
+        } else if line.strip_prefix("a=mid:") == Some(mid) {
+            return index;
+        }
+    }
+    None
+}
+
+/// The first line of `s`, trimmed to 200 characters, for error bodies.
+pub fn one_line(s: &str) -> String {
+    let line = s.lines().next().unwrap_or("").trim();
+    line.chars().take(200).collect()
 }
 
 #[cfg(test)]
