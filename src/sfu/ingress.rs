@@ -60,8 +60,13 @@ impl Sfu {
         if class == Class::Stun && !known_addr {
             // First check from this address: integrity must pass before the
             // address may route DTLS and SRTP to this session.
-            if !s.rtc.accepts(&input) {
-                return self.out.stats.drop(DropReason::StunRejected);
+            match guarded(&mut s.rtc, |rtc| rtc.accepts(&input)) {
+                Ok(true) => {}
+                Ok(false) => return self.out.stats.drop(DropReason::StunRejected),
+                Err(_) => {
+                    self.out.stats.drop(DropReason::StunRejected);
+                    return self.out.doom(s, Why::Panic("accepts"));
+                }
             }
             self.demux.add_addr(source, id);
         }

@@ -14,7 +14,7 @@ use str0m::rtp::StreamPaused;
 use str0m::stats::PeerStats;
 
 use super::session::guarded;
-use super::{command, role_index, sdp, simulcast, stats};
+use super::{command, role_index, sdp, simulcast, stats, Why};
 use super::{ApiError, Reply, Role, RoomName, SessionId, SessionToken, Sfu, ViewerLayers};
 
 impl Sfu {
@@ -164,9 +164,11 @@ impl Sfu {
                     v.sel.probe_lowered = false;
                     wish.1
                 };
-                v.rtc
-                    .bwe()
-                    .set_bitrate(Bitrate::bps(wish.0), Bitrate::bps(desired));
+                let (current, desired) = (Bitrate::bps(wish.0), Bitrate::bps(desired));
+                if guarded(&mut v.rtc, |rtc| rtc.bwe().set_bitrate(current, desired)).is_err() {
+                    self.out.doom(v, Why::Panic("set_bitrate"));
+                    continue;
+                }
                 // New BWE timers: drained with the written viewers.
                 if !std::mem::replace(&mut v.queued, true) {
                     self.out.written.push(*id);

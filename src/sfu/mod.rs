@@ -12,7 +12,7 @@
 //!    SRTP; STUN that str0m would refuse is shimmed there too), then hands it
 //!    to the publisher's `Rtc` through the one guarded call ([`session::guarded`]).
 //! 2. `session.rs`: `drain` polls that `Rtc`; the decrypted packet comes out
-//!    as an `Event::RtpPacket`, which [`Sfu::process`] dispatches here.
+//!    as an `Event::RtpPacket`, which `Sfu::process` dispatches here.
 //! 3. `forward.rs`: `Facts::of` works out the packet's facts once (kind,
 //!    layer, codec, keyframe, picture size, VP8/VP9 ids), counts it on the
 //!    room's track (`room.rs`, `simulcast.rs`) and copies it to the recorder
