@@ -440,4 +440,41 @@ mod tests {
         assert_eq!(classify(&[]), Class::Other);
         assert_eq!(classify(&[200]), Class::Other);
     }
+
+    #[test]
+    fn recent_txids_are_bounded_and_remembered() {
+        let mut r = RecentTxids::default();
+        assert!(!r.seen([1; 12]));
+        assert!(r.seen([1; 12]));
+        for i in 2..=RECENT_TXIDS as u8 + 1 {
+            assert!(!r.seen([i; 12]));
+        }
+        assert_eq!(r.0.len(), RECENT_TXIDS);
+        assert!(!r.seen([1; 12]), "the oldest was forgotten");
+    }
+
+    #[test]
+    fn routing_by_class() {
+        let mut d = Demux::default();
+        let (a, b) = (SessionId(1), SessionId(2));
+        let from = SocketAddr::from(([192, 0, 2, 1], 5000));
+        d.add_ufrag("srv".into(), a);
+        d.add_addr(from, b);
+        assert_eq!(d.route(Class::Stun, &binding(b"srv:cli"), &from), Ok(a));
+        assert_eq!(
+            d.route(Class::Stun, &binding(b"nope:cli"), &from),
+            Err(DropReason::StunRejected)
+        );
+        assert_eq!(d.route(Class::Stun, &[1, 1, 0, 0], &from), Ok(b));
+        assert_eq!(d.route(Class::Rtp, &[0x80], &from), Ok(b));
+        let other = SocketAddr::from(([192, 0, 2, 2], 5000));
+        assert_eq!(
+            d.route(Class::Dtls, &[22], &other),
+            Err(DropReason::UnknownSource)
+        );
+        assert_eq!(
+            d.route(Class::Other, &[200], &from),
+            Err(DropReason::UnknownSource)
+        );
+    }
 }

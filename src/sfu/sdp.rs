@@ -311,4 +311,26 @@ mod tests {
         assert!(o.contains("a=fmtp:111 stereo=1;sprop-stereo=1\r\n"), "{o}");
         assert_eq!(complete_answer(&o), o);
     }
+
+    #[test]
+    fn mline_index_by_mid() {
+        let sdp = "v=0\r\nm=audio 9 X 0\r\na=mid:a0\r\nm=video 9 X 96\r\na=mid:v1\r\n";
+        assert_eq!(mline_of(sdp, "a0"), Some(0));
+        assert_eq!(mline_of(sdp, "v1"), Some(1));
+        assert_eq!(mline_of(sdp, "x"), None);
+        assert_eq!(mids(sdp).collect::<Vec<_>>(), ["a0", "v1"]);
+    }
+
+    #[test]
+    fn offers_refused_before_str0m() {
+        let two = "m=audio 9 X 0\r\nm=video 9 X 96\r\n";
+        assert!(matches!(check_offer(two), Err(ApiError::Unsupported(_))));
+        let hold = "m=audio 9 X 0\r\na=setup:HOLDCONN\r\n";
+        assert!(matches!(check_offer(hold), Err(ApiError::Unsupported(_))));
+        let port0 = "m=audio 9 X 0\r\na=candidate:1 1 udp 1 192.0.2.1 0 typ host\r\n";
+        assert!(matches!(check_offer(port0), Err(ApiError::BadOffer(_))));
+        let ok = "m=audio 9 X 0\r\na=candidate:1 1 udp 1 192.0.2.1 5000 typ host\r\n";
+        assert!(check_offer(ok).is_ok());
+        assert_eq!(one_line("first\nsecond"), "first");
+    }
 }
