@@ -11,7 +11,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use mio::{Events, Interest, Poll, Token};
 
 use crate::channel::CoreRequest;
-use crate::sfu::record::RecordEvent;
+use crate::sfu::recorder_tap::RecordEvent;
 use crate::sfu::{Output, Reply, Sfu};
 use crate::udp::BatchSocket;
 

@@ -29,9 +29,10 @@
 //!
 //! - `info.keyframe`: a decoder may start here (gates viewers, layer switches);
 //! - `info.size`: the picture size the keyframe declares (only on keyframes);
-//! - `info.vp8`: VP8 picture id / TL0PICIDX; per viewer, map them with
-//!   [`PictureIds::map`] and, when they change, `ids.vp8_patch(payload, pid,
-//!   tl0)` gives str0m's `Vp8Patch` for `RtpWrite::vp8_patch`;
+//! - `info.vp8`: VP8 picture id / TL0PICIDX; per viewer,
+//!   [`PictureIds::rewrite`] gives the new values when they change, and
+//!   `ids.vp8_patch(payload, pid, tl0)` str0m's `Vp8Patch` for
+//!   `RtpWrite::vp8_patch`;
 //! - `info.vp9`: VP9 picture id / TL0PICIDX; per viewer, map them likewise
 //!   and `ids.write(copy, pid, tl0)` rewrites a copy of the payload.
 //!
@@ -71,45 +72,37 @@ pub struct PayloadInfo {
 /// layer; only H.264 needs it.
 pub fn parse(codec: Codec, payload: &[u8], au_start: bool) -> PayloadInfo {
     let mut info = PayloadInfo::default();
-    let size = match codec {
+    let (keyframe, size) = match codec {
         Codec::Vp8 => {
             let Some(d) = vp8::Descriptor::parse(payload) else {
                 return info;
             };
-            info.keyframe = d.keyframe_start(payload);
             info.vp8 = d.ids();
-            info.keyframe.then(|| d.keyframe_size(payload)).flatten()
+            sized(d.keyframe_start(payload), || d.keyframe_size(payload))
         }
         Codec::Vp9 => {
             let Some(d) = vp9::Descriptor::parse(payload) else {
                 return info;
             };
-            info.keyframe = d.keyframe_start(payload);
             info.vp9 = d.ids();
-            info.keyframe.then(|| d.keyframe_size(payload)).flatten()
+            sized(d.keyframe_start(payload), || d.keyframe_size(payload))
         }
-        Codec::H264 => {
-            info.keyframe = h264::keyframe_start(payload, au_start);
-            info.keyframe
-                .then(|| h264::keyframe_size(payload))
-                .flatten()
-        }
-        Codec::H265 => {
-            info.keyframe = str0m::format::detect_h265_keyframe(payload);
-            None
-        }
-        Codec::Av1 => {
-            info.keyframe = av1::keyframe_start(payload);
-            info.keyframe.then(|| av1::keyframe_size(payload)).flatten()
-        }
+        Codec::H264 => sized(h264::keyframe_start(payload, au_start), || {
+            h264::keyframe_size(payload)
+        }),
+        Codec::H265 => (str0m::format::detect_h265_keyframe(payload), None),
+        Codec::Av1 => sized(av1::keyframe_start(payload), || av1::keyframe_size(payload)),
         // No detector: every packet is decodable (no gating).
-        _ => {
-            info.keyframe = true;
-            None
-        }
+        _ => (true, None),
     };
+    info.keyframe = keyframe;
     info.size = size.and_then(picture_size);
     info
+}
+
+/// `keyframe`, and the picture size it declares: read only on a keyframe.
+fn sized(keyframe: bool, size: impl FnOnce() -> Option<(u32, u32)>) -> (bool, Option<(u32, u32)>) {
+    (keyframe, if keyframe { size() } else { None })
 }
 
 /// Whether `payload` is where a decoder may start `codec`: the first packet
@@ -237,6 +230,13 @@ impl PictureIds {
         (out_pid, out_tl0)
     }
 
+    /// [`Self::map`] for a packet's `ids`: the outgoing picture id and
+    /// TL0PICIDX when they differ from the packet's, else `None`.
+    pub fn rewrite(&mut self, ids: &Ids, rebase: bool) -> Option<(Option<u16>, Option<u8>)> {
+        let out = self.map(ids.picture_id, ids.wide, ids.tl0, rebase);
+        (out != (ids.picture_id, ids.tl0)).then_some(out)
+    }
+
     /// Whether anything is rewritten at all (no offset yet: the identity).
     pub fn is_identity(&self) -> bool {
         self.pid_offset == 0 && self.tl0_offset == 0
@@ -289,6 +289,22 @@ pub(crate) mod tests {
             (Some(104), Some(11))
         );
         assert_eq!(r.map(Some(0), true, Some(1), false), (Some(105), Some(12)));
+    }
+
+    #[test]
+    fn rewrite_only_when_the_ids_change() {
+        let ids = vp9::Descriptor::parse(&[0xa8, 0x05, 0x00, 7])
+            .unwrap()
+            .ids()
+            .unwrap();
+        let mut r = PictureIds::default();
+        assert_eq!(r.rewrite(&ids, true), None);
+        // A new source whose ids went back: continued from the last written.
+        let back = vp9::Descriptor::parse(&[0xa8, 0x01, 0x00, 2])
+            .unwrap()
+            .ids()
+            .unwrap();
+        assert_eq!(r.rewrite(&back, true), Some((Some(6), Some(8))));
     }
 
     #[test]
