@@ -39,6 +39,8 @@ pub struct Config {
     pub max_rooms: usize,
     /// Maximum number of sessions (publishers plus viewers).
     pub max_sessions: usize,
+    /// Ceiling on the event loop's predicted busy ratio (overload control).
+    pub max_load: MaxLoad,
     /// Where recordings go; `None`: recording off unless a publish asks (then it has nowhere to go).
     pub record_dir: Option<std::path::PathBuf>,
     /// Server-wide WHIP token; `None` leaves publishing open. Redacted in `Debug`.
@@ -70,6 +72,7 @@ impl fmt::Debug for Config {
             )
             .field("max_rooms", &self.max_rooms)
             .field("max_sessions", &self.max_sessions)
+            .field("max_load", &self.max_load.0)
             .field("record_dir", &self.record_dir)
             .field("publish_token", &self.publish_token)
             .field("view_token", &self.view_token)
@@ -93,6 +96,7 @@ impl Default for Config {
             turn_credential: None,
             max_rooms: DEFAULT_MAX_ROOMS,
             max_sessions: DEFAULT_MAX_SESSIONS,
+            max_load: MaxLoad(crate::sfu::overload::DEFAULT_MAX_LOAD),
             record_dir: None,
             publish_token: None,
             view_token: None,
@@ -101,6 +105,30 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
         }
+    }
+}
+
+/// `WISP_MAX_LOAD`: a share of one core in (0, 1], or `off` (infinite).
+#[derive(Debug, Clone, Copy)]
+pub struct MaxLoad(pub f64);
+
+impl PartialEq for MaxLoad {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl Eq for MaxLoad {}
+
+fn parse_max_load(v: &str) -> Result<MaxLoad, String> {
+    let v = v.trim();
+    if v.eq_ignore_ascii_case("off") {
+        return Ok(MaxLoad(f64::INFINITY));
+    }
+    match v.parse::<f64>() {
+        Ok(x) if x > 0.0 && x <= 1.0 => Ok(MaxLoad(x)),
+        Ok(_) => Err("must be in (0, 1] (a share of one core) or \"off\"".to_string()),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -123,7 +151,7 @@ struct Opt {
     help: &'static str,
 }
 
-const OPTS: [Opt; 16] = [
+const OPTS: [Opt; 17] = [
     Opt {
         flag: "--http-addr",
         env: "WISP_HTTP_ADDR",
@@ -177,6 +205,12 @@ const OPTS: [Opt; 16] = [
         env: "WISP_MAX_SESSIONS",
         default: "10000",
         help: "maximum number of sessions (publishers plus viewers)",
+    },
+    Opt {
+        flag: "--max-load",
+        env: "WISP_MAX_LOAD",
+        default: "0.85",
+        help: "refuse sessions (503) and shed viewers above this predicted share of one core; \"off\" to disable",
     },
     Opt {
         flag: "--publish-token",
@@ -322,6 +356,7 @@ impl Config {
                 }
                 "--max-rooms" => cfg.max_rooms = parse_count(&v).map_err(err)?,
                 "--max-sessions" => cfg.max_sessions = parse_count(&v).map_err(err)?,
+                "--max-load" => cfg.max_load = parse_max_load(&v).map_err(err)?,
                 "--publish-token" | "--view-token" | "--admin-token" => {
                     // Never echo a token in an error message.
                     let t = parse_token(&v).map_err(|why| format!("invalid {src} value: {why}"))?;

@@ -20,12 +20,14 @@ pub mod command;
 pub mod demux;
 pub mod fanout;
 pub mod id;
+pub mod overload;
 pub mod record;
 pub mod resolution;
 pub mod rewrite;
 pub mod room;
 pub mod sdp;
 pub mod session;
+pub mod shed;
 pub mod simulcast;
 pub mod stats;
 pub mod timers;
@@ -75,6 +77,10 @@ pub struct SfuConfig {
     pub record_default: bool,
     /// A recorder exists; without one, a publish's `record` override is ignored.
     pub recording_available: bool,
+    /// Ceiling on the event loop's predicted busy ratio: sessions that would
+    /// exceed it are refused (`Overloaded`), and viewers are shed above it
+    /// (see [`overload`]). `f64::INFINITY` turns overload control off.
+    pub max_load: f64,
 }
 
 impl Default for SfuConfig {
@@ -88,6 +94,7 @@ impl Default for SfuConfig {
             seed: [0; 32],
             record_default: false,
             recording_available: false,
+            max_load: overload::DEFAULT_MAX_LOAD,
         }
     }
 }
@@ -190,6 +197,12 @@ pub struct Sfu {
     /// Sessions that ended without a DELETE, oldest first (see `remember_ended`).
     ended: VecDeque<(Instant, SessionToken, Role, RoomName)>,
     stats: Stats,
+    /// Measured load and admitted-but-unmeasured load (overload control).
+    load: overload::Load,
+    /// Shedding state between load samples.
+    governor: overload::Governor,
+    /// `rtp_forwarded` at the last load sample.
+    load_mark: u64,
 }
 
 impl std::fmt::Debug for Sfu {
@@ -210,6 +223,7 @@ impl Sfu {
         );
         Sfu {
             ids: IdGen::new(config.seed),
+            load: overload::Load::new(config.max_load),
             config,
             next_id: 0,
             last_now: now,
@@ -227,6 +241,8 @@ impl Sfu {
             doomed: Vec::new(),
             ended: VecDeque::new(),
             stats: Stats::default(),
+            governor: overload::Governor::default(),
+            load_mark: 0,
         }
     }
 
@@ -608,8 +624,15 @@ impl Sfu {
             if x.connected {
                 s.sessions_connected[i] += 1;
             }
+            if x.shed.paused.is_some() {
+                s.viewers_paused += 1;
+            }
         }
         s.rooms = self.rooms.len() as u64;
+        s.admission_refusals = self.load.refusals;
+        s.loop_busy_ratio = self.load.busy_ratio;
+        s.load_headroom = self.load.headroom(self.last_now);
+        s.cost_per_packet_s = self.load.cost_s;
         s
     }
 
@@ -810,6 +833,7 @@ impl Sfu {
             queued: false,
             observed: None,
             recent_txids: VecDeque::with_capacity(RECENT_TXIDS),
+            shed: Default::default(),
         };
         self.sessions.insert(id, session);
         self.tokens.insert(token, id);
@@ -848,6 +872,7 @@ impl Sfu {
             }
         }
         self.check_capacity(&room)?;
+        self.admit_publisher(now)?;
         let (id, token, answer, etag) = self.create_session(now, Role::Publisher, &room, offer)?;
         let s = &self.sessions[&id];
         if s.track_mid.iter().all(Option::is_none) {
@@ -877,6 +902,7 @@ impl Sfu {
         offer: &str,
     ) -> Result<Reply, ApiError> {
         self.check_capacity(&room)?;
+        self.admit_viewer(now, &room)?;
         let (id, token, answer, etag) = self.create_session(now, Role::Subscriber, &room, offer)?;
         let s = &self.sessions[&id];
         if s.outs.iter().all(Option::is_none) {
@@ -1655,6 +1681,10 @@ impl Sfu {
                 stats.drop(DropReason::ViewerNotConnected);
                 continue;
             }
+            if sub.shed.paused.is_some() {
+                stats.drop(DropReason::ViewerPaused);
+                continue;
+            }
             let Some(out) = sub.outs[k].as_mut() else {
                 stats.drop(DropReason::NoViewerTrack);
                 continue;
@@ -1912,7 +1942,8 @@ impl Sfu {
         let publisher_active = r
             .and_then(|r| r.publisher)
             .and_then(|p| self.sessions.get(&p))
-            .is_some_and(|p| p.connected && !p.dead);
+            .is_some_and(|p| p.connected && !p.dead)
+            && s.shed.paused.is_none();
         let name = |r: Option<Rid>| r.map(|r| r.to_string());
         let mut state = command::ViewerState {
             publisher_active,

@@ -77,6 +77,8 @@ pub struct Session {
     /// Transaction ids of the latest Binding requests (any address): a check
     /// replayed from another address is never promoted (see `demux::with_priority`).
     pub recent_txids: std::collections::VecDeque<[u8; 12]>,
+    /// Viewer: paused by overload control (see `super::shed`).
+    pub shed: super::shed::ShedState,
 }
 
 /// An offer kept for the whole session, LZ4-compressed: read back only on an
