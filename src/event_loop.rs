@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use mio::{Events, Interest, Poll, Token};
 
-use crate::http_thread::CoreRequest;
+use crate::channel::CoreRequest;
 use crate::sfu::overload::LoadSample;
 use crate::sfu::record::RecordEvent;
 use crate::sfu::{Output, Reply, Sfu};

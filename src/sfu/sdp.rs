@@ -120,6 +120,60 @@ pub fn complete_answer(answer: &str) -> String {
     out
 }
 
+/// The offer with every two-way media section made one-way in the
+/// direction the session can serve, so the answer says what wisp does: a
+/// WHIP publisher (`publisher`) gets `recvonly` lines, a WHEP viewer
+/// `sendonly` ones (RFC 9725 §4.2 and the WHEP draft require those answers).
+/// `a=sendrecv` lines, at session or media level, become `a=sendonly`
+/// (publisher) or `a=recvonly` (viewer), and a media section that states no
+/// direction while the session level does not either (so is `sendrecv` by
+/// RFC 4566) gets one. aiortc's `addTrack` and a browser's
+/// `addTransceiver` without `direction` offer `sendrecv`. Other lines are
+/// kept byte for byte; `inactive`, `sendonly` and `recvonly` stay as they are.
+pub fn one_way_offer(offer: &str, publisher: bool) -> String {
+    let target = if publisher {
+        "a=sendonly"
+    } else {
+        "a=recvonly"
+    };
+    let is_dir = |l: &str| {
+        matches!(
+            l.trim_end(),
+            "a=sendrecv" | "a=sendonly" | "a=recvonly" | "a=inactive"
+        )
+    };
+    let session_end = offer.find("\nm=").map_or(offer.len(), |i| i + 1);
+    let session_dir = offer[..session_end].lines().any(is_dir);
+    let mut out = String::with_capacity(offer.len() + 64);
+    let mut section: Vec<&str> = Vec::new();
+    let flush = |section: &mut Vec<&str>, out: &mut String| {
+        let needs = !section.is_empty()
+            && section[0].starts_with("m=")
+            && !session_dir
+            && !section.iter().any(|l| is_dir(l));
+        for l in section.drain(..) {
+            if l.trim_end() == "a=sendrecv" {
+                out.push_str(target);
+            } else {
+                out.push_str(l.trim_end_matches('\r'));
+            }
+            out.push_str("\r\n");
+        }
+        if needs {
+            out.push_str(target);
+            out.push_str("\r\n");
+        }
+    };
+    for line in offer.lines() {
+        if line.starts_with("m=") {
+            flush(&mut section, &mut out);
+        }
+        section.push(line);
+    }
+    flush(&mut section, &mut out);
+    out
+}
+
 /// Rewrite a previously accepted offer for a remote ICE restart: new
 /// ufrag/pwd everywhere, old candidates gone, the new ones in the first media section.
 pub fn restart_offer(offer: &str, frag: &Frag) -> Option<String> {
@@ -225,6 +279,29 @@ mod tests {
         assert!(f.end_of_candidates);
         assert!(parse_frag("hello").is_err());
         assert!(parse_frag("").is_err());
+    }
+
+    #[test]
+    fn two_way_offers_become_one_way() {
+        let offer = "v=0\r\ns=-\r\nm=audio 9 X 0\r\na=mid:0\r\na=sendrecv\r\nm=video 9 X 96\r\na=mid:1\r\nm=video 9 X 97\r\na=mid:2\r\na=inactive\r\n";
+        let p = one_way_offer(offer, true);
+        assert_eq!(p, "v=0\r\ns=-\r\nm=audio 9 X 0\r\na=mid:0\r\na=sendonly\r\nm=video 9 X 96\r\na=mid:1\r\na=sendonly\r\nm=video 9 X 97\r\na=mid:2\r\na=inactive\r\n");
+        let v = one_way_offer(offer, false);
+        assert_eq!(v.matches("a=recvonly").count(), 2, "{v}");
+        assert!(!v.contains("a=sendrecv") && v.contains("a=inactive"), "{v}");
+        // A session-level direction covers sections that state none.
+        let session = "v=0\r\na=sendrecv\r\nm=audio 9 X 0\r\na=mid:0\r\n";
+        assert_eq!(
+            one_way_offer(session, true),
+            "v=0\r\na=sendonly\r\nm=audio 9 X 0\r\na=mid:0\r\n"
+        );
+        // One-way offers are unchanged (line endings normalised to CRLF).
+        let already = "v=0\r\nm=audio 9 X 0\r\na=recvonly\r\n";
+        assert_eq!(one_way_offer(already, true), already);
+        assert_eq!(
+            one_way_offer("v=0\nm=audio 9 X 0\na=recvonly\n", false),
+            already
+        );
     }
 
     #[test]

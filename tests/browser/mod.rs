@@ -7,14 +7,14 @@
 #![allow(dead_code)]
 
 use std::cell::Cell;
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use crate::support;
 
 use serde_json::{json, Value};
 use str0m::change::SdpAnswer;
@@ -27,8 +27,7 @@ use str0m::{Candidate, Event, Input, Output, Rtc};
 /// Debian's real Chromium binary (`/usr/bin/chromium` is a shell wrapper).
 pub const CHROMIUM: &str = "/usr/lib/chromium/chromium";
 
-/// Flags for headless Chromium as root on a closed, loopback-only machine
-/// (see docs/browser-testing.md §2).
+/// Flags for headless Chromium as root on a closed, loopback-only machine.
 pub const CHROMIUM_FLAGS: &[&str] = &[
     "--headless=new",
     "--no-sandbox",
@@ -155,98 +154,7 @@ fn kill_group(child: &mut Child) {
 
 // ---- HTTP/1.1 client ----------------------------------------------------------
 
-/// A response: status, lower-cased headers, body.
-pub struct Resp {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Resp {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-}
-
-/// One request on a fresh connection (`Connection: close`), bounded by `timeout`.
-pub fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-    timeout: Duration,
-) -> std::io::Result<Resp> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes())?;
-    s.write_all(body)?;
-    let mut r = BufReader::new(s);
-    let mut line = String::new();
-    r.read_line(&mut line)?;
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        if r.read_line(&mut line)? == 0 || line.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-        }
-    }
-    let mut resp = Resp {
-        status,
-        headers,
-        body: Vec::new(),
-    };
-    if let Some(n) = resp.header("content-length").and_then(|n| n.parse().ok()) {
-        resp.body.resize(n, 0);
-        r.read_exact(&mut resp.body)?;
-    } else if resp
-        .header("transfer-encoding")
-        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
-    {
-        loop {
-            line.clear();
-            r.read_line(&mut line)?;
-            let n = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
-                .map_err(std::io::Error::other)?;
-            if n == 0 {
-                break;
-            }
-            let start = resp.body.len();
-            resp.body.resize(start + n, 0);
-            r.read_exact(&mut resp.body[start..])?;
-            r.read_line(&mut line)?; // CRLF after the chunk
-        }
-    } else if method != "HEAD" {
-        r.read_to_end(&mut resp.body)?;
-    }
-    Ok(resp)
-}
+pub use crate::support::{http, Resp};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -257,18 +165,14 @@ fn free_port() -> u16 {
 
 // ---- wisp ------------------------------------------------------------------------
 
-/// The real wisp binary on 127.0.0.1 (HTTP and UDP), no STUN servers.
+/// The real wisp binary on 127.0.0.1 (HTTP and UDP), no STUN servers, in a
+/// process group of its own.
 pub struct Wisp {
-    child: Child,
+    inner: support::Wisp,
     pub http: SocketAddr,
     /// Sent as Bearer on `get` (the room API needs it when set).
     admin: Option<String>,
-    /// wisp's log (stderr), the latest [`LOG_LINES`] lines.
-    log: Arc<Mutex<VecDeque<String>>>,
 }
-
-/// Lines of wisp's log kept by [`Wisp::log_lines`].
-const LOG_LINES: usize = 20_000;
 
 impl Wisp {
     pub fn start() -> Wisp {
@@ -277,57 +181,24 @@ impl Wisp {
 
     /// Start with extra environment variables (e.g. tokens).
     pub fn start_with(env: &[(&str, &str)]) -> Wisp {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wisp"))
-            .env("WISP_HTTP_ADDR", "127.0.0.1:0")
-            .env("WISP_UDP_ADDR", "127.0.0.1:0")
-            .env("WISP_STUN_URLS", "")
-            .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .expect("start wisp");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let log = Arc::new(Mutex::new(VecDeque::new()));
-        let kept = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                {
-                    let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
-                    if kept.len() == LOG_LINES {
-                        kept.pop_front();
-                    }
-                    kept.push_back(line.clone());
-                }
-                if let Some(rest) = line.split("http=").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
-                    let _ = tx.send(addr);
-                }
-                if std::env::var_os("WISP_TEST_LOG").is_some() {
-                    eprintln!("[wisp] {line}");
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("wisp did not print its address within 20 s");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wisp"));
+        cmd.process_group(0);
+        let mut all = vec![("WISP_STUN_URLS", "")];
+        all.extend_from_slice(env);
+        let inner = support::Wisp::launch(cmd, &all);
         Wisp {
-            child,
-            http: addr.parse().expect("wisp's http address"),
+            http: inner.http,
+            inner,
             admin: env
                 .iter()
                 .find(|(k, _)| *k == "WISP_ADMIN_TOKEN")
                 .map(|(_, v)| v.to_string()),
-            log,
         }
     }
 
     /// The lines of wisp's log so far that contain `needle`.
     pub fn log_lines(&self, needle: &str) -> Vec<String> {
-        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        log.iter().filter(|l| l.contains(needle)).cloned().collect()
+        self.inner.log_lines(needle)
     }
 
     pub fn url(&self) -> String {
@@ -375,7 +246,7 @@ impl Wisp {
 
 impl Drop for Wisp {
     fn drop(&mut self) {
-        kill_group(&mut self.child);
+        kill_group(&mut self.inner.child);
     }
 }
 

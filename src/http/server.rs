@@ -1,5 +1,5 @@
 //! The tiny_http driver: one acceptor thread, a bounded worker pool, and the
-//! hand-off to the core through a bounded channel plus a `mio::Waker`.
+//! hand-off to the core through [`crate::channel`].
 //!
 //! Contracts:
 //! - At most `workers` requests are being handled and at most `queue` wait;
@@ -23,31 +23,30 @@
 //! [`MAX_DRAIN`] unread bytes are therefore leaked (never dropped, never
 //! answered; counted as abandoned in `HttpCounters`), and requests with an unread body
 //! are never dropped on the acceptor thread. Behind the front on plain HTTP
-//! ([`bind_fronted`] without TLS) such a request never gets here: the front
+//! ([`super::bind_fronted`] without TLS) such a request never gets here: the front
 //! reads each request head and answers an over-cap `Content-Length` with 413
-//! itself ([`crate::http_front`]). The leak remains the guard over TLS (the
-//! front sees only ciphertext), for [`bind`], and for requests pipelined
+//! itself ([`super::front`]). The leak remains the guard over TLS (the
+//! front sees only ciphertext), for [`super::bind`], and for requests pipelined
 //! behind a chunked one (the front stops following such a connection).
 //!
 //! What tiny_http 0.12 cannot do itself: a read or header timeout per
 //! connection (the accepted sockets are never exposed, and a receive timeout
 //! set on the listener would also time out `accept()`, which ends tiny_http's
-//! accept thread), and a cap on connections (one thread each). [`bind_fronted`]
-//! (what the binary uses) adds both with [`crate::http_front`]: tiny_http then
+//! accept thread), and a cap on connections (one thread each). [`super::bind_fronted`]
+//! (what the binary uses) adds both with [`super::front`]: tiny_http then
 //! listens on a private Unix socket, so `remote_addr()` is `None` (logged as
 //! `-`; the front logs client addresses) and the per-connection limit below
 //! cannot tell connections apart: every request counts as the only one of its
 //! connection. Known gap: a request pipelined behind a pending one on the same
 //! connection (e.g. behind an event stream) that gets its 503 on the acceptor
 //! (queue full) blocks the acceptor until the earlier response is written.
-//! [`bind`] serves TCP directly, without the front's guards.
+//! [`super::bind`] serves TCP directly, without the front's guards.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::mem::ManuallyDrop;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -55,19 +54,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use log::{debug, error, info, warn};
 
-use crate::http::{self, CoreError, Handled, HttpConfig, HttpRequest, HttpResponse, SseStart};
-use crate::http_front::{Front, FrontConfig};
+use crate::channel::{CoreLink, CoreRequest};
 use crate::metrics::HttpCounters;
-use crate::sfu::command::{ApiError, Command, Reply};
 
-/// A command for the core and where to send its reply.
-#[derive(Debug)]
-pub struct CoreRequest {
-    /// The command.
-    pub command: Command,
-    /// Send exactly one reply here; a failed send means the HTTP side gave up.
-    pub reply: Sender<Result<Reply, ApiError>>,
-}
+use super::routes::{handle_streaming, Handled};
+use super::sse::{write_stream, Pace, SseStart};
+use super::types::{HttpConfig, HttpRequest, HttpResponse};
 
 /// Most unread body bytes a `Request` may have when it is dropped (tiny_http
 /// then reads and discards them). Above this the request is leaked instead.
@@ -132,9 +124,7 @@ pub fn spawn_with(
     for i in 0..pool.workers.max(1) {
         let ctx = Worker {
             cfg: cfg.clone(),
-            tx: tx.clone(),
-            waker: waker.clone(),
-            reply_timeout: pool.reply_timeout,
+            core: CoreLink::new(tx.clone(), waker.clone(), pool.reply_timeout),
         };
         let rx = work_rx.clone();
         thread::Builder::new()
@@ -165,105 +155,6 @@ pub fn spawn_with(
             error!("HTTP listener failed, exiting so a supervisor can restart wisp: {e}");
             std::process::exit(1);
         })
-}
-
-/// Bind the HTTP listener: plain HTTP, or HTTPS (rustls) when `tls` names a
-/// PEM certificate chain and a PEM private key (PKCS#8 or PKCS#1 RSA).
-///
-/// Every failure is one clear line naming the file; a key tiny_http cannot
-/// parse is reported, not a panic.
-pub fn bind(addr: SocketAddr, tls: Option<(&Path, &Path)>) -> Result<tiny_http::Server, String> {
-    let Some(config) = tls_config(tls)? else {
-        return tiny_http::Server::http(addr).map_err(|e| format!("cannot bind HTTP {addr}: {e}"));
-    };
-    start_https(addr, tls, || tiny_http::Server::https(addr, config))
-}
-
-/// [`bind`] behind the connection front ([`crate::http_front`]): `addr` is
-/// bound by the front, tiny_http (and TLS, if any) serves a private Unix
-/// socket. Start the front with [`Front::spawn`] and the server with
-/// [`spawn`]; the public address is [`Front::local_addr`].
-pub fn bind_fronted(
-    addr: SocketAddr,
-    tls: Option<(&Path, &Path)>,
-) -> Result<(tiny_http::Server, Front), String> {
-    let config = tls_config(tls)?;
-    // Plain HTTP: the front inspects request heads and answers an over-cap
-    // Content-Length itself (413), so tiny_http never has to drop one.
-    let front_cfg = FrontConfig {
-        plain_http: config.is_none(),
-        max_body: http::DEFAULT_BODY_LIMIT,
-        ..FrontConfig::default()
-    };
-    let scheme = if config.is_some() { "HTTPS" } else { "HTTP" };
-    let (front, unix) =
-        Front::bind(addr, front_cfg).map_err(|e| format!("cannot bind {scheme} {addr}: {e}"))?;
-    let server = match config {
-        None => tiny_http::Server::from_listener(unix, None)
-            .map_err(|e| format!("cannot start HTTP on {addr}: {e}"))?,
-        Some(config) => start_https(addr, tls, || {
-            tiny_http::Server::from_listener(unix, Some(config))
-        })?,
-    };
-    Ok((server, front))
-}
-
-/// Start an HTTPS server with `start`, turning tiny_http's panic on some
-/// malformed keys into an error.
-fn start_https(
-    addr: SocketAddr,
-    tls: Option<(&Path, &Path)>,
-    start: impl FnOnce() -> Result<tiny_http::Server, Box<dyn std::error::Error + Send + Sync>>,
-) -> Result<tiny_http::Server, String> {
-    match catch_unwind(AssertUnwindSafe(start)) {
-        Ok(Ok(server)) => Ok(server),
-        Ok(Err(e)) => Err(format!("cannot start HTTPS on {addr}: {e}")),
-        Err(_) => {
-            let (cert_path, key_path) = tls.unwrap_or((Path::new("?"), Path::new("?")));
-            Err(format!(
-                "TLS key {} or certificate {} could not be parsed",
-                key_path.display(),
-                cert_path.display()
-            ))
-        }
-    }
-}
-
-/// Read and check the PEM files of `tls`; `None` for plain HTTP.
-fn tls_config(tls: Option<(&Path, &Path)>) -> Result<Option<tiny_http::SslConfig>, String> {
-    let Some((cert_path, key_path)) = tls else {
-        return Ok(None);
-    };
-    let read = |what: &str, p: &Path| {
-        std::fs::read(p).map_err(|e| format!("cannot read TLS {what} {}: {e}", p.display()))
-    };
-    let certificate = read("certificate", cert_path)?;
-    let private_key = read("key", key_path)?;
-    if !has_pem(&certificate, "CERTIFICATE") {
-        return Err(format!(
-            "TLS certificate {} has no PEM CERTIFICATE block",
-            cert_path.display()
-        ));
-    }
-    if !has_pem(&private_key, "PRIVATE KEY") && !has_pem(&private_key, "RSA PRIVATE KEY") {
-        let hint = if has_pem(&private_key, "EC PRIVATE KEY") {
-            "SEC1 EC keys are not supported; convert with \
-             `openssl pkcs8 -topk8 -nocrypt -in KEY -out KEY.pk8.pem`"
-        } else {
-            "expected an unencrypted PEM PRIVATE KEY (PKCS#8) or RSA PRIVATE KEY block"
-        };
-        return Err(format!("TLS key {}: {hint}", key_path.display()));
-    }
-    Ok(Some(tiny_http::SslConfig {
-        certificate,
-        private_key,
-    }))
-}
-
-/// True if `pem` has a `-----BEGIN {label}-----` line.
-fn has_pem(pem: &[u8], label: &str) -> bool {
-    let marker = format!("-----BEGIN {label}-----");
-    pem.windows(marker.len()).any(|w| w == marker.as_bytes())
 }
 
 /// A request for a worker, holding its connection's in-flight slot.
@@ -377,9 +268,7 @@ fn accept_loop(
 
 struct Worker {
     cfg: Arc<HttpConfig>,
-    tx: Sender<CoreRequest>,
-    waker: Arc<mio::Waker>,
-    reply_timeout: Duration,
+    core: CoreLink,
 }
 
 impl Worker {
@@ -432,7 +321,7 @@ impl Worker {
             body,
         };
         let handled = catch_unwind(AssertUnwindSafe(|| {
-            http::handle_streaming(&req, &self.cfg, &mut |command| self.core().call(command))
+            handle_streaming(&req, &self.cfg, &mut |command| self.core.call(command))
         }))
         .unwrap_or_else(|_| {
             error!("panic in the HTTP handler");
@@ -441,14 +330,6 @@ impl Worker {
         match handled {
             Handled::Response(resp) => finish(rq, &resp, consumed, start, &self.cfg.counters),
             Handled::Stream(sse) => self.stream(rq, sse),
-        }
-    }
-
-    fn core(&self) -> CoreLink {
-        CoreLink {
-            tx: self.tx.clone(),
-            waker: self.waker.clone(),
-            reply_timeout: self.reply_timeout,
         }
     }
 
@@ -463,7 +344,7 @@ impl Worker {
             loggable_path(rq.url()),
             peer(&rq)
         );
-        let core = self.core();
+        let core = self.core.clone();
         let spawned = thread::Builder::new()
             .name("wisp-sse".into())
             .stack_size(256 * 1024)
@@ -479,123 +360,12 @@ impl Worker {
     }
 }
 
-/// The way to the core: the command channel, the event loop's waker, and
-/// how long to wait for a reply.
-struct CoreLink {
-    tx: Sender<CoreRequest>,
-    waker: Arc<mio::Waker>,
-    reply_timeout: Duration,
-}
-
-impl CoreLink {
-    /// Send `command` to the core and wait for the reply (at most `reply_timeout`).
-    fn call(&self, command: Command) -> Result<Result<Reply, ApiError>, CoreError> {
-        let (reply, rx) = bounded(1);
-        match self.tx.try_send(CoreRequest { command, reply }) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                debug!("core channel full");
-                return Err(CoreError::Busy);
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                warn!("core channel closed");
-                return Err(CoreError::Busy);
-            }
-        }
-        if let Err(e) = self.waker.wake() {
-            warn!("waking the event loop failed: {e}");
-        }
-        rx.recv_timeout(self.reply_timeout).map_err(|e| {
-            warn!("no reply from the core: {e}");
-            CoreError::Busy
-        })
-    }
-}
-
-/// How often an event stream reads the viewer's state.
-pub const SSE_POLL: Duration = Duration::from_secs(1);
-/// An event stream with nothing to say sends a comment this often (finds
-/// clients that went away, keeps proxies from timing out).
-pub const SSE_KEEPALIVE: Duration = Duration::from_secs(5);
-
-/// One event stream: the response head, then events as the viewer's state
-/// changes, until the stream is deleted or taken over, the session ends, or
-/// the client goes away (a write fails). Written by hand on tiny_http's raw
-/// writer, one flushed chunk per batch of events: tiny_http's own chunked
-/// encoder buffers 8 KiB before writing anything.
+/// One event stream on tiny_http's raw writer ([`write_stream`]), written by
+/// hand: tiny_http's own chunked encoder buffers 8 KiB before writing anything.
 fn run_sse(rq: tiny_http::Request, sse: SseStart, core: &CoreLink) {
     let chunked = rq.http_version() >= &tiny_http::HTTPVersion(1, 1);
     let mut w = rq.into_writer();
-    let mut head = String::from("HTTP/1.1 200 OK\r\n");
-    for (k, v) in &sse.head.headers {
-        if !v.contains(['\r', '\n']) && !k.contains(['\r', '\n', ':']) {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-    }
-    head.push_str(if chunked {
-        "Transfer-Encoding: chunked\r\n\r\n"
-    } else {
-        "Connection: close\r\n\r\n"
-    });
-    if let Err(e) = w.write_all(head.as_bytes()).and_then(|()| w.flush()) {
-        debug!("event stream: client gone before the head ({e})");
-        return;
-    }
-    let mut send = |text: &str| -> std::io::Result<()> {
-        if chunked {
-            write!(w, "{:x}\r\n{text}\r\n", text.len())?;
-        } else {
-            w.write_all(text.as_bytes())?;
-        }
-        w.flush()
-    };
-    let mut state = http::SseState::default();
-    let mut view = sse.first;
-    let mut last_write = Instant::now();
-    let end = loop {
-        let text = http::sse_events(&mut state, sse.events, &view);
-        let text = if !text.is_empty() {
-            text
-        } else if last_write.elapsed() >= SSE_KEEPALIVE {
-            ": keep-alive\n\n".to_string()
-        } else {
-            String::new()
-        };
-        if !text.is_empty() {
-            if let Err(e) = send(&text) {
-                break format!("client gone ({e})");
-            }
-            last_write = Instant::now();
-        }
-        // Wait for the next poll, ending early on DELETE or a takeover.
-        let next = Instant::now() + SSE_POLL;
-        let mut alive = sse.lease.alive();
-        while alive && Instant::now() < next {
-            thread::sleep(Duration::from_millis(100));
-            alive = sse.lease.alive();
-        }
-        if !alive {
-            break "deleted or taken over".to_string();
-        }
-        let cmd = Command::ViewerState {
-            role: crate::sfu::command::Role::Subscriber,
-            room: sse.room.clone(),
-            token: sse.token,
-        };
-        match core.call(cmd) {
-            Ok(Ok(Reply::ViewerState(v))) => view = *v,
-            Ok(Err(ApiError::NotFound)) => {
-                sse.lease.registry().remove_session(sse.token);
-                break "session ended".to_string();
-            }
-            Ok(other) => break format!("unexpected reply {other:?}"),
-            // Busy: try again at the next poll.
-            Err(CoreError::Busy) => {}
-        }
-    };
-    if chunked {
-        let _ = write!(w, "0\r\n\r\n").and_then(|()| w.flush());
-    }
+    let end = write_stream(&mut w, chunked, sse, Pace::default(), &mut |c| core.call(c));
     debug!("event stream ended: {end}");
 }
 
@@ -704,6 +474,8 @@ fn loggable_path(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::DEFAULT_BODY_LIMIT;
+    use crate::sfu::command::{ApiError, Command, Reply};
     use crate::sfu::id::SessionToken;
     use std::io::Write;
     use std::net::{SocketAddr, TcpStream};
@@ -827,7 +599,7 @@ mod tests {
         let h = start(default_pool(), vec![]);
         serve_core(h.core_rx);
         // Declared too large (and sent).
-        let big = vec![b'a'; http::DEFAULT_BODY_LIMIT + 1];
+        let big = vec![b'a'; DEFAULT_BODY_LIMIT + 1];
         let resp = raw(h.addr, &post("/whip/r", &big, ""));
         assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
         // Declared too large with Expect: the body is never requested.
@@ -986,37 +758,6 @@ mod tests {
             b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         );
         assert_eq!((counters.count(201), counters.count(404)), (1, 1));
-    }
-
-    #[test]
-    fn bind_rejects_bad_tls_files() {
-        let dir = std::env::temp_dir().join(format!("wisp-tls-bad-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let cert = dir.join("cert.pem");
-        let key = dir.join("key.pem");
-        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let e = bind(addr, Some((&cert, &key))).err().unwrap();
-        assert!(e.contains("cert.pem"), "{e}");
-        std::fs::write(
-            &cert,
-            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
-        )
-        .unwrap();
-        std::fs::write(
-            &key,
-            "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n",
-        )
-        .unwrap();
-        let e = bind(addr, Some((&cert, &key))).err().unwrap();
-        assert!(e.contains("openssl pkcs8"), "{e}");
-        std::fs::write(
-            &key,
-            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
-        )
-        .unwrap();
-        // Garbage inside valid markers: an error (tiny_http would panic), not a crash.
-        assert!(bind(addr, Some((&cert, &key))).is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

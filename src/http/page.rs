@@ -2,9 +2,9 @@
 //!
 //! `GET /` serves a plain HTML page whose script publishes over WHIP and
 //! watches over WHEP, with live `getStats()` numbers and the room list. The
-//! files live in `src/page/` and are embedded with `include_str!`.
+//! files live in `src/http/page/` and are embedded with `include_str!`.
 
-use crate::http::{HttpRequest, HttpResponse};
+use super::types::{HttpRequest, HttpResponse};
 
 const INDEX: &str = include_str!("page/index.html");
 const APP_JS: &str = include_str!("page/app.js");
@@ -42,11 +42,7 @@ mod tests {
     use super::*;
 
     fn get(method: &str, url: &str) -> Option<HttpResponse> {
-        serve(&HttpRequest {
-            method: method.into(),
-            url: url.into(),
-            ..Default::default()
-        })
+        serve(&HttpRequest::new(method, url))
     }
 
     #[test]
