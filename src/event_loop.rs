@@ -12,7 +12,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::channel::CoreRequest;
 use crate::sfu::overload::LoadSample;
-use crate::sfu::record::RecordEvent;
+use crate::sfu::recorder_tap::RecordEvent;
 use crate::sfu::{Output, Reply, Sfu};
 use crate::udp::BatchSocket;
 

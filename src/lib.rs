@@ -21,12 +21,14 @@
 //!   [`channel`] (commands in, one reply each, a waker for the loop).
 //!   [`http::routes`] is the pure request → command → response mapping; the
 //!   rest of [`http`] is listed there. [`config`] reads flags and environment.
+//! - [`cluster`] is the optional Redis directory and redirect policy (issue 15).
 // Denied, not forbidden: `udp::sys` alone allows it, for one `sendmmsg` call.
 #![deny(unsafe_code)]
 
 pub mod auth;
 pub mod bitstream;
 pub mod channel;
+pub mod cluster;
 pub mod config;
 pub mod event_loop;
 #[doc(hidden)]

@@ -19,6 +19,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use crate::auth::{self, Auth, Token};
+use crate::cluster::config::{ClusterConfig, ClusterSettings};
 pub use opts::help_text;
 use opts::OPTS;
 
@@ -66,6 +67,10 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key (PKCS#8 or RSA) for `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// The cluster settings as given (src/cluster/config.rs checks them).
+    pub cluster_settings: ClusterSettings,
+    /// Cluster mode, resolved from `cluster_settings`; `None`: single node.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl fmt::Debug for Config {
@@ -91,6 +96,7 @@ impl fmt::Debug for Config {
             .field("tokens_file", &self.tokens_file)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -115,6 +121,8 @@ impl Default for Config {
             tokens_file: None,
             tls_cert: None,
             tls_key: None,
+            cluster_settings: ClusterSettings::default(),
+            cluster: None,
         }
     }
 }
@@ -200,6 +208,11 @@ impl Config {
                 "HTTPS needs both WISP_TLS_CERT and WISP_TLS_KEY (or their flags)".to_string(),
             );
         }
+        let any_token = cfg.publish_token.is_some()
+            || cfg.view_token.is_some()
+            || cfg.admin_token.is_some()
+            || cfg.tokens_file.is_some();
+        cfg.cluster = cfg.cluster_settings.resolve(any_token)?;
         Ok(ConfigOutcome::Run(cfg))
     }
 

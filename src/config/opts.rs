@@ -23,7 +23,7 @@ pub(super) struct Opt {
 }
 
 /// Every setting, in the order `--help` lists them.
-pub(super) const OPTS: [Opt; 17] = [
+pub(super) const OPTS: [Opt; 21] = [
     Opt {
         flag: "--http-addr",
         env: "WISP_HTTP_ADDR",
@@ -213,6 +213,39 @@ pub(super) const OPTS: [Opt; 17] = [
             c.record_dir = parse_path(v);
             Ok(())
         },
+    },
+    // Cluster mode (issue 15): each value checked in src/cluster/config.rs.
+    Opt {
+        flag: "--redis-url",
+        env: "WISP_REDIS_URL",
+        default: "",
+        help: "redis://[:password@]host:port[/db]: cluster mode (unset: single node)",
+        secret: true,
+        set: |c, v| c.cluster_settings.set_redis_url(v),
+    },
+    Opt {
+        flag: "--node-url",
+        env: "WISP_NODE_URL",
+        default: "",
+        help: "this node's HTTP base URL as others reach it (required in cluster mode)",
+        secret: false,
+        set: |c, v| c.cluster_settings.set_node_url(v),
+    },
+    Opt {
+        flag: "--node-id",
+        env: "WISP_NODE_ID",
+        default: "",
+        help: "this node's id in the cluster (default: derived from --node-url)",
+        secret: false,
+        set: |c, v| c.cluster_settings.set_node_id(v),
+    },
+    Opt {
+        flag: "--cluster-token",
+        env: "WISP_CLUSTER_TOKEN",
+        default: "",
+        help: "Bearer token between nodes (required in cluster mode with any token)",
+        secret: true,
+        set: |c, v| c.cluster_settings.set_cluster_token(v),
     },
 ];
 

@@ -175,6 +175,31 @@ fn tokens_and_tls() {
 }
 
 #[test]
+fn cluster_settings() {
+    assert_eq!(run(&[], &[]).cluster, None);
+    let e = parse(&["--redis-url=redis://127.0.0.1:6379"], &[]).unwrap_err();
+    assert!(e.contains("WISP_NODE_URL"), "{e}");
+    let e = parse(&["--redis-url=redis://:pw@h:0"], &[]).unwrap_err();
+    assert!(e.contains("--redis-url") && !e.contains("pw"), "{e}");
+    let env = [
+        ("WISP_REDIS_URL", "redis://:pw@127.0.0.1:6379/1"),
+        ("WISP_NODE_URL", "http://10.0.0.2:8080"),
+        ("WISP_ADMIN_TOKEN", "adm1n"),
+    ];
+    let e = parse(&[], &env).unwrap_err();
+    assert!(e.contains("WISP_CLUSTER_TOKEN"), "{e}");
+    let c = run(&["--cluster-token", "n0des"], &env).cluster.unwrap();
+    assert_eq!(
+        (c.node_id.as_str(), c.node_url.as_str()),
+        ("10.0.0.2-8080", "http://10.0.0.2:8080")
+    );
+    let c = run(&["--cluster-token=n0des", "--node-id=n1"], &env);
+    assert_eq!(c.cluster.as_ref().unwrap().node_id, "n1");
+    let dbg = format!("{c:?}");
+    assert!(!dbg.contains("pw@") && !dbg.contains("n0des"), "{dbg}");
+}
+
+#[test]
 fn help() {
     let Ok(ConfigOutcome::Help(h)) = parse(&["--max-rooms", "3", "-h"], &[]) else {
         panic!("no help");

@@ -20,11 +20,11 @@ use super::Sfu;
 /// at `layer` (simulcast) or the whole video track.
 fn media_pps(room: &Room, layer: Option<u8>, audio: bool) -> f64 {
     let a = if audio {
-        room.tracks[0].as_ref().map_or(0.0, |t| t.pps)
+        room.tracks.audio.as_ref().map_or(0.0, |t| t.pps)
     } else {
         0.0
     };
-    let v = room.tracks[1].as_ref().map_or(0.0, |t| {
+    let v = room.tracks.video.as_ref().map_or(0.0, |t| {
         if t.simulcast {
             layer
                 .and_then(|l| t.layers.get(usize::from(l)))
@@ -39,7 +39,7 @@ fn media_pps(room: &Room, layer: Option<u8>, audio: bool) -> f64 {
 /// The top usable layer of a simulcast video track whose rate is at most
 /// `cap` (bit/s), or the top one without a cap.
 fn top_layer(room: &Room, cap: Option<u64>) -> Option<u8> {
-    let t = room.tracks[1].as_ref().filter(|t| t.simulcast)?;
+    let t = room.tracks.video.as_ref().filter(|t| t.simulcast)?;
     let (rank, n) = ranked(&t.layers);
     rank[..n]
         .iter()
@@ -86,13 +86,13 @@ impl Sfu {
     /// cost model and the rooms' packet rates, then sheds or restores
     /// viewers as the governor decides.
     pub fn handle_load(&mut self, now: Instant, sample: LoadSample) {
-        let forwarded = self.stats.rtp_forwarded - self.load_mark;
-        self.load_mark = self.stats.rtp_forwarded;
+        let forwarded = self.out.stats.rtp_forwarded - self.load_mark;
+        self.load_mark = self.out.stats.rtp_forwarded;
         self.load.on_sample(now, sample, forwarded);
         let secs = sample.elapsed.as_secs_f64();
         if secs > 0.0 {
             for r in self.rooms.values_mut() {
-                for t in r.tracks.iter_mut().flatten() {
+                for t in r.tracks.values_mut().flatten() {
                     t.pps = (t.packets - t.packets_mark) as f64 / secs;
                     t.packets_mark = t.packets;
                     for l in &mut t.layers {
@@ -120,13 +120,15 @@ impl Sfu {
                 let Some(s) = self.sessions.get(id).filter(|s| !s.dead && s.connected) else {
                     continue;
                 };
-                let audio = s.outs[0].is_some();
+                let audio = s.outs.audio.is_some();
                 let layer = s.sel.current.or(s.sel.target);
                 let pps = media_pps(r, layer, audio);
                 let mut down_pps = None;
-                if let Some((t, c)) = r.tracks[1]
+                if let Some((t, c)) = r
+                    .tracks
+                    .video
                     .as_ref()
-                    .filter(|t| t.simulcast && s.outs[1].is_some())
+                    .filter(|t| t.simulcast && s.outs.video.is_some())
                     .zip(s.sel.current)
                 {
                     let (rank, n) = ranked(&t.layers);
@@ -171,7 +173,7 @@ impl Sfu {
         let room = s.room.clone();
         match a {
             Action::Down(_) => {
-                let Some(t) = self.rooms.get(&room).and_then(|r| r.tracks[1].as_ref()) else {
+                let Some(t) = self.rooms.get(&room).and_then(|r| r.tracks.video.as_ref()) else {
                     return;
                 };
                 let (rank, n) = ranked(&t.layers);
@@ -186,7 +188,7 @@ impl Sfu {
                 let hi = t.layers[usize::from(rank[pos])].rate;
                 s.sel.cap = Some(lo + (hi - lo) / 2);
                 log::info!("room {room}: viewer {id:?} down a layer (load {busy:.2})");
-                self.stats.shed[0] += 1;
+                self.out.stats.shed[0] += 1;
                 self.select_layers(now, &room, Some(id));
             }
             Action::Pause(_) => {
@@ -194,14 +196,14 @@ impl Sfu {
                     return;
                 }
                 s.shed.paused = Some(now);
-                s.outs.iter_mut().flatten().for_each(|o| o.detach());
+                s.outs.values_mut().flatten().for_each(|o| o.detach());
                 s.sel.detach();
                 log::info!("room {room}: viewer {id:?} paused (load {busy:.2})");
-                self.stats.shed[1] += 1;
+                self.out.stats.shed[1] += 1;
             }
             Action::Close(_) => {
                 log::info!("room {room}: viewer {id:?} closed to shed load (load {busy:.2})");
-                self.stats.shed[2] += 1;
+                self.out.stats.shed[2] += 1;
                 // Not remembered as ended: its DELETE gets 404, and the
                 // client learns it was let go (ICE/DTLS close follows).
                 self.close_session(now, id);
@@ -211,7 +213,7 @@ impl Sfu {
                     return;
                 }
                 log::info!("room {room}: viewer {id:?} resumed (load {busy:.2})");
-                self.stats.shed[3] += 1;
+                self.out.stats.shed[3] += 1;
                 if self.is_simulcast(&room) {
                     self.select_layers(now, &room, Some(id));
                 } else {
@@ -221,7 +223,7 @@ impl Sfu {
             Action::Lift(_) => {
                 s.sel.cap = None;
                 log::info!("room {room}: viewer {id:?} layer cap lifted (load {busy:.2})");
-                self.stats.shed[4] += 1;
+                self.out.stats.shed[4] += 1;
                 self.select_layers(now, &room, Some(id));
             }
         }

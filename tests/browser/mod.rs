@@ -1,6 +1,7 @@
-//! Shared driver for the browser tests: the real wisp binary, headless Chromium
-//! through chromedriver (W3C WebDriver, JSON over a tiny HTTP/1.1 client), a
-//! loopback-only network namespace, and a str0m peer over real UDP.
+//! Shared driver for the browser and GStreamer tests: the real wisp binary,
+//! headless Chromium through chromedriver (W3C WebDriver, JSON over a tiny
+//! HTTP/1.1 client), a network namespace of the test's own (loopback only, or
+//! with a veth pair for libnice-based peers), and a str0m peer over real UDP.
 //!
 //! Every wait has a deadline; every process started here is killed (by its own
 //! process group, by id) when its handle drops.
@@ -55,7 +56,7 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// decide whether they can run. `None` means "skip": only when Chromium is
 /// missing *and* `CI` is unset. In CI a missing browser fails the test.
 pub fn begin(test: &str) -> Option<MutexGuard<'static, ()>> {
-    let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let guard = one_at_a_time();
     let have = Path::new(CHROMIUM).exists() && which("chromedriver").is_some();
     if !have {
         if std::env::var_os("CI").is_some() {
@@ -71,7 +72,13 @@ pub fn begin(test: &str) -> Option<MutexGuard<'static, ()>> {
     Some(guard)
 }
 
-fn which(cmd: &str) -> Option<PathBuf> {
+/// Hold this while a media test runs: the tests of one binary run one at a
+/// time (two cores: real-time media must not compete).
+pub fn one_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn which(cmd: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|p| p.join(cmd))
@@ -116,7 +123,8 @@ struct IfReq {
 /// afterwards (wisp, chromedriver, Chromium, str0m sockets) inherits it, so no
 /// packet can leave loopback, whatever interfaces the machine has. Needs root;
 /// without it the test still asserts that every selected ICE pair is 127.0.0.1.
-fn isolate_network(test: &str) {
+/// Returns whether the thread is now in a namespace of its own.
+pub fn isolate_network(test: &str) -> bool {
     // SAFETY: unshare only changes the calling thread's namespace membership.
     if unsafe { unshare(CLONE_NEWNET) } != 0 {
         eprintln!(
@@ -124,7 +132,7 @@ fn isolate_network(test: &str) {
              (the tests still assert loopback ICE pairs)",
             std::io::Error::last_os_error()
         );
-        return;
+        return false;
     }
     let sock = UdpSocket::bind("0.0.0.0:0").expect("socket in the new namespace");
     let mut req = IfReq {
@@ -143,10 +151,49 @@ fn isolate_network(test: &str) {
     };
     assert!(ok, "bring up lo: {}", std::io::Error::last_os_error());
     ISOLATED.with(|i| i.set(true));
+    true
+}
+
+/// Give the thread's own namespace (see [`isolate_network`]) a veth pair,
+/// `wisp0` holding `ip`/24 and its peer `wisp1` up without an address, for
+/// WebRTC stacks that ignore loopback interfaces (libnice: GStreamer). Only
+/// the namespace's own addresses: packets to `ip` still go through the
+/// namespace's `lo`, and nothing leaves it. No IPv6 link-local addresses, so
+/// such peers gather just `ip`. Needs `ip` (iproute2).
+pub fn add_veth(ip: std::net::Ipv4Addr) -> Result<(), String> {
+    if !isolated() {
+        return Err("this thread is not in a network namespace of its own".into());
+    }
+    let addr = format!("{ip}/24");
+    let steps: [&[&str]; 6] = [
+        &[
+            "link", "add", "wisp0", "type", "veth", "peer", "name", "wisp1",
+        ],
+        &["link", "set", "wisp0", "addrgenmode", "none"],
+        &["link", "set", "wisp1", "addrgenmode", "none"],
+        &["addr", "add", &addr, "dev", "wisp0"],
+        &["link", "set", "wisp0", "up"],
+        &["link", "set", "wisp1", "up"],
+    ];
+    for args in steps {
+        // A child of this thread: it acts on the thread's namespace.
+        let out = Command::new("ip")
+            .args(args)
+            .output()
+            .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
+        if !out.status.success() {
+            return Err(format!(
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Kill a whole process group we created (by its id, never by name).
-fn kill_group(child: &mut Child) {
+pub fn kill_group(child: &mut Child) {
     // SAFETY: plain kill(2) on the negative id of a group this test spawned.
     unsafe { kill(-(child.id() as i32), SIGKILL) };
     let _ = child.wait();
@@ -603,6 +650,8 @@ pub struct Packet {
     pub at: Instant,
     pub kind: MediaKind,
     pub ts: u32,
+    /// Extended sequence number.
+    pub seq: u64,
     pub marker: bool,
     pub payload: Vec<u8>,
 }
@@ -621,7 +670,12 @@ pub struct Peer {
 
 impl Peer {
     pub fn new(wisp: &Wisp, path: &str, dir: Direction) -> Peer {
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("udp socket");
+        Peer::new_on(wisp, path, dir, std::net::Ipv4Addr::LOCALHOST.into())
+    }
+
+    /// A peer whose socket and host candidate are on `ip`.
+    pub fn new_on(wisp: &Wisp, path: &str, dir: Direction, ip: std::net::IpAddr) -> Peer {
+        let sock = UdpSocket::bind((ip, 0)).expect("udp socket");
         sock.set_nonblocking(true).expect("nonblocking");
         let addr = sock.local_addr().expect("local addr");
         let mut rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());
@@ -701,6 +755,7 @@ impl Peer {
                         at: Instant::now(),
                         kind,
                         ts: p.header.timestamp,
+                        seq: *p.seq_no,
                         marker: p.header.marker,
                         payload: p.payload.to_vec(),
                     });
@@ -719,17 +774,41 @@ impl Peer {
         }
     }
 
-    /// Send one RTP packet on the track of `kind` (publisher only).
+    /// Send one RTP packet on the track of `kind` (publisher only): VP8 or Opus.
     pub fn send(&mut self, kind: MediaKind, ts: u32, marker: bool, payload: Vec<u8>) {
         let codec = if kind == MediaKind::Video {
             Codec::Vp8
         } else {
             Codec::Opus
         };
-        let Some(pt) = self
-            .rtc
-            .codec_config()
-            .find(|p| p.spec().codec == codec)
+        self.send_codec(kind, codec, ts, marker, payload);
+    }
+
+    /// Send one RTP packet on the track of `kind`, with a negotiated payload
+    /// type of `codec` (nothing if none was negotiated): the first, except
+    /// that H.264 prefers constrained baseline in packetization mode 1
+    /// (`42e01f`), the entry browsers and GStreamer viewers offer.
+    pub fn send_codec(
+        &mut self,
+        kind: MediaKind,
+        codec: Codec,
+        ts: u32,
+        marker: bool,
+        payload: Vec<u8>,
+    ) {
+        let of_codec = || {
+            self.rtc
+                .codec_config()
+                .params()
+                .iter()
+                .filter(move |p| p.spec().codec == codec)
+        };
+        let Some(pt) = of_codec()
+            .find(|p| {
+                let f = p.spec().format;
+                f.profile_level_id == Some(0x42e01f) && f.packetization_mode == Some(1)
+            })
+            .or_else(|| of_codec().next())
             .map(|p| p.pt())
         else {
             return;

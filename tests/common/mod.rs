@@ -250,7 +250,7 @@ impl Default for JoinOpts {
 
 pub struct TestNet {
     /// Everything the core handed to the recorder, in order.
-    pub recorded: Vec<wisp::sfu::record::RecordEvent>,
+    pub recorded: Vec<wisp::sfu::recorder_tap::RecordEvent>,
     pub last_offer: String,
     pub last_answer: String,
     pub last_etag: String,

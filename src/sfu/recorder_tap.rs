@@ -3,11 +3,16 @@
 //! payload `Arc`); reordering, depacketizing and file writing happen on the
 //! recorder thread, so recording never delays forwarding.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
-use str0m::format::Codec;
+use str0m::format::{Codec, PayloadParams};
+use str0m::media::MediaKind;
+use str0m::rtp::RtpPacket;
 
 use super::id::RoomName;
+use super::per_kind::kind_name;
+use super::room::Track;
 
 /// One recorded track of one publisher: one output file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -52,4 +57,47 @@ pub enum RecordEvent {
         /// The file to finalise.
         id: RecordingId,
     },
+}
+
+/// Copy one publisher packet of `track` out to the recorder (the payload
+/// `Arc` is shared, nothing is copied). A `Start` goes first when the track
+/// has no recording yet, or after a `Stop` when its codec changed.
+/// `next_recording` numbers the recordings.
+pub(super) fn tap(
+    track: &mut Track,
+    room: &RoomName,
+    kind: MediaKind,
+    params: &PayloadParams,
+    pkt: &RtpPacket,
+    records: &mut VecDeque<RecordEvent>,
+    next_recording: &mut u64,
+) {
+    let codec = params.spec().codec;
+    let id = match track.recording {
+        Some((id, c)) if c == codec => id,
+        prev => {
+            if let Some((old, _)) = prev {
+                records.push_back(RecordEvent::Stop { id: old });
+            }
+            *next_recording += 1;
+            let id = RecordingId(*next_recording);
+            track.recording = Some((id, codec));
+            records.push_back(RecordEvent::Start {
+                id,
+                room: room.clone(),
+                kind: kind_name(kind),
+                codec,
+                clock_rate: params.spec().clock_rate.get(),
+                channels: params.spec().channels.unwrap_or(1),
+            });
+            id
+        }
+    };
+    records.push_back(RecordEvent::Packet {
+        id,
+        seq: *pkt.seq_no,
+        ts: pkt.header.timestamp,
+        marker: pkt.header.marker,
+        payload: pkt.payload.clone(),
+    });
 }
