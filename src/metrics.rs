@@ -391,6 +391,18 @@ pub fn render(
         "Panics caught in one session's work (each ended that session).",
         s.caught_panics,
     );
+    o.family(
+        "wisp_handshake_failures_total",
+        "counter",
+        "Sessions that ended before ICE and DTLS were up, by the stage that failed.",
+    );
+    for st in crate::sfu::handshake::Stage::ALL {
+        o.sample(
+            "wisp_handshake_failures_total",
+            &[("stage", st.label())],
+            s.handshake_failures[st as usize],
+        );
+    }
     o.gauge_f64(
         "wisp_loop_busy_ratio",
         "Share of the last load window the event loop spent working (not waiting in poll).",

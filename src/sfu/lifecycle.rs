@@ -203,6 +203,7 @@ impl Sfu {
             observed: None,
             recent_txids: demux::RecentTxids::default(),
             shed: Default::default(),
+            handshake: Default::default(),
         };
         self.sessions.insert(id, session);
         self.tokens.insert(token, id);
@@ -433,6 +434,8 @@ impl Sfu {
     /// After a drain: reschedule the session's timer (no later than its
     /// connect timeout while unconnected), or end it.
     pub(super) fn settle(&mut self, id: SessionId, drained: Drained) {
+        // Taken whatever happened, so it can only describe this drain.
+        let error = self.out.rtc_error.take();
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
@@ -446,7 +449,12 @@ impl Sfu {
                 self.timers.schedule(id, &mut s.timer, t);
             }
             Drained::Dead { panicked: true } => self.out.doom(s, Why::Panic("str0m")),
-            Drained::Dead { panicked: false } => self.out.doom(s, Why::Gone),
+            Drained::Dead { panicked: false } => {
+                if let Some(e) = error {
+                    s.handshake.error.get_or_insert(e);
+                }
+                self.out.doom(s, Why::Gone)
+            }
         }
     }
 
@@ -554,6 +562,7 @@ impl Sfu {
                 let mut sinks = session::Sinks {
                     transmits,
                     events: &mut Default::default(),
+                    error: &mut None,
                 };
                 let _ = drain(id, rtc, &mut sinks);
             }

@@ -29,6 +29,7 @@
 pub mod command;
 pub mod demux;
 mod forward;
+pub mod handshake;
 pub mod id;
 mod ingress;
 mod layers;
@@ -206,6 +207,9 @@ struct Outbox {
     /// Sessions marked dead, ended at the end of the current call.
     doomed: Vec<SessionId>,
     stats: Stats,
+    /// The error of the last drain that ended a session (its handshake
+    /// failure's reason); taken by `settle`.
+    rtc_error: Option<String>,
 }
 
 /// Why a session is ended (see [`Outbox::doom`]).
@@ -213,8 +217,8 @@ struct Outbox {
 enum Why {
     /// A panic in its work, caught by [`session::guarded`]; names the call.
     Panic(&'static str),
-    /// Not connected within `connect_timeout`.
-    ConnectTimeout,
+    /// Not connected within `connect_timeout` (its length).
+    ConnectTimeout(std::time::Duration),
     /// The peer is gone: DTLS closed, ICE disconnected, or its `Rtc` errored.
     Gone,
 }
@@ -225,6 +229,7 @@ impl Outbox {
         Sinks {
             transmits: &mut self.transmits,
             events: &mut self.events,
+            error: &mut self.rtc_error,
         }
     }
 
@@ -236,11 +241,11 @@ impl Outbox {
                 self.stats.caught_panics += 1;
                 log::error!("session {:?}: panic in {call}; closing it", s.id);
             }
-            Why::ConnectTimeout => {
+            Why::ConnectTimeout(t) => {
                 self.stats.connect_timeouts += 1;
-                log::info!("session {:?} ({:?}) did not connect in time", s.id, s.room);
+                handshake::report(&mut self.stats, s, handshake::Ending::Timeout(t));
             }
-            Why::Gone => {}
+            Why::Gone => handshake::report(&mut self.stats, s, handshake::Ending::Failed),
         }
         if !std::mem::replace(&mut s.dead, true) {
             self.doomed.push(s.id);
@@ -284,6 +289,7 @@ impl Sfu {
                 events: VecDeque::new(),
                 doomed: Vec::new(),
                 stats: Stats::default(),
+                rtc_error: None,
             },
             ended: VecDeque::new(),
             governor: overload::Governor::default(),
@@ -374,7 +380,7 @@ impl Sfu {
             }
             s.timer.at = None;
             if !s.connected && now >= s.created + self.config.connect_timeout {
-                self.out.doom(s, Why::ConnectTimeout);
+                self.out.doom(s, Why::ConnectTimeout(self.config.connect_timeout));
                 continue;
             }
             if guarded(&mut s.rtc, |rtc| rtc.handle_input(Input::Timeout(now))).is_err() {
@@ -545,6 +551,9 @@ impl Sfu {
                     }
                 }
             }
+            Event::IceConnectionStateChange(
+                IceConnectionState::Connected | IceConnectionState::Completed,
+            ) => s.handshake.ice_up = true,
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 log::info!("room {}: {id:?} ICE disconnected", s.room);
                 self.out.doom(s, Why::Gone);

@@ -151,6 +151,9 @@ pub struct Stats {
     pub nacks_sent: u64,
     /// NACKs viewers sent to wisp (answered from the send history).
     pub nacks_received: u64,
+    /// Sessions whose ICE/DTLS handshake failed, by
+    /// [`super::handshake::Stage::ALL`] (ice, dtls).
+    pub handshake_failures: [u64; 2],
     /// Overload control's actions on viewers: down a layer, paused, closed,
     /// resumed, layer cap lifted.
     pub shed: [u64; 5],
