@@ -480,6 +480,10 @@ fn room_live_notification_within_1s() {
             .unwrap();
         matches!(n.get(1), Some(redis::Value::Int(2)))
     });
+    // The command connections too (the subscribers connect on their own).
+    within(Duration::from_secs(2), "connected", || {
+        origin.connected() && edge.connected()
+    });
     assert_eq!(edge.room_owner("show").unwrap(), None);
 
     let t = Instant::now();
