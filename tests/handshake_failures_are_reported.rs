@@ -61,6 +61,7 @@ fn a_peer_that_never_sends_a_check_fails_at_ice_after_the_timeout() {
     assert_eq!(s.connect_timeouts, 1);
     let lines = failures_logged("hs-ice");
     assert_eq!(lines.len(), 1, "{lines:?}");
+    eprintln!("logged: {}", lines[0]);
     assert!(
         lines[0].contains("(ice)") && lines[0].contains("no check from the peer within 15 s"),
         "{lines:?}"
@@ -104,13 +105,16 @@ fn a_certificate_that_does_not_match_the_offer_fails_at_dtls_at_once() {
     };
     net.join_opts("hs-dtls", false, VIEW, &opts).unwrap();
     // Well before the 15 s connect timeout.
-    assert!(net.run_until(Duration::from_secs(3), |n| n.sfu.stats().handshake_failures
-        != [0, 0]));
+    assert!(
+        net.run_until(Duration::from_secs(3), |n| n.sfu.stats().handshake_failures
+            != [0, 0])
+    );
     let s = net.sfu.stats();
     assert_eq!(s.handshake_failures, [0, 1]);
     assert_eq!(s.sessions_live, [1, 0], "the failed viewer is gone");
     let lines = failures_logged("hs-dtls");
     assert_eq!(lines.len(), 1, "{lines:?}");
+    eprintln!("logged: {}", lines[0]);
     assert!(
         lines[0].contains("(dtls)") && lines[0].contains("fingerprint") && lines[0].contains(":"),
         "{lines:?}"

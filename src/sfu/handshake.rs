@@ -73,7 +73,10 @@ pub fn report(stats: &mut Stats, s: &mut Session, ending: Ending) {
             format!("ICE: no check from the peer within {} s", t.as_secs())
         }
         (None, Stage::Ice, Ending::Timeout(t)) => {
-            format!("ICE: no check from the peer succeeded within {} s", t.as_secs())
+            format!(
+                "ICE: no check from the peer succeeded within {} s",
+                t.as_secs()
+            )
         }
         (None, Stage::Ice, Ending::Failed) => "ICE: connectivity lost before it was up".into(),
         (None, Stage::Dtls, Ending::Timeout(t)) => {

@@ -380,7 +380,8 @@ impl Sfu {
             }
             s.timer.at = None;
             if !s.connected && now >= s.created + self.config.connect_timeout {
-                self.out.doom(s, Why::ConnectTimeout(self.config.connect_timeout));
+                self.out
+                    .doom(s, Why::ConnectTimeout(self.config.connect_timeout));
                 continue;
             }
             if guarded(&mut s.rtc, |rtc| rtc.handle_input(Input::Timeout(now))).is_err() {
