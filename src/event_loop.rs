@@ -11,6 +11,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use mio::{Events, Interest, Poll, Token};
 
 use crate::channel::CoreRequest;
+use crate::sfu::overload::LoadSample;
 use crate::sfu::recorder_tap::RecordEvent;
 use crate::sfu::{Output, Reply, Sfu};
 use crate::udp::BatchSocket;
@@ -30,6 +31,37 @@ const RECV_BUDGET: usize = 256;
 const RECV_TIME_BUDGET: Duration = Duration::from_millis(2);
 /// Most commands handled per loop turn (each may build an `Rtc`, ~2 ms).
 const COMMAND_BUDGET: usize = 16;
+
+/// Length of one load window (see [`LoadMeter`]).
+const LOAD_WINDOW: Duration = Duration::from_secs(1);
+
+/// Measures how busy the loop is: wall time minus time spent waiting in
+/// `poll`, per [`LOAD_WINDOW`]. The core's overload control reads it.
+#[derive(Debug)]
+struct LoadMeter {
+    start: Instant,
+    idle: Duration,
+}
+
+impl LoadMeter {
+    fn new(now: Instant) -> LoadMeter {
+        LoadMeter {
+            start: now,
+            idle: Duration::ZERO,
+        }
+    }
+
+    /// The window's sample once it is [`LOAD_WINDOW`] long; a new one starts.
+    fn take(&mut self, now: Instant) -> Option<LoadSample> {
+        let elapsed = now.saturating_duration_since(self.start);
+        if elapsed < LOAD_WINDOW {
+            return None;
+        }
+        let busy = elapsed.saturating_sub(self.idle);
+        *self = LoadMeter::new(now);
+        Some(LoadSample { busy, elapsed })
+    }
+}
 
 /// The loop: the sans-IO core plus a socket, a channel and a stop flag.
 pub struct EventLoop {
@@ -82,6 +114,7 @@ impl EventLoop {
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(64);
         let mut busy = false;
+        let mut meter = LoadMeter::new(Instant::now());
         while !self.stop.load(Ordering::Relaxed) {
             let deadline = self.flush();
             let wait = if busy {
@@ -91,7 +124,10 @@ impl EventLoop {
                     .saturating_duration_since(Instant::now())
                     .min(Duration::from_secs(1))
             };
-            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
+            let waiting = Instant::now();
+            let polled = self.poll.poll(&mut events, Some(wait));
+            meter.idle += waiting.elapsed();
+            if let Err(e) = polled {
                 if e.kind() == ErrorKind::Interrupted {
                     continue;
                 }
@@ -108,6 +144,9 @@ impl EventLoop {
             let now = Instant::now();
             busy |= self.read_commands(now);
             self.sfu.handle_timeout(now);
+            if let Some(sample) = meter.take(now) {
+                self.sfu.handle_load(now, sample);
+            }
         }
         self.sfu.shutdown(Instant::now());
         self.flush();

@@ -217,6 +217,7 @@ impl Harness {
             Err(
                 e @ (ApiError::NotFound
                 | ApiError::AtCapacity
+                | ApiError::Overloaded
                 | ApiError::BadFragment(_)
                 | ApiError::PreconditionRequired
                 | ApiError::PreconditionFailed),

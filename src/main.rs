@@ -70,6 +70,7 @@ fn run(cfg: Config, auth: Auth) -> Result<(), Box<dyn std::error::Error>> {
             candidates: candidates.clone(),
             max_rooms: cfg.max_rooms,
             max_sessions: cfg.max_sessions,
+            max_load: cfg.max_load.0,
             seed,
             record_default: cfg.record_dir.is_some(),
             recording_available: cfg.record_dir.is_some(),

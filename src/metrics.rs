@@ -244,6 +244,12 @@ impl Out {
         self.family(name, kind, help);
         self.sample(name, &[], value);
     }
+
+    /// One gauge with a fractional value.
+    fn gauge_f64(&mut self, name: &str, help: &str, value: f64) {
+        self.family(name, "gauge", help);
+        let _ = writeln!(self.0, "{name} {value}");
+    }
 }
 
 const ROLES: [&str; 2] = ["publisher", "viewer"];
@@ -384,6 +390,62 @@ pub fn render(
         "counter",
         "Panics caught in one session's work (each ended that session).",
         s.caught_panics,
+    );
+    o.family(
+        "wisp_handshake_failures_total",
+        "counter",
+        "Sessions that ended before ICE and DTLS were up, by the stage that failed.",
+    );
+    for st in crate::sfu::handshake::Stage::ALL {
+        o.sample(
+            "wisp_handshake_failures_total",
+            &[("stage", st.label())],
+            s.handshake_failures[st as usize],
+        );
+    }
+    o.gauge_f64(
+        "wisp_loop_busy_ratio",
+        "Share of the last load window the event loop spent working (not waiting in poll).",
+        s.loop_busy_ratio,
+    );
+    o.gauge_f64(
+        "wisp_load_headroom",
+        "WISP_MAX_LOAD minus the predicted busy ratio (admitted sessions included); negative when over.",
+        s.load_headroom,
+    );
+    o.gauge_f64(
+        "wisp_cost_per_packet_seconds",
+        "Loop time per forwarded packet, measured (the admission cost model).",
+        s.cost_per_packet_s,
+    );
+    o.family(
+        "wisp_admission_refusals_total",
+        "counter",
+        "WHIP/WHEP POSTs refused with 503 because the predicted load was over WISP_MAX_LOAD.",
+    );
+    for r in crate::sfu::overload::Refusal::ALL {
+        o.sample(
+            "wisp_admission_refusals_total",
+            &[("reason", r.label())],
+            s.admission_refusals[r as usize],
+        );
+    }
+    o.family(
+        "wisp_shed_actions_total",
+        "counter",
+        "Overload control's actions on viewers, in shedding order, then the way back.",
+    );
+    for (i, a) in ["down", "pause", "close", "resume", "lift"]
+        .iter()
+        .enumerate()
+    {
+        o.sample("wisp_shed_actions_total", &[("action", a)], s.shed[i]);
+    }
+    o.single(
+        "wisp_viewers_paused",
+        "gauge",
+        "Viewers paused by overload control now (session kept, no media).",
+        s.viewers_paused,
     );
     o.family(
         "wisp_udp_errors_total",

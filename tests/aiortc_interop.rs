@@ -142,6 +142,12 @@ fn publish_and_view(test: &str, setup: &str, srtp: &str, answer: &str) -> Value 
         json!(["sendonly", "sendonly"]),
         "{report}"
     );
+    // aiortc's addTrack offers sendrecv; a WHIP answer is recvonly (RFC 9725).
+    assert_eq!(
+        report["publisher"]["answer_directions"],
+        json!(["recvonly", "recvonly"]),
+        "{report}"
+    );
     // What the handshakes settled on (aiortc's side): DTLS 1.2 (wisp speaks
     // no 1.3), an ECDHE-ECDSA suite (all aiortc offers) and an SRTP profile
     // both sides know.

@@ -51,6 +51,8 @@ pub struct Config {
     pub max_rooms: usize,
     /// Maximum number of sessions (publishers plus viewers).
     pub max_sessions: usize,
+    /// Ceiling on the event loop's predicted busy ratio (overload control).
+    pub max_load: MaxLoad,
     /// Where recordings go; `None`: recording off unless a publish asks (then it has nowhere to go).
     pub record_dir: Option<std::path::PathBuf>,
     /// Server-wide WHIP token; `None` leaves publishing open. Redacted in `Debug`.
@@ -86,6 +88,7 @@ impl fmt::Debug for Config {
             )
             .field("max_rooms", &self.max_rooms)
             .field("max_sessions", &self.max_sessions)
+            .field("max_load", &self.max_load.0)
             .field("record_dir", &self.record_dir)
             .field("publish_token", &self.publish_token)
             .field("view_token", &self.view_token)
@@ -110,6 +113,7 @@ impl Default for Config {
             turn_credential: None,
             max_rooms: DEFAULT_MAX_ROOMS,
             max_sessions: DEFAULT_MAX_SESSIONS,
+            max_load: MaxLoad(crate::sfu::overload::DEFAULT_MAX_LOAD),
             record_dir: None,
             publish_token: None,
             view_token: None,
@@ -229,5 +233,32 @@ impl Config {
     /// The TLS certificate and key paths, when HTTPS is configured.
     pub fn tls(&self) -> Option<(&Path, &Path)> {
         Some((self.tls_cert.as_deref()?, self.tls_key.as_deref()?))
+    }
+}
+
+/// `WISP_MAX_LOAD`: a share of one core in (0, 1], or `off` (infinite).
+#[derive(Debug, Clone, Copy)]
+pub struct MaxLoad(pub f64);
+
+impl PartialEq for MaxLoad {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl Eq for MaxLoad {}
+
+impl MaxLoad {
+    /// Parse `off` or a number in (0, 1].
+    pub fn parse(v: &str) -> Result<MaxLoad, String> {
+        let v = v.trim();
+        if v.eq_ignore_ascii_case("off") {
+            return Ok(MaxLoad(f64::INFINITY));
+        }
+        match v.parse::<f64>() {
+            Ok(x) if x > 0.0 && x <= 1.0 => Ok(MaxLoad(x)),
+            Ok(_) => Err("must be in (0, 1] (a share of one core) or \"off\"".to_string()),
+            Err(e) => Err(e.to_string()),
+        }
     }
 }

@@ -23,7 +23,7 @@ pub(super) struct Opt {
 }
 
 /// Every setting, in the order `--help` lists them.
-pub(super) const OPTS: [Opt; 20] = [
+pub(super) const OPTS: [Opt; 21] = [
     Opt {
         flag: "--http-addr",
         env: "WISP_HTTP_ADDR",
@@ -122,6 +122,17 @@ pub(super) const OPTS: [Opt; 20] = [
         secret: false,
         set: |c, v| {
             c.max_sessions = parse_count(v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        flag: "--max-load",
+        env: "WISP_MAX_LOAD",
+        default: "0.85",
+        help: "refuse sessions (503) and shed viewers above this predicted share of one core; off: never",
+        secret: false,
+        set: |c, v| {
+            c.max_load = super::MaxLoad::parse(v)?;
             Ok(())
         },
     },

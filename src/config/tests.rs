@@ -248,3 +248,13 @@ fn help_defaults_are_the_defaults() {
     let env: Vec<(&str, &str)> = OPTS.iter().map(|o| (o.env, o.default)).collect();
     assert_eq!(run(&[], &env), Config::default());
 }
+
+#[test]
+fn max_load_is_a_share_of_one_core_or_off() {
+    use super::MaxLoad;
+    assert_eq!(MaxLoad::parse("0.5"), Ok(MaxLoad(0.5)));
+    assert_eq!(MaxLoad::parse(" OFF "), Ok(MaxLoad(f64::INFINITY)));
+    for bad in ["0", "1.5", "-0.2", "x", ""] {
+        assert!(MaxLoad::parse(bad).is_err(), "{bad}");
+    }
+}

@@ -489,7 +489,7 @@ pub fn api_error(e: &ApiError) -> HttpResponse {
         ApiError::BadFragment(_) => HttpResponse::error(400, &e.to_string()),
         ApiError::PreconditionRequired => HttpResponse::error(428, &e.to_string()),
         ApiError::PreconditionFailed => HttpResponse::error(412, &e.to_string()),
-        ApiError::AtCapacity => {
+        ApiError::AtCapacity | ApiError::Overloaded => {
             HttpResponse::error(503, &e.to_string()).with("Retry-After", RETRY_AFTER_CAPACITY)
         }
     }

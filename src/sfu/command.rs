@@ -230,6 +230,8 @@ pub enum ApiError {
     NotFound,
     /// A capacity limit was reached (503 with Retry-After).
     AtCapacity,
+    /// The predicted load of one more session is over the ceiling (503 with Retry-After).
+    Overloaded,
     /// A PATCH body that is not a usable sdpfrag (400). The session is kept.
     BadFragment(String),
     /// PATCH without `If-Match` (428).
@@ -246,6 +248,7 @@ impl fmt::Display for ApiError {
             ApiError::AlreadyPublished => write!(f, "room already has a live publisher"),
             ApiError::NotFound => write!(f, "not found"),
             ApiError::AtCapacity => write!(f, "server at capacity"),
+            ApiError::Overloaded => write!(f, "server overloaded: predicted load over the ceiling"),
             ApiError::BadFragment(r) => write!(f, "bad sdpfrag: {r}"),
             ApiError::PreconditionRequired => write!(f, "If-Match is required"),
             ApiError::PreconditionFailed => write!(f, "If-Match does not match the current ETag"),

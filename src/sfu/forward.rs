@@ -298,6 +298,10 @@ fn fan_out(
             out.stats.drop(DropReason::ViewerNotConnected);
             continue;
         }
+        if sub.shed.paused.is_some() {
+            out.stats.drop(DropReason::ViewerPaused);
+            continue;
+        }
         let Some(stream) = sub.outs[f.kind].as_mut() else {
             out.stats.drop(DropReason::NoViewerTrack);
             continue;

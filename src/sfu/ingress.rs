@@ -70,11 +70,21 @@ impl Sfu {
             }
             self.demux.add_addr(source, id);
         }
+        if !s.connected {
+            s.handshake.remote = Some(source);
+        }
         match guarded(&mut s.rtc, |rtc| rtc.handle_input(input)) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 log::debug!("session {id:?}: input rejected: {e}");
                 self.out.stats.drop(DropReason::RtcError);
+                if !s.connected && matches!(e, str0m::RtcError::Dtls(_)) {
+                    // A refused handshake does not recover (dimpl reports it
+                    // once, then only resends its flight): end it now, with
+                    // the reason, rather than at the connect timeout.
+                    s.handshake.error.get_or_insert_with(|| e.to_string());
+                    self.out.doom(s, Why::Gone);
+                }
             }
             Err(_) => self.out.doom(s, Why::Panic("handle_input")),
         }

@@ -351,7 +351,8 @@ impl Sfu {
         let publisher_active = r
             .and_then(|r| r.publisher)
             .and_then(|p| self.sessions.get(&p))
-            .is_some_and(|p| p.connected && !p.dead);
+            .is_some_and(|p| p.connected && !p.dead)
+            && s.shed.paused.is_none();
         let name = |r: Option<Rid>| r.map(|r| r.to_string());
         let mut state = command::ViewerState {
             publisher_active,

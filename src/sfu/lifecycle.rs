@@ -46,6 +46,7 @@ impl Sfu {
             }
         }
         self.check_capacity(&room)?;
+        self.admit_publisher(now)?;
         let (id, token, answer, etag) = self.create_session(now, Role::Publisher, &room, offer)?;
         let s = &self.sessions[&id];
         if s.track_mid.values().all(Option::is_none) {
@@ -75,6 +76,7 @@ impl Sfu {
         offer: &str,
     ) -> Result<Reply, ApiError> {
         self.check_capacity(&room)?;
+        self.admit_viewer(now, &room)?;
         let (id, token, answer, etag) = self.create_session(now, Role::Subscriber, &room, offer)?;
         let s = &self.sessions[&id];
         if s.outs.values().all(Option::is_none) {
@@ -123,7 +125,10 @@ impl Sfu {
         offer: &str,
     ) -> Result<(SessionId, SessionToken, String, String), ApiError> {
         sdp::check_offer(offer)?;
-        let offer_text = offer.to_string();
+        // RFC 9725: a WHIP answer is recvonly, a WHEP answer sendonly, even
+        // when the client offered sendrecv (aiortc's and browsers' addTrack).
+        let offer_text = sdp::one_way_offer(offer, role == Role::Publisher);
+        let offer = offer_text.as_str();
         let offer = SdpOffer::from_sdp_string(offer)
             .map_err(|e| ApiError::BadOffer(one_line(&e.to_string())))?;
         let candidates = self.config.candidates.clone();
@@ -197,6 +202,8 @@ impl Sfu {
             queued: false,
             observed: None,
             recent_txids: demux::RecentTxids::default(),
+            shed: Default::default(),
+            handshake: Default::default(),
         };
         self.sessions.insert(id, session);
         self.tokens.insert(token, id);
@@ -427,6 +434,8 @@ impl Sfu {
     /// After a drain: reschedule the session's timer (no later than its
     /// connect timeout while unconnected), or end it.
     pub(super) fn settle(&mut self, id: SessionId, drained: Drained) {
+        // Taken whatever happened, so it can only describe this drain.
+        let error = self.out.rtc_error.take();
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
@@ -440,7 +449,12 @@ impl Sfu {
                 self.timers.schedule(id, &mut s.timer, t);
             }
             Drained::Dead { panicked: true } => self.out.doom(s, Why::Panic("str0m")),
-            Drained::Dead { panicked: false } => self.out.doom(s, Why::Gone),
+            Drained::Dead { panicked: false } => {
+                if let Some(e) = error {
+                    s.handshake.error.get_or_insert(e);
+                }
+                self.out.doom(s, Why::Gone)
+            }
         }
     }
 
@@ -548,6 +562,7 @@ impl Sfu {
                 let mut sinks = session::Sinks {
                     transmits,
                     events: &mut Default::default(),
+                    error: &mut None,
                 };
                 let _ = drain(id, rtc, &mut sinks);
             }

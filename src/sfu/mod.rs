@@ -29,16 +29,19 @@
 pub mod command;
 pub mod demux;
 mod forward;
+pub mod handshake;
 pub mod id;
 mod ingress;
 mod layers;
 mod lifecycle;
 pub mod out_stream;
+pub mod overload;
 pub mod per_kind;
 pub mod recorder_tap;
 pub mod room;
 pub mod sdp;
 pub mod session;
+pub mod shed;
 pub mod simulcast;
 pub mod stats;
 pub mod timers;
@@ -81,6 +84,10 @@ pub struct SfuConfig {
     pub record_default: bool,
     /// A recorder exists; without one, a publish's `record` override is ignored.
     pub recording_available: bool,
+    /// Ceiling on the event loop's predicted busy ratio: sessions that would
+    /// exceed it are refused (`Overloaded`), and viewers are shed above it
+    /// (see [`overload`]). `f64::INFINITY` turns overload control off.
+    pub max_load: f64,
 }
 
 impl Default for SfuConfig {
@@ -94,6 +101,7 @@ impl Default for SfuConfig {
             seed: [0; 32],
             record_default: false,
             recording_available: false,
+            max_load: overload::DEFAULT_MAX_LOAD,
         }
     }
 }
@@ -174,6 +182,12 @@ pub struct Sfu {
     out: Outbox,
     /// Sessions that ended without a DELETE, oldest first (see `remember_ended`).
     ended: VecDeque<(Instant, SessionToken, Role, RoomName)>,
+    /// Measured load and admitted-but-unmeasured load (overload control).
+    load: overload::Load,
+    /// Shedding state between load samples.
+    governor: overload::Governor,
+    /// `rtp_forwarded` at the last load sample.
+    load_mark: u64,
 }
 
 /// What one call leaves behind: output for the driver, work to finish
@@ -191,6 +205,9 @@ struct Outbox {
     /// Sessions marked dead, ended at the end of the current call.
     doomed: Vec<SessionId>,
     stats: Stats,
+    /// The error of the last drain that ended a session (its handshake
+    /// failure's reason); taken by `settle`.
+    rtc_error: Option<String>,
 }
 
 /// Why a session is ended (see [`Outbox::doom`]).
@@ -198,8 +215,8 @@ struct Outbox {
 enum Why {
     /// A panic in its work, caught by [`session::guarded`]; names the call.
     Panic(&'static str),
-    /// Not connected within `connect_timeout`.
-    ConnectTimeout,
+    /// Not connected within `connect_timeout` (its length).
+    ConnectTimeout(std::time::Duration),
     /// The peer is gone: DTLS closed, ICE disconnected, or its `Rtc` errored.
     Gone,
 }
@@ -210,6 +227,7 @@ impl Outbox {
         Sinks {
             transmits: &mut self.transmits,
             events: &mut self.events,
+            error: &mut self.rtc_error,
         }
     }
 
@@ -221,11 +239,11 @@ impl Outbox {
                 self.stats.caught_panics += 1;
                 log::error!("session {:?}: panic in {call}; closing it", s.id);
             }
-            Why::ConnectTimeout => {
+            Why::ConnectTimeout(t) => {
                 self.stats.connect_timeouts += 1;
-                log::info!("session {:?} ({:?}) did not connect in time", s.id, s.room);
+                handshake::report(&mut self.stats, s, handshake::Ending::Timeout(t));
             }
-            Why::Gone => {}
+            Why::Gone => handshake::report(&mut self.stats, s, handshake::Ending::Failed),
         }
         if !std::mem::replace(&mut s.dead, true) {
             self.doomed.push(s.id);
@@ -251,6 +269,7 @@ impl Sfu {
         );
         Sfu {
             ids: IdGen::new(config.seed),
+            load: overload::Load::new(config.max_load),
             config,
             next_id: 0,
             last_now: now,
@@ -268,8 +287,11 @@ impl Sfu {
                 events: VecDeque::new(),
                 doomed: Vec::new(),
                 stats: Stats::default(),
+                rtc_error: None,
             },
             ended: VecDeque::new(),
+            governor: overload::Governor::default(),
+            load_mark: 0,
         }
     }
 
@@ -356,7 +378,8 @@ impl Sfu {
             }
             s.timer.at = None;
             if !s.connected && now >= s.created + self.config.connect_timeout {
-                self.out.doom(s, Why::ConnectTimeout);
+                self.out
+                    .doom(s, Why::ConnectTimeout(self.config.connect_timeout));
                 continue;
             }
             if guarded(&mut s.rtc, |rtc| rtc.handle_input(Input::Timeout(now))).is_err() {
@@ -454,8 +477,15 @@ impl Sfu {
             if x.connected {
                 s.sessions_connected[i] += 1;
             }
+            if x.shed.paused.is_some() {
+                s.viewers_paused += 1;
+            }
         }
         s.rooms = self.rooms.len() as u64;
+        s.admission_refusals = self.load.refusals;
+        s.loop_busy_ratio = self.load.busy_ratio;
+        s.load_headroom = self.load.headroom(self.last_now);
+        s.cost_per_packet_s = self.load.cost_s;
         s
     }
 
@@ -520,6 +550,9 @@ impl Sfu {
                     }
                 }
             }
+            Event::IceConnectionStateChange(
+                IceConnectionState::Connected | IceConnectionState::Completed,
+            ) => s.handshake.ice_up = true,
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 log::info!("room {}: {id:?} ICE disconnected", s.room);
                 self.out.doom(s, Why::Gone);

@@ -30,6 +30,10 @@ pub struct Track {
     pub window_start: Option<Instant>,
     /// The layer the recorder gets (simulcast: the highest, fixed once chosen).
     pub record_layer: Option<u8>,
+    /// Packets/s in the last load sample, and `packets` at that sample.
+    pub pps: f64,
+    /// `packets` at the last load sample.
+    pub packets_mark: u64,
 }
 
 impl Track {

@@ -92,6 +92,10 @@ pub struct Session {
     /// Transaction ids of the latest Binding requests (any address): a check
     /// replayed from another address is never promoted (see `demux::with_priority`).
     pub recent_txids: RecentTxids,
+    /// Until connected: what is known of the ICE/DTLS handshake.
+    pub handshake: super::handshake::Handshake,
+    /// Viewer: paused by overload control (see `super::shed`).
+    pub shed: super::shed::ShedState,
 }
 
 impl Session {
@@ -147,6 +151,8 @@ pub struct Sinks<'a> {
     pub transmits: &'a mut VecDeque<Transmit>,
     /// Events to process after the drain, tagged with their session.
     pub events: &'a mut VecDeque<(SessionId, Event)>,
+    /// The error that ended the `Rtc`, in words, if one did.
+    pub error: &'a mut Option<String>,
 }
 
 /// Outcome of a drain.
@@ -198,6 +204,7 @@ pub fn drain(id: SessionId, rtc: &mut Rtc, sinks: &mut Sinks<'_>) -> Drained {
             Ok(Ok(Output::Event(e))) => sinks.events.push_back((id, e)),
             Ok(Err(e)) => {
                 log::debug!("session {id:?}: rtc error: {e}");
+                *sinks.error = Some(e.to_string());
                 return Drained::Dead { panicked: false };
             }
             Err(_) => return Drained::Dead { panicked: true },

@@ -69,6 +69,10 @@ pub struct Layer {
     /// Width and height its latest keyframe declared, where the codec's
     /// header says (see [`crate::codec::keyframe_size`]).
     pub size: Option<crate::codec::PictureSize>,
+    /// Packets/s in the last load sample (overload control).
+    pub pps: f64,
+    /// `packets` at the last load sample.
+    pub packets_mark: u64,
 }
 
 impl Layer {
@@ -85,6 +89,8 @@ impl Layer {
             size: None,
             keyframe_pending: false,
             newest_ts: None,
+            pps: 0.0,
+            packets_mark: 0,
         }
     }
 
@@ -185,6 +191,8 @@ pub struct Selection {
     pub raw_estimate: bool,
     /// When the viewer last went down for lack of bandwidth (see [`DOWN_HOLD`]).
     pub down_at: Option<Instant>,
+    /// Overload control's cap (bit/s): only layers at or below this rate.
+    pub cap: Option<u64>,
 }
 
 impl Selection {
@@ -198,7 +206,18 @@ impl Selection {
 
     /// Choose the target layer. Returns the new target when it changed.
     pub fn choose(&mut self, layers: &[Layer], now: Instant) -> Option<u8> {
-        let t = self.pick(layers, now);
+        let mut t = self.pick(layers, now);
+        if let (Some(cap), Some(x)) = (self.cap, t) {
+            if layers.get(usize::from(x)).is_some_and(|l| l.rate > cap) {
+                let (rank, n) = ranked(layers);
+                t = rank[..n]
+                    .iter()
+                    .rev()
+                    .find(|i| layers[usize::from(**i)].rate <= cap)
+                    .or(rank[..n].first())
+                    .copied();
+            }
+        }
         if t != self.target {
             self.target = t;
             t

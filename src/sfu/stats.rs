@@ -21,11 +21,13 @@ pub enum DropReason {
     ViewerNotConnected,
     /// A publisher packet with a payload type its offer did not negotiate.
     UnknownPayloadType,
+    /// The viewer is paused by overload control.
+    ViewerPaused,
 }
 
 impl DropReason {
     /// All reasons, for metrics output.
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::UnknownSource,
         DropReason::StunRejected,
         DropReason::RtcError,
@@ -35,6 +37,7 @@ impl DropReason {
         DropReason::NoViewerTrack,
         DropReason::ViewerNotConnected,
         DropReason::UnknownPayloadType,
+        DropReason::ViewerPaused,
     ];
 
     /// Drops counted once per (packet, viewer) rather than once per datagram.
@@ -45,6 +48,7 @@ impl DropReason {
                 | DropReason::WaitingForKeyframe
                 | DropReason::NoViewerTrack
                 | DropReason::ViewerNotConnected
+                | DropReason::ViewerPaused
         )
     }
 
@@ -60,6 +64,7 @@ impl DropReason {
             DropReason::NoViewerTrack => "no_viewer_track",
             DropReason::ViewerNotConnected => "viewer_not_connected",
             DropReason::UnknownPayloadType => "unknown_payload_type",
+            DropReason::ViewerPaused => "viewer_paused",
         }
     }
 }
@@ -113,7 +118,7 @@ pub struct Stats {
     /// ([`DropReason::is_per_viewer`]).
     pub fanout_attempts: u64,
     /// Dropped datagrams and per-viewer packet drops, indexed like [`DropReason::ALL`].
-    pub dropped: [u64; 9],
+    pub dropped: [u64; 10],
     /// Keyframe requests sent to publishers.
     pub keyframe_requests_sent: u64,
     /// Keyframe requests (PLI/FIR) received from viewers.
@@ -146,6 +151,22 @@ pub struct Stats {
     pub nacks_sent: u64,
     /// NACKs viewers sent to wisp (answered from the send history).
     pub nacks_received: u64,
+    /// Sessions whose ICE/DTLS handshake failed, by
+    /// [`super::handshake::Stage::ALL`] (ice, dtls).
+    pub handshake_failures: [u64; 2],
+    /// Overload control's actions on viewers: down a layer, paused, closed,
+    /// resumed, layer cap lifted.
+    pub shed: [u64; 5],
+    /// Admissions refused by predicted load, by [`super::overload::Refusal::ALL`].
+    pub admission_refusals: [u64; 2],
+    /// The event loop's busy ratio in the last load sample.
+    pub loop_busy_ratio: f64,
+    /// `max_load` minus the predicted load (negative when over).
+    pub load_headroom: f64,
+    /// Seconds of loop time per forwarded packet (the cost model).
+    pub cost_per_packet_s: f64,
+    /// Viewers paused by overload control now.
+    pub viewers_paused: u64,
     /// Filled in by the event loop: `send_to` failures (datagram dropped).
     pub io_send_errors: u64,
     /// Filled in by the event loop: `recv_from` errors other than WouldBlock.

@@ -1,0 +1,582 @@
+//! Overload control: admit only what the event loop can carry, and when load
+//! rises after admission, degrade viewer by viewer, never everyone at once.
+//!
+//! ```text
+//!  driver: busy time / wall time per window ──▶ Load::on_sample ◀── packets forwarded (core)
+//!                                                 │ busy ratio, cost of one forwarded packet
+//!        POST /whep ─▶ Load::admit(room pps) ─────┤ predicted > max_load → 503 (Overloaded)
+//!        every sample ─▶ Governor::plan(viewers) ─┘ Down · Pause · Close · Resume · Lift
+//! ```
+//!
+//! Pure policy: no clock, no sessions, no `Rtc`. The core turns the actions
+//! into layer caps, paused viewers and closed sessions.
+//!
+//! Shedding order, when the measured busy ratio is above the ceiling:
+//! 1. simulcast viewers move down one layer, newest first;
+//! 2. the newest viewers of the heaviest room are paused (session kept, no media);
+//! 3. viewers paused for [`PAUSE_LIMIT`] while the node stays loaded, or when
+//!    nothing else is left to shed, are closed, newest first.
+//!
+//! Each step takes as many viewers as its predicted saving needs, then the
+//! governor waits one sample for the effect ([`Governor::plan`]). When the
+//! load falls below [`RESUME_MARGIN`] under the ceiling, paused viewers
+//! resume oldest first (newest last), then layer caps are lifted, as far as
+//! the predicted cost fits.
+
+use std::time::{Duration, Instant};
+
+use super::id::SessionId;
+
+/// Default ceiling on the loop's busy ratio (`WISP_MAX_LOAD`): 0.85 of a core
+/// leaves room for bursts (keyframes, joins) before packets wait in the socket.
+pub const DEFAULT_MAX_LOAD: f64 = 0.85;
+/// Resume only below `max_load - RESUME_MARGIN`, so one resumed viewer does
+/// not push the node straight back over (hysteresis).
+pub const RESUME_MARGIN: f64 = 0.10;
+/// Cost of one forwarded packet before any measurement: 5 µs, a little above
+/// the 4.5 µs measured at 400 viewers × 550 packets/s (BENCHMARKS.md).
+pub const PRIOR_COST_S: f64 = 5e-6;
+/// Packets/s assumed for a room with no media yet: a 2.5 Mbit/s stream is
+/// about 260 video + 50 audio packets/s, a high-rate one 500 + 50.
+pub const QUIET_ROOM_PPS: f64 = 550.0;
+/// Packets/s assumed for a publish (ingress) before its media is known.
+pub const PUBLISH_PPS: f64 = 550.0;
+/// Shedding starts only when the measured busy ratio is this far over the
+/// ceiling: admission fills a node up to the ceiling, and keyframes and joins
+/// make the measurement wobble around it. It then sheds down to the ceiling.
+pub const SHED_MARGIN: f64 = 0.05;
+/// Fewer forwarded packets than this in a window leave the cost estimate as
+/// it was: a quiet loop's busy time is mostly timers, not packets.
+pub const MIN_PACKETS_FOR_COST: u64 = 200;
+/// Admitted load counts as pending (not yet in the measurement) this long:
+/// setup, ICE, DTLS and the first keyframe take up to a couple of seconds.
+pub const PENDING_FOR: Duration = Duration::from_secs(3);
+/// A viewer paused this long while the node stays loaded is closed.
+pub const PAUSE_LIMIT: Duration = Duration::from_secs(30);
+/// Most admissions remembered as pending (bounded; older ones are dropped,
+/// which only makes admission less conservative).
+const MAX_PENDING: usize = 4096;
+
+/// Why an admission was refused (the `reason` label of
+/// `wisp_admission_refusals_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A viewer would push the predicted load over the ceiling.
+    ViewerLoad,
+    /// A publisher would push the predicted load over the ceiling.
+    PublishLoad,
+}
+
+impl Refusal {
+    /// Every reason, for the metrics (each label shows, zero or not).
+    pub const ALL: [Refusal; 2] = [Refusal::ViewerLoad, Refusal::PublishLoad];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::ViewerLoad => "viewer_load",
+            Refusal::PublishLoad => "publish_load",
+        }
+    }
+}
+
+/// One window measured by the driver: how long the loop worked (everything
+/// but waiting in `poll`) out of how long the window was.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoadSample {
+    /// Time spent working.
+    pub busy: Duration,
+    /// Length of the window.
+    pub elapsed: Duration,
+}
+
+/// What the core knows of its load: the last measured busy ratio, the cost of
+/// one forwarded packet, and what it admitted since.
+#[derive(Debug, Clone)]
+pub struct Load {
+    /// Ceiling on the predicted busy ratio.
+    pub max_load: f64,
+    /// Busy ratio of the last sample (0..=1).
+    pub busy_ratio: f64,
+    /// Seconds of loop time per forwarded packet (moving average).
+    pub cost_s: f64,
+    /// Packets forwarded per second in the last sample.
+    pub forwarded_pps: f64,
+    /// Admissions not yet visible in a sample: (when, load share).
+    pending: std::collections::VecDeque<(Instant, f64)>,
+    /// Refusals so far, by [`Refusal::ALL`] index.
+    pub refusals: [u64; 2],
+    /// Samples taken.
+    pub samples: u64,
+    /// `cost_s` comes from a measurement, not the prior.
+    measured: bool,
+}
+
+impl Load {
+    /// No measurement yet: idle, prior cost.
+    pub fn new(max_load: f64) -> Load {
+        Load {
+            max_load,
+            busy_ratio: 0.0,
+            cost_s: PRIOR_COST_S,
+            forwarded_pps: 0.0,
+            pending: Default::default(),
+            refusals: [0; 2],
+            samples: 0,
+            measured: false,
+        }
+    }
+
+    /// Take a sample covering `forwarded` packets sent to viewers. All the
+    /// loop's work (ingress, RTCP, STUN, timers) is charged to them, so the
+    /// cost of a viewer predicted from its packets includes its share of the
+    /// rest.
+    pub fn on_sample(&mut self, now: Instant, s: LoadSample, forwarded: u64) {
+        let elapsed = s.elapsed.as_secs_f64();
+        if elapsed <= 0.0 {
+            return;
+        }
+        self.samples += 1;
+        let busy = s.busy.as_secs_f64().min(elapsed);
+        self.busy_ratio = busy / elapsed;
+        self.forwarded_pps = forwarded as f64 / elapsed;
+        if forwarded >= MIN_PACKETS_FOR_COST {
+            let cost = busy / forwarded as f64;
+            // The first measurement replaces the prior; later ones are
+            // smoothed over about three samples, so one busy window (setup
+            // bursts) does not make every packet look expensive.
+            self.cost_s = if self.measured {
+                0.6 * self.cost_s + 0.4 * cost
+            } else {
+                cost
+            };
+            self.measured = true;
+        }
+        self.pending
+            .retain(|(t, _)| now.saturating_duration_since(*t) < PENDING_FOR);
+    }
+
+    /// The load share of `pps` more forwarded packets per second.
+    pub fn share(&self, pps: f64) -> f64 {
+        pps * self.cost_s
+    }
+
+    /// Busy ratio expected now: the last sample plus what was admitted since.
+    pub fn predicted(&self, now: Instant) -> f64 {
+        self.busy_ratio
+            + self
+                .pending
+                .iter()
+                .filter(|(t, _)| now.saturating_duration_since(*t) < PENDING_FOR)
+                .map(|(_, l)| l)
+                .sum::<f64>()
+    }
+
+    /// How much load can still be admitted (negative when over).
+    pub fn headroom(&self, now: Instant) -> f64 {
+        self.max_load - self.predicted(now)
+    }
+
+    /// Admit a session that will cost `pps` packets/s of loop work, or refuse
+    /// it with `why`. An admitted session counts as pending until samples
+    /// include it.
+    pub fn admit(&mut self, now: Instant, pps: f64, why: Refusal) -> Result<(), Refusal> {
+        let extra = self.share(pps);
+        if self.predicted(now) + extra > self.max_load {
+            self.refusals[why as usize] += 1;
+            return Err(why);
+        }
+        if self.pending.len() >= MAX_PENDING {
+            self.pending.pop_front();
+        }
+        self.pending.push_back((now, extra));
+        Ok(())
+    }
+}
+
+/// One viewer as the governor sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewerLoad {
+    /// The session.
+    pub id: SessionId,
+    /// Index of its room in the caller's list (rooms are compared by load).
+    pub room: usize,
+    /// Join order within the node: larger is newer.
+    pub joined: u64,
+    /// Packets/s it is sent now (0 while paused).
+    pub pps: f64,
+    /// Packets/s it would be sent one layer down, if it is a simulcast viewer
+    /// above the lowest layer.
+    pub down_pps: Option<f64>,
+    /// Packets/s it would be sent without its layer cap, if it has one.
+    pub uncapped_pps: Option<f64>,
+    /// Packets/s it would be sent when resumed, if it is paused.
+    pub resume_pps: Option<f64>,
+    /// Since when it has been paused.
+    pub paused_since: Option<Instant>,
+}
+
+/// What the core should do to one viewer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Cap its layer one below the current one.
+    Down(SessionId),
+    /// Stop sending it media; keep the session.
+    Pause(SessionId),
+    /// End the session.
+    Close(SessionId),
+    /// Send it media again (and a keyframe).
+    Resume(SessionId),
+    /// Remove its layer cap.
+    Lift(SessionId),
+}
+
+/// The shedding state between samples.
+#[derive(Debug, Default, Clone)]
+pub struct Governor {
+    /// The last plan acted; the next sample only shows part of its effect, so
+    /// it is skipped.
+    settling: bool,
+    /// Actions taken, by kind: down, pause, close, resume, lift.
+    pub counts: [u64; 5],
+}
+
+impl Governor {
+    /// Decide what to shed or restore after a sample. `load` is the fresh
+    /// sample; `viewers` every viewer of the node (any order).
+    pub fn plan(&mut self, now: Instant, load: &Load, viewers: &[ViewerLoad]) -> Vec<Action> {
+        if std::mem::take(&mut self.settling) {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let excess = load.busy_ratio - load.max_load;
+        if excess > SHED_MARGIN {
+            self.shed(now, load, excess, viewers, &mut out);
+        } else {
+            self.restore(load, viewers, &mut out);
+        }
+        // Paused too long while the node is still loaded: end them.
+        if load.busy_ratio > load.max_load - RESUME_MARGIN {
+            let mut stale: Vec<&ViewerLoad> = viewers
+                .iter()
+                .filter(|v| {
+                    v.paused_since
+                        .is_some_and(|t| now.saturating_duration_since(t) >= PAUSE_LIMIT)
+                })
+                .filter(|v| !out.contains(&Action::Close(v.id)))
+                .collect();
+            stale.sort_by_key(|v| std::cmp::Reverse(v.joined));
+            out.extend(stale.iter().map(|v| Action::Close(v.id)));
+        }
+        for a in &out {
+            let k = match a {
+                Action::Down(_) => 0,
+                Action::Pause(_) => 1,
+                Action::Close(_) => 2,
+                Action::Resume(_) => 3,
+                Action::Lift(_) => 4,
+            };
+            self.counts[k] += 1;
+        }
+        self.settling = out
+            .iter()
+            .any(|a| !matches!(a, Action::Close(_)) || excess > 0.0);
+        out
+    }
+
+    fn shed(
+        &mut self,
+        _now: Instant,
+        load: &Load,
+        excess: f64,
+        viewers: &[ViewerLoad],
+        out: &mut Vec<Action>,
+    ) {
+        // Packets/s to remove; within half a packet/s counts as done.
+        let mut need = excess / load.cost_s.max(1e-9) - 0.5;
+        let mut newest: Vec<&ViewerLoad> = viewers.iter().collect();
+        newest.sort_by_key(|v| std::cmp::Reverse(v.joined));
+
+        // 1. Simulcast viewers one layer down, newest first.
+        for v in &newest {
+            if need <= 0.0 {
+                return;
+            }
+            if let Some(down) = v.down_pps.filter(|_| v.paused_since.is_none()) {
+                let saving = v.pps - down;
+                if saving > 0.0 {
+                    out.push(Action::Down(v.id));
+                    need -= saving;
+                }
+            }
+        }
+        // 2. Pause the newest viewers of the heaviest room, then the next room.
+        let mut rooms: Vec<(usize, f64)> = Vec::new();
+        for v in viewers.iter().filter(|v| v.paused_since.is_none()) {
+            match rooms.iter_mut().find(|(r, _)| *r == v.room) {
+                Some((_, pps)) => *pps += v.pps,
+                None => rooms.push((v.room, v.pps)),
+            }
+        }
+        rooms.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        for (room, _) in rooms {
+            for v in newest
+                .iter()
+                .filter(|v| v.room == room && v.paused_since.is_none() && v.pps > 0.0)
+            {
+                if need <= 0.0 {
+                    return;
+                }
+                // A viewer already moved down in this plan saves the rest.
+                let saving = if out.contains(&Action::Down(v.id)) {
+                    v.down_pps.unwrap_or(v.pps)
+                } else {
+                    v.pps
+                };
+                out.push(Action::Pause(v.id));
+                need -= saving;
+            }
+        }
+        // 3. Nothing left to pause and still over: close the newest paused.
+        if need > 0.0 {
+            for v in newest.iter().filter(|v| v.paused_since.is_some()) {
+                out.push(Action::Close(v.id));
+            }
+        }
+    }
+
+    fn restore(&mut self, load: &Load, viewers: &[ViewerLoad], out: &mut Vec<Action>) {
+        let room = load.max_load - RESUME_MARGIN - load.busy_ratio;
+        if room <= 0.0 {
+            return;
+        }
+        let mut budget = room / load.cost_s.max(1e-9); // packets/s we may add
+        let mut oldest: Vec<&ViewerLoad> = viewers.iter().collect();
+        oldest.sort_by_key(|v| v.joined);
+        for v in &oldest {
+            if let Some(pps) = v.resume_pps {
+                if pps > budget {
+                    return;
+                }
+                budget -= pps;
+                out.push(Action::Resume(v.id));
+            }
+        }
+        for v in &oldest {
+            if let Some(up) = v.uncapped_pps {
+                let extra = (up - v.pps).max(0.0);
+                if extra > budget {
+                    return;
+                }
+                budget -= extra;
+                out.push(Action::Lift(v.id));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sid(n: u64) -> SessionId {
+        SessionId(n)
+    }
+
+    fn sample(busy_ms: u64) -> LoadSample {
+        LoadSample {
+            busy: Duration::from_millis(busy_ms),
+            elapsed: Duration::from_secs(1),
+        }
+    }
+
+    fn viewer(n: u64, room: usize, pps: f64) -> ViewerLoad {
+        ViewerLoad {
+            id: sid(n),
+            room,
+            joined: n,
+            pps,
+            down_pps: None,
+            uncapped_pps: None,
+            resume_pps: None,
+            paused_since: None,
+        }
+    }
+
+    #[test]
+    fn cost_is_measured_and_admission_predicts_from_it() {
+        let t0 = Instant::now();
+        let mut l = Load::new(0.85);
+        // 100k packets in a 1 s window at 50 % busy: 5 µs a packet.
+        l.on_sample(t0, sample(500), 100_000);
+        assert!((l.busy_ratio - 0.5).abs() < 1e-9);
+        assert!((l.cost_s - 5e-6).abs() < 1e-9);
+        // One more 550 pps viewer costs 0.275 % of the core.
+        assert!((l.share(550.0) - 0.00275).abs() < 1e-9);
+        // Room for (0.85 - 0.5) / 0.00275 = 127 viewers, then refusals.
+        let admitted = (0..200)
+            .take_while(|_| l.admit(t0, 550.0, Refusal::ViewerLoad).is_ok())
+            .count();
+        assert_eq!(admitted, 127);
+        assert_eq!(l.refusals, [1, 0]);
+        assert!(l.headroom(t0) < 0.00275 && l.headroom(t0) >= 0.0);
+        // Pending load is forgotten once samples include it.
+        l.on_sample(t0 + PENDING_FOR, sample(500), 100_000);
+        assert!((l.headroom(t0 + PENDING_FOR) - 0.35).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_quiet_window_keeps_the_cost_estimate() {
+        let t0 = Instant::now();
+        let mut l = Load::new(0.85);
+        l.on_sample(t0, sample(300), 10);
+        assert_eq!(l.cost_s, PRIOR_COST_S);
+        l.on_sample(
+            t0,
+            LoadSample {
+                busy: Duration::ZERO,
+                elapsed: Duration::ZERO,
+            },
+            1,
+        );
+        assert_eq!(l.samples, 1);
+    }
+
+    #[test]
+    fn sheds_down_then_pause_heaviest_room_newest_first_then_close() {
+        let t0 = Instant::now();
+        let mut l = Load::new(0.85);
+        l.cost_s = 1e-4;
+        // Room 0: simulcast viewers 1..=3 at 500 pps (200 pps one layer down).
+        // Room 1: plain viewers 4..=5 at 300 pps.
+        let mut vs: Vec<ViewerLoad> = (1..=3)
+            .map(|n| ViewerLoad {
+                down_pps: Some(200.0),
+                ..viewer(n, 0, 500.0)
+            })
+            .collect();
+        vs.push(viewer(4, 1, 300.0));
+        vs.push(viewer(5, 1, 300.0));
+        let mut g = Governor::default();
+
+        // Over the ceiling by less than the margin: nothing yet.
+        l.busy_ratio = 0.895;
+        assert!(g.plan(t0, &l, &vs).is_empty());
+        // Over by 0.055 = 550 pps: two down-switches (newest first) cover it.
+        l.busy_ratio = 0.905;
+        assert_eq!(
+            g.plan(t0, &l, &vs),
+            vec![Action::Down(sid(3)), Action::Down(sid(2))]
+        );
+        // The next sample is skipped while the switches take effect.
+        assert!(g.plan(t0, &l, &vs).is_empty());
+
+        // Over by 0.15 = 1,500 pps: all three down (900), then the heaviest
+        // room's newest viewers are paused: 3 (its remaining 200), 2, 1.
+        l.busy_ratio = 1.0;
+        let plan = g.plan(t0, &l, &vs);
+        assert_eq!(
+            plan,
+            vec![
+                Action::Down(sid(3)),
+                Action::Down(sid(2)),
+                Action::Down(sid(1)),
+                Action::Pause(sid(3)),
+                Action::Pause(sid(2)),
+                Action::Pause(sid(1)),
+            ]
+        );
+        assert!(g.plan(t0, &l, &vs).is_empty());
+
+        // Everyone paused and still over: the newest paused are closed.
+        for v in &mut vs {
+            v.paused_since = Some(t0);
+            v.resume_pps = Some(v.pps);
+            v.pps = 0.0;
+        }
+        let plan = g.plan(t0, &l, &vs);
+        assert_eq!(plan.first(), Some(&Action::Close(sid(5))));
+        assert_eq!(plan.len(), 5);
+        assert_eq!(g.counts, [5, 3, 5, 0, 0]);
+    }
+
+    #[test]
+    fn pauses_the_heaviest_room_first() {
+        let t0 = Instant::now();
+        let mut l = Load::new(0.85);
+        l.cost_s = 3.5e-4;
+        l.busy_ratio = 0.92; // 200 pps over
+                             // Room 0: one 550 pps viewer (the newest); room 1: two 300 pps viewers.
+        let vs = vec![
+            viewer(1, 1, 300.0),
+            viewer(2, 1, 300.0),
+            viewer(3, 0, 550.0),
+        ];
+        let mut g = Governor::default();
+        assert_eq!(g.plan(t0, &l, &vs), vec![Action::Pause(sid(2))]);
+    }
+
+    #[test]
+    fn resumes_oldest_first_within_budget_then_lifts_caps() {
+        let t0 = Instant::now();
+        let mut l = Load::new(0.85);
+        l.cost_s = 1e-5;
+        let paused = |n: u64| ViewerLoad {
+            paused_since: Some(t0),
+            resume_pps: Some(500.0),
+            ..viewer(n, 0, 0.0)
+        };
+        let vs = vec![
+            paused(3),
+            paused(1),
+            paused(2),
+            ViewerLoad {
+                uncapped_pps: Some(800.0),
+                ..viewer(4, 0, 300.0)
+            },
+        ];
+        let mut g = Governor::default();
+        // At 0.85 - 0.10 - 0.012 there is room for 1,200 pps: two resumes.
+        l.busy_ratio = 0.738;
+        assert_eq!(
+            g.plan(t0, &l, &vs),
+            vec![Action::Resume(sid(1)), Action::Resume(sid(2))]
+        );
+        assert!(g.plan(t0, &l, &vs).is_empty(), "settling");
+        // Plenty of room: every paused viewer, then the cap.
+        l.busy_ratio = 0.2;
+        assert_eq!(
+            g.plan(t0, &l, &vs),
+            vec![
+                Action::Resume(sid(1)),
+                Action::Resume(sid(2)),
+                Action::Resume(sid(3)),
+                Action::Lift(sid(4))
+            ]
+        );
+        // Between the resume level and the ceiling nothing happens.
+        let mut g = Governor::default();
+        l.busy_ratio = 0.8;
+        assert!(g.plan(t0, &l, &vs).is_empty());
+    }
+
+    #[test]
+    fn paused_too_long_under_load_is_closed() {
+        let t0 = Instant::now();
+        let mut l = Load::new(0.85);
+        l.busy_ratio = 0.8; // loaded but not over: no shedding, no resume
+        let v = ViewerLoad {
+            paused_since: Some(t0),
+            resume_pps: Some(500.0),
+            ..viewer(1, 0, 0.0)
+        };
+        let mut g = Governor::default();
+        assert!(g
+            .plan(t0 + Duration::from_secs(29), &l, std::slice::from_ref(&v))
+            .is_empty());
+        assert_eq!(
+            g.plan(t0 + PAUSE_LIMIT, &l, &[v]),
+            vec![Action::Close(sid(1))]
+        );
+    }
+}

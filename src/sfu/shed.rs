@@ -1,0 +1,246 @@
+//! The core's side of overload control: admission checks, the once-a-second
+//! load sample, and the governor's actions on viewers (policy in
+//! [`super::overload`]).
+//!
+//! A paused viewer keeps its session and ICE/DTLS; its streams are detached
+//! (as when a publisher leaves), so on resume numbering continues and video
+//! waits for the keyframe wisp asks for. A capped viewer's layer choice is
+//! limited to rates below its cap.
+
+use std::time::Instant;
+
+use super::command::{ApiError, Role};
+use super::id::RoomName;
+use super::overload::{Action, LoadSample, Refusal, ViewerLoad, PUBLISH_PPS, QUIET_ROOM_PPS};
+use super::room::Room;
+use super::simulcast::ranked;
+use super::Sfu;
+
+/// Packets/s of one room's media as a viewer would get it: audio, plus video
+/// at `layer` (simulcast) or the whole video track.
+fn media_pps(room: &Room, layer: Option<u8>, audio: bool) -> f64 {
+    let a = if audio {
+        room.tracks.audio.as_ref().map_or(0.0, |t| t.pps)
+    } else {
+        0.0
+    };
+    let v = room.tracks.video.as_ref().map_or(0.0, |t| {
+        if t.simulcast {
+            layer
+                .and_then(|l| t.layers.get(usize::from(l)))
+                .map_or(0.0, |l| l.pps)
+        } else {
+            t.pps
+        }
+    });
+    a + v
+}
+
+/// The top usable layer of a simulcast video track whose rate is at most
+/// `cap` (bit/s), or the top one without a cap.
+fn top_layer(room: &Room, cap: Option<u64>) -> Option<u8> {
+    let t = room.tracks.video.as_ref().filter(|t| t.simulcast)?;
+    let (rank, n) = ranked(&t.layers);
+    rank[..n]
+        .iter()
+        .rev()
+        .find(|i| cap.is_none_or(|c| t.layers[usize::from(**i)].rate <= c))
+        .or(rank[..n].first())
+        .copied()
+}
+
+impl Sfu {
+    /// Refuse a new viewer of `room` when one more would push the predicted
+    /// load over `max_load` (its cost: the room's packet rate, at the top
+    /// layer for simulcast; [`QUIET_ROOM_PPS`] before the room has media).
+    pub(super) fn admit_viewer(&mut self, now: Instant, room: &RoomName) -> Result<(), ApiError> {
+        let pps = self
+            .rooms
+            .get(room)
+            .map(|r| media_pps(r, top_layer(r, None), true))
+            .filter(|p| *p > 0.0)
+            .unwrap_or(QUIET_ROOM_PPS);
+        self.admit(now, pps, Refusal::ViewerLoad)
+    }
+
+    /// Refuse a publisher when its expected ingress ([`PUBLISH_PPS`]) would
+    /// push the predicted load over `max_load`.
+    pub(super) fn admit_publisher(&mut self, now: Instant) -> Result<(), ApiError> {
+        self.admit(now, PUBLISH_PPS, Refusal::PublishLoad)
+    }
+
+    fn admit(&mut self, now: Instant, pps: f64, why: Refusal) -> Result<(), ApiError> {
+        self.load.admit(now, pps, why).map_err(|_| {
+            log::info!(
+                "admission refused ({}): predicted load {:.2} + {:.3} over {:.2}",
+                why.label(),
+                self.load.predicted(now),
+                self.load.share(pps),
+                self.load.max_load
+            );
+            ApiError::Overloaded
+        })
+    }
+
+    /// Driver input, about once a second: how busy the loop was. Updates the
+    /// cost model and the rooms' packet rates, then sheds or restores
+    /// viewers as the governor decides.
+    pub fn handle_load(&mut self, now: Instant, sample: LoadSample) {
+        let forwarded = self.out.stats.rtp_forwarded - self.load_mark;
+        self.load_mark = self.out.stats.rtp_forwarded;
+        self.load.on_sample(now, sample, forwarded);
+        let secs = sample.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            for r in self.rooms.values_mut() {
+                for t in r.tracks.values_mut().flatten() {
+                    t.pps = (t.packets - t.packets_mark) as f64 / secs;
+                    t.packets_mark = t.packets;
+                    for l in &mut t.layers {
+                        l.pps = (l.packets - l.packets_mark) as f64 / secs;
+                        l.packets_mark = l.packets;
+                    }
+                }
+            }
+        }
+        let viewers = self.viewer_loads();
+        for a in self.governor.plan(now, &self.load, &viewers) {
+            self.shed_apply(now, a);
+        }
+        self.process(now);
+    }
+
+    /// Every viewer with its cost now and after each possible action.
+    fn viewer_loads(&self) -> Vec<ViewerLoad> {
+        let mut out = Vec::new();
+        let mut room_ix: Vec<&RoomName> = Vec::new();
+        for (name, r) in &self.rooms {
+            let ix = room_ix.len();
+            room_ix.push(name);
+            for id in &r.subscribers {
+                let Some(s) = self.sessions.get(id).filter(|s| !s.dead && s.connected) else {
+                    continue;
+                };
+                let audio = s.outs.audio.is_some();
+                let layer = s.sel.current.or(s.sel.target);
+                let pps = media_pps(r, layer, audio);
+                let mut down_pps = None;
+                if let Some((t, c)) = r
+                    .tracks
+                    .video
+                    .as_ref()
+                    .filter(|t| t.simulcast && s.outs.video.is_some())
+                    .zip(s.sel.current)
+                {
+                    let (rank, n) = ranked(&t.layers);
+                    if let Some(pos) = rank[..n].iter().position(|i| *i == c) {
+                        if pos > 0 {
+                            down_pps = Some(media_pps(r, Some(rank[pos - 1]), audio));
+                        }
+                    }
+                }
+                let paused = s.shed.paused;
+                out.push(ViewerLoad {
+                    id: *id,
+                    room: ix,
+                    joined: id.0,
+                    pps: if paused.is_some() { 0.0 } else { pps },
+                    down_pps,
+                    uncapped_pps: s.sel.cap.map(|_| media_pps(r, top_layer(r, None), audio)),
+                    resume_pps: paused.map(|_| media_pps(r, top_layer(r, s.sel.cap), audio)),
+                    paused_since: paused,
+                });
+            }
+        }
+        out
+    }
+
+    fn shed_apply(&mut self, now: Instant, a: Action) {
+        let id = match a {
+            Action::Down(id)
+            | Action::Pause(id)
+            | Action::Close(id)
+            | Action::Resume(id)
+            | Action::Lift(id) => id,
+        };
+        let busy = self.load.busy_ratio;
+        let Some(s) = self
+            .sessions
+            .get_mut(&id)
+            .filter(|s| s.role == Role::Subscriber)
+        else {
+            return;
+        };
+        let room = s.room.clone();
+        match a {
+            Action::Down(_) => {
+                let Some(t) = self.rooms.get(&room).and_then(|r| r.tracks.video.as_ref()) else {
+                    return;
+                };
+                let (rank, n) = ranked(&t.layers);
+                let Some(pos) = rank[..n].iter().position(|i| Some(*i) == s.sel.current) else {
+                    return;
+                };
+                if pos == 0 {
+                    return;
+                }
+                // Between the two layers' rates: the lower fits, the current does not.
+                let lo = t.layers[usize::from(rank[pos - 1])].rate;
+                let hi = t.layers[usize::from(rank[pos])].rate;
+                s.sel.cap = Some(lo + (hi - lo) / 2);
+                log::info!("room {room}: viewer {id:?} down a layer (load {busy:.2})");
+                self.out.stats.shed[0] += 1;
+                self.select_layers(now, &room, Some(id));
+            }
+            Action::Pause(_) => {
+                if s.shed.paused.is_some() {
+                    return;
+                }
+                s.shed.paused = Some(now);
+                s.outs.values_mut().flatten().for_each(|o| o.detach());
+                s.sel.detach();
+                log::info!("room {room}: viewer {id:?} paused (load {busy:.2})");
+                self.out.stats.shed[1] += 1;
+            }
+            Action::Close(_) => {
+                log::info!("room {room}: viewer {id:?} closed to shed load (load {busy:.2})");
+                self.out.stats.shed[2] += 1;
+                // Not remembered as ended: its DELETE gets 404, and the
+                // client learns it was let go (ICE/DTLS close follows).
+                self.close_session(now, id);
+            }
+            Action::Resume(_) => {
+                if s.shed.paused.take().is_none() {
+                    return;
+                }
+                log::info!("room {room}: viewer {id:?} resumed (load {busy:.2})");
+                self.out.stats.shed[3] += 1;
+                if self.is_simulcast(&room) {
+                    self.select_layers(now, &room, Some(id));
+                } else {
+                    self.request_keyframe(now, &room, 0);
+                }
+            }
+            Action::Lift(_) => {
+                s.sel.cap = None;
+                log::info!("room {room}: viewer {id:?} layer cap lifted (load {busy:.2})");
+                self.out.stats.shed[4] += 1;
+                self.select_layers(now, &room, Some(id));
+            }
+        }
+    }
+
+    /// Viewers paused by overload control now.
+    pub fn paused_viewers(&self) -> usize {
+        self.sessions
+            .values()
+            .filter(|s| s.shed.paused.is_some())
+            .count()
+    }
+}
+
+/// A viewer's overload state.
+#[derive(Debug, Clone, Default)]
+pub struct ShedState {
+    /// Paused by overload control since then: no media, session kept.
+    pub paused: Option<Instant>,
+}
