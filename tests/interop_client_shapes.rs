@@ -1,4 +1,4 @@
-//! Offers shaped like the real WHIP/WHEP clients in ../shared/docs/whip-whep.md,
+//! Offers shaped like the real WHIP/WHEP clients (OBS, FFmpeg, GStreamer, browsers; see the README's Interoperability table),
 //! driven through the core with real str0m peers. Each case is one test.
 
 mod common;
