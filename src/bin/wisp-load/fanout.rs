@@ -46,10 +46,13 @@ pub fn run_load(args: &Args, n: usize, room: &str) -> Result<Value, String> {
     let pi = load.add(publisher).map_err(|e| e.to_string())?;
     load.wait_connected(pi, Duration::from_secs(10))?;
 
-    // Viewers, one after the other; handshakes progress in between.
+    // Viewers, one after the other; handshakes progress in between. A `503`
+    // (overload control) is a refusal: counted, not retried; the run goes on
+    // with the admitted viewers, and loss and delivery are theirs.
     let view_path = format!("/whep/{room}");
     let t_setup = Instant::now();
     let mut post_time = 0.0;
+    let mut refused = 0usize;
     for i in 0..n {
         let kind = if i < args.full_viewers {
             Kind::Full
@@ -60,6 +63,11 @@ pub fn run_load(args: &Args, n: usize, room: &str) -> Result<Value, String> {
         let t = Instant::now();
         let r = post_offer(args.http, &view_path, &p.offer)?;
         post_time += t.elapsed().as_secs_f64();
+        if r.status == 503 {
+            refused += 1;
+            load.turn(Duration::ZERO);
+            continue;
+        }
         let peer = p.finish(&r, args.http, &view_path, args.io())?;
         load.add(peer).map_err(|e| e.to_string())?;
         load.turn(Duration::ZERO);
@@ -71,6 +79,7 @@ pub fn run_load(args: &Args, n: usize, room: &str) -> Result<Value, String> {
     let setup_s = t_setup.elapsed().as_secs_f64();
     load.pump_for(Duration::from_millis(300));
     let after_setup = snap(args, false);
+    let admitted = n - refused;
 
     let (video_pt, audio_pt) = (load.peers[pi].video_pt, load.peers[pi].audio_pt);
     let fps = args.fps;
@@ -88,7 +97,7 @@ pub fn run_load(args: &Args, n: usize, room: &str) -> Result<Value, String> {
 
     if !args.quiet {
         eprintln!(
-            "wisp-load: {n} viewers connected in {setup_s:.2}s; sending {} video pps x {} B + {} audio pps for {}s",
+            "wisp-load: {admitted} viewers connected ({refused} refused) in {setup_s:.2}s; sending {} video pps x {} B + {} audio pps for {}s",
             args.video_pps, args.packet_size, args.audio_pps, args.duration
         );
     }
@@ -105,6 +114,9 @@ pub fn run_load(args: &Args, n: usize, room: &str) -> Result<Value, String> {
     };
     let mut max_behind = Duration::ZERO;
     let mut per_sec = vec![];
+    // `/metrics` read once when sending stops: the server's busy ratio then
+    // covers the last second of media, not the drain.
+    let mut at_end: Option<ServerSnap> = None;
     let video_iv = 1.0 / args.video_pps;
     let audio_iv = if args.audio_pps > 0.0 {
         1.0 / args.audio_pps
@@ -139,6 +151,8 @@ pub fn run_load(args: &Args, n: usize, room: &str) -> Result<Value, String> {
             }
         } else if el >= send_for + args.drain {
             break;
+        } else if at_end.is_none() {
+            at_end = Some(snap(args, true));
         }
         // Spin while packets are due within 2 ms; otherwise sleep in poll.
         let wait = if sending {
@@ -164,7 +178,7 @@ pub fn run_load(args: &Args, n: usize, room: &str) -> Result<Value, String> {
                 received: rx.media(),
                 server: snap(args, false),
             };
-            per_sec.push(second(args, &mut load, n, t0, &last_tick, &tick));
+            per_sec.push(second(args, &mut load, admitted, t0, &last_tick, &tick));
             last_tick = tick;
         }
     }
@@ -175,7 +189,7 @@ pub fn run_load(args: &Args, n: usize, room: &str) -> Result<Value, String> {
 
     let (rx, dec) = totals(&load.peers);
     let sent = pubr.video_sent + pubr.audio_sent;
-    let expected = sent * n as u64;
+    let expected = sent * admitted as u64;
     let received = rx.media();
     let loss = loss_ratio(received, expected);
     let worst_viewer_loss = load
@@ -219,6 +233,16 @@ pub fn run_load(args: &Args, n: usize, room: &str) -> Result<Value, String> {
             Some(metric_sum(&s2.metrics, name) - metric_sum(&s1.metrics, name))
         }
     };
+    let end_metrics = at_end.map(|s| s.metrics).unwrap_or_default();
+    let gauge = |name: &str| (!end_metrics.is_empty()).then(|| metric_sum(&end_metrics, name));
+    let shed: serde_json::Map<String, Value> = SHED_ACTIONS
+        .iter()
+        .filter_map(|a| {
+            let k = format!("wisp_shed_actions_total{{action=\"{a}\"}}");
+            let d = s2.metrics.get(&k)? - s1.metrics.get(&k)?;
+            Some((a.to_string(), json!(d)))
+        })
+        .collect();
     let pub_send_errors = load.peers[pi].send_errors;
     let keyframe_requests = load.peers[pi].keyframe_requests;
     let (deleted, del_s) = load.teardown();
@@ -227,6 +251,8 @@ pub fn run_load(args: &Args, n: usize, room: &str) -> Result<Value, String> {
         "label": args.label,
         "room": room,
         "viewers": n,
+        "admitted": admitted,
+        "refused": refused,
         "full_viewers": args.full_viewers.min(n),
         "duration_s": dur,
         "wall_s": s2.at.duration_since(s1.at).as_secs_f64(),
@@ -271,6 +297,11 @@ pub fn run_load(args: &Args, n: usize, room: &str) -> Result<Value, String> {
         "server_forwarded_total": mdelta("wisp_rtp_packets_forwarded_total"),
         "server_udp_send_errors": mdelta("wisp_udp_errors_total"),
         "server_packets_dropped": mdelta("wisp_packets_dropped_total"),
+        "server_loop_busy_ratio": gauge("wisp_loop_busy_ratio"),
+        "server_load_headroom": gauge("wisp_load_headroom"),
+        "server_viewers_paused": gauge("wisp_viewers_paused"),
+        "server_admission_refusals": mdelta("wisp_admission_refusals_total"),
+        "server_shed_actions": if shed.is_empty() { Value::Null } else { Value::Object(shed) },
         "udp_rcvbuf_errors": s2.udp.0 - s1.udp.0,
         "udp_sndbuf_errors": s2.udp.1 - s1.udp.1,
         "tool_cpu_s": s2.tool_cpu_s - s1.tool_cpu_s,
@@ -283,6 +314,9 @@ pub fn run_load(args: &Args, n: usize, room: &str) -> Result<Value, String> {
     }))
 }
 
+/// The `action` labels of `wisp_shed_actions_total`.
+const SHED_ACTIONS: [&str; 5] = ["down", "pause", "close", "resume", "lift"];
+
 /// The counts at a second's boundary of the send period.
 struct Tick {
     at: Instant,
@@ -293,7 +327,7 @@ struct Tick {
     server: ServerSnap,
 }
 
-/// The per-second record from `last` to `tick` (`n` viewers, `t0` the start of
+/// The per-second record from `last` to `tick` (`n` admitted viewers, `t0` the start of
 /// sending); prints the progress line unless `--quiet`, and moves this
 /// second's latency samples to the run's.
 fn second(args: &Args, load: &mut Load, n: usize, t0: Instant, last: &Tick, tick: &Tick) -> Value {

@@ -13,9 +13,10 @@
 //!   through str0m as usual). `--full-viewers` viewers (default 1) feed every
 //!   datagram through str0m, which decrypts and authenticates it; their
 //!   payloads are checked (magic, kind, counter) and give the latency samples.
-//! - **Loss**: 1 - received / (sent × viewers), over the whole send period plus
-//!   a drain time; retransmissions and other payload types are not counted as
-//!   received.
+//! - **Loss**: 1 - received / (sent × admitted viewers), over the whole send
+//!   period plus a drain time; retransmissions and other payload types are not
+//!   counted as received. A viewer POST answered `503` (overload control) is
+//!   counted as refused, not retried, and left out of loss and delivery.
 //! - **Latency**: receive time (the kernel's receive timestamp where the
 //!   socket gives one, else the time right after the read) minus the send
 //!   timestamp in the payload (taken right before `write_rtp`), both

@@ -52,7 +52,7 @@ fn print_human(r: &Value) {
         return;
     }
     println!(
-        "{:>7} {:>10} {:>11} {:>9} {:>8} {:>8} {:>9} {:>9} {:>10} {:>9} {:>9}",
+        "{:>7} {:>10} {:>11} {:>9} {:>8} {:>8} {:>9} {:>9} {:>10} {:>9} {:>9} {:>8}",
         "viewers",
         "sent_pps",
         "fwd_pps",
@@ -63,11 +63,12 @@ fn print_human(r: &Value) {
         "us/pkt",
         "rss_KiB",
         "setup/s",
-        "tool_cpu"
+        "tool_cpu",
+        "refused"
     );
     let sent = g("sent_video").as_f64().unwrap_or(0.0) + g("sent_audio").as_f64().unwrap_or(0.0);
     println!(
-        "{:>7} {:>10.0} {:>11.0} {:>9.4} {:>8} {:>8} {:>9} {:>9} {:>10} {:>9} {:>9}",
+        "{:>7} {:>10.0} {:>11.0} {:>9.4} {:>8} {:>8} {:>9} {:>9} {:>10} {:>9} {:>9} {:>8}",
         fmt_opt(&g("viewers"), 0),
         sent / g("duration_s").as_f64().unwrap_or(1.0),
         g("forwarded_pps").as_f64().unwrap_or(0.0),
@@ -79,6 +80,7 @@ fn print_human(r: &Value) {
         fmt_opt(&g("server_rss_kib"), 0),
         fmt_opt(&g("setup_per_s"), 0),
         fmt_opt(&g("tool_cpu_s"), 2),
+        fmt_opt(&g("refused"), 0),
     );
     println!(
         "  check: full viewers counted {} by header, {} decrypted with valid payload ({} bad); udp rcvbuf drops {}, server send errors {}, server dropped {}",
