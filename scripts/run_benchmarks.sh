@@ -9,7 +9,10 @@
 # TARGET_PPS (default 250000) is the forwarded rate aimed at in the viewer
 # series; DURATION (default 10) the seconds per run; NICE (default -19, needs
 # root, ignored otherwise) keeps neighbours on a shared machine from starving
-# the two processes.
+# the two processes. MAX_LOAD, if set, is the server's WISP_MAX_LOAD (`off`
+# disables overload control); step 5 (not in the default STEPS) runs the
+# overload curve at OVERLOAD_VIEWERS × 500 video + 50 audio pps and tags its
+# rooms with MAX_LOAD, e.g. `MAX_LOAD=off STEPS=5 scripts/run_benchmarks.sh`.
 set -euo pipefail
 # A session of its own, so that its scheduler autogroup can be given the same
 # priority: with autogroups, nice values count only inside a session.
@@ -24,6 +27,7 @@ DURATION=${DURATION:-10}
 VIEWERS=${VIEWERS:-"10 50 100 200 500 1000"}
 NICE=${NICE:--19}
 STEPS=${STEPS:-1234}  # which of the numbered steps below to run
+OVERLOAD_VIEWERS=${OVERLOAD_VIEWERS:-"100 200 400 800 1600"}
 HTTP=127.0.0.1:18080
 mkdir -p "$OUT"
 JSONL="$OUT/runs.jsonl"
@@ -31,10 +35,12 @@ JSONL="$OUT/runs.jsonl"
 if ! nice -n "$NICE" true 2>/dev/null; then NICE=0; fi
 echo "$NICE" > /proc/self/autogroup 2>/dev/null || true
 
+[ -n "${MAX_LOAD:-}" ] && export WISP_MAX_LOAD=$MAX_LOAD
 WISP_HTTP_ADDR=$HTTP WISP_UDP_ADDR=127.0.0.1:18189 RUST_LOG=warn \
   nice -n "$NICE" taskset -c 0 "$BIN/wisp" 2>"$OUT/server.log" &
 PID=$!
-trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null' EXIT
+SCRAPER=
+trap 'kill $SCRAPER $PID 2>/dev/null; wait $PID 2>/dev/null' EXIT
 for _ in $(seq 100); do curl -sf "http://$HTTP/healthz" >/dev/null && break; sleep 0.1; done
 curl -sf "http://$HTTP/healthz" >/dev/null || { echo "wisp did not start" >&2; exit 1; }
 
@@ -55,6 +61,23 @@ case $STEPS in *1*) load --setup-rate 500 --room setup ;; esac
 done
 # 3. Ramp at the default 1000 video pps (9.6 Mbit/s) until loss > 0.1 %.
 [[ $STEPS == *3* ]] && { load --ramp --duration "$DURATION" --room ramp || true; }
+# 5. Overload curve: offered viewers × 550 pps against delivered pps and loss
+#    (admitted viewers only), with the server's overload metrics scraped each
+#    second into overload-metrics-<MAX_LOAD>.log.
+if [[ $STEPS == *5* ]]; then
+  CFG=${MAX_LOAD:-default}; CFG=${CFG//./_}  # room names take no dots
+  while :; do
+    echo "t $(date +%s.%N)"
+    curl -sf "http://$HTTP/metrics" | grep -E '^wisp_(loop_busy_ratio|load_headroom|viewers_paused|shed_actions_total|admission_refusals_total|sessions)' || true
+    sleep 1
+  done > "$OUT/overload-metrics-$CFG.log" 2>/dev/null &
+  SCRAPER=$!
+  for v in $OVERLOAD_VIEWERS; do
+    load --viewers "$v" --video-pps 500 --duration "$DURATION" --room "overload-$CFG-$v" || true
+    sleep 5  # the server's load window and admission's pending time pass
+  done
+  kill $SCRAPER; SCRAPER=
+fi
 # 4. Maximum load at 100 viewers (video pps ramp), then latency at half of it.
 [[ $STEPS == *4* ]] || exit 0
 SUMMARY=$(load --ramp-pps 2000,2500,3000,3500,4000,5000,6000,8000 --viewers 100 \

@@ -38,7 +38,8 @@ fn loss_ratio(received: u64, expected: u64) -> f64 {
 /// One load run: publisher + `n` viewers for `args.duration` seconds.
 pub fn run_load(args: &Args, n: usize, room: &str) -> Result<Value, String> {
     let mut load = Load::new().map_err(|e| e.to_string())?;
-    let s0 = snap(args, false);
+    // With `/metrics`: admission refusals and shedding happen during setup too.
+    let s0 = snap(args, true);
 
     // Publisher first, so viewers get its tracks in their answers.
     let pub_path = format!("/whip/{room}");
@@ -239,7 +240,7 @@ pub fn run_load(args: &Args, n: usize, room: &str) -> Result<Value, String> {
         .iter()
         .filter_map(|a| {
             let k = format!("wisp_shed_actions_total{{action=\"{a}\"}}");
-            let d = s2.metrics.get(&k)? - s1.metrics.get(&k)?;
+            let d = s2.metrics.get(&k)? - s0.metrics.get(&k)?;
             Some((a.to_string(), json!(d)))
         })
         .collect();
@@ -300,7 +301,10 @@ pub fn run_load(args: &Args, n: usize, room: &str) -> Result<Value, String> {
         "server_loop_busy_ratio": gauge("wisp_loop_busy_ratio"),
         "server_load_headroom": gauge("wisp_load_headroom"),
         "server_viewers_paused": gauge("wisp_viewers_paused"),
-        "server_admission_refusals": mdelta("wisp_admission_refusals_total"),
+        "server_admission_refusals": (!s0.metrics.is_empty() && !s2.metrics.is_empty()).then(|| {
+            metric_sum(&s2.metrics, "wisp_admission_refusals_total")
+                - metric_sum(&s0.metrics, "wisp_admission_refusals_total")
+        }),
         "server_shed_actions": if shed.is_empty() { Value::Null } else { Value::Object(shed) },
         "udp_rcvbuf_errors": s2.udp.0 - s1.udp.0,
         "udp_sndbuf_errors": s2.udp.1 - s1.udp.1,
