@@ -26,6 +26,7 @@ pub mod auth;
 pub mod bitstream;
 pub mod config;
 pub mod event_loop;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
@@ -35,4 +36,7 @@ pub mod metrics;
 pub mod page;
 pub mod record;
 pub mod sfu;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod testnet;
 pub mod udp;

@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpOffer;
+use str0m::config::DtlsCert;
 use str0m::format::Codec;
 use str0m::format::PayloadParams;
 use str0m::media::Rid;
@@ -75,6 +76,10 @@ pub struct SfuConfig {
     pub record_default: bool,
     /// A recorder exists; without one, a publish's `record` override is ignored.
     pub recording_available: bool,
+    /// The DTLS certificate (and key) of every session, as Janus and
+    /// mediasoup share one per process; each answer's `a=fingerprint` is its
+    /// hash. `None`: [`Sfu::new`] makes one. Saves each session a key pair.
+    pub dtls_cert: Option<DtlsCert>,
 }
 
 impl Default for SfuConfig {
@@ -88,8 +93,21 @@ impl Default for SfuConfig {
             seed: [0; 32],
             record_default: false,
             recording_available: false,
+            dtls_cert: None,
         }
     }
+}
+
+/// A new self-signed DTLS certificate from the process's crypto provider
+/// (the one `Rtc` would use; see [`SfuConfig::dtls_cert`]).
+pub fn new_dtls_cert() -> DtlsCert {
+    let provider = match str0m::crypto::CryptoProvider::get_default() {
+        Some(p) => p.dtls_provider,
+        None => str0m::crypto::from_feature_flags().dtls_provider,
+    };
+    provider
+        .generate_certificate()
+        .expect("the crypto provider generates DTLS certificates")
 }
 
 /// A viewer's bandwidth estimate before any feedback (bit/s): low, so a
@@ -203,11 +221,12 @@ impl std::fmt::Debug for Sfu {
 
 impl Sfu {
     /// A core with no rooms. `now` is the start of its clock.
-    pub fn new(config: SfuConfig, now: Instant) -> Sfu {
+    pub fn new(mut config: SfuConfig, now: Instant) -> Sfu {
         assert!(
             !config.candidates.is_empty(),
             "at least one candidate address"
         );
+        config.dtls_cert.get_or_insert_with(new_dtls_cert);
         Sfu {
             ids: IdGen::new(config.seed),
             config,
@@ -739,12 +758,16 @@ impl Sfu {
         let offer = SdpOffer::from_sdp_string(offer)
             .map_err(|e| ApiError::BadOffer(one_line(&e.to_string())))?;
         let candidates = self.config.candidates.clone();
+        let cert = self.config.dtls_cert.clone();
         // Bandwidth estimation only where there is a choice to make (a
         // simulcast room): the estimate picks the layer. Elsewhere its
         // padding and probes would only cost the viewer's link and our CPU.
         let bwe = role == Role::Subscriber && self.is_simulcast(room);
         let built = catch_unwind(AssertUnwindSafe(move || {
             let mut cfg = Self::rtc_config();
+            if let Some(cert) = cert {
+                cfg = cfg.set_dtls_cert(cert);
+            }
             if bwe {
                 cfg = cfg
                     .enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE)))
