@@ -51,7 +51,7 @@ fn three_sessions_share(net: &mut TestNet, want: &str) {
 
 #[test]
 fn a_certificate_given_to_the_core_is_in_every_answer() {
-    let cert = wisp::sfu::new_dtls_cert();
+    let cert = wisp::sfu::dtls::new_dtls_cert();
     let want = fingerprint(&cert);
     let config = SfuConfig {
         dtls_cert: Some(cert),

@@ -18,6 +18,7 @@
 
 pub mod command;
 pub mod demux;
+pub mod dtls;
 pub mod fanout;
 pub mod id;
 pub mod record;
@@ -96,18 +97,6 @@ impl Default for SfuConfig {
             dtls_cert: None,
         }
     }
-}
-
-/// A new self-signed DTLS certificate from the process's crypto provider
-/// (the one `Rtc` would use; see [`SfuConfig::dtls_cert`]).
-pub fn new_dtls_cert() -> DtlsCert {
-    let provider = match str0m::crypto::CryptoProvider::get_default() {
-        Some(p) => p.dtls_provider,
-        None => str0m::crypto::from_feature_flags().dtls_provider,
-    };
-    provider
-        .generate_certificate()
-        .expect("the crypto provider generates DTLS certificates")
 }
 
 /// A viewer's bandwidth estimate before any feedback (bit/s): low, so a
@@ -226,7 +215,7 @@ impl Sfu {
             !config.candidates.is_empty(),
             "at least one candidate address"
         );
-        config.dtls_cert.get_or_insert_with(new_dtls_cert);
+        config.dtls_cert.get_or_insert_with(dtls::new_dtls_cert);
         Sfu {
             ids: IdGen::new(config.seed),
             config,
@@ -704,6 +693,7 @@ impl Sfu {
             .enable_vp9(true)
             .enable_av1(true)
             .set_stats_interval(Some(Duration::from_secs(1)))
+            .set_crypto_provider(dtls::crypto_provider())
     }
 
     fn check_capacity(&self, room: &RoomName) -> Result<(), ApiError> {

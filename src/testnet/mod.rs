@@ -22,7 +22,8 @@ use str0m::media::{Direction, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
-use crate::sfu::{new_dtls_cert, Command, Reply, RoomName, SessionToken, Sfu, SfuConfig};
+use crate::sfu::dtls::{crypto_provider, new_dtls_cert};
+use crate::sfu::{Command, Reply, RoomName, SessionToken, Sfu, SfuConfig};
 
 mod faults;
 mod media;
@@ -253,7 +254,8 @@ impl TestNet {
         let addr = SocketAddr::from(([192, 0, 2, (n % 250) as u8 + 1], 5000 + n as u16));
         let mut b = Rtc::builder()
             .set_rtp_mode(true)
-            .set_dtls_cert(client_cert());
+            .set_dtls_cert(client_cert())
+            .set_crypto_provider(crypto_provider());
         if let Some(f) = opts.config {
             b = f(b);
         }
