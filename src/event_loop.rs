@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use mio::{Events, Interest, Poll, Token};
 
-use crate::http_thread::CoreRequest;
-use crate::sfu::record::RecordEvent;
+use crate::channel::CoreRequest;
+use crate::sfu::recorder_tap::RecordEvent;
 use crate::sfu::{Output, Reply, Sfu};
 use crate::udp::BatchSocket;
 

@@ -1,7 +1,7 @@
 //! wisp: a sans-IO WebRTC SFU on str0m. WHIP in, WHEP out, one UDP port.
 //!
 //! ```text
-//!  HTTP (WHIP/WHEP) ─▶ http_thread ─Command─▶ channel + Waker ─▶ event_loop
+//!  HTTP (WHIP/WHEP) ─▶ http::server ─Command▶ channel + Waker ─▶ event_loop
 //!                         ▲                                        │
 //!                         └──────── Reply (SDP answer) ◀───────────┤
 //!                                                                  ▼
@@ -17,23 +17,25 @@
 //!   as an argument and never touches a socket, a thread or the clock: push in
 //!   with `handle_command` / `handle_receive` / `handle_timeout`, pull out with
 //!   `poll_output` until it returns a timeout.
-//! - [`event_loop`] and [`http_thread`] are the drivers; [`http`] is the pure
-//!   request → command → response mapping; [`config`] reads flags and environment.
+//! - [`event_loop`] and [`http::server`] are the drivers; they meet at
+//!   [`channel`] (commands in, one reply each, a waker for the loop).
+//!   [`http::routes`] is the pure request → command → response mapping; the
+//!   rest of [`http`] is listed there. [`config`] reads flags and environment.
+//! - [`cluster`] is the optional Redis directory and redirect policy (issue 15).
 // Denied, not forbidden: `udp::sys` alone allows it, for one `sendmmsg` call.
 #![deny(unsafe_code)]
 
 pub mod auth;
 pub mod bitstream;
+pub mod channel;
+pub mod cluster;
 pub mod config;
 pub mod event_loop;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
-pub mod http_front;
-pub mod http_thread;
 pub mod metrics;
-pub mod page;
 pub mod record;
 pub mod sfu;
 #[cfg(feature = "fuzzing")]

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use wisp::auth::Auth;
+use wisp::channel::CoreRequest;
 use wisp::config::{Config, ConfigOutcome};
 use wisp::event_loop::{EventLoop, WAKER};
 use wisp::http::HttpConfig;
-use wisp::http_thread::CoreRequest;
 use wisp::record::RecorderConfig;
 use wisp::sfu::Command;
 use wisp::sfu::{Sfu, SfuConfig};
@@ -84,7 +84,7 @@ fn run(cfg: Config, auth: Auth) -> Result<(), Box<dyn std::error::Error>> {
     let (tx, rx) = crossbeam_channel::bounded(64);
     // The front owns the public socket (timeouts, connection cap); tiny_http
     // serves it through a private Unix socket.
-    let (server, front) = wisp::http_thread::bind_fronted(cfg.http_addr, cfg.tls())?;
+    let (server, front) = wisp::http::bind_fronted(cfg.http_addr, cfg.tls())?;
     let http_addr = front.local_addr()?;
     if auth.is_open() {
         log::warn!("no tokens configured: anyone who reaches the HTTP port can publish and view");
@@ -118,7 +118,7 @@ fn run(cfg: Config, auth: Auth) -> Result<(), Box<dyn std::error::Error>> {
     };
     let waker_for_signals = waker.clone();
     front.spawn(http_cfg.counters.clone())?;
-    wisp::http_thread::spawn(server, http_cfg, tx, waker)?;
+    wisp::http::spawn(server, http_cfg, tx, waker)?;
 
     let list: Vec<String> = candidates.iter().map(|c| c.to_string()).collect();
     log::info!(

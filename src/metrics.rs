@@ -21,7 +21,7 @@ const LAST_CODE: u16 = 599;
 pub struct HttpCounters {
     by_status: [AtomicU64; (LAST_CODE - FIRST_CODE + 1) as usize],
     abandoned: AtomicU64,
-    /// TCP connections of the front (`crate::http_front`); all zero without it.
+    /// TCP connections of the front (`crate::http::front`); all zero without it.
     pub connections: ConnectionCounters,
 }
 
@@ -68,7 +68,7 @@ impl HttpCounters {
         self.abandoned.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Requests abandoned without an answer (see `crate::http_thread`).
+    /// Requests abandoned without an answer (see `crate::http::server`).
     pub fn abandoned(&self) -> u64 {
         self.abandoned.load(Ordering::Relaxed)
     }

@@ -7,6 +7,7 @@
 //! is set. Run with `--nocapture` to see the measured numbers.
 
 mod browser;
+mod support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

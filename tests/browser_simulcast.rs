@@ -20,6 +20,7 @@
 //! `--nocapture` shows the figures.
 
 mod browser;
+mod support;
 
 use std::time::{Duration, Instant};
 

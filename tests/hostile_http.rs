@@ -3,6 +3,7 @@
 //! and lying Content-Length and a POST flood against the real binary.
 
 mod realnet;
+mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -10,20 +11,9 @@ use std::time::{Duration, Instant};
 
 use str0m::media::{Direction, MediaKind};
 use str0m::{Candidate, Rtc};
+use support::{req, threads};
 use wisp::http::{self, CoreError, HttpConfig, HttpRequest, HttpResponse};
 use wisp::sfu::{ApiError, Command, Sfu, SfuConfig};
-
-fn req(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpRequest {
-    HttpRequest {
-        method: method.into(),
-        url: url.into(),
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        body: body.to_vec(),
-    }
-}
 
 /// Shape checks every response must pass.
 fn check(resp: &HttpResponse) {
@@ -414,16 +404,6 @@ fn malformed_offers_the_core_still_accepts() {
 
 // ------------------------------------------------------------ real binary
 
-fn threads(pid: u32) -> usize {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 /// Thread names and how many of each, for failure messages.
 fn thread_names(pid: u32) -> Vec<(String, usize)> {
     let mut m = std::collections::BTreeMap::new();
@@ -495,7 +475,7 @@ fn lying_content_length_is_answered_at_once_by_the_binary() {
     assert_eq!(realnet::http(a, "GET", "/healthz", None, "").0, 200);
 }
 
-/// A Content-Length above `http_thread::MAX_DRAIN` (16 MiB) must be answered
+/// A Content-Length above `http::MAX_DRAIN` (16 MiB) must be answered
 /// (the front answers 413 itself on plain HTTP) instead of being leaked with
 /// its tiny_http connection thread and socket.
 #[test]

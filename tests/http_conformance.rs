@@ -1,10 +1,13 @@
-//! HTTP-level conformance: the numbered server rules of
-//! `shared/docs/whip-whep.md` §1, one test (or a few) per rule, against
-//! `wisp::http::handle` with a fake core. Rules that live in the SDP answer
-//! (8–13) or in the media path (27) are covered by the core's tests; rules 17,
-//! 28 and 29 are optional extensions wisp does not implement (and, per rule
-//! 14, does not advertise).
+//! HTTP-level conformance to WHIP (RFC 9725) and WHEP, against
+//! `wisp::http::handle` with a fake core: one test (or a few) per server
+//! rule, numbered `rule_NN` after the team's checklist of the two specs.
+//! Rules that live in the SDP answer (8–13) or in the media path (27) are
+//! covered by the core's tests; the WHEP extensions wisp implements (server-
+//! sent events, layer selection) by tests/whep_extensions.rs.
 
+mod support;
+
+use support::req;
 use wisp::auth::{self, Auth, Token};
 use wisp::http::{handle, CoreError, HttpConfig, HttpRequest, HttpResponse};
 use wisp::sfu::{ApiError, Command, Reply, Role, SessionToken, Stats};
@@ -30,18 +33,6 @@ fn locked() -> HttpConfig {
     let rooms =
         auth::parse_tokens_file(r#"{"vip": {"publish": "vip-pub", "view": "vip-view"}}"#).unwrap();
     cfg().with_auth(Auth::new(t("pub"), t("view"), t("admin")).with_rooms(rooms))
-}
-
-fn req(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> HttpRequest {
-    HttpRequest {
-        method: method.into(),
-        url: url.into(),
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        body: body.as_bytes().to_vec(),
-    }
 }
 
 fn session(role: &str) -> String {

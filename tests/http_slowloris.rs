@@ -1,121 +1,52 @@
-//! The HTTP front (`wisp::http_front`) against the real binary: slow clients
+//! The HTTP front (`wisp::http::front`) against the real binary: slow clients
 //! (headers, bodies, TLS handshakes, silent connections) are cut off about
 //! 10 s after their last unanswered byte while normal requests keep being
 //! served; keep-alive and event streams keep working; a connection cap
 //! refuses the excess at once. The slow scenarios run concurrently, so the
 //! whole file takes about 15 s.
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+mod support;
+
+use std::io::{BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command as Process, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use str0m::media::{Direction, MediaKind};
 use str0m::Rtc;
-use wisp::http_front::{MAX_CONNECTIONS, REQUEST_TIMEOUT};
+use support::{threads, TlsFiles, Wisp};
+use wisp::http::front::{MAX_CONNECTIONS, REQUEST_TIMEOUT};
 
 /// Latest acceptable cut-off, measured from connect (timer tick and
 /// scheduling included).
 const CUT_BY: Duration = Duration::from_secs(12);
 
-struct Server {
-    child: Child,
-    http: SocketAddr,
+/// The binary on 127.0.0.1 without STUN servers, with extra environment.
+fn start(env: &[(&str, &str)]) -> Wisp {
+    let mut env = env.to_vec();
+    env.push(("WISP_STUN_URLS", ""));
+    Wisp::start(&env)
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The binary on 127.0.0.1 with extra environment; waits for its
-/// `wisp listening: http=ADDR` (or `https=ADDR`) line.
-fn start(env: &[(&str, &str)]) -> Server {
-    let mut child = Process::new(env!("CARGO_BIN_EXE_wisp"))
-        .envs(env.iter().copied())
-        .env("WISP_HTTP_ADDR", "127.0.0.1:0")
-        .env("WISP_UDP_ADDR", "127.0.0.1:0")
-        .env("WISP_STUN_URLS", "")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start wisp");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("wisp listening:") {
-                let addr = ["https=", "http="]
-                    .iter()
-                    .find_map(|k| line.split(k).nth(1))
-                    .and_then(|r| r.split_whitespace().next())
-                    .unwrap_or("")
-                    .to_string();
-                let _ = tx.send(addr);
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("wisp did not start");
-    Server {
-        child,
-        http: addr.parse().unwrap(),
-    }
-}
-
-fn threads(pid: u32) -> usize {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Threads:"))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// Read one response (head + `Content-Length` body) from a kept-alive stream.
+/// Read one response from a kept-alive stream (no read-ahead: the next
+/// response stays in the socket).
 fn read_response(s: &mut TcpStream) -> Option<(u16, String)> {
-    let mut raw = Vec::new();
-    let mut byte = [0u8; 1];
-    while !raw.ends_with(b"\r\n\r\n") {
-        match s.read(&mut byte) {
-            Ok(1) => raw.push(byte[0]),
-            _ => return None,
-        }
-    }
-    let head = String::from_utf8_lossy(&raw).to_string();
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })
-        .unwrap_or(0);
-    let mut body = vec![0; len];
-    s.read_exact(&mut body).ok()?;
-    Some((status, String::from_utf8_lossy(&body).to_string()))
+    let r = support::read_response(&mut BufReader::with_capacity(1, s), "GET").ok()?;
+    Some((r.status, r.text()))
 }
 
 /// One request on its own connection: (status, body).
 fn call(addr: SocketAddr, method: &str, path: &str, ctype: &str, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: {ctype}\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
+    let headers = [("Content-Type", ctype)];
+    support::http(
+        addr,
+        method,
+        path,
+        &headers,
+        body.as_bytes(),
+        Duration::from_secs(5),
     )
-    .unwrap();
-    read_response(&mut s).unwrap_or((0, String::new()))
+    .map_or((0, String::new()), |r| (r.status, r.text()))
 }
 
 /// Send `drip` one byte per second after `prefix`; the time from connect
@@ -175,33 +106,22 @@ fn event_stream_url(addr: SocketAddr) -> String {
     let mut api = rtc.sdp_api();
     api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
     let (offer, _pending) = api.apply().unwrap();
-    let location = |text: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix("Location: "))
-            .map(|l| l.trim().to_string())
+    let post = |path: &str, ctype: &str, body: &str| {
+        let headers = [("Content-Type", ctype)];
+        let r = support::http(
+            addr,
+            "POST",
+            path,
+            &headers,
+            body.as_bytes(),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.header("location").expect("Location").to_string()
     };
-    let raw = |req: String| {
-        let mut s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.write_all(req.as_bytes()).unwrap();
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out
-    };
-    let sdp = offer.to_sdp_string();
-    let out = raw(format!(
-        "POST /whep/sse-room HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
-         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
-        sdp.len()
-    ));
-    assert!(out.starts_with("HTTP/1.1 201"), "{out}");
-    let session = location(&out).expect("Location");
-    let out = raw(format!(
-        "POST {session}/sse HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: 0\r\n\r\n"
-    ));
-    assert!(out.starts_with("HTTP/1.1 201"), "{out}");
-    location(&out).expect("stream Location")
+    let session = post("/whep/sse-room", "application/sdp", &offer.to_sdp_string());
+    post(&format!("{session}/sse"), "application/json", "")
 }
 
 #[test]
@@ -411,39 +331,19 @@ fn slow_clients_are_cut_off_while_others_are_served() {
 
 #[test]
 fn tls_is_served_through_the_front_and_slow_handshakes_are_cut() {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let dir = std::env::temp_dir().join(format!("wisp-slowloris-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
-    std::fs::write(&cert, ck.cert.pem()).unwrap();
-    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let tls = TlsFiles::generate("slowloris");
     let server = start(&[
-        ("WISP_TLS_CERT", cert.to_str().unwrap()),
-        ("WISP_TLS_KEY", key.to_str().unwrap()),
+        ("WISP_TLS_CERT", tls.cert.to_str().unwrap()),
+        ("WISP_TLS_KEY", tls.key.to_str().unwrap()),
     ]);
     let a = server.http;
     // A TLS record header, then one byte per second: the handshake never completes.
     let slow = thread::spawn(move || drip_until_cut(a, &[0x16, 0x03, 0x01, 0x02, 0x00], &[0; 30]));
-    if Process::new("curl").arg("--version").output().is_err() {
-        println!("SKIPPED the HTTPS request: no curl on this machine");
-    } else {
-        let out = Process::new("curl")
-            .args(["-k", "-sS", "-i", "--max-time", "10"])
-            .arg(format!("https://localhost:{}/healthz", a.port()))
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "curl failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-        assert!(text.ends_with("ok"), "{text}");
-    }
+    let resp = support::https(a, &tls.der, "GET", "/healthz", Duration::from_secs(10))
+        .expect("HTTPS request through the front");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "ok");
     let cut = slow.join().unwrap();
     eprintln!("RESULT slow TLS handshake cut after {cut:?}");
     assert!(cut >= REQUEST_TIMEOUT && cut <= CUT_BY, "cut after {cut:?}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -2,6 +2,7 @@
 //! HTTP (WHIP/WHEP) and real UDP. Bounded: every wait has a deadline.
 
 mod realnet;
+mod support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -5,6 +5,7 @@
 
 mod media;
 mod realnet;
+mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -20,7 +20,7 @@ use media::*;
 use str0m::format::Codec;
 use wisp::record::{spawn, RecorderConfig, RecorderStats};
 use wisp::sfu::id::RoomName;
-use wisp::sfu::record::{RecordEvent, RecordingId};
+use wisp::sfu::recorder_tap::{RecordEvent, RecordingId};
 
 /// The frame whose first packet is lost: frames 40..59 are dropped.
 const LOST_FRAME: usize = 40;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::TestNet;
 use str0m::format::Codec;
-use wisp::sfu::record::{RecordEvent, RecordingId};
+use wisp::sfu::recorder_tap::{RecordEvent, RecordingId};
 use wisp::sfu::SfuConfig;
 
 fn recording_net(seed: u64) -> TestNet {

@@ -11,6 +11,7 @@
 
 mod common;
 mod realnet;
+mod support;
 
 use std::time::{Duration, Instant};
 

@@ -1,4 +1,4 @@
-//! The WHEP core extensions (shared/docs/whip-whep.md §1 items 14, 28, 29):
+//! The WHEP extensions wisp implements and advertises with `Link` headers:
 //! server-sent events (`active`, `inactive`, `layers`, `viewercount`) and
 //! layer selection.
 //!
@@ -9,6 +9,7 @@
 
 mod common;
 mod realnet;
+mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -19,6 +20,7 @@ use common::TestNet;
 use serde_json::{json, Value};
 use str0m::media::{Direction, MediaKind};
 use str0m::Rtc;
+use support::{req, Resp};
 use wisp::auth::{Auth, Token};
 use wisp::http::{
     self, CoreError, EventSet, Handled, HttpConfig, HttpRequest, HttpResponse, SseState, SseStreams,
@@ -28,18 +30,6 @@ use wisp::sfu::{ApiError, Command, Reply, Role};
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 type CoreResult = Result<Result<Reply, ApiError>, CoreError>;
-
-fn req(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> HttpRequest {
-    HttpRequest {
-        method: method.into(),
-        url: url.into(),
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        body: body.as_bytes().to_vec(),
-    }
-}
 
 fn json_post(url: &str, body: &str) -> HttpRequest {
     req("POST", url, &[("Content-Type", "application/json")], body)
@@ -595,26 +585,18 @@ impl Server {
         Server(realnet::start_server_with(&[("WISP_STUN_URLS", "")]))
     }
 
-    /// One request on its own connection: (status, headers, body).
-    fn call(&self, method: &str, path: &str, ct: &str, body: &str) -> (u16, String, String) {
-        let mut s = TcpStream::connect(self.0.http).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: {ct}\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            body.len()
+    /// One request on its own connection.
+    fn call(&self, method: &str, path: &str, ct: &str, body: &str) -> Resp {
+        let headers = [("Content-Type", ct)];
+        support::http(
+            self.0.http,
+            method,
+            path,
+            &headers,
+            body.as_bytes(),
+            Duration::from_secs(5),
         )
-        .unwrap();
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|x| x.parse().ok())
-            .unwrap_or(0);
-        (status, head.to_string(), body.to_string())
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
     /// A WHEP viewer session (it never connects; it lives until the connect timeout).
@@ -624,20 +606,21 @@ impl Server {
         api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
         api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
         let (offer, _pending) = api.apply().unwrap();
-        let (status, head, _) = self.call(
+        let r = self.call(
             "POST",
             &format!("/whep/{room}"),
             "application/sdp",
             &offer.to_sdp_string(),
         );
-        assert_eq!(status, 201, "{head}");
-        assert!(head.contains("rel=\"urn:ietf:params:whep:ext:core:server-sent-events\""));
-        assert!(head.contains("rel=\"urn:ietf:params:whep:ext:core:layer\""));
-        head.lines()
-            .find_map(|l| l.strip_prefix("Location: "))
-            .expect("Location")
-            .trim()
-            .to_string()
+        assert_eq!(r.status, 201, "{r:?}");
+        let links: Vec<_> = r.header_all("link").collect();
+        assert!(links
+            .iter()
+            .any(|l| l.contains("rel=\"urn:ietf:params:whep:ext:core:server-sent-events\"")));
+        assert!(links
+            .iter()
+            .any(|l| l.contains("rel=\"urn:ietf:params:whep:ext:core:layer\"")));
+        r.header("location").expect("Location").to_string()
     }
 }
 
@@ -742,26 +725,21 @@ impl Events {
 fn the_binary_streams_events_and_ends_streams() {
     let srv = Server::start();
     let session = srv.viewer("live");
-    let (status, head, _) = srv.call(
+    let r = srv.call(
         "POST",
         &format!("{session}/sse"),
         "application/json",
         r#"["reconnect"]"#,
     );
-    assert_eq!(status, 400, "{head}");
-    let (status, head, _) = srv.call(
+    assert_eq!(r.status, 400, "{r:?}");
+    let r = srv.call(
         "POST",
         &format!("{session}/sse"),
         "application/json",
         r#"["active","inactive","layers","viewercount"]"#,
     );
-    assert_eq!(status, 201, "{head}");
-    let stream = head
-        .lines()
-        .find_map(|l| l.strip_prefix("Location: "))
-        .unwrap()
-        .trim()
-        .to_string();
+    assert_eq!(r.status, 201, "{r:?}");
+    let stream = r.header("location").unwrap().to_string();
     let t0 = Instant::now();
     let mut ev = Events::open(&srv, &stream);
     // No publisher: the count and the (empty) layers of the video m-line, no `inactive`.
@@ -782,56 +760,42 @@ fn the_binary_streams_events_and_ends_streams() {
     );
     let change_ms = t1.elapsed().as_millis();
     // The layer extension answers for a live session: no layers to pin yet.
-    let (status, _, _) = srv.call(
-        "POST",
-        &format!("{session}/layer"),
-        "application/json",
-        r#"{"rid":"h"}"#,
-    );
-    assert_eq!(status, 422);
-    let (status, _, _) = srv.call(
-        "POST",
-        &format!("{session}/layer"),
-        "application/json",
-        "{}",
-    );
-    assert_eq!(status, 200);
+    let layer = format!("{session}/layer");
+    let r = srv.call("POST", &layer, "application/json", r#"{"rid":"h"}"#);
+    assert_eq!(r.status, 422);
+    let r = srv.call("POST", &layer, "application/json", "{}");
+    assert_eq!(r.status, 200);
     // The other viewer leaves.
-    assert_eq!(srv.call("DELETE", &other, "text/plain", "").0, 200);
+    assert_eq!(srv.call("DELETE", &other, "text/plain", "").status, 200);
     assert_eq!(
         ev.wait("viewercount", Duration::from_secs(3)),
         Some(json!({"viewercount": 1}))
     );
     // DELETE on the stream ends the open GET, and later GETs are 404.
     let t2 = Instant::now();
-    assert_eq!(srv.call("DELETE", &stream, "text/plain", "").0, 200);
+    assert_eq!(srv.call("DELETE", &stream, "text/plain", "").status, 200);
     assert!(
         ev.ends_within(Duration::from_secs(3)),
         "the stream did not end on DELETE"
     );
     let delete_ms = t2.elapsed().as_millis();
-    assert_eq!(srv.call("GET", &stream, "text/plain", "").0, 404);
+    assert_eq!(srv.call("GET", &stream, "text/plain", "").status, 404);
     // A second stream dies with its session.
-    let (status, head, _) = srv.call("POST", &format!("{session}/sse"), "application/json", "");
-    assert_eq!(status, 201);
-    let stream2 = head
-        .lines()
-        .find_map(|l| l.strip_prefix("Location: "))
-        .unwrap()
-        .trim()
-        .to_string();
+    let r = srv.call("POST", &format!("{session}/sse"), "application/json", "");
+    assert_eq!(r.status, 201);
+    let stream2 = r.header("location").unwrap().to_string();
     let mut ev2 = Events::open(&srv, &stream2);
     assert!(ev2.next().is_some());
     let t3 = Instant::now();
-    assert_eq!(srv.call("DELETE", &session, "text/plain", "").0, 200);
+    assert_eq!(srv.call("DELETE", &session, "text/plain", "").status, 200);
     assert!(
         ev2.ends_within(Duration::from_secs(3)),
         "the stream outlived its session"
     );
     let session_ms = t3.elapsed().as_millis();
-    assert_eq!(srv.call("GET", &stream2, "text/plain", "").0, 404);
+    assert_eq!(srv.call("GET", &stream2, "text/plain", "").status, 404);
     // The server still answers (no worker was held).
-    assert_eq!(srv.call("GET", "/healthz", "text/plain", "").0, 200);
+    assert_eq!(srv.call("GET", "/healthz", "text/plain", "").status, 200);
     eprintln!(
         "RESULT sse: first events {first_ms} ms after GET, viewercount change {change_ms} ms, end on DELETE {delete_ms} ms, end with the session {session_ms} ms"
     );

@@ -34,7 +34,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use str0m::format::Codec;
 
 use crate::sfu::id::RoomName;
-use crate::sfu::record::{RecordEvent, RecordingId};
+use crate::sfu::recorder_tap::{RecordEvent, RecordingId};
 
 use annexb::AnnexBWriter;
 use depack::VideoCodec;

@@ -1,6 +1,6 @@
 //! The vocabulary between the drivers and the core: commands in, replies out.
 //!
-//! Parsing of HTTP happens at the edge (`crate::http`); the core only sees
+//! Parsing of HTTP happens at the edge (`crate::http::routes`); the core only sees
 //! validated room names and raw SDP text, and answers with a [`Reply`] or an
 //! [`ApiError`] that the HTTP layer maps to a status code.
 

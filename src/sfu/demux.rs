@@ -1,10 +1,13 @@
 //! O(1) routing of datagrams to sessions: by source address once ICE has
 //! validated it, and by the local ufrag in a STUN USERNAME before that.
+//! Also the STUN shim ([`shim`]): the Binding requests str0m would refuse
+//! or mishandle, re-signed before it sees them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 
 use super::id::SessionId;
+use super::stats::DropReason;
 
 /// What a datagram looks like by its first byte (RFC 7983).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,6 +174,65 @@ fn resign_with_priority(buf: &[u8], pwd: &str, prio: u32, replace: bool) -> Opti
     Some(out)
 }
 
+/// PRIORITY given to a verified USE-CANDIDATE check from a new address of a
+/// connected session (NAT rebinding), plus the session's rebinding count:
+/// above any host candidate's priority, so the newest validated address wins.
+const REBIND_PRIORITY_BASE: u32 = 0x7f00_0000;
+
+/// The PRIORITY for a session's `rebinds`-th rebinding (see [`with_priority`]).
+pub fn rebind_priority(rebinds: u32) -> u32 {
+    REBIND_PRIORITY_BASE
+        .saturating_add(rebinds)
+        .min(0x7fff_ffff)
+}
+
+/// The STUN shim: the Binding request str0m should see instead of `buf`,
+/// or `None` to pass `buf` on unchanged. `rebind`: the check is a NAT
+/// rebinding, re-signed with this PRIORITY ([`with_priority`]); otherwise a
+/// missing PRIORITY is added ([`add_missing_priority`]). `pwd` gives the
+/// session's local ICE password, asked for only when a copy is made.
+pub fn shim(buf: &[u8], rebind: Option<u32>, pwd: impl FnOnce() -> String) -> Option<Vec<u8>> {
+    match rebind {
+        Some(prio) => with_priority(buf, &pwd(), prio),
+        None if lacks_priority(buf) => add_missing_priority(buf, &pwd()),
+        None => None,
+    }
+}
+
+/// The transaction id of a STUN message (`None` if too short for a header).
+pub fn stun_txid(buf: &[u8]) -> Option<[u8; 12]> {
+    buf.get(8..20)?.try_into().ok()
+}
+
+/// Binding transaction ids remembered per session, to refuse promoting a
+/// replayed check: a few seconds of a client's checks.
+pub const RECENT_TXIDS: usize = 16;
+
+/// The transaction ids of one session's latest Binding requests (any
+/// address), at most [`RECENT_TXIDS`].
+#[derive(Debug, Clone)]
+pub struct RecentTxids(VecDeque<[u8; 12]>);
+
+impl Default for RecentTxids {
+    fn default() -> Self {
+        RecentTxids(VecDeque::with_capacity(RECENT_TXIDS))
+    }
+}
+
+impl RecentTxids {
+    /// Whether `txid` was seen before; remembers it if not (forgetting the oldest).
+    pub fn seen(&mut self, txid: [u8; 12]) -> bool {
+        if self.0.contains(&txid) {
+            return true;
+        }
+        if self.0.len() >= RECENT_TXIDS {
+            self.0.pop_front();
+        }
+        self.0.push_back(txid);
+        false
+    }
+}
+
 /// Cheap pre-check for [`add_missing_priority`]: a Binding request without PRIORITY.
 pub fn lacks_priority(buf: &[u8]) -> bool {
     buf.len() >= 2
@@ -223,6 +285,26 @@ impl Demux {
     /// The session owning local ufrag `ufrag`.
     pub fn by_ufrag(&self, ufrag: &str) -> Option<SessionId> {
         self.by_ufrag.get(ufrag).copied()
+    }
+
+    /// The session a datagram of class `class` from `source` is for: STUN by
+    /// the local ufrag of its USERNAME (a response or indication, which has
+    /// none, by address), DTLS and RTP by the validated address only.
+    pub fn route(
+        &self,
+        class: Class,
+        buf: &[u8],
+        source: &SocketAddr,
+    ) -> Result<SessionId, DropReason> {
+        match class {
+            Class::Stun => match stun_local_ufrag(buf) {
+                Some(u) => self.by_ufrag(u).ok_or(DropReason::StunRejected),
+                // Not for us, or a binding response/indication from a known peer.
+                None => self.by_addr(source).ok_or(DropReason::StunRejected),
+            },
+            Class::Dtls | Class::Rtp => self.by_addr(source).ok_or(DropReason::UnknownSource),
+            Class::Other => Err(DropReason::UnknownSource),
+        }
     }
 
     /// The session a validated address belongs to.
@@ -357,5 +439,42 @@ mod tests {
         assert_eq!(classify(&[0x80]), Class::Rtp);
         assert_eq!(classify(&[]), Class::Other);
         assert_eq!(classify(&[200]), Class::Other);
+    }
+
+    #[test]
+    fn recent_txids_are_bounded_and_remembered() {
+        let mut r = RecentTxids::default();
+        assert!(!r.seen([1; 12]));
+        assert!(r.seen([1; 12]));
+        for i in 2..=RECENT_TXIDS as u8 + 1 {
+            assert!(!r.seen([i; 12]));
+        }
+        assert_eq!(r.0.len(), RECENT_TXIDS);
+        assert!(!r.seen([1; 12]), "the oldest was forgotten");
+    }
+
+    #[test]
+    fn routing_by_class() {
+        let mut d = Demux::default();
+        let (a, b) = (SessionId(1), SessionId(2));
+        let from = SocketAddr::from(([192, 0, 2, 1], 5000));
+        d.add_ufrag("srv".into(), a);
+        d.add_addr(from, b);
+        assert_eq!(d.route(Class::Stun, &binding(b"srv:cli"), &from), Ok(a));
+        assert_eq!(
+            d.route(Class::Stun, &binding(b"nope:cli"), &from),
+            Err(DropReason::StunRejected)
+        );
+        assert_eq!(d.route(Class::Stun, &[1, 1, 0, 0], &from), Ok(b));
+        assert_eq!(d.route(Class::Rtp, &[0x80], &from), Ok(b));
+        let other = SocketAddr::from(([192, 0, 2, 2], 5000));
+        assert_eq!(
+            d.route(Class::Dtls, &[22], &other),
+            Err(DropReason::UnknownSource)
+        );
+        assert_eq!(
+            d.route(Class::Other, &[200], &from),
+            Err(DropReason::UnknownSource)
+        );
     }
 }

@@ -5,7 +5,8 @@ use std::time::Instant;
 use str0m::format::Codec;
 
 use super::id::{RoomName, SessionId};
-use super::record::RecordingId;
+use super::per_kind::PerKind;
+use super::recorder_tap::RecordingId;
 use super::simulcast::Layer;
 
 /// A publisher track as the room sees it (fan-out source for one kind).
@@ -61,8 +62,8 @@ pub struct Room {
     pub publisher: Option<SessionId>,
     /// The viewer sessions, in join order.
     pub subscribers: Vec<SessionId>,
-    /// The publisher's tracks, per kind (audio 0, video 1).
-    pub tracks: [Option<Track>; 2],
+    /// The publisher's tracks, per kind.
+    pub tracks: PerKind<Option<Track>>,
     /// When the room was created.
     pub created: Instant,
     /// Record the current publisher's tracks.
@@ -76,7 +77,7 @@ impl Room {
             name,
             publisher: None,
             subscribers: Vec::new(),
-            tracks: [None, None],
+            tracks: PerKind::default(),
             created: now,
             record: false,
         }
@@ -114,7 +115,7 @@ impl Room {
         self.publisher = None;
         let recs = self
             .tracks
-            .iter_mut()
+            .values_mut()
             .filter_map(|t| t.take()?.recording.map(|(r, _)| r))
             .collect();
         Some(recs)

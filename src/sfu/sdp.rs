@@ -1,6 +1,9 @@
 //! Small text operations on SDP and sdpfrag bodies that str0m does not offer:
 //! reading ICE lines, completing the answer for WHIP/WHEP, and building the
-//! ICE-restart fragment. Pure functions over strings.
+//! ICE-restart fragment; the checks an offer must pass before str0m sees
+//! it. Pure functions over strings.
+
+use super::command::ApiError;
 
 /// The ICE-related content of a `application/trickle-ice-sdpfrag` body (RFC 8840).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -120,6 +123,60 @@ pub fn complete_answer(answer: &str) -> String {
     out
 }
 
+/// The offer with every two-way media section made one-way in the
+/// direction the session can serve, so the answer says what wisp does: a
+/// WHIP publisher (`publisher`) gets `recvonly` lines, a WHEP viewer
+/// `sendonly` ones (RFC 9725 §4.2 and the WHEP draft require those answers).
+/// `a=sendrecv` lines, at session or media level, become `a=sendonly`
+/// (publisher) or `a=recvonly` (viewer), and a media section that states no
+/// direction while the session level does not either (so is `sendrecv` by
+/// RFC 4566) gets one. aiortc's `addTrack` and a browser's
+/// `addTransceiver` without `direction` offer `sendrecv`. Other lines are
+/// kept byte for byte; `inactive`, `sendonly` and `recvonly` stay as they are.
+pub fn one_way_offer(offer: &str, publisher: bool) -> String {
+    let target = if publisher {
+        "a=sendonly"
+    } else {
+        "a=recvonly"
+    };
+    let is_dir = |l: &str| {
+        matches!(
+            l.trim_end(),
+            "a=sendrecv" | "a=sendonly" | "a=recvonly" | "a=inactive"
+        )
+    };
+    let session_end = offer.find("\nm=").map_or(offer.len(), |i| i + 1);
+    let session_dir = offer[..session_end].lines().any(is_dir);
+    let mut out = String::with_capacity(offer.len() + 64);
+    let mut section: Vec<&str> = Vec::new();
+    let flush = |section: &mut Vec<&str>, out: &mut String| {
+        let needs = !section.is_empty()
+            && section[0].starts_with("m=")
+            && !session_dir
+            && !section.iter().any(|l| is_dir(l));
+        for l in section.drain(..) {
+            if l.trim_end() == "a=sendrecv" {
+                out.push_str(target);
+            } else {
+                out.push_str(l.trim_end_matches('\r'));
+            }
+            out.push_str("\r\n");
+        }
+        if needs {
+            out.push_str(target);
+            out.push_str("\r\n");
+        }
+    };
+    for line in offer.lines() {
+        if line.starts_with("m=") {
+            flush(&mut section, &mut out);
+        }
+        section.push(line);
+    }
+    flush(&mut section, &mut out);
+    out
+}
+
 /// Rewrite a previously accepted offer for a remote ICE restart: new
 /// ufrag/pwd everywhere, old candidates gone, the new ones in the first media section.
 pub fn restart_offer(offer: &str, frag: &Frag) -> Option<String> {
@@ -210,6 +267,69 @@ pub fn media_shape(offer: &str) -> (usize, bool) {
     (m, bundle)
 }
 
+/// What str0m would accept but wisp cannot serve, or would misread: media
+/// without BUNDLE, `a=setup:holdconn`, and candidate lines with a bad
+/// component or port.
+pub fn check_offer(offer: &str) -> Result<(), ApiError> {
+    let (mlines, bundle) = media_shape(offer);
+    if mlines > 1 && !bundle {
+        return Err(ApiError::Unsupported(
+            "offer without BUNDLE: all media must share one transport".into(),
+        ));
+    }
+    if offer
+        .lines()
+        .any(|l| l.trim_end().eq_ignore_ascii_case("a=setup:holdconn"))
+    {
+        return Err(ApiError::Unsupported(
+            "a=setup:holdconn: the offer asks for no DTLS connection".into(),
+        ));
+    }
+    for c in offer
+        .lines()
+        .filter_map(|l| l.trim_end().strip_prefix("a=candidate:"))
+    {
+        let f: Vec<&str> = c.split_whitespace().collect();
+        let component_ok = matches!(f.get(1).copied(), Some("1" | "2"));
+        let port_ok = f
+            .get(5)
+            .and_then(|p| p.parse::<u16>().ok())
+            .is_some_and(|p| p != 0);
+        if !component_ok || !port_ok {
+            return Err(ApiError::BadOffer(
+                "bad a=candidate: component must be 1 or 2 and the port non-zero".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The `a=mid:` values of `sdp`, in order.
+pub fn mids(sdp: &str) -> impl Iterator<Item = &str> {
+    sdp.lines()
+        .filter_map(|l| l.trim_end().strip_prefix("a=mid:"))
+}
+
+/// The index of the m-line with `a=mid:<mid>` in `sdp`.
+pub fn mline_of(sdp: &str, mid: &str) -> Option<usize> {
+    let mut index = None::<usize>;
+    for line in sdp.lines() {
+        let line = line.trim_end();
+        if line.starts_with("m=") {
+            index = Some(index.map_or(0, |i| i + 1));
+        } else if line.strip_prefix("a=mid:") == Some(mid) {
+            return index;
+        }
+    }
+    None
+}
+
+/// The first line of `s`, trimmed to 200 characters, for error bodies.
+pub fn one_line(s: &str) -> String {
+    let line = s.lines().next().unwrap_or("").trim();
+    line.chars().take(200).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +345,29 @@ mod tests {
         assert!(f.end_of_candidates);
         assert!(parse_frag("hello").is_err());
         assert!(parse_frag("").is_err());
+    }
+
+    #[test]
+    fn two_way_offers_become_one_way() {
+        let offer = "v=0\r\ns=-\r\nm=audio 9 X 0\r\na=mid:0\r\na=sendrecv\r\nm=video 9 X 96\r\na=mid:1\r\nm=video 9 X 97\r\na=mid:2\r\na=inactive\r\n";
+        let p = one_way_offer(offer, true);
+        assert_eq!(p, "v=0\r\ns=-\r\nm=audio 9 X 0\r\na=mid:0\r\na=sendonly\r\nm=video 9 X 96\r\na=mid:1\r\na=sendonly\r\nm=video 9 X 97\r\na=mid:2\r\na=inactive\r\n");
+        let v = one_way_offer(offer, false);
+        assert_eq!(v.matches("a=recvonly").count(), 2, "{v}");
+        assert!(!v.contains("a=sendrecv") && v.contains("a=inactive"), "{v}");
+        // A session-level direction covers sections that state none.
+        let session = "v=0\r\na=sendrecv\r\nm=audio 9 X 0\r\na=mid:0\r\n";
+        assert_eq!(
+            one_way_offer(session, true),
+            "v=0\r\na=sendonly\r\nm=audio 9 X 0\r\na=mid:0\r\n"
+        );
+        // One-way offers are unchanged (line endings normalised to CRLF).
+        let already = "v=0\r\nm=audio 9 X 0\r\na=recvonly\r\n";
+        assert_eq!(one_way_offer(already, true), already);
+        assert_eq!(
+            one_way_offer("v=0\nm=audio 9 X 0\na=recvonly\n", false),
+            already
+        );
     }
 
     #[test]
@@ -244,5 +387,27 @@ mod tests {
         let o = complete_answer("m=audio 9 X 111\r\na=rtpmap:111 OPUS/48000/2\r\n");
         assert!(o.contains("a=fmtp:111 stereo=1;sprop-stereo=1\r\n"), "{o}");
         assert_eq!(complete_answer(&o), o);
+    }
+
+    #[test]
+    fn mline_index_by_mid() {
+        let sdp = "v=0\r\nm=audio 9 X 0\r\na=mid:a0\r\nm=video 9 X 96\r\na=mid:v1\r\n";
+        assert_eq!(mline_of(sdp, "a0"), Some(0));
+        assert_eq!(mline_of(sdp, "v1"), Some(1));
+        assert_eq!(mline_of(sdp, "x"), None);
+        assert_eq!(mids(sdp).collect::<Vec<_>>(), ["a0", "v1"]);
+    }
+
+    #[test]
+    fn offers_refused_before_str0m() {
+        let two = "m=audio 9 X 0\r\nm=video 9 X 96\r\n";
+        assert!(matches!(check_offer(two), Err(ApiError::Unsupported(_))));
+        let hold = "m=audio 9 X 0\r\na=setup:HOLDCONN\r\n";
+        assert!(matches!(check_offer(hold), Err(ApiError::Unsupported(_))));
+        let port0 = "m=audio 9 X 0\r\na=candidate:1 1 udp 1 192.0.2.1 0 typ host\r\n";
+        assert!(matches!(check_offer(port0), Err(ApiError::BadOffer(_))));
+        let ok = "m=audio 9 X 0\r\na=candidate:1 1 udp 1 192.0.2.1 5000 typ host\r\n";
+        assert!(check_offer(ok).is_ok());
+        assert_eq!(one_line("first\nsecond"), "first");
     }
 }

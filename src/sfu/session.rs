@@ -1,5 +1,5 @@
-//! One peer: a str0m `Rtc` plus what wisp knows about it. [`drain`] is the
-//! only place an `Rtc` is polled.
+//! One peer: a str0m `Rtc` plus what wisp knows about it. [`guarded`] is the
+//! one way into an `Rtc`, and [`drain`] the only place one is polled.
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -11,17 +11,32 @@ use str0m::rtp::Ssrc;
 use str0m::{Event, Output, Rtc};
 
 use super::command::Role;
-use super::fanout::OutStream;
+use super::demux::RecentTxids;
 use super::id::{RoomName, SessionId, SessionToken};
+use super::out_stream::OutStream;
+use super::per_kind::PerKind;
 use super::simulcast::Selection;
 use super::timers::TimerSlot;
 
-/// Index of a media kind in per-kind arrays: audio 0, video 1.
-pub fn kind_index(kind: MediaKind) -> usize {
-    match kind {
-        MediaKind::Audio => 0,
-        MediaKind::Video => 1,
-    }
+/// A panic caught in one session's work: that session is ended, the loop
+/// and every other session live on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Panicked;
+
+/// Run `f`, catching a panic: the guard around work that a bug (in str0m
+/// or in wisp) could make panic, so that it ends one session and not the
+/// process. Used by [`guarded`], and where an `Rtc` is built.
+#[inline]
+pub fn guard<R>(f: impl FnOnce() -> R) -> Result<R, Panicked> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|_| Panicked)
+}
+
+/// The one guarded call into an `Rtc`: `f(rtc)`, with a panic inside it
+/// caught and returned as [`Panicked`]. Every call that can reach str0m's
+/// state machine goes through here.
+#[inline]
+pub fn guarded<R>(rtc: &mut Rtc, f: impl FnOnce(&mut Rtc) -> R) -> Result<R, Panicked> {
+    guard(|| f(rtc))
 }
 
 /// A publisher's or viewer's peer connection.
@@ -58,13 +73,13 @@ pub struct Session {
     /// (`None`: ignored extra track or layer). Small.
     pub ssrc_kind: Vec<(Ssrc, Option<(MediaKind, u8)>)>,
     /// Publisher: the mid carrying each kind.
-    pub track_mid: [Option<Mid>; 2],
+    pub track_mid: PerKind<Option<Mid>>,
     /// Viewer: the outgoing stream per kind.
-    pub outs: [Option<OutStream>; 2],
+    pub outs: PerKind<Option<OutStream>>,
     /// Viewer: which simulcast layer of the room's video it gets.
     pub sel: Selection,
     /// Last cumulative NACK count seen in a stats event, per kind (for deltas).
-    pub nacks_seen: [u64; 2],
+    pub nacks_seen: PerKind<u64>,
     /// Verified checks from new addresses after connecting (NAT rebinding).
     pub rebinds: u32,
     /// Test hook: panic on the next drain (see `Sfu::inject_panic`).
@@ -76,7 +91,27 @@ pub struct Session {
     pub observed: Option<Instant>,
     /// Transaction ids of the latest Binding requests (any address): a check
     /// replayed from another address is never promoted (see `demux::with_priority`).
-    pub recent_txids: std::collections::VecDeque<[u8; 12]>,
+    pub recent_txids: RecentTxids,
+}
+
+impl Session {
+    /// Publisher: the kind of its track on `mid` (audio unless it is the video track's).
+    pub fn kind_of_track(&self, mid: Mid) -> MediaKind {
+        if self.track_mid.video == Some(mid) {
+            MediaKind::Video
+        } else {
+            MediaKind::Audio
+        }
+    }
+
+    /// Viewer: the kind of its outgoing stream on `mid` (audio unless it is the video stream's).
+    pub fn kind_of_out(&self, mid: Mid) -> MediaKind {
+        if self.outs.video.as_ref().is_some_and(|o| o.mid == mid) {
+            MediaKind::Video
+        } else {
+            MediaKind::Audio
+        }
+    }
 }
 
 /// An offer kept for the whole session, LZ4-compressed: read back only on an
@@ -135,11 +170,7 @@ pub fn drain_due(id: SessionId, rtc: &mut Rtc, sinks: &mut Sinks<'_>, now: Insta
     for _ in 0..4 {
         match d {
             Drained::Until(t) if t <= now => {
-                if catch_unwind(AssertUnwindSafe(|| {
-                    rtc.handle_input(str0m::Input::Timeout(now))
-                }))
-                .is_err()
-                {
+                if guarded(rtc, |rtc| rtc.handle_input(str0m::Input::Timeout(now))).is_err() {
                     return Drained::Dead { panicked: true };
                 }
                 d = drain(id, rtc, sinks);
@@ -156,7 +187,7 @@ pub fn drain(id: SessionId, rtc: &mut Rtc, sinks: &mut Sinks<'_>) -> Drained {
     // Bounded: str0m returns Timeout once it has nothing more; the bound only
     // guards against a bug turning this into a spin.
     for _ in 0..100_000 {
-        match catch_unwind(AssertUnwindSafe(|| rtc.poll_output())) {
+        match guarded(rtc, |rtc| rtc.poll_output()) {
             Ok(Ok(Output::Timeout(t))) => {
                 if !rtc.is_alive() {
                     return Drained::Dead { panicked: false };

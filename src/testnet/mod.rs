@@ -159,7 +159,7 @@ impl Default for JoinOpts {
 
 pub struct TestNet {
     /// Everything the core handed to the recorder, in order.
-    pub recorded: Vec<crate::sfu::record::RecordEvent>,
+    pub recorded: Vec<crate::sfu::recorder_tap::RecordEvent>,
     pub last_offer: String,
     pub last_answer: String,
     pub last_etag: String,

@@ -1,20 +1,21 @@
-//! Shared driver for the browser tests: the real wisp binary, headless Chromium
-//! through chromedriver (W3C WebDriver, JSON over a tiny HTTP/1.1 client), a
-//! loopback-only network namespace, and a str0m peer over real UDP.
+//! Shared driver for the browser and GStreamer tests: the real wisp binary,
+//! headless Chromium through chromedriver (W3C WebDriver, JSON over a tiny
+//! HTTP/1.1 client), a network namespace of the test's own (loopback only, or
+//! with a veth pair for libnice-based peers), and a str0m peer over real UDP.
 //!
 //! Every wait has a deadline; every process started here is killed (by its own
 //! process group, by id) when its handle drops.
 #![allow(dead_code)]
 
 use std::cell::Cell;
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use crate::support;
 
 use serde_json::{json, Value};
 use str0m::change::SdpAnswer;
@@ -27,8 +28,7 @@ use str0m::{Candidate, Event, Input, Output, Rtc};
 /// Debian's real Chromium binary (`/usr/bin/chromium` is a shell wrapper).
 pub const CHROMIUM: &str = "/usr/lib/chromium/chromium";
 
-/// Flags for headless Chromium as root on a closed, loopback-only machine
-/// (see docs/browser-testing.md §2).
+/// Flags for headless Chromium as root on a closed, loopback-only machine.
 pub const CHROMIUM_FLAGS: &[&str] = &[
     "--headless=new",
     "--no-sandbox",
@@ -56,7 +56,7 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// decide whether they can run. `None` means "skip": only when Chromium is
 /// missing *and* `CI` is unset. In CI a missing browser fails the test.
 pub fn begin(test: &str) -> Option<MutexGuard<'static, ()>> {
-    let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let guard = one_at_a_time();
     let have = Path::new(CHROMIUM).exists() && which("chromedriver").is_some();
     if !have {
         if std::env::var_os("CI").is_some() {
@@ -72,7 +72,13 @@ pub fn begin(test: &str) -> Option<MutexGuard<'static, ()>> {
     Some(guard)
 }
 
-fn which(cmd: &str) -> Option<PathBuf> {
+/// Hold this while a media test runs: the tests of one binary run one at a
+/// time (two cores: real-time media must not compete).
+pub fn one_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn which(cmd: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|p| p.join(cmd))
@@ -117,7 +123,8 @@ struct IfReq {
 /// afterwards (wisp, chromedriver, Chromium, str0m sockets) inherits it, so no
 /// packet can leave loopback, whatever interfaces the machine has. Needs root;
 /// without it the test still asserts that every selected ICE pair is 127.0.0.1.
-fn isolate_network(test: &str) {
+/// Returns whether the thread is now in a namespace of its own.
+pub fn isolate_network(test: &str) -> bool {
     // SAFETY: unshare only changes the calling thread's namespace membership.
     if unsafe { unshare(CLONE_NEWNET) } != 0 {
         eprintln!(
@@ -125,7 +132,7 @@ fn isolate_network(test: &str) {
              (the tests still assert loopback ICE pairs)",
             std::io::Error::last_os_error()
         );
-        return;
+        return false;
     }
     let sock = UdpSocket::bind("0.0.0.0:0").expect("socket in the new namespace");
     let mut req = IfReq {
@@ -144,10 +151,49 @@ fn isolate_network(test: &str) {
     };
     assert!(ok, "bring up lo: {}", std::io::Error::last_os_error());
     ISOLATED.with(|i| i.set(true));
+    true
+}
+
+/// Give the thread's own namespace (see [`isolate_network`]) a veth pair,
+/// `wisp0` holding `ip`/24 and its peer `wisp1` up without an address, for
+/// WebRTC stacks that ignore loopback interfaces (libnice: GStreamer). Only
+/// the namespace's own addresses: packets to `ip` still go through the
+/// namespace's `lo`, and nothing leaves it. No IPv6 link-local addresses, so
+/// such peers gather just `ip`. Needs `ip` (iproute2).
+pub fn add_veth(ip: std::net::Ipv4Addr) -> Result<(), String> {
+    if !isolated() {
+        return Err("this thread is not in a network namespace of its own".into());
+    }
+    let addr = format!("{ip}/24");
+    let steps: [&[&str]; 6] = [
+        &[
+            "link", "add", "wisp0", "type", "veth", "peer", "name", "wisp1",
+        ],
+        &["link", "set", "wisp0", "addrgenmode", "none"],
+        &["link", "set", "wisp1", "addrgenmode", "none"],
+        &["addr", "add", &addr, "dev", "wisp0"],
+        &["link", "set", "wisp0", "up"],
+        &["link", "set", "wisp1", "up"],
+    ];
+    for args in steps {
+        // A child of this thread: it acts on the thread's namespace.
+        let out = Command::new("ip")
+            .args(args)
+            .output()
+            .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
+        if !out.status.success() {
+            return Err(format!(
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Kill a whole process group we created (by its id, never by name).
-fn kill_group(child: &mut Child) {
+pub fn kill_group(child: &mut Child) {
     // SAFETY: plain kill(2) on the negative id of a group this test spawned.
     unsafe { kill(-(child.id() as i32), SIGKILL) };
     let _ = child.wait();
@@ -155,98 +201,7 @@ fn kill_group(child: &mut Child) {
 
 // ---- HTTP/1.1 client ----------------------------------------------------------
 
-/// A response: status, lower-cased headers, body.
-pub struct Resp {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Resp {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-}
-
-/// One request on a fresh connection (`Connection: close`), bounded by `timeout`.
-pub fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-    timeout: Duration,
-) -> std::io::Result<Resp> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes())?;
-    s.write_all(body)?;
-    let mut r = BufReader::new(s);
-    let mut line = String::new();
-    r.read_line(&mut line)?;
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        if r.read_line(&mut line)? == 0 || line.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-        }
-    }
-    let mut resp = Resp {
-        status,
-        headers,
-        body: Vec::new(),
-    };
-    if let Some(n) = resp.header("content-length").and_then(|n| n.parse().ok()) {
-        resp.body.resize(n, 0);
-        r.read_exact(&mut resp.body)?;
-    } else if resp
-        .header("transfer-encoding")
-        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
-    {
-        loop {
-            line.clear();
-            r.read_line(&mut line)?;
-            let n = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
-                .map_err(std::io::Error::other)?;
-            if n == 0 {
-                break;
-            }
-            let start = resp.body.len();
-            resp.body.resize(start + n, 0);
-            r.read_exact(&mut resp.body[start..])?;
-            r.read_line(&mut line)?; // CRLF after the chunk
-        }
-    } else if method != "HEAD" {
-        r.read_to_end(&mut resp.body)?;
-    }
-    Ok(resp)
-}
+pub use crate::support::{http, Resp};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -257,18 +212,14 @@ fn free_port() -> u16 {
 
 // ---- wisp ------------------------------------------------------------------------
 
-/// The real wisp binary on 127.0.0.1 (HTTP and UDP), no STUN servers.
+/// The real wisp binary on 127.0.0.1 (HTTP and UDP), no STUN servers, in a
+/// process group of its own.
 pub struct Wisp {
-    child: Child,
+    inner: support::Wisp,
     pub http: SocketAddr,
     /// Sent as Bearer on `get` (the room API needs it when set).
     admin: Option<String>,
-    /// wisp's log (stderr), the latest [`LOG_LINES`] lines.
-    log: Arc<Mutex<VecDeque<String>>>,
 }
-
-/// Lines of wisp's log kept by [`Wisp::log_lines`].
-const LOG_LINES: usize = 20_000;
 
 impl Wisp {
     pub fn start() -> Wisp {
@@ -277,57 +228,24 @@ impl Wisp {
 
     /// Start with extra environment variables (e.g. tokens).
     pub fn start_with(env: &[(&str, &str)]) -> Wisp {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wisp"))
-            .env("WISP_HTTP_ADDR", "127.0.0.1:0")
-            .env("WISP_UDP_ADDR", "127.0.0.1:0")
-            .env("WISP_STUN_URLS", "")
-            .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .expect("start wisp");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let log = Arc::new(Mutex::new(VecDeque::new()));
-        let kept = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                {
-                    let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
-                    if kept.len() == LOG_LINES {
-                        kept.pop_front();
-                    }
-                    kept.push_back(line.clone());
-                }
-                if let Some(rest) = line.split("http=").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
-                    let _ = tx.send(addr);
-                }
-                if std::env::var_os("WISP_TEST_LOG").is_some() {
-                    eprintln!("[wisp] {line}");
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("wisp did not print its address within 20 s");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wisp"));
+        cmd.process_group(0);
+        let mut all = vec![("WISP_STUN_URLS", "")];
+        all.extend_from_slice(env);
+        let inner = support::Wisp::launch(cmd, &all);
         Wisp {
-            child,
-            http: addr.parse().expect("wisp's http address"),
+            http: inner.http,
+            inner,
             admin: env
                 .iter()
                 .find(|(k, _)| *k == "WISP_ADMIN_TOKEN")
                 .map(|(_, v)| v.to_string()),
-            log,
         }
     }
 
     /// The lines of wisp's log so far that contain `needle`.
     pub fn log_lines(&self, needle: &str) -> Vec<String> {
-        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        log.iter().filter(|l| l.contains(needle)).cloned().collect()
+        self.inner.log_lines(needle)
     }
 
     pub fn url(&self) -> String {
@@ -375,7 +293,7 @@ impl Wisp {
 
 impl Drop for Wisp {
     fn drop(&mut self) {
-        kill_group(&mut self.child);
+        kill_group(&mut self.inner.child);
     }
 }
 
@@ -732,6 +650,8 @@ pub struct Packet {
     pub at: Instant,
     pub kind: MediaKind,
     pub ts: u32,
+    /// Extended sequence number.
+    pub seq: u64,
     pub marker: bool,
     pub payload: Vec<u8>,
 }
@@ -750,7 +670,12 @@ pub struct Peer {
 
 impl Peer {
     pub fn new(wisp: &Wisp, path: &str, dir: Direction) -> Peer {
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("udp socket");
+        Peer::new_on(wisp, path, dir, std::net::Ipv4Addr::LOCALHOST.into())
+    }
+
+    /// A peer whose socket and host candidate are on `ip`.
+    pub fn new_on(wisp: &Wisp, path: &str, dir: Direction, ip: std::net::IpAddr) -> Peer {
+        let sock = UdpSocket::bind((ip, 0)).expect("udp socket");
         sock.set_nonblocking(true).expect("nonblocking");
         let addr = sock.local_addr().expect("local addr");
         let mut rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());
@@ -830,6 +755,7 @@ impl Peer {
                         at: Instant::now(),
                         kind,
                         ts: p.header.timestamp,
+                        seq: *p.seq_no,
                         marker: p.header.marker,
                         payload: p.payload.to_vec(),
                     });
@@ -848,17 +774,41 @@ impl Peer {
         }
     }
 
-    /// Send one RTP packet on the track of `kind` (publisher only).
+    /// Send one RTP packet on the track of `kind` (publisher only): VP8 or Opus.
     pub fn send(&mut self, kind: MediaKind, ts: u32, marker: bool, payload: Vec<u8>) {
         let codec = if kind == MediaKind::Video {
             Codec::Vp8
         } else {
             Codec::Opus
         };
-        let Some(pt) = self
-            .rtc
-            .codec_config()
-            .find(|p| p.spec().codec == codec)
+        self.send_codec(kind, codec, ts, marker, payload);
+    }
+
+    /// Send one RTP packet on the track of `kind`, with a negotiated payload
+    /// type of `codec` (nothing if none was negotiated): the first, except
+    /// that H.264 prefers constrained baseline in packetization mode 1
+    /// (`42e01f`), the entry browsers and GStreamer viewers offer.
+    pub fn send_codec(
+        &mut self,
+        kind: MediaKind,
+        codec: Codec,
+        ts: u32,
+        marker: bool,
+        payload: Vec<u8>,
+    ) {
+        let of_codec = || {
+            self.rtc
+                .codec_config()
+                .params()
+                .iter()
+                .filter(move |p| p.spec().codec == codec)
+        };
+        let Some(pt) = of_codec()
+            .find(|p| {
+                let f = p.spec().format;
+                f.profile_level_id == Some(0x42e01f) && f.packetization_mode == Some(1)
+            })
+            .or_else(|| of_codec().next())
             .map(|p| p.pt())
         else {
             return;

@@ -2,9 +2,7 @@
 //! for end-to-end tests. Bounded: every wait has a deadline.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use str0m::change::SdpAnswer;
@@ -14,17 +12,8 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
-pub struct Server {
-    pub child: Child,
-    pub http: SocketAddr,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// The binary (see `support::Wisp`; its log is echoed with `WISP_TEST_LOG` set).
+pub use crate::support::Wisp as Server;
 
 pub fn start_server() -> Server {
     start_server_with(&[])
@@ -32,36 +21,10 @@ pub fn start_server() -> Server {
 
 /// The binary with extra environment variables.
 pub fn start_server_with(env: &[(&str, &str)]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wisp"))
-        .envs(env.iter().copied())
-        .env("WISP_HTTP_ADDR", "127.0.0.1:0")
-        .env("WISP_UDP_ADDR", "127.0.0.1:0")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start wisp");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("http=").nth(1) {
-                let addr = rest.split_whitespace().next().unwrap().to_string();
-                let _ = tx.send(addr);
-            }
-            eprintln!("[wisp] {line}");
-        }
-    });
-    let http = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("wisp did not start");
-    Server {
-        child,
-        http: http.parse().unwrap(),
-    }
+    Server::start(env)
 }
 
-/// A minimal HTTP/1.1 client: returns (status, headers, body).
+/// One request (10 s bound): (status, lower-cased headers, body).
 pub fn http(
     addr: SocketAddr,
     method: &str,
@@ -69,36 +32,18 @@ pub fn http(
     ctype: Option<&str>,
     body: &str,
 ) -> (u16, Vec<(String, String)>, String) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if let Some(c) = ctype {
-        req.push_str(&format!("Content-Type: {c}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status: u16 = lines
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    (status, headers, body.to_string())
+    let headers: Vec<_> = ctype.map(|c| ("Content-Type", c)).into_iter().collect();
+    let r = crate::support::http(
+        addr,
+        method,
+        path,
+        &headers,
+        body.as_bytes(),
+        Duration::from_secs(10),
+    )
+    .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let text = r.text();
+    (r.status, r.headers, text)
 }
 
 pub fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {

@@ -1,0 +1,504 @@
+//! The fan-out: one publisher packet to every viewer of its room.
+//!
+//! [`Facts::of`] works out what the packet is, once: its kind and layer,
+//! codec, whether it starts a keyframe (and the picture size that keyframe
+//! declares), its VP8/VP9 picture ids and the media extensions that travel
+//! on. It also counts the packet on the room's track and copies it to the
+//! recorder. [`fan_out`] then writes it to each viewer, reading only the
+//! facts and the viewer's own state. [`Sfu::drain_written`] sends what was
+//! written, with one drain per viewer per ingress batch.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use str0m::format::{Codec, PayloadParams};
+use str0m::media::MediaKind;
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc, Vp8Descriptor};
+use str0m::Input;
+
+use super::id::IdMap;
+use super::out_stream::{Source, Verdict};
+use super::room::Room;
+use super::session::{self, guarded, Drained, Session};
+use super::{recorder_tap, resolution, rewrite, simulcast};
+use super::{DropReason, Outbox, RoomName, SessionId, Sfu, Why};
+
+/// One packet's facts, worked out once before the fan-out and read by every viewer.
+struct Facts {
+    /// The publisher session and SSRC: what a viewer's stream is mapped from.
+    source: Source,
+    kind: MediaKind,
+    /// `kind` is video.
+    video: bool,
+    /// Its layer in the room's video track (0 for audio and a plain track).
+    layer: u8,
+    /// Simulcast video: each viewer gets only its own layer.
+    simulcast: bool,
+    /// The publisher's negotiated parameters for its payload type.
+    params: PayloadParams,
+    codec: Codec,
+    clock_rate: u32,
+    /// Video that starts a keyframe.
+    keyframe: bool,
+    /// VP8 descriptor with a picture id or TL0PICIDX, and whether the id is 15-bit.
+    vp8: Option<(Vp8Descriptor, bool)>,
+    /// VP9 picture id and TL0PICIDX.
+    vp9: Option<rewrite::Vp9Ids>,
+    /// The media extensions that travel on, if the packet has any.
+    ext: Option<ExtensionValues>,
+    /// A layer's rate window closed or a paused layer resumed: choices are re-made.
+    rates_changed: bool,
+}
+
+impl Facts {
+    /// The facts of `pkt` from publisher `p` in `room`, with the track's
+    /// bookkeeping done (counters, rate window, picture size, recorder tap).
+    /// `None` (counted as a drop) for an extra track or an unknown payload type.
+    fn of(
+        p: &mut Session,
+        room: &mut Room,
+        pkt: &RtpPacket,
+        out: &mut Outbox,
+        now: Instant,
+    ) -> Option<Facts> {
+        let ssrc = pkt.header.ssrc;
+        let kind = match p.ssrc_kind.iter().find(|(s, _)| *s == ssrc) {
+            Some((_, k)) => *k,
+            None => {
+                let (k, definitive) = match classify_ssrc(p, room, ssrc) {
+                    Ok(k) => (k, true),
+                    Err(()) => (None, false),
+                };
+                if definitive && p.ssrc_kind.len() < 16 {
+                    p.ssrc_kind.push((ssrc, k));
+                }
+                k
+            }
+        };
+        let Some((kind, layer)) = kind else {
+            out.stats.drop(DropReason::ExtraTrack);
+            return None;
+        };
+        let Some(params): Option<PayloadParams> = p
+            .rtc
+            .codec_config()
+            .find(|c| c.pt() == pkt.header.payload_type)
+            .copied()
+        else {
+            out.stats.drop(DropReason::UnknownPayloadType);
+            return None;
+        };
+        let codec = params.spec().codec;
+        let video = kind == MediaKind::Video;
+        let mut simulcast = false;
+        let mut rates_changed = false;
+        let mut au_start = true;
+        if let Some(t) = room.tracks[kind].as_mut() {
+            t.packets += 1;
+            t.bytes += pkt.payload.len() as u64;
+            t.codec = Some(codec);
+            simulcast = t.simulcast;
+            if video {
+                if let Some(l) = t.layers.get_mut(usize::from(layer)) {
+                    au_start = l.starts_access_unit(pkt.header.timestamp);
+                }
+            }
+            if simulcast {
+                if let Some(l) = t.layers.get_mut(usize::from(layer)) {
+                    l.packets += 1;
+                    l.window_bytes += pkt.payload.len() as u64 + simulcast::PACKET_OVERHEAD;
+                    if l.paused {
+                        l.paused = false;
+                        rates_changed = true;
+                    }
+                }
+                let start = *t.window_start.get_or_insert(now);
+                let elapsed = now.saturating_duration_since(start);
+                if elapsed >= simulcast::RATE_WINDOW {
+                    // Every window: choices are re-made (holds expire,
+                    // probes are re-armed) even when no rate moved.
+                    simulcast::close_window(&mut t.layers, elapsed);
+                    rates_changed = true;
+                    t.window_start = Some(now);
+                    if t.record_layer.is_none() {
+                        t.record_layer = simulcast::highest(&t.layers);
+                    }
+                }
+            }
+            let recorded = !video || t.record_layer == Some(layer);
+            if room.record && recorded {
+                recorder_tap::tap(
+                    t,
+                    &room.name,
+                    kind,
+                    &params,
+                    pkt,
+                    &mut out.records,
+                    &mut out.next_recording,
+                );
+            }
+        }
+        let keyframe = video && rewrite::keyframe_start(codec, &pkt.payload, au_start);
+        if keyframe {
+            // The picture size its keyframes declare, for the layers event.
+            if let Some(l) = room.tracks[kind]
+                .as_mut()
+                .and_then(|t| t.layers.get_mut(usize::from(layer)))
+            {
+                if let Some(size) = resolution::keyframe_size(codec, &pkt.payload) {
+                    l.size = Some(size);
+                }
+            }
+        }
+        // VP8 picture id / TL0PICIDX, rewritten per viewer for continuity.
+        let vp8 = if video && codec == Codec::Vp8 {
+            Vp8Descriptor::parse(&pkt.payload)
+                .ok()
+                .filter(|d| d.picture_id().is_some() || d.tl0_pic_idx().is_some())
+                .map(|d| (d, vp8_wide_picture_id(&pkt.payload)))
+        } else {
+            None
+        };
+        // VP9 picture id / TL0PICIDX, likewise (in a copy of the payload).
+        let vp9 = if video && codec == Codec::Vp9 {
+            rewrite::Vp9Ids::parse(&pkt.payload)
+        } else {
+            None
+        };
+        // Only the extensions that describe the media travel on; transport ones
+        // (TWCC, abs-send-time, mid/rid) are the viewer Rtc's own. Most video
+        // packets carry none: then nothing is moved into every viewer's write.
+        let e = &pkt.header.ext_vals;
+        let ext = (e.audio_level.is_some()
+            || e.voice_activity.is_some()
+            || e.video_orientation.is_some())
+        .then(|| ExtensionValues {
+            audio_level: e.audio_level,
+            voice_activity: e.voice_activity,
+            video_orientation: e.video_orientation,
+            ..Default::default()
+        });
+        Some(Facts {
+            source: (p.id, ssrc),
+            kind,
+            video,
+            layer,
+            simulcast: simulcast && video,
+            clock_rate: params.spec().clock_rate.get(),
+            params,
+            codec,
+            keyframe,
+            vp8,
+            vp9,
+            ext,
+            rates_changed,
+        })
+    }
+}
+
+impl Sfu {
+    /// Fan one publisher packet out to every viewer of the room, then ask for
+    /// the keyframe a waiting viewer needs and re-choose layers if rates moved.
+    pub(super) fn forward(&mut self, now: Instant, pid: SessionId, pkt: RtpPacket) {
+        self.out.stats.rtp_in += 1;
+        let Some(p) = self.sessions.get_mut(&pid) else {
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(&p.room) else {
+            return;
+        };
+        let Some(facts) = Facts::of(p, room, &pkt, &mut self.out, now) else {
+            return;
+        };
+        let want_keyframe = fan_out(
+            &facts,
+            &pkt,
+            &room.name,
+            &room.subscribers,
+            &mut self.sessions,
+            &mut self.out,
+            now,
+        );
+        if want_keyframe || facts.rates_changed {
+            let room_name = room.name.clone();
+            if want_keyframe {
+                let layer = if facts.video { facts.layer } else { 0 };
+                self.request_keyframe(now, &room_name, layer);
+            }
+            if facts.rates_changed {
+                self.select_layers(now, &room_name, None);
+            }
+        }
+    }
+
+    /// Send what `forward` wrote: each written viewer gets one str0m timeout
+    /// (str0m releases a written packet only on a timeout) and one drain,
+    /// however many packets it was given since the last call. Skipping the
+    /// drain right after `write_rtp`, which could only return a timeout,
+    /// saves a full `poll_output` walk per packet too.
+    pub(super) fn drain_written(&mut self) {
+        let now = self.last_now;
+        let mut ids = std::mem::take(&mut self.out.written);
+        for &id in &ids {
+            let Some(s) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            s.queued = false;
+            if s.dead {
+                continue;
+            }
+            let drained =
+                if guarded(&mut s.rtc, |rtc| rtc.handle_input(Input::Timeout(now))).is_err() {
+                    Drained::Dead { panicked: true }
+                } else {
+                    session::drain_due(id, &mut s.rtc, &mut self.out.sinks(), now)
+                };
+            self.settle(id, drained);
+        }
+        if self.out.written.is_empty() {
+            // Keep the capacity: no allocation per batch.
+            ids.clear();
+            self.out.written = ids;
+        }
+        self.process(now);
+    }
+}
+
+/// A VP9 payload rewritten with (picture id, TL0PICIDX), shared by viewers.
+type SharedVp9 = Option<((Option<u16>, Option<u8>), Arc<[u8]>)>;
+
+/// Write one packet, described by `f`, to every viewer in `subscribers`.
+/// Returns whether a viewer waits for a keyframe of the packet's layer.
+fn fan_out(
+    f: &Facts,
+    pkt: &RtpPacket,
+    room_name: &RoomName,
+    subscribers: &[SessionId],
+    sessions: &mut IdMap<Session>,
+    out: &mut Outbox,
+    now: Instant,
+) -> bool {
+    let mut want_keyframe = false;
+    // VP9 payloads rewritten for this packet, shared by every viewer that
+    // needs the same picture id and TL0PICIDX (str0m patches only VP8
+    // descriptors, so a rewrite is a copy; most viewers share one).
+    let mut vp9_copies: [SharedVp9; 4] = Default::default();
+    for sub_id in subscribers {
+        let Some(sub) = sessions.get_mut(sub_id) else {
+            out.stats.fanout_attempts += 1;
+            out.stats.drop(DropReason::NoViewerTrack);
+            continue;
+        };
+        if f.simulcast {
+            // Only the viewer's layer, and its target's keyframes, are
+            // considered; the other layers are not this viewer's packets.
+            let sel = &sub.sel;
+            let relevant = sel.current == Some(f.layer)
+                || (sel.target == Some(f.layer) && (f.keyframe || sel.current.is_none()));
+            if !relevant {
+                continue;
+            }
+        }
+        out.stats.fanout_attempts += 1;
+        if !sub.connected {
+            // Media written before DTLS is up would be lost, keyframe included;
+            // the viewer asks for its keyframe when it connects.
+            out.stats.drop(DropReason::ViewerNotConnected);
+            continue;
+        }
+        let Some(stream) = sub.outs[f.kind].as_mut() else {
+            out.stats.drop(DropReason::NoViewerTrack);
+            continue;
+        };
+        let out_pt = match stream.cached_pt(pkt.header.payload_type) {
+            Some(x) => x,
+            None => {
+                let local = sub
+                    .rtc
+                    .codec_config()
+                    .match_params(f.params)
+                    .map(|c| c.pt());
+                let negotiated = local.filter(|pt| {
+                    sub.rtc
+                        .media(stream.mid)
+                        .is_some_and(|m| m.remote_pts().contains(pt))
+                });
+                stream.cache_pt(pkt.header.payload_type, negotiated);
+                if negotiated.is_none() {
+                    log::warn!(
+                        "room {room_name}: viewer {sub_id:?} did not negotiate {} \
+                         {} (publisher PT {}): its packets are dropped",
+                        f.codec,
+                        f.params.spec().format,
+                        pkt.header.payload_type
+                    );
+                }
+                negotiated
+            }
+        };
+        let Some(out_pt) = out_pt else {
+            out.stats.drop(DropReason::CodecNotNegotiated);
+            continue;
+        };
+        if f.simulcast && sub.sel.current != Some(f.layer) {
+            if !f.keyframe {
+                want_keyframe = true;
+                out.stats.drop(DropReason::WaitingForKeyframe);
+                continue;
+            }
+            // A frame of the old layer still in progress is left
+            // incomplete: the keyframe supersedes it (same capture
+            // instant in a real simulcast encoder), the decoder skips it.
+            // The target's keyframe: switch here (OutStream rebases on
+            // the change of source).
+            if sub.sel.current.is_some() {
+                sub.sel.switches += 1;
+                out.stats.layer_switches += 1;
+            }
+            sub.sel.current = Some(f.layer);
+        }
+        let (seq, ts) = match stream.map(
+            f.source,
+            *pkt.seq_no,
+            pkt.header.timestamp,
+            f.video,
+            f.keyframe,
+            f.clock_rate,
+            now,
+        ) {
+            Verdict::Send { seq, ts } => (seq, ts),
+            Verdict::WaitForKeyframe => {
+                want_keyframe = true;
+                out.stats.drop(DropReason::WaitingForKeyframe);
+                continue;
+            }
+        };
+        stream.frame_done = pkt.header.marker;
+        let mid = stream.mid;
+        let mut payload = pkt.payload.clone();
+        if let Some(ids) = f.vp9 {
+            let (pid_out, tl0_out) =
+                stream
+                    .pic_ids
+                    .map(ids.picture_id, ids.wide, ids.tl0, stream.rebased);
+            if pid_out != ids.picture_id || tl0_out != ids.tl0 {
+                let key = (pid_out, tl0_out);
+                match vp9_copies.iter().flatten().find(|(k, _)| *k == key) {
+                    Some((_, shared)) => payload = shared.clone(),
+                    None => {
+                        // The shared payload is immutable: a copy with
+                        // this viewer's ids, kept for the next viewers.
+                        let mut own = Arc::<[u8]>::from(&pkt.payload[..]);
+                        if let Some(b) = Arc::get_mut(&mut own) {
+                            ids.write(b, pid_out, tl0_out);
+                        }
+                        out.stats.vp9_payload_copies += 1;
+                        if let Some(slot) = vp9_copies.iter_mut().find(|s| s.is_none()) {
+                            *slot = Some((key, own.clone()));
+                        }
+                        payload = own;
+                    }
+                }
+            }
+        }
+        let mut write = RtpWrite::new(out_pt, SeqNo::from(seq), ts, now, payload)
+            .marker(pkt.header.marker)
+            .nackable(f.video);
+        if let Some(ext) = &f.ext {
+            write = write.ext_vals(ext.clone());
+        }
+        if let Some((d, wide)) = f.vp8 {
+            let (pid_out, tl0_out) =
+                stream
+                    .pic_ids
+                    .map(d.picture_id(), wide, d.tl0_pic_idx(), stream.rebased);
+            if pid_out != d.picture_id() || tl0_out != d.tl0_pic_idx() {
+                let mut b = d.patch();
+                if let Some(x) = pid_out {
+                    b = b.picture_id(x);
+                }
+                if let Some(x) = tl0_out {
+                    b = b.tl0_pic_idx(x);
+                }
+                if let Ok(patch) = b.build() {
+                    write = write.vp8_patch(patch);
+                }
+            }
+        }
+        let wrote = guarded(&mut sub.rtc, |rtc| {
+            match rtc.direct_api().stream_tx_by_mid(mid, None) {
+                Some(tx) => {
+                    tx.write_rtp(write);
+                    true
+                }
+                None => false,
+            }
+        });
+        match wrote {
+            Ok(true) => out.stats.rtp_forwarded += 1,
+            Ok(false) => {
+                out.stats.drop(DropReason::NoViewerTrack);
+                continue;
+            }
+            Err(_) => {
+                out.stats.drop(DropReason::RtcError);
+                out.doom(sub, Why::Panic("write_rtp"));
+                continue;
+            }
+        }
+        // Sent by `drain_written` at the next `poll_output`.
+        if !std::mem::replace(&mut sub.queued, true) {
+            out.written.push(*sub_id);
+        }
+    }
+    want_keyframe
+}
+
+/// Which kind and layer a publisher SSRC feeds: its m-line must be the
+/// session's track of that kind; a video rid becomes (or finds) a layer of
+/// the room's track. `Ok(None)`: an extra track or a layer beyond the bound;
+/// `Err`: not known yet (a simulcast SSRC whose rid is not bound), ask again.
+fn classify_ssrc(
+    p: &mut Session,
+    room: &mut Room,
+    ssrc: Ssrc,
+) -> Result<Option<(MediaKind, u8)>, ()> {
+    let Some((mid, rid)) = p
+        .rtc
+        .direct_api()
+        .stream_rx(&ssrc)
+        .map(|rx| (rx.mid(), rx.rid()))
+    else {
+        return Ok(None);
+    };
+    let Some(kind) = p.rtc.media(mid).map(|m| m.kind()) else {
+        return Ok(None);
+    };
+    if p.track_mid[kind] != Some(mid) {
+        return Ok(None);
+    }
+    let Some(track) = room.tracks[kind].as_mut() else {
+        return Ok(Some((kind, 0)));
+    };
+    if !track.simulcast || kind != MediaKind::Video {
+        return Ok(Some((kind, 0)));
+    }
+    let Some(rid) = rid else {
+        return Err(());
+    };
+    let i = match track.layers.iter().position(|l| l.rid == Some(rid)) {
+        Some(i) => i,
+        None if track.layers.len() < simulcast::MAX_LAYERS => {
+            track.layers.push(simulcast::Layer::new(Some(rid)));
+            track.layers.len() - 1
+        }
+        None => return Ok(None),
+    };
+    track.layers[i].ssrc = Some(ssrc);
+    Ok(Some((kind, i as u8)))
+}
+
+/// Whether a VP8 payload descriptor carries a 15-bit picture id.
+fn vp8_wide_picture_id(payload: &[u8]) -> bool {
+    payload.len() > 2 && payload[0] & 0x80 != 0 && payload[1] & 0x80 != 0 && payload[2] & 0x80 != 0
+}
