@@ -248,20 +248,7 @@ pub fn core_ops(data: &[u8]) {
     }
     net.run_for(Duration::from_secs(1));
     check(&net);
-    let c = net.sfu.counts();
-    assert_eq!(
-        (
-            c.sessions,
-            c.rooms,
-            c.tokens,
-            c.addrs,
-            c.ufrags,
-            c.addr_lists,
-            c.keyframe_timers
-        ),
-        (0, 0, 0, 0, 0, 0, 0),
-        "something left after closing every room: {c:?}"
-    );
+    net.assert_maps_empty();
     net.jump(ENDED_GRACE);
     assert_eq!(
         net.sfu.counts().recently_ended,
