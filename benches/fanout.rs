@@ -16,19 +16,15 @@
 //! Instructions per forwarded packet = callgrind's total / the `forwarded`
 //! figure printed. Compare ratios within one run, never absolute times.
 
-#[path = "../tests/common/mod.rs"]
-#[allow(dead_code, clippy::all)]
-mod common;
-
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::TestNet;
 use str0m::media::{Direction, MediaKind};
 use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::Output;
 use wisp::sfu::Output as SfuOutput;
+use wisp::testnet::{server_addr, TestNet};
 
 fn arg(i: usize, default: usize) -> usize {
     std::env::args()
@@ -45,7 +41,7 @@ fn is_rtp(d: &[u8]) -> bool {
 
 /// The publisher's encrypted datagrams for `n` VP8-shaped packets of 1200 bytes.
 fn make_datagrams(net: &mut TestNet, p: usize, n: usize) -> Vec<(Instant, Vec<u8>)> {
-    let server = common::server_addr();
+    let server = server_addr();
     let c = &mut net.clients[p];
     let (mid, _) = *c.mids.iter().find(|(_, k)| *k == MediaKind::Video).unwrap();
     let pt = c.rtc.media(mid).unwrap().remote_pts()[0];
@@ -86,7 +82,7 @@ fn measured_phase(
     datagrams: &[(Instant, Vec<u8>)],
     batch: usize,
 ) -> u64 {
-    let server = common::server_addr();
+    let server = server_addr();
     let mut sent = 0u64;
     for chunk in datagrams.chunks(batch.max(1)) {
         for (at, d) in chunk {

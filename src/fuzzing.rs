@@ -1,4 +1,4 @@
-//! Fuzzing entry points: not a public API.
+//! Fuzzing entry points: not a public API, built with the `fuzzing` feature.
 //!
 //! Each target in `fuzz/fuzz_targets/` (cargo-fuzz, `RUSTC_BOOTSTRAP=1` on
 //! stable) is a one-line wrapper around a body here, and `tests/fuzz_smoke.rs`
@@ -10,11 +10,13 @@
 //! - [`datagram`]: datagrams from anywhere into a core with live sessions;
 //! - [`core_ops`]: a sequence of operations with the core's invariants after each;
 //! - [`recording`]: the recorder's reorder window, depacketizers and writers.
+//!
+//! The stateful bodies run the core with real str0m clients on
+//! [`crate::testnet`], the network the integration tests use.
 
 mod core_ops;
 mod datagram;
 mod http_request;
-mod net;
 mod recording;
 
 pub use core_ops::core_ops;
@@ -23,7 +25,7 @@ pub use http_request::http_request;
 pub use recording::recording;
 
 /// Reads a fuzz input front to back; past the end it yields zeros and empty slices.
-pub(crate) struct Tape<'a>(&'a [u8]);
+struct Tape<'a>(&'a [u8]);
 
 impl<'a> Tape<'a> {
     fn byte(&mut self) -> u8 {
@@ -45,9 +47,37 @@ impl<'a> Tape<'a> {
         let n = usize::from(self.byte()) * unit;
         self.take(n)
     }
+    /// Bytes up to the next 0x00 (consumed) or the end.
+    fn field(&mut self) -> &'a [u8] {
+        let end = self.0.iter().position(|b| *b == 0).unwrap_or(self.0.len());
+        let (f, rest) = self.0.split_at(end);
+        self.0 = rest.get(1..).unwrap_or(&[]);
+        f
+    }
+    /// [`Tape::field`] as lossy UTF-8.
+    fn text(&mut self) -> String {
+        String::from_utf8_lossy(self.field()).into_owned()
+    }
     fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+}
+
+/// The test network of the stateful bodies: its clock at the fixed origin,
+/// no latency (a datagram and everything it causes happen at once, see
+/// [`TestNet::settle`]), room for a few rooms and sessions, and a client
+/// error ends that client, as a closed browser tab would.
+fn net(seed: u8) -> TestNet {
+    install_crypto();
+    let config = SfuConfig {
+        max_sessions: 64,
+        max_rooms: 16,
+        ..SfuConfig::default()
+    };
+    let mut net = TestNet::at(u64::from(seed), config, origin());
+    net.latency = Duration::ZERO;
+    net.client_errors_end_clients = true;
+    net
 }
 
 use std::sync::{Once, OnceLock};
@@ -56,6 +86,7 @@ use std::time::{Duration, Instant};
 use str0m::change::SdpAnswer;
 
 use crate::sfu::{ApiError, Command, Counts, Output, Reply, RoomName, Sfu, SfuConfig};
+use crate::testnet::TestNet;
 
 /// Most `poll_output` calls per drain; a core that never reaches its
 /// `Timeout` is a bug, not a slow input.
@@ -261,8 +292,9 @@ pub fn sdp_offer(data: &[u8]) {
 
     let now = origin();
     let config = SfuConfig {
-        candidates: vec![std::net::SocketAddr::from(([198, 51, 100, 1], 8189))],
+        candidates: vec![crate::testnet::server_addr()],
         seed: [ctl; 32],
+        dtls_cert: Some(crate::testnet::server_cert()),
         ..SfuConfig::default()
     };
     let mut h = Harness {

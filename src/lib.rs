@@ -33,10 +33,14 @@ pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod event_loop;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
 pub mod metrics;
 pub mod record;
 pub mod sfu;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod testnet;
 pub mod udp;

@@ -314,8 +314,8 @@ fn a_replayed_check_from_another_address_does_not_steal_media() {
         .take()
         .unwrap()
         .into_iter()
-        .filter(|(from, b)| *from == viewer && b.len() > 20 && b[0..2] == [0, 1])
-        .map(|(_, b)| b)
+        .filter(|d| d.from == viewer && d.bytes.len() > 20 && d.bytes[0..2] == [0, 1])
+        .map(|d| d.bytes)
         .collect();
     assert!(!checks.is_empty(), "the viewer sent consent checks");
     let attacker = SocketAddr::from(([203, 0, 113, 66], 6666));

@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::TestNet;
+use common::{server_addr, TestNet};
 use str0m::media::MediaKind;
 use wisp::sfu::DropReason;
 
@@ -307,8 +307,8 @@ fn dtls_from_an_address_ice_never_validated_is_dropped() {
         .take()
         .unwrap()
         .into_iter()
-        .filter(|(_, b)| (20..=63).contains(&b[0]))
-        .map(|(_, b)| b)
+        .filter(|d| d.to == server_addr() && (20..=63).contains(&d.bytes[0]))
+        .map(|d| d.bytes)
         .collect();
     assert!(dtls.len() >= 4, "handshake captured: {}", dtls.len());
     let u0 = net.sfu.stats().dropped(DropReason::UnknownSource);
@@ -338,8 +338,8 @@ fn replayed_srtp_from_the_real_address_is_not_forwarded_again() {
         .take()
         .unwrap()
         .into_iter()
-        .filter(|(from, b)| *from == paddr && (128..=191).contains(&b[0]))
-        .map(|(_, b)| b)
+        .filter(|d| d.from == paddr && (128..=191).contains(&d.bytes[0]))
+        .map(|d| d.bytes)
         .collect();
     assert!(captured.len() > 100, "captured {}", captured.len());
     let forwarded = net.sfu.stats().rtp_forwarded;

@@ -206,7 +206,7 @@ fn when_pausing_is_not_enough_the_newest_viewers_are_closed() {
     tick(&mut net, Duration::from_micros(100), &mut marks);
     // Ingress alone is over the ceiling: pausing every viewer cannot help.
     let hopeless = Duration::from_millis(8);
-    for _ in 0..6 {
+    for _ in 0..10 {
         tick(&mut net, hopeless, &mut marks);
     }
     let s = net.sfu.stats();

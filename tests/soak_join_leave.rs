@@ -64,20 +64,7 @@ fn join_leave_short() {
     }
     net.delete(p).unwrap();
     net.run_for(Duration::from_secs(1));
-    let c = net.sfu.counts();
-    assert_eq!(
-        (
-            c.sessions,
-            c.rooms,
-            c.tokens,
-            c.addrs,
-            c.ufrags,
-            c.addr_lists,
-            c.keyframe_timers
-        ),
-        (0, 0, 0, 0, 0, 0, 0),
-        "{c:?}"
-    );
+    net.assert_maps_empty();
     net.run_for(wisp::sfu::ENDED_GRACE);
     assert_eq!(net.sfu.counts().recently_ended, 0);
     let s = net.sfu.stats();

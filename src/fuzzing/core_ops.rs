@@ -5,22 +5,37 @@
 
 use std::time::Duration;
 
+use str0m::media::{Direction, MediaKind};
+
 use super::datagram::binding_request;
-use super::net::Net;
 use super::Tape;
 use crate::sfu::{ApiError, Command, Reply, RoomName, ENDED_GRACE};
+use crate::testnet::TestNet;
 
-/// Most sessions created per input (each costs ~3 ms of key generation).
+/// Most sessions created per input.
 const MAX_JOINS: usize = 8;
 /// Most simulated time per input.
 const MAX_SIM: Duration = Duration::from_secs(60);
 
-fn room(b: u8) -> RoomName {
-    RoomName::new(["r0", "r1", "r2"][usize::from(b % 3)]).expect("room")
+fn room_name(b: u8) -> &'static str {
+    ["r0", "r1", "r2"][usize::from(b % 3)]
 }
 
+fn room(b: u8) -> RoomName {
+    RoomName::new(room_name(b)).expect("room")
+}
+
+const PUBLISH: [(MediaKind, Direction); 2] = [
+    (MediaKind::Audio, Direction::SendOnly),
+    (MediaKind::Video, Direction::SendOnly),
+];
+const VIEW: [(MediaKind, Direction); 2] = [
+    (MediaKind::Audio, Direction::RecvOnly),
+    (MediaKind::Video, Direction::RecvOnly),
+];
+
 /// Every invariant that must hold between any two operations.
-fn check(net: &Net) {
+fn check(net: &TestNet) {
     let c = net.sfu.counts();
     let s = net.sfu.stats();
     assert_eq!(c.tokens, c.sessions, "one token per session: {c:?}");
@@ -91,9 +106,8 @@ fn frag(t: &mut Tape<'_>, restart: bool) -> String {
 
 /// Run the operations the input describes; see the module docs.
 pub fn core_ops(data: &[u8]) {
-    super::install_crypto();
     let mut t = Tape(data);
-    let mut net = Net::new(t.byte(), super::origin());
+    let mut net = super::net(t.byte());
     let start = net.now;
     let mut joins = 0;
     for _ in 0..48 {
@@ -102,18 +116,18 @@ pub fn core_ops(data: &[u8]) {
         }
         let op = t.byte();
         let arg = t.byte();
-        let n = net.peers.len();
+        let n = net.clients.len();
         let pick = |a: u8| (n > 0).then(|| usize::from(a) % n);
         match op % 13 {
             0 | 1 if joins < MAX_JOINS => {
                 joins += 1;
-                let r = room(arg);
                 let before = net.sfu.counts().sessions;
                 let res = if op % 13 == 0 {
-                    net.publish(&r)
+                    net.join(room_name(arg), true, &PUBLISH)
                 } else {
-                    net.view(&r)
+                    net.join(room_name(arg), false, &VIEW)
                 };
+                net.settle();
                 match res {
                     Ok(_) => assert_eq!(net.sfu.counts().sessions, before + 1),
                     Err(ApiError::AlreadyPublished | ApiError::AtCapacity) => {
@@ -124,12 +138,13 @@ pub fn core_ops(data: &[u8]) {
             }
             2 => {
                 if let Some(i) = pick(arg) {
-                    let was_alive = net.peers[i].alive;
+                    let was_alive = net.clients[i].alive;
                     match net.delete(i) {
                         Ok(Reply::Deleted) => assert!(was_alive, "a second DELETE succeeded"),
                         Err(ApiError::NotFound) => {}
                         other => panic!("unexpected reply to DELETE: {other:?}"),
                     }
+                    net.settle();
                 }
             }
             3 => {
@@ -138,59 +153,52 @@ pub fn core_ops(data: &[u8]) {
                     Ok(Reply::RoomClosed { .. }) | Err(ApiError::NotFound) => {}
                     other => panic!("unexpected reply to CloseRoom: {other:?}"),
                 }
-                net.pump();
+                net.settle();
             }
             4 | 5 => {
                 let ms = u64::from(u16::from_be_bytes([arg, t.byte()])) % 8000 + 1;
                 if net.now + Duration::from_millis(ms) <= start + MAX_SIM {
-                    net.advance(Duration::from_millis(ms));
+                    net.run_for(Duration::from_millis(ms));
                 }
             }
             6 => {
                 if let Some(i) = pick(arg) {
-                    net.peers[i].blackholed = true;
+                    net.clients[i].blackholed = true;
                 }
             }
             7 => {
                 // A datagram from a client's address or a stranger.
                 let from = match pick(arg) {
-                    Some(i) if arg & 0x80 == 0 => net.peers[i].addr,
+                    Some(i) if arg & 0x80 == 0 => net.clients[i].addr,
                     _ => std::net::SocketAddr::from(([203, 0, 113, 9], 9999)),
                 };
                 let bytes = match t.byte() % 3 {
                     0 => t.chunk(4).to_vec(),
                     _ => match pick(arg) {
                         Some(i) => {
-                            let (u, p) = net.peers[i].server_ice.clone();
-                            let user = format!("{u}:{}", net.peers[i].ufrag);
+                            let (u, p) = net.clients[i].server_ice.clone();
+                            let user = format!("{u}:{}", net.clients[i].ufrag);
                             binding_request(&mut t, &user, &p, false)
                         }
                         None => vec![0; 20],
                     },
                 };
-                net.inject(from, &bytes);
+                net.deliver_now(from, &bytes);
             }
             8..=10 => {
                 if let Some(i) = pick(arg) {
-                    let p = &net.peers[i];
                     let if_match = match t.byte() % 4 {
                         0 => None,
                         1 => Some("*".to_string()),
                         2 => Some("\"stale\"".to_string()),
-                        _ => Some(p.etag.clone()),
+                        _ => Some(net.clients[i].etag.clone()),
                     };
-                    let cmd = Command::Patch {
-                        role: p.role,
-                        room: p.room.clone(),
-                        token: p.token,
-                        if_match,
-                        fragment: frag(&mut t, op % 13 == 9),
-                    };
+                    let fragment = frag(&mut t, op % 13 == 9);
                     let before = net.sfu.counts().sessions;
-                    match net.sfu.handle_command(net.now, cmd) {
+                    match net.patch(i, if_match.as_deref(), &fragment) {
                         Ok(Reply::Patched { etag, .. }) => {
                             if let Some(e) = etag {
-                                net.peers[i].etag = e;
+                                net.clients[i].etag = e;
                             }
                         }
                         Err(
@@ -207,7 +215,7 @@ pub fn core_ops(data: &[u8]) {
                         }
                         other => panic!("unexpected reply to PATCH: {other:?}"),
                     }
-                    net.pump();
+                    net.settle();
                 }
             }
             11 => {
@@ -226,7 +234,7 @@ pub fn core_ops(data: &[u8]) {
                     _ => Command::Stats,
                 };
                 assert!(net.sfu.handle_command(net.now, cmd).is_ok());
-                net.pump();
+                net.settle();
             }
         }
         check(&net);
@@ -238,22 +246,9 @@ pub fn core_ops(data: &[u8]) {
             .handle_command(net.now, Command::CloseRoom { room: room(r) });
         check(&net);
     }
-    net.advance(Duration::from_secs(1));
+    net.run_for(Duration::from_secs(1));
     check(&net);
-    let c = net.sfu.counts();
-    assert_eq!(
-        (
-            c.sessions,
-            c.rooms,
-            c.tokens,
-            c.addrs,
-            c.ufrags,
-            c.addr_lists,
-            c.keyframe_timers
-        ),
-        (0, 0, 0, 0, 0, 0, 0),
-        "something left after closing every room: {c:?}"
-    );
+    net.assert_maps_empty();
     net.jump(ENDED_GRACE);
     assert_eq!(
         net.sfu.counts().recently_ended,

@@ -15,15 +15,15 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::net::{Net, Seen, SERVER};
 use super::Tape;
 use crate::sfu::demux::{classify, Class};
-use crate::sfu::{Counts, RoomName};
+use crate::sfu::Counts;
+use crate::testnet::{server_addr, Datagram, TestNet};
 
 struct World {
-    net: Net,
+    net: TestNet,
     /// Captured datagrams by (sent by the server?, class), non-empty buckets only.
-    buckets: Vec<Vec<Seen>>,
+    buckets: Vec<Vec<Datagram>>,
     /// Sources that passed (or may have passed) STUN integrity.
     trusted: HashSet<SocketAddr>,
     base: Counts,
@@ -40,23 +40,25 @@ const MAX_TRUSTED: usize = 16;
 static WORLD: Mutex<Option<World>> = Mutex::new(None);
 
 fn build() -> World {
-    super::install_crypto();
-    let mut net = Net::new(7, super::origin());
-    net.capture = Some(Vec::new());
-    let room = RoomName::new("a").expect("room");
-    let p = net.publish(&room).expect("publisher");
-    let v = net.view(&room).expect("viewer");
-    net.advance(Duration::from_secs(2));
+    let mut net = super::net(7);
+    net.tap = Some(Vec::new());
+    let p = net.publish("a");
+    let v = net.view("a");
+    net.run_for(Duration::from_secs(2));
     assert!(
-        net.peers[p].connected && net.peers[v].connected,
+        net.connected(p) && net.connected(v),
         "fuzz world did not connect"
     );
-    assert!(net.peers[v].got > 10, "fuzz world forwards no media");
-    net.media = false;
+    assert!(
+        net.clients[v].got.len() > 10,
+        "fuzz world forwards no media"
+    );
+    net.media_on = false;
     // Let the last media and RTCP settle; then the clock stands still.
-    net.advance(Duration::from_millis(100));
-    let captured = net.capture.take().unwrap_or_default();
-    let mut buckets: Vec<Vec<Seen>> = vec![Vec::new(); 8];
+    net.run_for(Duration::from_millis(100));
+    net.settle();
+    let captured = net.tap.take().unwrap_or_default();
+    let mut buckets: Vec<Vec<Datagram>> = vec![Vec::new(); 8];
     let mut ssrcs = Vec::new();
     for d in captured {
         let class = match classify(&d.bytes) {
@@ -65,20 +67,23 @@ fn build() -> World {
             Class::Rtp => 2,
             Class::Other => 3,
         };
-        if class == 2 && d.from == net.peers[p].addr && d.bytes.len() > 12 && d.bytes[1] & 0x7f < 64
+        if class == 2
+            && d.from == net.clients[p].addr
+            && d.bytes.len() > 12
+            && d.bytes[1] & 0x7f < 64
         {
             let s = [d.bytes[8], d.bytes[9], d.bytes[10], d.bytes[11]];
             if !ssrcs.contains(&s) {
                 ssrcs.push(s);
             }
         }
-        let b = class + if d.from == SERVER { 4 } else { 0 };
+        let b = class + if d.from == server_addr() { 4 } else { 0 };
         if buckets[b].len() < 256 {
             buckets[b].push(d);
         }
     }
     buckets.retain(|b| !b.is_empty());
-    let trusted = net.peers.iter().map(|p| p.addr).collect();
+    let trusted = net.clients.iter().map(|c| c.addr).collect();
     let base = net.sfu.counts();
     let forwarded = net.sfu.stats().rtp_forwarded;
     World {
@@ -175,7 +180,7 @@ pub(crate) fn binding_request(t: &mut Tape<'_>, username: &str, pwd: &str, sign:
 }
 
 fn source(t: &mut Tape<'_>, w: &World) -> SocketAddr {
-    let peers = &w.net.peers;
+    let peers = &w.net.clients;
     match t.byte() % 8 {
         0 | 1 => peers[0].addr,
         2 | 3 => peers[1].addr,
@@ -184,7 +189,7 @@ fn source(t: &mut Tape<'_>, w: &World) -> SocketAddr {
             [203, 0, 113, t.byte()],
             u16::from_be_bytes([t.byte(), t.byte()]),
         )),
-        6 => SERVER,
+        6 => server_addr(),
         _ => SocketAddr::from((
             [0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(t.byte())],
             u16::from_be_bytes([t.byte(), t.byte()]),
@@ -275,7 +280,7 @@ pub fn datagram(data: &[u8]) {
                 mutate(&mut t, d.bytes.clone())
             }
             2 => {
-                let peer = &w.net.peers[usize::from(t.byte() & 1)];
+                let peer = &w.net.clients[usize::from(t.byte() & 1)];
                 let (ufrag, pwd) = peer.server_ice.clone();
                 let user = match t.byte() % 4 {
                     0 => format!("{ufrag}:{}", peer.ufrag),
@@ -308,20 +313,18 @@ pub fn datagram(data: &[u8]) {
         // with a live session's password (replayed or forged with the password).
         if classify(&bytes) == Class::Stun
             && w.net
-                .peers
+                .clients
                 .iter()
-                .any(|p| stun_integrity_ok(&bytes, &p.server_ice.1))
+                .any(|c| stun_integrity_ok(&bytes, &c.server_ice.1))
         {
             w.trusted.insert(src);
         }
-        w.net.inject(src, &bytes);
+        w.net.deliver_now(src, &bytes);
     }
-    for s in &w.net.stray[stray_before..] {
+    for to in &w.net.stray[stray_before..] {
         assert!(
-            w.trusted.contains(&s.to),
-            "the core sent {} bytes to {} that never passed STUN integrity",
-            s.bytes.len(),
-            s.to
+            w.trusted.contains(to),
+            "the core sent a datagram to {to}, which never passed STUN integrity"
         );
     }
     w.net.stray.truncate(stray_before.min(1024));
@@ -341,7 +344,7 @@ pub fn datagram(data: &[u8]) {
         s.rtp_forwarded, w.forwarded,
         "RTP forwarded from unauthenticated input"
     );
-    assert!(w.net.peers.iter().all(|p| p.alive), "a client failed");
+    assert!(w.net.clients.iter().all(|c| c.alive), "a client failed");
     w.dirty = false;
 }
 

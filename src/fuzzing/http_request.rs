@@ -7,6 +7,8 @@ use crate::auth::{Auth, RoomTokens, Token};
 use crate::http::{self, CoreError, HttpConfig, HttpRequest};
 use crate::sfu::{ApiError, Command, Reply, RoomInfo, SessionToken, TrackInfo};
 
+use super::Tape;
+
 const METHODS: [&str; 9] = [
     "GET", "POST", "PATCH", "DELETE", "OPTIONS", "HEAD", "PUT", "post", "CONNECT",
 ];
@@ -32,31 +34,6 @@ const HEADERS: [&str; 8] = [
     "Transfer-Encoding",
     "Origin",
 ];
-
-/// Reads the input front to back; past the end everything is zero/empty.
-struct Tape<'a>(&'a [u8]);
-
-impl<'a> Tape<'a> {
-    fn byte(&mut self) -> u8 {
-        match self.0.split_first() {
-            Some((b, rest)) => {
-                self.0 = rest;
-                *b
-            }
-            None => 0,
-        }
-    }
-    /// Bytes up to the next 0x00 (consumed) or the end.
-    fn field(&mut self) -> &'a [u8] {
-        let end = self.0.iter().position(|b| *b == 0).unwrap_or(self.0.len());
-        let (f, rest) = self.0.split_at(end);
-        self.0 = rest.get(1..).unwrap_or(&[]);
-        f
-    }
-    fn text(&mut self) -> String {
-        String::from_utf8_lossy(self.field()).into_owned()
-    }
-}
 
 fn config(auth_mode: u8) -> HttpConfig {
     let links = vec![

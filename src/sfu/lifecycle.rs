@@ -104,6 +104,7 @@ impl Sfu {
             .enable_vp9(true)
             .enable_av1(true)
             .set_stats_interval(Some(Duration::from_secs(1)))
+            .set_crypto_provider(super::dtls::crypto_provider())
     }
 
     fn check_capacity(&self, room: &RoomName) -> Result<(), ApiError> {
@@ -132,12 +133,16 @@ impl Sfu {
         let offer = SdpOffer::from_sdp_string(offer)
             .map_err(|e| ApiError::BadOffer(one_line(&e.to_string())))?;
         let candidates = self.config.candidates.clone();
+        let cert = self.config.dtls_cert.clone();
         // Bandwidth estimation only where there is a choice to make (a
         // simulcast room): the estimate picks the layer. Elsewhere its
         // padding and probes would only cost the viewer's link and our CPU.
         let bwe = role == Role::Subscriber && self.is_simulcast(room);
         let built = guard(move || {
             let mut cfg = Self::rtc_config();
+            if let Some(cert) = cert {
+                cfg = cfg.set_dtls_cert(cert);
+            }
             if bwe {
                 cfg = cfg
                     .enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE)))

@@ -28,6 +28,7 @@
 
 pub mod command;
 pub mod demux;
+pub mod dtls;
 mod forward;
 pub mod handshake;
 pub mod id;
@@ -51,6 +52,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use str0m::bwe::BweKind;
+use str0m::config::DtlsCert;
 use str0m::media::Rid;
 use str0m::net::Transmit;
 use str0m::{Event, IceConnectionState, Input};
@@ -88,6 +90,10 @@ pub struct SfuConfig {
     /// exceed it are refused (`Overloaded`), and viewers are shed above it
     /// (see [`overload`]). `f64::INFINITY` turns overload control off.
     pub max_load: f64,
+    /// The DTLS certificate (and key) of every session, as Janus and
+    /// mediasoup share one per process; each answer's `a=fingerprint` is its
+    /// hash. `None`: [`Sfu::new`] makes one. Saves each session a key pair.
+    pub dtls_cert: Option<DtlsCert>,
 }
 
 impl Default for SfuConfig {
@@ -102,6 +108,7 @@ impl Default for SfuConfig {
             record_default: false,
             recording_available: false,
             max_load: overload::DEFAULT_MAX_LOAD,
+            dtls_cert: None,
         }
     }
 }
@@ -262,11 +269,12 @@ impl std::fmt::Debug for Sfu {
 
 impl Sfu {
     /// A core with no rooms. `now` is the start of its clock.
-    pub fn new(config: SfuConfig, now: Instant) -> Sfu {
+    pub fn new(mut config: SfuConfig, now: Instant) -> Sfu {
         assert!(
             !config.candidates.is_empty(),
             "at least one candidate address"
         );
+        config.dtls_cert.get_or_insert_with(dtls::new_dtls_cert);
         Sfu {
             ids: IdGen::new(config.seed),
             load: overload::Load::new(config.max_load),

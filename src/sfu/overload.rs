@@ -30,6 +30,10 @@ use super::id::SessionId;
 /// Default ceiling on the loop's busy ratio (`WISP_MAX_LOAD`): 0.85 of a core
 /// leaves room for bursts (keyframes, joins) before packets wait in the socket.
 pub const DEFAULT_MAX_LOAD: f64 = 0.85;
+/// Shedding needs the ceiling (plus [`SHED_MARGIN`]) exceeded in this many
+/// samples in a row: one long turn (a stall of the host, a burst of joins)
+/// must not pause viewers.
+pub const SHED_AFTER: u32 = 2;
 /// Resume only below `max_load - RESUME_MARGIN`, so one resumed viewer does
 /// not push the node straight back over (hysteresis).
 pub const RESUME_MARGIN: f64 = 0.10;
@@ -237,6 +241,8 @@ pub struct Governor {
     /// The last plan acted; the next sample only shows part of its effect, so
     /// it is skipped.
     settling: bool,
+    /// Samples in a row over the ceiling plus the margin.
+    over: u32,
     /// Actions taken, by kind: down, pause, close, resume, lift.
     pub counts: [u64; 5],
 }
@@ -250,7 +256,12 @@ impl Governor {
         }
         let mut out = Vec::new();
         let excess = load.busy_ratio - load.max_load;
-        if excess > SHED_MARGIN {
+        self.over = if excess > SHED_MARGIN {
+            self.over + 1
+        } else {
+            0
+        };
+        if self.over >= SHED_AFTER {
             self.shed(now, load, excess, viewers, &mut out);
         } else {
             self.restore(load, viewers, &mut out);
@@ -464,6 +475,10 @@ mod tests {
         assert!(g.plan(t0, &l, &vs).is_empty());
         // Over by 0.055 = 550 pps: two down-switches (newest first) cover it.
         l.busy_ratio = 0.905;
+        assert!(
+            g.plan(t0, &l, &vs).is_empty(),
+            "one sample over is not enough"
+        );
         assert_eq!(
             g.plan(t0, &l, &vs),
             vec![Action::Down(sid(3)), Action::Down(sid(2))]
@@ -513,6 +528,7 @@ mod tests {
             viewer(3, 0, 550.0),
         ];
         let mut g = Governor::default();
+        assert!(g.plan(t0, &l, &vs).is_empty());
         assert_eq!(g.plan(t0, &l, &vs), vec![Action::Pause(sid(2))]);
     }
 

@@ -1,0 +1,814 @@
+//! TestNet: the wisp core and real str0m client peers on an in-memory network
+//! with a fake clock. No sockets, no sleeps; every loop is bounded; loss is
+//! drawn from a seeded generator.
+//!
+//! Test support behind the `fuzzing` feature: the integration tests
+//! (`tests/common`), the benchmark and the fuzz bodies ([`crate::fuzzing`])
+//! share this one network, its client peers and its media generator.
+//!
+//! - this file: the net, joining, commands, delivery and the clock;
+//! - `media`: what publishers send (plain and simulcast, every codec) and
+//!   how a viewer's packets are read back;
+//! - `faults`: loss, jitter, capped links, NAT rebinding, raw datagrams.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::config::DtlsCert;
+use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+
+use crate::sfu::dtls::{crypto_provider, new_dtls_cert};
+use crate::sfu::{Command, Reply, RoomName, SessionToken, Sfu, SfuConfig};
+
+mod faults;
+mod media;
+
+pub use faults::Link;
+pub use media::{only_codec, sim_size, SimLayer, SimPacket, SIM_DESC_LEN, SIM_TRAILER_LEN, VP9_SS};
+
+/// Most iterations of any loop that drains a peer or the core, or settles
+/// the net: a peer that keeps producing output forever is a bug.
+const MAX_ITER: usize = 100_000;
+
+/// The server's address (RFC 5737 documentation range, never bound).
+pub const SERVER: ([u8; 4], u16) = ([198, 51, 100, 1], 8189);
+
+pub fn server_addr() -> SocketAddr {
+    SocketAddr::from(SERVER)
+}
+
+/// The DTLS certificate of every test core in this process, made once (as
+/// the server makes one per process): a key pair costs about a millisecond.
+pub fn server_cert() -> DtlsCert {
+    static CERT: OnceLock<DtlsCert> = OnceLock::new();
+    CERT.get_or_init(new_dtls_cert).clone()
+}
+
+/// The DTLS certificate of every client peer in this process, made once.
+pub fn client_cert() -> DtlsCert {
+    static CERT: OnceLock<DtlsCert> = OnceLock::new();
+    CERT.get_or_init(new_dtls_cert).clone()
+}
+
+/// A packet a viewer received.
+#[derive(Debug, Clone)]
+pub struct Got {
+    pub at: Instant,
+    pub kind: MediaKind,
+    pub seq: u64,
+    pub ts: u32,
+    pub pt: Pt,
+    pub payload: Vec<u8>,
+}
+
+/// A str0m client peer (publisher or viewer).
+pub struct Client {
+    pub rtc: Rtc,
+    pub addr: SocketAddr,
+    pub token: Option<SessionToken>,
+    pub room: String,
+    pub publisher: bool,
+    pub mids: Vec<(Mid, MediaKind)>,
+    pub got: Vec<Got>,
+    pub keyframe_requests: usize,
+    pub connected_at: Option<Instant>,
+    pub alive: bool,
+    /// Probability (0..1) that a datagram *to* this client is lost.
+    pub inbound_loss: f64,
+    /// Drop everything to and from this client (it vanished).
+    pub blackholed: bool,
+    next: Instant,
+    // Publisher media state.
+    video_seq: u64,
+    audio_seq: u64,
+    frame: u64,
+    pub counter: u64,
+    pub want_keyframe: bool,
+    /// Publisher: simulcast layers sent on the video m-line (empty: plain video).
+    pub sim: Vec<SimLayer>,
+    /// Capped downlink toward this client (server → client), if any.
+    pub downlink: Option<Link>,
+    /// The address the server sees for this client (NAT rebinding; see
+    /// [`TestNet::rebind`]); `None`: its own address.
+    pub nat: Option<SocketAddr>,
+    /// Probability (0..1) that a datagram *from* this client is lost.
+    pub uplink_loss: f64,
+    /// Extra random delay (0..this) per datagram from this client: reorders.
+    pub uplink_jitter: Duration,
+    /// Publisher: count keyframe requests but send keyframes only on its
+    /// own schedule (OBS's WHIP output has no PLI handling).
+    pub ignore_keyframe_requests: bool,
+    /// The session's current ETag (from the answer; PATCH callers update it).
+    pub etag: String,
+    /// The server's ICE ufrag and password for this session (from the answer).
+    pub server_ice: (String, String),
+    /// The client's own ICE ufrag (from its offer).
+    pub ufrag: String,
+}
+
+/// The `a=ice-ufrag` and `a=ice-pwd` values of an SDP (empty when absent).
+fn ice_of(sdp: &str) -> (String, String) {
+    let attr = |name: &str| {
+        sdp.lines()
+            .find_map(|l| l.trim_end().strip_prefix(name))
+            .unwrap_or("")
+            .to_string()
+    };
+    (attr("a=ice-ufrag:"), attr("a=ice-pwd:"))
+}
+
+/// A datagram on the wire.
+#[derive(Debug, Clone)]
+pub struct Datagram {
+    pub from: SocketAddr,
+    pub to: SocketAddr,
+    pub bytes: Vec<u8>,
+}
+
+/// How a client shapes its offer.
+pub struct JoinOpts {
+    /// Put the host candidate in the offer (false: OBS, FFmpeg).
+    pub candidate_in_offer: bool,
+    /// Rewrite the offer text before it is sent.
+    pub mangle: Option<fn(String) -> String>,
+    /// Adjust the client's Rtc config (codecs).
+    pub config: Option<fn(str0m::RtcConfig) -> str0m::RtcConfig>,
+    /// Per-publish recording override.
+    pub record: Option<bool>,
+    /// Publisher: offer simulcast on the video m-line with these layers
+    /// (rid, packets per frame, packet size), highest first like browsers.
+    pub simulcast: Option<&'static [(&'static str, usize, usize)]>,
+}
+
+impl Default for JoinOpts {
+    fn default() -> Self {
+        JoinOpts {
+            candidate_in_offer: true,
+            mangle: None,
+            config: None,
+            record: None,
+            simulcast: None,
+        }
+    }
+}
+
+pub struct TestNet {
+    /// Everything the core handed to the recorder, in order.
+    pub recorded: Vec<crate::sfu::recorder_tap::RecordEvent>,
+    pub last_offer: String,
+    pub last_answer: String,
+    pub last_etag: String,
+    pub now: Instant,
+    pub start: Instant,
+    pub sfu: Sfu,
+    pub clients: Vec<Client>,
+    queue: BTreeMap<(Instant, u64), Datagram>,
+    seq: u64,
+    rng: u64,
+    pub latency: Duration,
+    pub next_media: Instant,
+    pub media_on: bool,
+    /// When `Some`, every datagram delivered (to the server or to a client)
+    /// is appended.
+    pub tap: Option<Vec<Datagram>>,
+    /// Destinations of datagrams the server sent to an address that is no client.
+    pub stray: Vec<SocketAddr>,
+    /// A client error ends that client (`alive` false, like a closed browser
+    /// tab) instead of failing: for the fuzz bodies, whose inputs end
+    /// sessions and silence clients at any moment (a client whose server
+    /// side is gone before DTLS times out). Tests leave it false.
+    pub client_errors_end_clients: bool,
+}
+
+impl TestNet {
+    pub fn new(seed: u64) -> TestNet {
+        Self::with_config(seed, SfuConfig::default())
+    }
+
+    /// A net whose core has `config` (candidates and seed are set here).
+    pub fn with_config(seed: u64, config: SfuConfig) -> TestNet {
+        Self::at(seed, config, Instant::now())
+    }
+
+    /// [`TestNet::with_config`] with the clock starting at `now` (fuzz bodies
+    /// use one fixed origin, so that runs differ only by their input).
+    pub fn at(seed: u64, config: SfuConfig, now: Instant) -> TestNet {
+        let config = SfuConfig {
+            candidates: vec![server_addr()],
+            seed: [seed as u8; 32],
+            dtls_cert: config.dtls_cert.or_else(|| Some(server_cert())),
+            ..config
+        };
+        TestNet {
+            recorded: Vec::new(),
+            last_offer: String::new(),
+            last_answer: String::new(),
+            last_etag: String::new(),
+            now,
+            start: now,
+            sfu: Sfu::new(config, now),
+            clients: Vec::new(),
+            queue: BTreeMap::new(),
+            seq: 0,
+            rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            latency: Duration::from_millis(5),
+            next_media: now,
+            media_on: true,
+            tap: None,
+            stray: Vec::new(),
+            client_errors_end_clients: false,
+        }
+    }
+
+    fn random(&mut self) -> f64 {
+        // xorshift64*
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        (self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    /// Create a client Rtc and an offer with the given media.
+    fn offer(
+        &mut self,
+        kinds: &[(MediaKind, Direction)],
+        opts: &JoinOpts,
+    ) -> (
+        Rtc,
+        SocketAddr,
+        String,
+        SdpPendingOffer,
+        Vec<(Mid, MediaKind)>,
+    ) {
+        // Unique for any number of clients: the port carries the index.
+        let n = self.clients.len() + 1;
+        let addr = SocketAddr::from(([192, 0, 2, (n % 250) as u8 + 1], 5000 + n as u16));
+        let mut b = Rtc::builder()
+            .set_rtp_mode(true)
+            .set_dtls_cert(client_cert())
+            .set_crypto_provider(crypto_provider());
+        if let Some(f) = opts.config {
+            b = f(b);
+        }
+        let mut rtc = b.build(self.now);
+        if opts.candidate_in_offer {
+            rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        }
+        let mut api = rtc.sdp_api();
+        let mut mids = vec![];
+        for (k, d) in kinds {
+            let sim = match (opts.simulcast, *k) {
+                (Some(layers), MediaKind::Video) => {
+                    let mut s = str0m::media::Simulcast::new();
+                    for (rid, _, _) in layers {
+                        s.add_send_layer(str0m::media::SimulcastLayer::new(rid));
+                    }
+                    Some(s)
+                }
+                _ => None,
+            };
+            mids.push((
+                api.add_media(*k, *d, Some("wisp-test".into()), None, sim),
+                *k,
+            ));
+        }
+        let (offer, pending) = api.apply().expect("offer");
+        (rtc, addr, offer.to_sdp_string(), pending, mids)
+    }
+
+    /// POST an offer through the core; returns the client's index or the error.
+    pub fn join(
+        &mut self,
+        room: &str,
+        publisher: bool,
+        kinds: &[(MediaKind, Direction)],
+    ) -> Result<usize, crate::sfu::ApiError> {
+        self.join_opts(room, publisher, kinds, &JoinOpts::default())
+    }
+
+    /// [`TestNet::join`] with the offer shaped like a particular client.
+    pub fn join_opts(
+        &mut self,
+        room: &str,
+        publisher: bool,
+        kinds: &[(MediaKind, Direction)],
+        opts: &JoinOpts,
+    ) -> Result<usize, crate::sfu::ApiError> {
+        let (mut rtc, addr, offer, pending, mids) = self.offer(kinds, opts);
+        let offer = match opts.mangle {
+            Some(f) => f(offer),
+            None => offer,
+        };
+        self.last_offer = offer.clone();
+        let room_name = RoomName::new(room).unwrap();
+        let cmd = if publisher {
+            Command::Publish {
+                room: room_name,
+                offer,
+                record: opts.record,
+            }
+        } else {
+            Command::Subscribe {
+                room: room_name,
+                offer,
+            }
+        };
+        let (token, answer, etag) = match self.sfu.handle_command(self.now, cmd)? {
+            Reply::Created {
+                token,
+                answer,
+                etag,
+            } => (token, answer, etag),
+            other => panic!("unexpected reply {other:?}"),
+        };
+        let server_ice = ice_of(&answer);
+        let ufrag = ice_of(&self.last_offer).0;
+        self.last_answer = answer.clone();
+        self.last_etag = etag.clone();
+        let answer = SdpAnswer::from_sdp_string(&answer).expect("answer parses");
+        rtc.sdp_api()
+            .accept_answer(pending, answer)
+            .expect("answer accepted");
+        if !opts.candidate_in_offer {
+            // The client still has an address; it just did not announce it (OBS).
+            rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        }
+        self.clients.push(Client {
+            rtc,
+            addr,
+            token: Some(token),
+            room: room.into(),
+            publisher,
+            mids,
+            got: vec![],
+            keyframe_requests: 0,
+            connected_at: None,
+            alive: true,
+            inbound_loss: 0.0,
+            blackholed: false,
+            next: self.now,
+            video_seq: 1,
+            audio_seq: 1,
+            frame: 0,
+            counter: 0,
+            want_keyframe: true,
+            sim: opts
+                .simulcast
+                .unwrap_or(&[])
+                .iter()
+                .enumerate()
+                .map(|(n, (rid, packets, size))| SimLayer {
+                    rid,
+                    packets: *packets,
+                    size: *size,
+                    short_picture_id: false,
+                    paused: false,
+                    want_keyframe: true,
+                    keyframe_requests: 0,
+                    seq: 1 + 10_000 * n as u64,
+                    picture_id: 1000 + 7919 * n as u16,
+                    tl0: 50 * n as u8,
+                    ts_offset: 0x1234_5678u32.wrapping_mul(n as u32 + 1),
+                    frames_sent: 0,
+                })
+                .collect(),
+            downlink: None,
+            nat: None,
+            uplink_loss: 0.0,
+            uplink_jitter: Duration::ZERO,
+            ignore_keyframe_requests: false,
+            etag,
+            server_ice,
+            ufrag,
+        });
+        let i = self.clients.len() - 1;
+        self.drain_client(i);
+        Ok(i)
+    }
+
+    pub fn publish(&mut self, room: &str) -> usize {
+        self.publish_with(room, &JoinOpts::default())
+    }
+
+    /// Publish audio + video with the offer shaped by `opts`.
+    pub fn publish_with(&mut self, room: &str, opts: &JoinOpts) -> usize {
+        self.join_opts(
+            room,
+            true,
+            &[
+                (MediaKind::Audio, Direction::SendOnly),
+                (MediaKind::Video, Direction::SendOnly),
+            ],
+            opts,
+        )
+        .expect("publish")
+    }
+
+    pub fn publish_opts_record(&mut self, room: &str, record: Option<bool>) -> usize {
+        let opts = JoinOpts {
+            record,
+            ..JoinOpts::default()
+        };
+        self.publish_with(room, &opts)
+    }
+
+    pub fn view(&mut self, room: &str) -> usize {
+        self.join(
+            room,
+            false,
+            &[
+                (MediaKind::Audio, Direction::RecvOnly),
+                (MediaKind::Video, Direction::RecvOnly),
+            ],
+        )
+        .expect("subscribe")
+    }
+
+    /// DELETE the client's session through the core and drop the client peer.
+    pub fn delete(&mut self, i: usize) -> Result<Reply, crate::sfu::ApiError> {
+        let c = &mut self.clients[i];
+        c.alive = false;
+        let role = if c.publisher {
+            crate::sfu::Role::Publisher
+        } else {
+            crate::sfu::Role::Subscriber
+        };
+        let cmd = Command::DeleteSession {
+            role,
+            room: RoomName::new(&c.room).unwrap(),
+            token: c.token.unwrap(),
+        };
+        c.rtc.disconnect();
+        self.sfu.handle_command(self.now, cmd)
+    }
+
+    /// PATCH the client's session with an sdpfrag.
+    pub fn patch(
+        &mut self,
+        i: usize,
+        if_match: Option<&str>,
+        fragment: &str,
+    ) -> Result<Reply, crate::sfu::ApiError> {
+        let c = &self.clients[i];
+        let role = if c.publisher {
+            crate::sfu::Role::Publisher
+        } else {
+            crate::sfu::Role::Subscriber
+        };
+        let cmd = Command::Patch {
+            role,
+            room: RoomName::new(&c.room).unwrap(),
+            token: c.token.unwrap(),
+            if_match: if_match.map(str::to_string),
+            fragment: fragment.to_string(),
+        };
+        self.sfu.handle_command(self.now, cmd)
+    }
+
+    /// Deliver a raw datagram to the server now; returns the datagrams the
+    /// server sends back to `from` in response (other output stays queued).
+    pub fn inject(&mut self, from: SocketAddr, bytes: &[u8]) -> Vec<Vec<u8>> {
+        self.sfu
+            .handle_receive(self.now, from, server_addr(), bytes);
+        let mut back = vec![];
+        for _ in 0..MAX_ITER {
+            match self.sfu.poll_output() {
+                crate::sfu::Output::Transmit(t) if t.destination == from => {
+                    back.push(t.contents.to_vec())
+                }
+                crate::sfu::Output::Transmit(t) => {
+                    self.push(server_addr(), t.destination, t.contents.to_vec())
+                }
+                crate::sfu::Output::Record(r) => self.recorded.push(r),
+                crate::sfu::Output::Timeout(_) => return back,
+            }
+        }
+        panic!("the core never reached a timeout");
+    }
+
+    /// Hand a datagram from `from` to the core now and [`TestNet::settle`]:
+    /// with zero `latency`, everything it causes happens at once.
+    pub fn deliver_now(&mut self, from: SocketAddr, bytes: &[u8]) {
+        self.sfu
+            .handle_receive(self.now, from, server_addr(), bytes);
+        self.settle();
+    }
+
+    /// Deliver every datagram due by `now`, and what those cause, until
+    /// nothing due is in flight; the clock does not move. Returns the core's
+    /// next timeout.
+    pub fn settle(&mut self) -> Instant {
+        for _ in 0..MAX_ITER {
+            let next = self.drain_sfu();
+            match self.queue.first_key_value() {
+                Some(((t, _), _)) if *t <= self.now => {
+                    let (_, d) = self.queue.pop_first().expect("a first entry");
+                    self.deliver(d);
+                }
+                _ => return next,
+            }
+        }
+        panic!("the net never went quiet");
+    }
+
+    /// Jump the clock by `d` without running anything in between (a
+    /// suspended host), let the core see the new time, and settle.
+    pub fn jump(&mut self, d: Duration) {
+        self.now += d;
+        self.next_media = self.now;
+        self.sfu.handle_timeout(self.now);
+        self.settle();
+    }
+
+    fn push(&mut self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
+        self.push_at(self.now + self.latency, from, to, bytes);
+    }
+
+    fn push_at(&mut self, at: Instant, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
+        self.seq += 1;
+        self.queue
+            .insert((at, self.seq), Datagram { from, to, bytes });
+    }
+
+    fn drain_client(&mut self, i: usize) {
+        let now = self.now;
+        let mut out = vec![];
+        let errors_end = self.client_errors_end_clients;
+        {
+            let c = &mut self.clients[i];
+            if !c.alive {
+                return;
+            }
+            let mut quiet = false;
+            for _ in 0..MAX_ITER {
+                match c.rtc.poll_output() {
+                    Ok(Output::Timeout(t)) => {
+                        c.next = t;
+                        quiet = true;
+                        break;
+                    }
+                    Ok(Output::Transmit(t)) => {
+                        out.push((t.source, t.destination, t.contents.to_vec()))
+                    }
+                    Ok(Output::Event(e)) => match e {
+                        Event::Connected => c.connected_at = Some(now),
+                        Event::KeyframeRequest(r) => {
+                            c.keyframe_requests += 1;
+                            let honour = !c.ignore_keyframe_requests;
+                            c.want_keyframe |= honour;
+                            for l in c.sim.iter_mut() {
+                                if r.rid.is_none() || r.rid.as_deref() == Some(l.rid) {
+                                    l.want_keyframe |= honour;
+                                    l.keyframe_requests += 1;
+                                }
+                            }
+                        }
+                        Event::RtpPacket(p) => {
+                            let mid = c
+                                .rtc
+                                .direct_api()
+                                .stream_rx(&p.header.ssrc)
+                                .map(|s| s.mid());
+                            let kind = c
+                                .mids
+                                .iter()
+                                .find(|(m, _)| Some(*m) == mid)
+                                .map(|(_, k)| *k)
+                                .unwrap_or(MediaKind::Audio);
+                            c.got.push(Got {
+                                at: now,
+                                kind,
+                                seq: *p.seq_no,
+                                ts: p.header.timestamp,
+                                pt: p.header.payload_type,
+                                payload: p.payload.to_vec(),
+                            });
+                        }
+                        _ => {}
+                    },
+                    Err(_) if errors_end => {
+                        c.alive = false;
+                        quiet = true;
+                        break;
+                    }
+                    Err(e) => panic!("client {i} error: {e}"),
+                }
+            }
+            assert!(quiet, "client {i} never reached a timeout");
+        }
+        let blackholed = self.clients[i].blackholed;
+        for (src, dst, b) in out {
+            if !blackholed {
+                self.push_from_client(i, src, dst, b);
+            }
+        }
+    }
+
+    fn drain_sfu(&mut self) -> Instant {
+        for _ in 0..MAX_ITER {
+            match self.sfu.poll_output() {
+                crate::sfu::Output::Transmit(t) => {
+                    let to = t.destination;
+                    let target = self
+                        .clients
+                        .iter()
+                        .position(|c| c.wire_addr() == to)
+                        .map(|i| (i, self.clients[i].blackholed, self.clients[i].inbound_loss));
+                    let lost = match target {
+                        Some((_, blackholed, loss)) => {
+                            blackholed || (loss > 0.0 && self.random() < loss)
+                        }
+                        None => {
+                            self.stray.push(to);
+                            true
+                        }
+                    };
+                    if lost {
+                        continue;
+                    }
+                    let i = target.map(|t| t.0).unwrap();
+                    let now = self.now;
+                    let len = t.contents.len();
+                    match self.clients[i].downlink.as_mut() {
+                        None => self.push(server_addr(), to, t.contents.to_vec()),
+                        Some(link) => {
+                            let start = link.busy_until.max(now);
+                            if start - now > link.max_queue {
+                                link.dropped += 1;
+                                continue;
+                            }
+                            // IP + UDP headers count on the wire.
+                            let bits = (len as u64 + 28) * 8;
+                            link.busy_until =
+                                start + Duration::from_nanos(bits * 1_000_000_000 / link.rate_bps);
+                            link.delivered_bytes += len as u64;
+                            let at = link.busy_until + self.latency;
+                            self.push_at(at, server_addr(), to, t.contents.to_vec());
+                        }
+                    }
+                }
+                crate::sfu::Output::Record(r) => self.recorded.push(r),
+                crate::sfu::Output::Timeout(t) => return t,
+            }
+        }
+        panic!("the core never reached a timeout");
+    }
+
+    /// Hand a datagram that is due to its receiver, the core or a client
+    /// (nothing to or from a blackholed client arrives).
+    fn deliver(&mut self, d: Datagram) {
+        let now = self.now;
+        if d.to == server_addr() {
+            if self
+                .clients
+                .iter()
+                .any(|c| c.wire_addr() == d.from && c.blackholed)
+            {
+                return;
+            }
+            self.sfu.handle_receive(now, d.from, d.to, &d.bytes);
+        } else if let Some(i) = self
+            .clients
+            .iter()
+            .position(|c| c.wire_addr() == d.to && c.alive)
+        {
+            if self.clients[i].blackholed {
+                return;
+            }
+            // Behind a NAT the client sees its own address as the destination.
+            let local = self.clients[i].addr;
+            let recv = Receive::new(Protocol::Udp, d.from, local, &d.bytes).unwrap();
+            let _ = self.clients[i].rtc.handle_input(Input::Receive(now, recv));
+            self.drain_client(i);
+        } else {
+            return;
+        }
+        if let Some(tap) = self.tap.as_mut() {
+            tap.push(d);
+        }
+    }
+
+    /// Advance to the next event (delivery, timer or media tick) and handle it.
+    pub fn step(&mut self) {
+        let sfu_next = self.drain_sfu();
+        let mut next = sfu_next;
+        for c in self.clients.iter().filter(|c| c.alive) {
+            next = next.min(c.next);
+        }
+        if let Some(((t, _), _)) = self.queue.first_key_value() {
+            next = next.min(*t);
+        }
+        if self.media_on {
+            next = next.min(self.next_media);
+        }
+        // Never go backwards; at least 100 µs forward when nothing is due, so no loop spins.
+        self.now = if next > self.now {
+            next
+        } else {
+            self.now + Duration::from_micros(100)
+        };
+        let now = self.now;
+
+        // Deliveries due.
+        while let Some(((t, _), _)) = self.queue.first_key_value() {
+            if *t > now {
+                break;
+            }
+            let (_, d) = self.queue.pop_first().unwrap();
+            self.deliver(d);
+        }
+        // Timers.
+        self.sfu.handle_timeout(now);
+        for i in 0..self.clients.len() {
+            if self.clients[i].alive && self.clients[i].next <= now {
+                let _ = self.clients[i].rtc.handle_input(Input::Timeout(now));
+                self.drain_client(i);
+            }
+        }
+        if self.media_on && self.next_media <= now {
+            self.next_media = now + Duration::from_millis(33);
+            self.send_media();
+        }
+    }
+
+    /// Run for `d` of simulated time.
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        let mut steps = 0;
+        while self.now < end {
+            self.step();
+            steps += 1;
+            assert!(steps < 10_000_000, "run_for did not finish");
+        }
+    }
+
+    /// Run until `pred` holds or `limit` of simulated time passes; returns whether it held.
+    pub fn run_until(&mut self, limit: Duration, mut pred: impl FnMut(&TestNet) -> bool) -> bool {
+        let end = self.now + limit;
+        while self.now < end {
+            if pred(self) {
+                return true;
+            }
+            self.step();
+        }
+        pred(self)
+    }
+
+    /// Every map of the core is empty (the short grace list of ended
+    /// sessions aside).
+    pub fn assert_maps_empty(&self) {
+        let c = self.sfu.counts();
+        assert_eq!(
+            (
+                c.sessions,
+                c.rooms,
+                c.tokens,
+                c.addrs,
+                c.ufrags,
+                c.addr_lists,
+                c.keyframe_timers
+            ),
+            (0, 0, 0, 0, 0, 0, 0),
+            "{c:?}"
+        );
+    }
+
+    /// Exact packet accounting: every (packet, viewer) pair the fan-out saw was
+    /// forwarded or dropped with a counted per-viewer reason.
+    pub fn assert_accounting(&self) {
+        let s = self.sfu.stats();
+        let per_viewer: u64 = crate::sfu::DropReason::ALL
+            .iter()
+            .filter(|r| r.is_per_viewer())
+            .map(|r| s.dropped(*r))
+            .sum();
+        assert_eq!(
+            s.fanout_attempts,
+            s.rtp_forwarded + per_viewer,
+            "fan-out accounting: {s:?}"
+        );
+    }
+
+    pub fn connected(&self, i: usize) -> bool {
+        self.clients[i].connected_at.is_some()
+    }
+
+    /// Payload counters (bytes 2..10) of what viewer `i` got of `kind`, in arrival order.
+    pub fn counters(&self, i: usize, kind: MediaKind) -> Vec<u64> {
+        self.clients[i]
+            .got
+            .iter()
+            .filter(|g| g.kind == kind)
+            .map(|g| u64::from_be_bytes(g.payload[2..10].try_into().unwrap()))
+            .collect()
+    }
+}
