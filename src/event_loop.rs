@@ -35,12 +35,15 @@ const COMMAND_BUDGET: usize = 16;
 /// Length of one load window (see [`LoadMeter`]).
 const LOAD_WINDOW: Duration = Duration::from_secs(1);
 
-/// Measures how busy the loop is: wall time minus time spent waiting in
-/// `poll`, per [`LOAD_WINDOW`]. The core's overload control reads it.
+/// Measures how busy the loop is, per [`LOAD_WINDOW`]: wall time minus time
+/// spent waiting in `poll`, but never more than the CPU time the loop's
+/// thread got (`/proc/thread-self/stat`), so time the host gave to other
+/// processes does not count as work. The core's overload control reads it.
 #[derive(Debug)]
 struct LoadMeter {
     start: Instant,
     idle: Duration,
+    cpu: Option<Duration>,
 }
 
 impl LoadMeter {
@@ -48,6 +51,7 @@ impl LoadMeter {
         LoadMeter {
             start: now,
             idle: Duration::ZERO,
+            cpu: thread_cpu_time(),
         }
     }
 
@@ -57,10 +61,27 @@ impl LoadMeter {
         if elapsed < LOAD_WINDOW {
             return None;
         }
-        let busy = elapsed.saturating_sub(self.idle);
-        *self = LoadMeter::new(now);
+        let mut busy = elapsed.saturating_sub(self.idle);
+        let next = LoadMeter::new(now);
+        if let (Some(a), Some(b)) = (self.cpu, next.cpu) {
+            busy = busy.min(b.saturating_sub(a));
+        }
+        *self = next;
         Some(LoadSample { busy, elapsed })
     }
+}
+
+/// CPU time (user + system) of the calling thread, from
+/// `/proc/thread-self/stat` (fields 14 and 15, in USER_HZ = 100 ticks a
+/// second on Linux); `None` where it cannot be read. Once a second: cheap.
+fn thread_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace().skip(11); // field 3 is the first here
+    let utime: u64 = f.next()?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
 }
 
 /// The loop: the sans-IO core plus a socket, a channel and a stop flag.
@@ -250,5 +271,31 @@ impl EventLoop {
             }
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn thread_cpu_time_grows_with_work() {
+        // Spin until the thread has used 30 ms of CPU (bounded: 10 s of wall
+        // time on however loaded a machine); the reading must follow.
+        let a = super::thread_cpu_time().expect("/proc/thread-self/stat");
+        let t = std::time::Instant::now();
+        let mut x = 0u64;
+        let mut b = a;
+        while b < a + std::time::Duration::from_millis(30)
+            && t.elapsed() < std::time::Duration::from_secs(10)
+        {
+            for _ in 0..100_000 {
+                x = x.wrapping_mul(31).wrapping_add(7);
+            }
+            b = super::thread_cpu_time().unwrap();
+        }
+        std::hint::black_box(x);
+        assert!(
+            b >= a + std::time::Duration::from_millis(30),
+            "{a:?} -> {b:?}"
+        );
     }
 }

@@ -193,8 +193,8 @@ pub struct Sfu {
     load: overload::Load,
     /// Shedding state between load samples.
     governor: overload::Governor,
-    /// `rtp_forwarded` at the last load sample.
-    load_mark: u64,
+    /// `rtp_forwarded` and sessions created at the last load sample.
+    load_mark: (u64, u64),
 }
 
 /// What one call leaves behind: output for the driver, work to finish
@@ -299,7 +299,7 @@ impl Sfu {
             },
             ended: VecDeque::new(),
             governor: overload::Governor::default(),
-            load_mark: 0,
+            load_mark: (0, 0),
         }
     }
 

@@ -86,9 +86,11 @@ impl Sfu {
     /// cost model and the rooms' packet rates, then sheds or restores
     /// viewers as the governor decides.
     pub fn handle_load(&mut self, now: Instant, sample: LoadSample) {
-        let forwarded = self.out.stats.rtp_forwarded - self.load_mark;
-        self.load_mark = self.out.stats.rtp_forwarded;
-        self.load.on_sample(now, sample, forwarded);
+        let created = self.out.stats.sessions_created.iter().sum::<u64>();
+        let forwarded = self.out.stats.rtp_forwarded - self.load_mark.0;
+        let setups = created - self.load_mark.1;
+        self.load_mark = (self.out.stats.rtp_forwarded, created);
+        self.load.on_sample(now, sample, forwarded, setups);
         let secs = sample.elapsed.as_secs_f64();
         if secs > 0.0 {
             for r in self.rooms.values_mut() {
