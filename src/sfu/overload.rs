@@ -23,6 +23,7 @@
 //! resume oldest first (newest last), then layer caps are lifted, as far as
 //! the predicted cost fits.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use super::id::SessionId;
@@ -286,8 +287,15 @@ impl Governor {
                     v.paused_since
                         .is_some_and(|t| now.saturating_duration_since(t) >= PAUSE_LIMIT)
                 })
-                .filter(|v| !out.contains(&Action::Close(v.id)))
                 .collect();
+            let closing: HashSet<SessionId> = out
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Close(id) => Some(*id),
+                    _ => None,
+                })
+                .collect();
+            stale.retain(|v| !closing.contains(&v.id));
             stale.sort_by_key(|v| std::cmp::Reverse(v.joined));
             out.extend(stale.iter().map(|v| Action::Close(v.id)));
         }
@@ -321,6 +329,7 @@ impl Governor {
         newest.sort_by_key(|v| std::cmp::Reverse(v.joined));
 
         // 1. Simulcast viewers one layer down, newest first.
+        let mut downed = HashSet::new();
         for v in &newest {
             if need <= 0.0 {
                 return;
@@ -329,36 +338,43 @@ impl Governor {
                 let saving = v.pps - down;
                 if saving > 0.0 {
                     out.push(Action::Down(v.id));
+                    downed.insert(v.id);
                     need -= saving;
                 }
             }
         }
-        // 2. Pause the newest viewers of the heaviest room, then the next room.
-        let mut rooms: Vec<(usize, f64)> = Vec::new();
+        // 2. Pause the newest viewers of the heaviest room, then the next
+        // room: rooms ranked by what their viewers are sent, then a stable
+        // sort keeps newest first within each room (no scan per room).
+        let rooms = viewers.iter().map(|v| v.room + 1).max().unwrap_or(0);
+        let mut room_pps = vec![0.0; rooms];
         for v in viewers.iter().filter(|v| v.paused_since.is_none()) {
-            match rooms.iter_mut().find(|(r, _)| *r == v.room) {
-                Some((_, pps)) => *pps += v.pps,
-                None => rooms.push((v.room, v.pps)),
-            }
+            room_pps[v.room] += v.pps;
         }
-        rooms.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        for (room, _) in rooms {
-            for v in newest
-                .iter()
-                .filter(|v| v.room == room && v.paused_since.is_none() && v.pps > 0.0)
-            {
-                if need <= 0.0 {
-                    return;
-                }
-                // A viewer already moved down in this plan saves the rest.
-                let saving = if out.contains(&Action::Down(v.id)) {
-                    v.down_pps.unwrap_or(v.pps)
-                } else {
-                    v.pps
-                };
-                out.push(Action::Pause(v.id));
-                need -= saving;
+        let mut order: Vec<usize> = (0..rooms).collect();
+        order.sort_by(|a, b| room_pps[*b].total_cmp(&room_pps[*a]).then(a.cmp(b)));
+        let mut rank = vec![0; rooms];
+        for (i, r) in order.into_iter().enumerate() {
+            rank[r] = i;
+        }
+        let mut candidates: Vec<&ViewerLoad> = newest
+            .iter()
+            .filter(|v| v.paused_since.is_none() && v.pps > 0.0)
+            .copied()
+            .collect();
+        candidates.sort_by_key(|v| rank[v.room]);
+        for v in candidates {
+            if need <= 0.0 {
+                return;
             }
+            // A viewer already moved down in this plan saves the rest.
+            let saving = if downed.contains(&v.id) {
+                v.down_pps.unwrap_or(v.pps)
+            } else {
+                v.pps
+            };
+            out.push(Action::Pause(v.id));
+            need -= saving;
         }
         // 3. Nothing left to pause and still over: close the newest paused.
         if need > 0.0 {

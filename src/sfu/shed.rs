@@ -230,14 +230,6 @@ impl Sfu {
             }
         }
     }
-
-    /// Viewers paused by overload control now.
-    pub fn paused_viewers(&self) -> usize {
-        self.sessions
-            .values()
-            .filter(|s| s.shed.paused.is_some())
-            .count()
-    }
 }
 
 /// A viewer's overload state.
