@@ -43,12 +43,9 @@ fn have_aiortc(test: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        if std::env::var_os("CI").is_some() {
-            panic!("{test}: Python's aiortc is not installed, but CI is set (see .ci/run)");
-        }
-        eprintln!(
-            "SKIPPED {test}: Python's aiortc is not installed \
-             (pip install aiortc); set CI=1 to make this a failure"
+        support::skip_unless_ci(
+            test,
+            "Python's aiortc is not installed (pip install aiortc)",
         );
     }
     ok

@@ -5,6 +5,8 @@
 //! production 10 s. Without `redis-server` the tests print SKIPPED, unless
 //! `CI` is set (.ci/run installs it), in which case they fail.
 
+mod support;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -59,12 +61,9 @@ fn have_redis(test: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        if std::env::var_os("CI").is_some() {
-            panic!("{test}: redis-server is not installed, but CI is set (see .ci/run)");
-        }
-        eprintln!(
-            "SKIPPED {test}: redis-server is not installed \
-             (apt-get install redis-server); set CI=1 to make this a failure"
+        support::skip_unless_ci(
+            test,
+            "redis-server is not installed (apt-get install redis-server)",
         );
     }
     ok

@@ -75,10 +75,7 @@ fn begin(test: &str) -> Option<MutexGuard<'static, ()>> {
         (!browser::isolate_network(test)).then(|| "cannot create a network namespace".into())
     });
     if let Some(why) = missing {
-        if std::env::var_os("CI").is_some() {
-            panic!("{test}: {why}, but CI is set (see .ci/run)");
-        }
-        eprintln!("SKIPPED {test}: {why}; set CI=1 to make this a failure");
+        support::skip_unless_ci(test, &why);
         return None;
     }
     browser::add_veth(ADDR).unwrap_or_else(|e| panic!("{test}: veth: {e}"));

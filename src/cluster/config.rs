@@ -67,16 +67,17 @@ fn nonempty(v: &str) -> Option<&str> {
     Some(v.trim()).filter(|v| !v.is_empty())
 }
 
+/// A non-empty value that passes `check`, owned; `None` when unset.
+fn checked(v: &str, check: fn(&str) -> Result<(), String>) -> Result<Option<String>, String> {
+    nonempty(v)
+        .map(|u| check(u).map(|()| u.to_string()))
+        .transpose()
+}
+
 impl ClusterSettings {
     /// `WISP_REDIS_URL`; empty: single node. The error never shows the password.
     pub fn set_redis_url(&mut self, v: &str) -> Result<(), String> {
-        self.redis_url = match nonempty(v) {
-            Some(u) => {
-                check_redis_url(u)?;
-                Some(u.to_string())
-            }
-            None => None,
-        };
+        self.redis_url = checked(v, check_redis_url)?;
         Ok(())
     }
 
@@ -88,13 +89,7 @@ impl ClusterSettings {
 
     /// `WISP_NODE_ID`; empty: derived from the node URL.
     pub fn set_node_id(&mut self, v: &str) -> Result<(), String> {
-        self.node_id = match nonempty(v) {
-            Some(id) => {
-                check_node_id(id)?;
-                Some(id.to_string())
-            }
-            None => None,
-        };
+        self.node_id = checked(v, check_node_id)?;
         Ok(())
     }
 

@@ -59,12 +59,9 @@ pub fn begin(test: &str) -> Option<MutexGuard<'static, ()>> {
     let guard = one_at_a_time();
     let have = Path::new(CHROMIUM).exists() && which("chromedriver").is_some();
     if !have {
-        if std::env::var_os("CI").is_some() {
-            panic!("{test}: chromium/chromedriver not installed, but CI is set (see .ci/run)");
-        }
-        eprintln!(
-            "SKIPPED {test}: chromium or chromedriver is not installed \
-             (apt-get install chromium chromium-driver); set CI=1 to make this a failure"
+        crate::support::skip_unless_ci(
+            test,
+            "chromium or chromedriver is not installed (apt-get install chromium chromium-driver)",
         );
         return None;
     }

@@ -16,6 +16,16 @@ use wisp::http::HttpRequest;
 // ---- requests for the pure handler ----------------------------------------------------
 
 /// A request for `wisp::http::handle`: these headers, in order, and this body.
+/// A test whose tools are missing (`why`, with how to install them) is
+/// skipped with a SKIPPED line, unless `CI` is set: there `.ci/run` installs
+/// everything, so a missing tool fails the test.
+pub fn skip_unless_ci(test: &str, why: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: {why}, but CI is set (see .ci/run)");
+    }
+    eprintln!("SKIPPED {test}: {why}; set CI=1 to make this a failure");
+}
+
 pub fn req(
     method: &str,
     url: &str,
