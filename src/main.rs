@@ -4,10 +4,11 @@
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use wisp::auth::Auth;
-use wisp::channel::CoreRequest;
+use wisp::channel::{CoreLink, CoreRequest};
+use wisp::cluster::ClusterNode;
 use wisp::config::{Config, ConfigOutcome};
 use wisp::event_loop::{EventLoop, WAKER};
 use wisp::http::HttpConfig;
@@ -91,6 +92,16 @@ fn run(cfg: Config, auth: Auth) -> Result<(), Box<dyn std::error::Error>> {
         log::warn!("no tokens configured: anyone who reaches the HTTP port can publish and view");
     }
     let mut http_cfg = HttpConfig::new(cfg.ice_server_links()).with_auth(auth);
+    // Cluster mode (issue 15): the directory and its reporter, on their own threads.
+    let cluster = match &cfg.cluster {
+        Some(c) => {
+            let core = CoreLink::new(tx.clone(), waker.clone(), Duration::from_secs(2));
+            let node = ClusterNode::start(c, cfg.max_sessions, core, None)?;
+            http_cfg = http_cfg.with_cluster(node.clone());
+            Some(node)
+        }
+        None => None,
+    };
 
     // The recorder thread, fed by a bounded queue; it asks for keyframes
     // through the same command channel as the HTTP thread.
@@ -138,6 +149,10 @@ fn run(cfg: Config, auth: Auth) -> Result<(), Box<dyn std::error::Error>> {
     event_loop.run()?;
     // Dropping the loop drops the recorder's sender: it finalises every file and ends.
     drop(event_loop);
+    if let Some(node) = cluster {
+        // Every session is closed: release this node's claims and record.
+        node.shutdown();
+    }
     if let Some(handle) = recorder_thread {
         let deadline = Instant::now() + std::time::Duration::from_millis(1500);
         while !handle.is_finished() && Instant::now() < deadline {

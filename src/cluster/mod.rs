@@ -74,9 +74,13 @@
 
 pub mod config;
 pub mod directory;
+pub mod node;
 pub mod placement;
 pub mod record;
+pub mod relay;
 
 pub use config::ClusterConfig;
 pub use directory::{Claim, DirError, DirEvent, Directory, DirectoryConfig, RoomOwner};
+pub use node::ClusterNode;
 pub use record::{NodeInfo, NodeRecord, Snapshot};
+pub use relay::{PullCore, RelayHandle, RelayRequest};

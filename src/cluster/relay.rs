@@ -1,0 +1,327 @@
+//! DRIVER: the relay manager (thread `wisp-relay`). An edge pulls a room
+//! from the node that has it over standard WHEP: the core makes the
+//! upstream's offer ([`PullCore::pull`]), this thread POSTs it to
+//! `{origin}/whep/{room}` with `Authorization: Bearer <cluster token>` and
+//! hands the answer back ([`PullCore::answer`]). When the core reports the
+//! upstream ended ([`RelayHandle::ended`]), the session is DELETEd at the
+//! origin and the room is free to be pulled again (the reporter in
+//! [`super::node`] asks again while viewers wait).
+//!
+//! Contracts: at most one upstream per room; every HTTP request has a
+//! timeout ([`HTTP_TIMEOUT`]); the request queue is bounded ([`QUEUE`],
+//! excess wants are dropped: the reporter repeats them every second); a
+//! room whose pull failed is not tried again before [`RETRY_AFTER_FAILURE`].
+//! Never on the media loop: the core is reached through the command channel.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+
+use crate::sfu::id::RoomName;
+
+/// Timeout of every HTTP request to another node (connect to last byte).
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Requests waiting for the manager; more are dropped.
+pub const QUEUE: usize = 256;
+/// Pause before a room whose pull failed is pulled again.
+pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+/// Largest SDP answer read from an origin.
+const MAX_ANSWER: u64 = 64 * 1024;
+
+/// What the relay manager needs of the core (through the command channel).
+pub trait PullCore: Send + 'static {
+    /// The core's handle of one upstream session.
+    type Token: Copy + Eq + Debug + Send + ToString;
+    /// Create an upstream session for `room`; its SDP offer.
+    fn pull(&self, room: &RoomName) -> Result<(Self::Token, String), String>;
+    /// The origin's SDP answer for the upstream `token`.
+    fn answer(&self, room: &RoomName, token: Self::Token, answer: String) -> Result<(), String>;
+    /// The origin refused the offer or could not be reached: drop the upstream.
+    fn failed(&self, room: &RoomName, token: Self::Token);
+}
+
+/// A pull wanted: `room` from node `node` at base URL `url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayRequest {
+    pub room: String,
+    pub node: String,
+    pub url: String,
+}
+
+enum Msg {
+    Want(RelayRequest),
+    Ended { room: String, token: String },
+}
+
+#[derive(Default)]
+struct Shared {
+    /// Rooms with an upstream (or a pull under way), by origin node id.
+    active: Mutex<HashMap<String, String>>,
+    stop: AtomicBool,
+}
+
+/// The handle the reporter, the HTTP side and the event loop use.
+pub struct RelayHandle {
+    tx: Sender<Msg>,
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl RelayHandle {
+    /// Start the manager thread: pulls through `core`, presenting
+    /// `cluster_token` (if any) to origins. The directory learns of the
+    /// upstreams from the reporter ([`RelayHandle::rooms`]).
+    pub fn start<C: PullCore>(
+        core: C,
+        cluster_token: Option<String>,
+    ) -> Result<RelayHandle, String> {
+        let (tx, rx) = bounded(QUEUE);
+        let shared = Arc::new(Shared::default());
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(HTTP_TIMEOUT))
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .build()
+            .into();
+        let mut m = Manager {
+            core,
+            agent,
+            token: cluster_token,
+            shared: shared.clone(),
+            ups: HashMap::new(),
+            retry: HashMap::new(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("wisp-relay".into())
+            .spawn(move || m.run(rx))
+            .map_err(|e| format!("cannot start the relay manager: {e}"))?;
+        Ok(RelayHandle {
+            tx,
+            shared,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Pull `req.room` unless it has an upstream already. Non-blocking.
+    pub fn want(&self, req: RelayRequest) {
+        if self.origin_of(&req.room).is_none() {
+            let _ = self.tx.try_send(Msg::Want(req));
+        }
+    }
+
+    /// The core ended the upstream `token` of `room` (from the event loop).
+    /// Non-blocking; a full queue loses it only until the origin's own
+    /// session times out.
+    pub fn ended(&self, room: &str, token: &str) {
+        let _ = self.tx.try_send(Msg::Ended {
+            room: room.to_string(),
+            token: token.to_string(),
+        });
+    }
+
+    /// The origin node of `room`'s upstream, if it has one (or one is being made).
+    pub fn origin_of(&self, room: &str) -> Option<String> {
+        self.shared
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(room)
+            .cloned()
+    }
+
+    /// The rooms with an upstream (or a pull under way), with their origins.
+    pub fn rooms(&self) -> HashMap<String, String> {
+        self.shared
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Upstreams now.
+    pub fn count(&self) -> usize {
+        self.shared
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// Stop the thread (bounded by one HTTP timeout).
+    pub fn shutdown(&self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One upstream.
+struct Up<T> {
+    token: T,
+    /// The session URL at the origin, for the DELETE.
+    location: Option<String>,
+}
+
+struct Manager<C: PullCore> {
+    core: C,
+    agent: ureq::Agent,
+    token: Option<String>,
+    shared: Arc<Shared>,
+    ups: HashMap<String, Up<C::Token>>,
+    retry: HashMap<String, Instant>,
+}
+
+impl<C: PullCore> Manager<C> {
+    fn run(&mut self, rx: Receiver<Msg>) {
+        while !self.shared.stop.load(Ordering::Relaxed) {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(Msg::Want(req)) => self.pull(req),
+                Ok(Msg::Ended { room, token }) => self.end(&room, &token),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        // The core closes the upstreams at shutdown; close them at the origins.
+        let rooms: Vec<String> = self.ups.keys().cloned().collect();
+        for room in rooms {
+            if let Some(up) = self.ups.remove(&room) {
+                self.delete(&up);
+            }
+        }
+    }
+
+    fn set_active(&self, room: &str, origin: Option<&str>) {
+        let mut a = self.shared.active.lock().unwrap_or_else(|e| e.into_inner());
+        match origin {
+            Some(o) => a.insert(room.to_string(), o.to_string()),
+            None => a.remove(room),
+        };
+    }
+
+    fn pull(&mut self, req: RelayRequest) {
+        let now = Instant::now();
+        if self.ups.contains_key(&req.room) || self.retry.get(&req.room).is_some_and(|t| *t > now) {
+            return;
+        }
+        self.retry.retain(|_, t| *t > now);
+        let Some(room) = RoomName::new(&req.room) else {
+            return;
+        };
+        self.set_active(&req.room, Some(&req.node));
+        match self.exchange(&room, &req) {
+            Ok(up) => {
+                log::info!("relay: pulling room {room} from node {}", req.node);
+                self.ups.insert(req.room.clone(), up);
+            }
+            Err(why) => {
+                log::warn!(
+                    "relay: pull of room {room} from node {} failed: {why}",
+                    req.node
+                );
+                self.set_active(&req.room, None);
+                self.retry
+                    .insert(req.room.clone(), Instant::now() + RETRY_AFTER_FAILURE);
+            }
+        }
+    }
+
+    /// Offer from the core → POST to the origin → answer to the core.
+    fn exchange(&self, room: &RoomName, req: &RelayRequest) -> Result<Up<C::Token>, String> {
+        let (token, offer) = self.core.pull(room)?;
+        let base = req.url.trim_end_matches('/');
+        let url = format!("{base}/whep/{room}");
+        let mut post = self.agent.post(&url).content_type("application/sdp");
+        if let Some(t) = &self.token {
+            post = post.header("Authorization", format!("Bearer {t}"));
+        }
+        let result = post
+            .send(offer.as_bytes())
+            .map_err(|e| format!("POST {url}: {e}"))
+            .and_then(|mut resp| {
+                let status = resp.status().as_u16();
+                if status != 201 {
+                    return Err(format!("POST {url}: status {status}"));
+                }
+                let location = resp
+                    .headers()
+                    .get("Location")
+                    .and_then(|v| v.to_str().ok())
+                    .map(|l| resolve(base, l));
+                let answer = resp
+                    .body_mut()
+                    .with_config()
+                    .limit(MAX_ANSWER)
+                    .read_to_string()
+                    .map_err(|e| format!("reading the answer: {e}"))?;
+                Ok((location, answer))
+            });
+        match result {
+            Ok((location, answer)) => {
+                let up = Up { token, location };
+                if let Err(e) = self.core.answer(room, token, answer) {
+                    self.delete(&up);
+                    return Err(format!("the core refused the answer: {e}"));
+                }
+                Ok(up)
+            }
+            Err(e) => {
+                self.core.failed(room, token);
+                Err(e)
+            }
+        }
+    }
+
+    fn end(&mut self, room: &str, token: &str) {
+        let Some(up) = self.ups.get(room) else {
+            return;
+        };
+        if up.token.to_string() != token {
+            return;
+        }
+        if let Some(up) = self.ups.remove(room) {
+            log::info!("relay: upstream of room {room} ended");
+            self.delete(&up);
+        }
+        self.set_active(room, None);
+    }
+
+    /// DELETE the upstream's session at the origin (best effort, bounded).
+    fn delete(&self, up: &Up<C::Token>) {
+        let Some(url) = &up.location else { return };
+        let mut del = self.agent.delete(url);
+        if let Some(t) = &self.token {
+            del = del.header("Authorization", format!("Bearer {t}"));
+        }
+        if let Err(e) = del.call() {
+            log::debug!("relay: DELETE {url}: {e}");
+        }
+    }
+}
+
+/// A `Location` from an origin at `base`: absolute as given, or `base` + path.
+fn resolve(base: &str, location: &str) -> String {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        location.to_string()
+    } else {
+        let sep = if location.starts_with('/') { "" } else { "/" };
+        format!("{base}{sep}{location}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations() {
+        assert_eq!(resolve("http://a:1", "/whep/r/t"), "http://a:1/whep/r/t");
+        assert_eq!(resolve("http://a:1", "whep/r/t"), "http://a:1/whep/r/t");
+        assert_eq!(resolve("http://a:1", "http://b:2/x"), "http://b:2/x");
+    }
+}
