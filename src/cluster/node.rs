@@ -32,6 +32,10 @@ use super::ClusterConfig;
 
 /// How often the reporter reads the core.
 pub const REPORT_PERIOD: Duration = Duration::from_secs(1);
+/// How long a WHIP 201 makes its room known here without the reporter.
+const RECENT_PUBLISH: Duration = Duration::from_secs(10);
+/// Most rooms remembered as recently published.
+const MAX_RECENT_PUBLISH: usize = 4096;
 
 /// A room as the reporter last saw it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -53,6 +57,9 @@ pub struct ClusterNode {
     redirects: AtomicU64,
     /// Rooms by what the reporter last saw.
     rooms: Mutex<HashMap<String, Seen>>,
+    /// Rooms published here (WHIP 201) within [`RECENT_PUBLISH`]: known
+    /// before the reporter sees their publisher connected.
+    published: Mutex<HashMap<String, Instant>>,
     relay: Option<RelayHandle>,
     stop: AtomicBool,
     reporter: Mutex<Option<JoinHandle<()>>>,
@@ -97,6 +104,7 @@ impl ClusterNode {
             sessions: AtomicU64::new(0),
             redirects: AtomicU64::new(0),
             rooms: Mutex::new(HashMap::new()),
+            published: Mutex::new(HashMap::new()),
             relay,
             stop: AtomicBool::new(false),
             reporter: Mutex::new(None),
@@ -224,10 +232,26 @@ impl ClusterNode {
         }))
     }
 
+    /// A WHIP POST for `room` was answered `201` here.
+    pub fn published(&self, room: &str) {
+        let now = Instant::now();
+        let mut p = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        p.retain(|_, at| now.duration_since(*at) < RECENT_PUBLISH);
+        if p.len() < MAX_RECENT_PUBLISH {
+            p.insert(room.to_string(), now);
+        }
+    }
+
     /// Whether `room` has a source here: a connected local publisher (as of
-    /// the last report) or an upstream.
+    /// the last report, or published in the last seconds) or an upstream.
     pub fn has_source(&self, room: &str) -> bool {
         self.relaying(room).is_some()
+            || self
+                .published
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(room)
+                .is_some_and(|at| at.elapsed() < RECENT_PUBLISH)
             || self
                 .rooms
                 .lock()

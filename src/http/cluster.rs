@@ -100,6 +100,9 @@ pub(super) fn post(
             return r;
         }
     }
+    if resp.status == 201 && role == Role::Publisher {
+        node.published(room.as_str());
+    }
     if resp.status == 201 {
         if let Some((owner, url)) = pull {
             node.want_pull(room.as_str(), &owner, &url);
