@@ -451,3 +451,101 @@ fn an_overloaded_core_redirects_in_cluster_mode() {
     node.shutdown();
     other.shutdown();
 }
+
+/// Pump `peers` (sending a frame every 20 ms from `publisher` once it is
+/// connected) for `d`; returns the frame counter.
+fn pump_for(
+    publisher: &mut realnet::Peer,
+    viewer: &mut realnet::Peer,
+    frame: &mut u64,
+    d: Duration,
+) {
+    let end = Instant::now() + d;
+    let mut next = Instant::now();
+    while Instant::now() < end {
+        publisher.pump();
+        viewer.pump();
+        if publisher.connected && Instant::now() >= next {
+            publisher.send_frame(*frame);
+            *frame += 1;
+            next += Duration::from_millis(20);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn redis_stopped_local_rooms_flow_and_everything_is_rewritten_after() {
+    if !have_redis("redis_stopped_local_rooms_flow_and_everything_is_rewritten_after") {
+        return;
+    }
+    str0m::crypto::from_feature_flags().install_process_default();
+    let mut redis = Redis::new();
+    let a = Node::start(&redis.url(), &[]);
+    a.until("connected", Duration::from_secs(6), |v| nodes(v).len() == 1);
+    let mut viewer = realnet::Peer::new(&a.wisp, "/whep/live", Direction::RecvOnly);
+    let mut publisher = realnet::Peer::new(&a.wisp, "/whip/live", Direction::SendOnly);
+    let mut frame = 0;
+    let t = Instant::now();
+    while viewer.got_video.len() < 20 {
+        assert!(t.elapsed() < Duration::from_secs(20), "no video");
+        pump_for(
+            &mut publisher,
+            &mut viewer,
+            &mut frame,
+            Duration::from_millis(100),
+        );
+    }
+
+    redis.kill();
+    let before = viewer.got_video.len();
+    pump_for(
+        &mut publisher,
+        &mut viewer,
+        &mut frame,
+        Duration::from_secs(2),
+    );
+    assert!(
+        viewer.got_video.len() >= before + 50,
+        "video stopped with Redis: {before} -> {}",
+        viewer.got_video.len()
+    );
+    // A view of a room this node does not know: 503; of its own room: served.
+    let r = a.post("/whep/unknown", &[], &offer(Direction::RecvOnly));
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(
+        a.post("/whep/live", &[], &offer(Direction::RecvOnly))
+            .status,
+        201
+    );
+    a.until("disconnected", Duration::from_secs(6), |v| {
+        v["connected"] == false
+    });
+
+    // Redis back (empty): the record and the claim are rewritten.
+    redis.start();
+    let t = Instant::now();
+    let mut c = redis.conn();
+    loop {
+        let owner: Option<String> = redis::cmd("GET")
+            .arg("wisp:room:live")
+            .query(&mut c)
+            .unwrap();
+        let record: Option<String> = redis::cmd("GET")
+            .arg(format!("wisp:node:{}", a.id()))
+            .query(&mut c)
+            .unwrap();
+        if owner.as_deref() == Some(a.id().as_str()) && record.is_some() {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(3), "{owner:?} {record:?}");
+        pump_for(
+            &mut publisher,
+            &mut viewer,
+            &mut frame,
+            Duration::from_millis(20),
+        );
+    }
+    eprintln!("rewritten {:?} after Redis came back", t.elapsed());
+}
