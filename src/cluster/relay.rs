@@ -161,6 +161,17 @@ impl RelayHandle {
     }
 }
 
+/// What one POST to a node gave.
+enum Posted {
+    /// `201`: the session's URL (as sent) and the SDP answer.
+    Created {
+        location: Option<String>,
+        answer: String,
+    },
+    /// `307` to this absolute URL.
+    Redirect(String),
+}
+
 /// One upstream.
 struct Up<T> {
     token: T,
@@ -231,49 +242,69 @@ impl<C: PullCore> Manager<C> {
         }
     }
 
-    /// Offer from the core → POST to the origin → answer to the core.
+    /// Offer from the core → POST to the origin → answer to the core. An
+    /// origin that is full answers `307` to a node that has the room (a
+    /// tree); that one redirect is followed (the target never bounces it).
     fn exchange(&self, room: &RoomName, req: &RelayRequest) -> Result<Up<C::Token>, String> {
         let (token, offer) = self.core.pull(room)?;
-        let base = req.url.trim_end_matches('/');
-        let url = format!("{base}/whep/{room}");
-        let mut post = self.agent.post(&url).content_type("application/sdp");
-        if let Some(t) = &self.token {
-            post = post.header("Authorization", format!("Bearer {t}"));
+        let mut url = format!("{}/whep/{room}", req.url.trim_end_matches('/'));
+        let mut result = self.post(&url, &offer);
+        if let Ok(Posted::Redirect(to)) = &result {
+            url = to.clone();
+            result = self.post(&url, &offer);
         }
-        let result = post
-            .send(offer.as_bytes())
-            .map_err(|e| format!("POST {url}: {e}"))
-            .and_then(|mut resp| {
-                let status = resp.status().as_u16();
-                if status != 201 {
-                    return Err(format!("POST {url}: status {status}"));
-                }
-                let location = resp
-                    .headers()
-                    .get("Location")
-                    .and_then(|v| v.to_str().ok())
-                    .map(|l| resolve(base, l));
-                let answer = resp
-                    .body_mut()
-                    .with_config()
-                    .limit(MAX_ANSWER)
-                    .read_to_string()
-                    .map_err(|e| format!("reading the answer: {e}"))?;
-                Ok((location, answer))
-            });
         match result {
-            Ok((location, answer)) => {
-                let up = Up { token, location };
+            Ok(Posted::Created { location, answer }) => {
+                let up = Up {
+                    token,
+                    location: location.map(|l| resolve(base_of(&url), &l)),
+                };
                 if let Err(e) = self.core.answer(room, token, answer) {
                     self.delete(&up);
                     return Err(format!("the core refused the answer: {e}"));
                 }
                 Ok(up)
             }
+            Ok(Posted::Redirect(_)) => {
+                self.core.failed(room, token);
+                Err(format!("POST {url}: redirected twice"))
+            }
             Err(e) => {
                 self.core.failed(room, token);
                 Err(e)
             }
+        }
+    }
+
+    /// One POST of `offer` to `url`.
+    fn post(&self, url: &str, offer: &str) -> Result<Posted, String> {
+        let mut post = self.agent.post(url).content_type("application/sdp");
+        if let Some(t) = &self.token {
+            post = post.header("Authorization", format!("Bearer {t}"));
+        }
+        let mut resp = post
+            .send(offer.as_bytes())
+            .map_err(|e| format!("POST {url}: {e}"))?;
+        let status = resp.status().as_u16();
+        let location = resp
+            .headers()
+            .get("Location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        match (status, location) {
+            (201, location) => {
+                let answer = resp
+                    .body_mut()
+                    .with_config()
+                    .limit(MAX_ANSWER)
+                    .read_to_string()
+                    .map_err(|e| format!("reading the answer: {e}"))?;
+                Ok(Posted::Created { location, answer })
+            }
+            (307, Some(to)) if to.starts_with("http://") || to.starts_with("https://") => {
+                Ok(Posted::Redirect(to))
+            }
+            (status, _) => Err(format!("POST {url}: status {status}")),
         }
     }
 
@@ -302,6 +333,13 @@ impl<C: PullCore> Manager<C> {
             log::debug!("relay: DELETE {url}: {e}");
         }
     }
+}
+
+/// The node's base URL (its `WISP_NODE_URL`, path prefix included) in the
+/// URL of one of its WHEP endpoints: what its session `Location`s are
+/// relative to.
+fn base_of(url: &str) -> &str {
+    url.rfind("/whep/").map_or(url, |i| &url[..i])
 }
 
 /// A `Location` from an origin at `base`: absolute as given, or `base` + path.
@@ -450,5 +488,7 @@ mod tests {
         assert_eq!(resolve("http://a:1", "/whep/r/t"), "http://a:1/whep/r/t");
         assert_eq!(resolve("http://a:1", "whep/r/t"), "http://a:1/whep/r/t");
         assert_eq!(resolve("http://a:1", "http://b:2/x"), "http://b:2/x");
+        assert_eq!(base_of("http://a:1/whep/r?x=1"), "http://a:1");
+        assert_eq!(base_of("https://a/p/whep/r"), "https://a/p");
     }
 }
