@@ -74,11 +74,14 @@ pub struct RelayHandle {
 
 impl RelayHandle {
     /// Start the manager thread: pulls through `core`, presenting
-    /// `cluster_token` (if any) to origins. The directory learns of the
-    /// upstreams from the reporter ([`RelayHandle::rooms`]).
+    /// `cluster_token` (if any) to origins. `self_url` is this node's base
+    /// URL: a redirect there is refused (this node cannot feed itself). The
+    /// directory learns of the upstreams from the reporter
+    /// ([`RelayHandle::rooms`]).
     pub fn start<C: PullCore>(
         core: C,
         cluster_token: Option<String>,
+        self_url: &str,
     ) -> Result<RelayHandle, String> {
         let (tx, rx) = bounded(QUEUE);
         let shared = Arc::new(Shared::default());
@@ -92,6 +95,7 @@ impl RelayHandle {
             core,
             agent,
             token: cluster_token,
+            self_url: self_url.trim_end_matches('/').to_string(),
             shared: shared.clone(),
             ups: HashMap::new(),
             retry: HashMap::new(),
@@ -183,6 +187,7 @@ struct Manager<C: PullCore> {
     core: C,
     agent: ureq::Agent,
     token: Option<String>,
+    self_url: String,
     shared: Arc<Shared>,
     ups: HashMap<String, Up<C::Token>>,
     retry: HashMap<String, Instant>,
@@ -250,6 +255,10 @@ impl<C: PullCore> Manager<C> {
         let mut url = format!("{}/whep/{room}", req.url.trim_end_matches('/'));
         let mut result = self.post(&url, &offer);
         if let Ok(Posted::Redirect(to)) = &result {
+            if base_of(to) == self.self_url {
+                self.core.failed(room, token);
+                return Err(format!("POST {url}: redirected to this node"));
+            }
             url = to.clone();
             result = self.post(&url, &offer);
         }
@@ -416,7 +425,7 @@ mod tests {
     fn pulls_answers_and_deletes_at_the_origin() {
         let (url, seen) = origin(201);
         let (tx, calls) = mpsc::channel();
-        let h = RelayHandle::start(FakeCore(tx), Some("c1".into())).unwrap();
+        let h = RelayHandle::start(FakeCore(tx), Some("c1".into()), "http://self:1").unwrap();
         let want = RelayRequest {
             room: "r".into(),
             node: "a".into(),
@@ -454,7 +463,7 @@ mod tests {
     fn a_refused_pull_is_dropped_in_the_core_and_retried_later() {
         let (url, seen) = origin(503);
         let (tx, calls) = mpsc::channel();
-        let h = RelayHandle::start(FakeCore(tx), None).unwrap();
+        let h = RelayHandle::start(FakeCore(tx), None, "http://self:1").unwrap();
         let want = RelayRequest {
             room: "r".into(),
             node: "a".into(),
