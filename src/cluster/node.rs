@@ -60,7 +60,7 @@ pub struct ClusterNode {
     /// Rooms published here (WHIP 201) within [`RECENT_PUBLISH`]: known
     /// before the reporter sees their publisher connected.
     published: Mutex<HashMap<String, Instant>>,
-    relay: Option<RelayHandle>,
+    relay: Option<Arc<RelayHandle>>,
     stop: AtomicBool,
     reporter: Mutex<Option<JoinHandle<()>>>,
 }
@@ -82,7 +82,7 @@ impl ClusterNode {
         config: &ClusterConfig,
         max_sessions: usize,
         core: CoreLink,
-        relay: Option<RelayHandle>,
+        relay: Option<Arc<RelayHandle>>,
     ) -> Result<Arc<ClusterNode>, String> {
         let dir = Directory::start(DirectoryConfig::new(config, max_sessions))?;
         ClusterNode::with_directory(dir, config, max_sessions, core, relay)
@@ -95,7 +95,7 @@ impl ClusterNode {
         config: &ClusterConfig,
         max_sessions: usize,
         core: CoreLink,
-        relay: Option<RelayHandle>,
+        relay: Option<Arc<RelayHandle>>,
     ) -> Result<Arc<ClusterNode>, String> {
         let node = Arc::new(ClusterNode {
             dir,
