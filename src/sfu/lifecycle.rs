@@ -15,7 +15,7 @@ use str0m::{Candidate, Rtc, RtcConfig};
 use super::out_stream::OutStream;
 use super::per_kind::{kind_name, PerKind};
 use super::recorder_tap::RecordEvent;
-use super::room::{Room, Track};
+use super::room::{Room, SourceKind, Track};
 use super::sdp::{self, one_line};
 use super::session::{self, drain, guard, guarded, Drained, Session};
 use super::{demux, role_index, simulcast, Why};
@@ -40,7 +40,7 @@ impl Sfu {
         offer: &str,
         record: Option<bool>,
     ) -> Result<Reply, ApiError> {
-        if let Some(p) = self.rooms.get(&room).and_then(|r| r.publisher) {
+        if let Some(p) = self.rooms.get(&room).and_then(|r| r.source_id()) {
             if self.sessions.get(&p).is_some_and(|s| !s.dead) {
                 return Err(ApiError::AlreadyPublished);
             }
@@ -219,7 +219,7 @@ impl Sfu {
             .entry(room.clone())
             .or_insert_with(|| Room::new(room.clone(), now));
         match role {
-            Role::Publisher => r.publish(id),
+            Role::Publisher => r.set_source(id, SourceKind::Whip),
             Role::Subscriber => r.subscribe(id),
         }
         if let Err(e) = self.setup_media(id, room, &answer) {
@@ -519,7 +519,12 @@ impl Sfu {
     /// Close a room: end its publisher and every viewer. Returns how many sessions ended.
     pub fn close_room(&mut self, now: Instant, room: &RoomName) -> Result<usize, ApiError> {
         let r = self.rooms.get(room).ok_or(ApiError::NotFound)?;
-        let ids: Vec<SessionId> = r.publisher.iter().chain(&r.subscribers).copied().collect();
+        let ids: Vec<SessionId> = r
+            .source_id()
+            .iter()
+            .chain(&r.subscribers)
+            .copied()
+            .collect();
         for id in &ids {
             self.remember_ended(now, *id);
             self.close_session(now, *id);
@@ -578,7 +583,7 @@ impl Sfu {
         if let Some(r) = self.rooms.get_mut(&s.room) {
             match s.role {
                 Role::Publisher => {
-                    if let Some(recs) = r.close_publisher(id) {
+                    if let Some(recs) = r.close_source(id) {
                         for id in recs {
                             self.out.records.push_back(RecordEvent::Stop { id });
                         }
