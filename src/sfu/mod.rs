@@ -53,6 +53,7 @@ pub mod simulcast;
 pub mod source;
 pub mod stats;
 pub mod timers;
+pub mod upstream;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -67,6 +68,7 @@ use str0m::{Event, IceConnectionState, Input};
 pub use command::{ApiError, Command, Reply, Role, RoomInfo, TrackInfo};
 pub use id::{IdGen, RoomName, SessionId, SessionToken};
 pub use stats::{DropReason, Stats};
+pub use upstream::{UpstreamEnd, UpstreamEvent};
 
 use demux::Demux;
 use per_kind::kind_name;
@@ -151,6 +153,8 @@ pub enum Output {
     Transmit(Transmit),
     /// Hand this to the recorder (never blocks forwarding: drop it if the recorder is behind).
     Record(recorder_tap::RecordEvent),
+    /// For the relay driver: an upstream ended (see [`upstream`]).
+    Upstream(UpstreamEvent),
     /// Nothing to send; call [`Sfu::handle_timeout`] at this instant (or on new input).
     Timeout(Instant),
 }
@@ -214,6 +218,9 @@ struct Outbox {
     /// viewer one drain, not one each.
     written: Vec<SessionId>,
     records: VecDeque<recorder_tap::RecordEvent>,
+    /// Upstream events for the driver: at most one per upstream, and at
+    /// most one upstream per room.
+    upstream: VecDeque<UpstreamEvent>,
     next_recording: u64,
     events: VecDeque<(SessionId, Event)>,
     /// Sessions marked dead, ended at the end of the current call.
@@ -231,6 +238,8 @@ enum Why {
     Panic(&'static str),
     /// Not connected within `connect_timeout` (its length).
     ConnectTimeout(std::time::Duration),
+    /// An upstream whose room had no viewers for `timers::UPSTREAM_IDLE`.
+    Idle,
     /// The peer is gone: DTLS closed, ICE disconnected, or its `Rtc` errored.
     Gone,
 }
@@ -258,6 +267,14 @@ impl Outbox {
                 handshake::report(&mut self.stats, s, handshake::Ending::Timeout(t));
             }
             Why::Gone => handshake::report(&mut self.stats, s, handshake::Ending::Failed),
+            Why::Idle => {}
+        }
+        if let Some(p) = s.pull.as_mut() {
+            p.end.get_or_insert(match why {
+                Why::ConnectTimeout(_) => UpstreamEnd::ConnectTimeout,
+                Why::Idle => UpstreamEnd::Idle,
+                Why::Panic(_) | Why::Gone => UpstreamEnd::Failed,
+            });
         }
         if !std::mem::replace(&mut s.dead, true) {
             self.doomed.push(s.id);
@@ -298,6 +315,7 @@ impl Sfu {
                 transmits: VecDeque::new(),
                 written: Vec::new(),
                 records: VecDeque::new(),
+                upstream: VecDeque::new(),
                 next_recording: 0,
                 events: VecDeque::new(),
                 doomed: Vec::new(),
@@ -349,6 +367,13 @@ impl Sfu {
                 .map(|n| Reply::RoomClosed { sessions: n }),
             Command::ListRooms => Ok(Reply::Rooms(self.list_rooms(now))),
             Command::Stats => Ok(Reply::Stats(Box::new(self.stats()))),
+            Command::Pull { room } => self.pull(now, room),
+            Command::PullAnswer {
+                room,
+                token,
+                answer,
+            } => self.pull_answer(now, &room, token, &answer),
+            Command::PullFailed { room, token } => self.pull_failed(now, &room, token),
             Command::PinLayer {
                 role,
                 room,
@@ -392,6 +417,14 @@ impl Sfu {
                 continue;
             }
             s.timer.at = None;
+            if s.pull
+                .as_ref()
+                .and_then(|p| p.idle_deadline())
+                .is_some_and(|t| now >= t)
+            {
+                self.out.doom(s, Why::Idle);
+                continue;
+            }
             if !s.connected && now >= s.created + self.config.connect_timeout {
                 self.out
                     .doom(s, Why::ConnectTimeout(self.config.connect_timeout));
@@ -431,6 +464,9 @@ impl Sfu {
         if let Some(r) = self.out.records.pop_front() {
             return Output::Record(r);
         }
+        if let Some(u) = self.out.upstream.pop_front() {
+            return Output::Upstream(u);
+        }
         let far = self.last_now + Duration::from_secs(1);
         let next = [
             self.timers.next(),
@@ -469,6 +505,9 @@ impl Sfu {
                     .collect(),
                 viewers: r.subscribers.len(),
                 recording: r.record && r.source.is_some(),
+                relayed: r
+                    .source
+                    .is_some_and(|s| s.kind == room::SourceKind::Upstream),
                 uptime_s: now.saturating_duration_since(r.created).as_secs_f64(),
             })
             .collect();
@@ -487,6 +526,11 @@ impl Sfu {
         s.sessions_live = [0, 0];
         s.sessions_connected = [0, 0];
         for x in self.sessions.values() {
+            if x.pull.is_some() {
+                s.relay_upstreams += 1;
+                s.relay_upstreams_connected += u64::from(x.connected);
+                continue;
+            }
             let i = role_index(x.role);
             s.sessions_live[i] += 1;
             if x.connected {

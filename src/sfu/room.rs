@@ -89,6 +89,9 @@ impl Track {
 pub enum SourceKind {
     /// A WHIP publisher session on this core.
     Whip,
+    /// An edge's pull of the room from its origin: a WHEP client session of
+    /// this core (`upstream.rs`).
+    Upstream,
 }
 
 /// A room's source: its kind, and the id its packets are known by (a

@@ -191,6 +191,8 @@ pub struct TestNet {
     pub tap: Option<Vec<Datagram>>,
     /// Destinations of datagrams the server sent to an address that is no client.
     pub stray: Vec<SocketAddr>,
+    /// Every upstream event of every core, with the core's index, in order.
+    pub upstream_events: Vec<(usize, crate::sfu::UpstreamEvent)>,
     /// A client error ends that client (`alive` false, like a closed browser
     /// tab) instead of failing: for the fuzz bodies, whose inputs end
     /// sessions and silence clients at any moment (a client whose server
@@ -235,6 +237,7 @@ impl TestNet {
             media_on: true,
             tap: None,
             stray: Vec::new(),
+            upstream_events: Vec::new(),
             client_errors_end_clients: false,
         }
     }
@@ -258,6 +261,53 @@ impl TestNet {
         match k {
             0 => &mut self.sfu,
             k => &mut self.cores[k - 1],
+        }
+    }
+
+    /// The relay driver's exchange, played in memory: core `edge` pulls
+    /// `room` from core `origin` (its `Pull` offer becomes a WHEP
+    /// `Subscribe` on the origin, whose answer goes back as `PullAnswer`;
+    /// a refused subscribe becomes `PullFailed`). Returns the upstream's
+    /// token and the origin's session token.
+    pub fn pull(
+        &mut self,
+        edge: usize,
+        origin: usize,
+        room: &str,
+    ) -> Result<(SessionToken, SessionToken), crate::sfu::ApiError> {
+        let now = self.now;
+        let room = RoomName::new(room).unwrap();
+        let (token, offer) = match self
+            .core(edge)
+            .handle_command(now, Command::Pull { room: room.clone() })?
+        {
+            Reply::PullOffer { token, offer } => (token, offer),
+            other => panic!("unexpected reply {other:?}"),
+        };
+        let sub = Command::Subscribe {
+            room: room.clone(),
+            offer,
+        };
+        match self.core(origin).handle_command(now, sub) {
+            Ok(Reply::Created {
+                token: origin_token,
+                answer,
+                ..
+            }) => {
+                let cmd = Command::PullAnswer {
+                    room,
+                    token,
+                    answer,
+                };
+                self.core(edge).handle_command(now, cmd)?;
+                Ok((token, origin_token))
+            }
+            Ok(other) => panic!("unexpected reply {other:?}"),
+            Err(e) => {
+                let cmd = Command::PullFailed { room, token };
+                self.core(edge).handle_command(now, cmd)?;
+                Err(e)
+            }
         }
     }
 
@@ -568,6 +618,7 @@ impl TestNet {
                     self.push(server_addr(), t.destination, t.contents.to_vec())
                 }
                 crate::sfu::Output::Record(r) => self.recorded.push(r),
+                crate::sfu::Output::Upstream(u) => self.upstream_events.push((0, u)),
                 crate::sfu::Output::Timeout(_) => return back,
             }
         }
@@ -755,6 +806,7 @@ impl TestNet {
                     }
                 }
                 crate::sfu::Output::Record(r) => self.recorded.push(r),
+                crate::sfu::Output::Upstream(u) => self.upstream_events.push((k, u)),
                 crate::sfu::Output::Timeout(t) => return t,
             }
         }
