@@ -102,6 +102,7 @@ const STEPS: [Duration; 4] = [
 ];
 
 const ZERO: Counts = Counts {
+    upstream_addrs_used: 0,
     sessions: 0,
     rooms: 0,
     tokens: 0,

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::TestNet;
+use common::{upstream_addrs, TestNet};
 use str0m::media::MediaKind;
 use wisp::sfu::{ApiError, Command, Reply, Role, RoomName, SfuConfig, UpstreamEnd, UpstreamEvent};
 
@@ -370,4 +370,73 @@ fn one_source_per_room_and_failed_pulls_end_cleanly() {
     let UpstreamEvent::Ended { why, .. } = ended(&net, edge)[2].clone();
     assert_eq!(why, UpstreamEnd::BadAnswer);
     assert_eq!(net.core(edge).stats().relay_upstreams, 0);
+}
+
+#[test]
+fn one_edge_pulls_two_rooms_from_one_origin_on_two_addresses() {
+    let mut net = TestNet::new(29);
+    // The edge (core 1) has two local addresses for upstreams: a peer
+    // connection is one 5-tuple, so two pulls from one origin need two.
+    let edge = net.add_core(SfuConfig {
+        upstream_addrs: upstream_addrs(1, 2),
+        ..SfuConfig::default()
+    });
+    net.publish_on(0, "first");
+    let p2 = net.publish_on(0, "second");
+    // The second publisher's payloads are numbered from a million on.
+    net.clients[p2].counter = 1_000_000;
+    let a = net.view_on(edge, "first");
+    let b = net.view_on(edge, "second");
+    net.pull(edge, 0, "first").expect("pull first");
+    net.pull(edge, 0, "second").expect("pull second");
+    assert_eq!(net.core(edge).counts().upstream_addrs_used, 2);
+    // Both are in use: a third pull is refused before it starts.
+    let now = net.now;
+    let third = Command::Pull {
+        room: RoomName::new("third").unwrap(),
+    };
+    assert_eq!(
+        net.core(edge).handle_command(now, third).err(),
+        Some(ApiError::AtCapacity)
+    );
+    net.run_for(Duration::from_secs(4));
+    assert_continuous(&net, a, MediaKind::Video);
+    assert_continuous(&net, b, MediaKind::Video);
+    assert_continuous(&net, a, MediaKind::Audio);
+    assert!(ended(&net, edge).is_empty(), "{:?}", net.upstream_events);
+    // Each room's payloads are its own publisher's.
+    for kind in [MediaKind::Video, MediaKind::Audio] {
+        assert!(net.counters(a, kind).iter().all(|c| *c < 1_000_000));
+        assert!(net.counters(b, kind).iter().all(|c| *c > 1_000_000));
+    }
+
+    // Its address is free again once the upstream ends.
+    net.delete(a).expect("delete");
+    net.run_for(Duration::from_secs(6));
+    assert_eq!(net.core(edge).counts().upstream_addrs_used, 1);
+}
+
+#[test]
+fn a_second_pull_from_one_origin_on_a_shared_socket_is_refused() {
+    let (mut net, edge) = origin_and_edge(30);
+    net.publish_on(0, "first");
+    net.publish_on(0, "second");
+    let a = net.view_on(edge, "first");
+    net.view_on(edge, "second");
+    net.pull(edge, 0, "first").expect("pull first");
+    let refused = net.pull(edge, 0, "second");
+    assert!(
+        matches!(refused, Err(ApiError::BadOffer(ref r)) if r.contains("upstream_addrs")),
+        "{refused:?}"
+    );
+    net.run_for(Duration::from_secs(3));
+    // The first upstream is untouched.
+    assert_continuous(&net, a, MediaKind::Video);
+    let events = ended(&net, edge);
+    assert_eq!(events.len(), 1, "{events:?}");
+    let UpstreamEvent::Ended { why, room, .. } = events[0].clone();
+    assert_eq!(
+        (why, room.to_string()),
+        (UpstreamEnd::BadAnswer, "second".into())
+    );
 }

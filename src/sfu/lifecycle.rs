@@ -592,6 +592,7 @@ impl Sfu {
         self.tokens.remove(&s.token);
         self.demux.remove_session(id, &s.ufrag);
         if let Some(p) = s.pull.take() {
+            self.release_upstream_addr(id, &p);
             // Every upstream ends with one event, whatever ended it.
             let why = p.end.unwrap_or(UpstreamEnd::Failed);
             let viewers = self.rooms.get(&s.room).map_or(0, |r| r.subscribers.len());

@@ -103,6 +103,15 @@ pub struct SfuConfig {
     /// mediasoup share one per process; each answer's `a=fingerprint` is its
     /// hash. `None`: [`Sfu::new`] makes one. Saves each session a key pair.
     pub dtls_cert: Option<DtlsCert>,
+    /// Local addresses for upstreams (see [`upstream`]), one upstream on
+    /// each at a time: the driver binds a UDP socket on each, hands what
+    /// arrives there to [`Sfu::handle_receive`] with that address as the
+    /// destination, and sends each `Transmit` from the socket of its
+    /// `source`. A peer connection is one 5-tuple, so two upstreams to the
+    /// same origin need two local addresses. Empty: upstreams use the
+    /// shared socket of `candidates`, and a second upstream to an origin
+    /// address already in use is refused (`AtCapacity`).
+    pub upstream_addrs: Vec<SocketAddr>,
 }
 
 impl Default for SfuConfig {
@@ -118,6 +127,7 @@ impl Default for SfuConfig {
             recording_available: false,
             max_load: overload::DEFAULT_MAX_LOAD,
             dtls_cert: None,
+            upstream_addrs: Vec::new(),
         }
     }
 }
@@ -179,6 +189,8 @@ pub struct Counts {
     /// Tokens of sessions that ended by themselves, kept for a late DELETE
     /// (bounded; emptied after [`ENDED_GRACE`]).
     pub recently_ended: usize,
+    /// Upstream addresses (`SfuConfig::upstream_addrs`) in use.
+    pub upstream_addrs_used: usize,
 }
 
 /// The Manager of rooms, and owner of every session.
@@ -206,6 +218,8 @@ pub struct Sfu {
     governor: overload::Governor,
     /// `rtp_forwarded` and sessions created at the last load sample.
     load_mark: (u64, u64),
+    /// The upstream on each of `config.upstream_addrs`, if any.
+    upstream_slots: Vec<Option<SessionId>>,
 }
 
 /// What one call leaves behind: output for the driver, work to finish
@@ -299,6 +313,7 @@ impl Sfu {
             "at least one candidate address"
         );
         config.dtls_cert.get_or_insert_with(dtls::new_dtls_cert);
+        let config_upstreams = config.upstream_addrs.len();
         Sfu {
             ids: IdGen::new(config.seed),
             load: overload::Load::new(config.max_load),
@@ -325,6 +340,7 @@ impl Sfu {
             ended: VecDeque::new(),
             governor: overload::Governor::default(),
             load_mark: (0, 0),
+            upstream_slots: vec![None; config_upstreams],
         }
     }
 
@@ -560,6 +576,7 @@ impl Sfu {
             addr_lists,
             keyframe_timers: self.keyframe_timers.len(),
             recently_ended: self.ended.len(),
+            upstream_addrs_used: self.upstream_slots.iter().flatten().count(),
         }
     }
 

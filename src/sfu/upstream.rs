@@ -13,7 +13,15 @@
 //! [`UpstreamEvent::Ended`] from `poll_output`, whatever ended it, so the
 //! driver can DELETE the origin's resource and pull again while viewers
 //! wait. At most one upstream per room (it holds the room's source slot).
+//!
+//! A peer connection is one 5-tuple, and the origin tells its sessions
+//! apart by the edge's address. So each upstream takes a local address of
+//! its own from `SfuConfig::upstream_addrs` when there are any (all that
+//! arrives there is its, from the origin's addresses), else it shares the
+//! core's socket and its origin's addresses route to it like a validated
+//! peer's; a second upstream to the same origin address is then refused.
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use str0m::change::{SdpAnswer, SdpPendingOffer};
@@ -87,6 +95,12 @@ pub struct Pull {
     pub idle_since: Option<Instant>,
     /// Why it ends, once decided (the first reason wins).
     pub end: Option<UpstreamEnd>,
+    /// Its index in `SfuConfig::upstream_addrs`, if it has an address of its own.
+    pub local: Option<usize>,
+    /// With an address of its own: the origin's addresses (from the answer's
+    /// candidates, at most `sdp::MAX_FRAG_CANDIDATES`), the only sources
+    /// accepted there.
+    pub remotes: Vec<SocketAddr>,
 }
 
 impl Pull {
@@ -118,8 +132,17 @@ impl Sfu {
             }
         }
         self.check_capacity(&room)?;
+        let slot = if self.upstream_slots.is_empty() {
+            None
+        } else {
+            let free = self.upstream_slots.iter().position(Option::is_none);
+            Some(free.ok_or(ApiError::AtCapacity)?)
+        };
         self.admit_publisher(now)?;
-        let candidates = self.config.candidates.clone();
+        let candidates = match slot {
+            Some(i) => vec![self.config.upstream_addrs[i]],
+            None => self.config.candidates.clone(),
+        };
         let cert = self.config.dtls_cert.clone();
         let built = guard(move || {
             // The client role: full ICE (the origin is ICE-lite), the
@@ -190,8 +213,13 @@ impl Sfu {
                 mids,
                 idle_since: idle.then_some(now),
                 end: None,
+                local: slot,
+                remotes: Vec::new(),
             })),
         };
+        if let Some(i) = slot {
+            self.upstream_slots[i] = Some(id);
+        }
         self.sessions.insert(id, session);
         self.tokens.insert(token, id);
         self.demux.add_ufrag(ufrag, id);
@@ -250,7 +278,7 @@ impl Sfu {
         let mids = pull.mids;
         let parsed = SdpAnswer::from_sdp_string(answer).map_err(|e| one_line(&e.to_string()))?;
         let frag = sdp::parse_frag(answer).map_err(|e| format!("answer: {e}"))?;
-        let addrs: Vec<_> = frag
+        let addrs: Vec<SocketAddr> = frag
             .candidates
             .iter()
             .filter_map(|c| Candidate::from_sdp_string(c).ok())
@@ -258,6 +286,18 @@ impl Sfu {
             .collect();
         if addrs.is_empty() {
             return Err("the answer has no usable candidate".into());
+        }
+        let own_address = pull.local.is_some();
+        if !own_address {
+            if let Some(a) = addrs
+                .iter()
+                .find(|a| self.demux.by_addr(a).is_some_and(|o| o != id))
+            {
+                return Err(format!(
+                    "{a} is already a peer of this node (another upstream to the \
+                     same origin needs an address of its own: upstream_addrs)"
+                ));
+            }
         }
         match guarded(&mut s.rtc, |rtc| {
             rtc.sdp_api().accept_answer(pending, parsed)
@@ -289,10 +329,18 @@ impl Sfu {
             return Err("the answer sends neither audio nor video".into());
         }
         let room = s.room.clone();
-        // The origin answers checks and sends media from its candidates:
-        // route them to this session (its responses carry no ufrag).
-        for a in addrs {
-            self.demux.add_addr(a, id);
+        // The origin answers checks and sends media from its candidates.
+        // On an address of its own, only they are accepted there; on the
+        // shared socket they route to this session (its STUN responses
+        // carry no ufrag).
+        if own_address {
+            if let Some(p) = s.pull.as_mut() {
+                p.remotes = addrs;
+            }
+        } else {
+            for a in addrs {
+                self.demux.add_addr(a, id);
+            }
         }
         for (kind, rids) in tracks {
             self.attach_track(&room, kind, &rids);
@@ -319,6 +367,49 @@ impl Sfu {
             p.end.get_or_insert(why);
         }
         self.close_session(now, id);
+    }
+
+    /// The upstream a datagram from `source` to local address `dst` is for,
+    /// if `dst` is one of `SfuConfig::upstream_addrs` (a wildcard `dst`
+    /// matches by port): `Ok(id)`, or `Err` when nothing there takes it
+    /// (no upstream on it, or a source that is not its origin). `None`:
+    /// not an upstream address, route as usual.
+    pub(super) fn upstream_route(
+        &self,
+        source: SocketAddr,
+        dst: SocketAddr,
+    ) -> Option<Result<SessionId, ()>> {
+        if self.upstream_slots.is_empty() || self.config.candidates.contains(&dst) {
+            return None;
+        }
+        let i = self.upstream_addr_index(dst)?;
+        let known = |id: &SessionId| {
+            self.sessions
+                .get(id)
+                .and_then(|s| s.pull.as_ref())
+                .is_some_and(|p| p.remotes.contains(&source))
+        };
+        Some(self.upstream_slots[i].filter(known).ok_or(()))
+    }
+
+    /// The index of `dst` in `SfuConfig::upstream_addrs` (a wildcard
+    /// address matches by port and family).
+    pub(super) fn upstream_addr_index(&self, dst: SocketAddr) -> Option<usize> {
+        let pool = &self.config.upstream_addrs;
+        pool.iter().position(|a| *a == dst).or_else(|| {
+            pool.iter().position(|a| {
+                dst.ip().is_unspecified() && a.port() == dst.port() && a.is_ipv4() == dst.is_ipv4()
+            })
+        })
+    }
+
+    /// Free the local address of upstream `p` (it is closing).
+    pub(super) fn release_upstream_addr(&mut self, id: SessionId, p: &Pull) {
+        if let Some(slot) = p.local.and_then(|i| self.upstream_slots.get_mut(i)) {
+            if *slot == Some(id) {
+                *slot = None;
+            }
+        }
     }
 
     /// A viewer joined or left `room`: an upstream feeding it stops or

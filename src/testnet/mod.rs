@@ -42,6 +42,14 @@ pub fn server_addr() -> SocketAddr {
     SocketAddr::from(SERVER)
 }
 
+/// `n` local addresses for upstreams of core `k` (its
+/// `SfuConfig::upstream_addrs`): its address with ports 9000.. .
+pub fn upstream_addrs(k: usize, n: usize) -> Vec<SocketAddr> {
+    (0..n)
+        .map(|i| SocketAddr::new(core_addr(k).ip(), 9000 + i as u16))
+        .collect()
+}
+
 /// The address of core `k` of a net with several ([`TestNet::add_core`]):
 /// core 0 is [`server_addr`], core k the next documentation address.
 pub fn core_addr(k: usize) -> SocketAddr {
@@ -311,9 +319,12 @@ impl TestNet {
         }
     }
 
-    /// Which core listens on `addr`.
+    /// Which core listens on `addr` (its candidate or an upstream address).
     fn core_at(&self, addr: SocketAddr) -> Option<usize> {
-        (0..=self.cores.len()).find(|k| core_addr(*k) == addr)
+        std::iter::once(&self.sfu).chain(&self.cores).position(|c| {
+            let cfg = c.config();
+            cfg.candidates.contains(&addr) || cfg.upstream_addrs.contains(&addr)
+        })
     }
 
     fn random(&mut self) -> f64 {
@@ -764,7 +775,8 @@ impl TestNet {
                 crate::sfu::Output::Transmit(t) => {
                     let to = t.destination;
                     if self.core_at(to).is_some() {
-                        self.push(from, to, t.contents.to_vec());
+                        // From the socket it names: an upstream may have its own.
+                        self.push(t.source, to, t.contents.to_vec());
                         continue;
                     }
                     let target = self
