@@ -13,7 +13,7 @@ use mio::{Events, Interest, Poll, Token};
 use crate::channel::CoreRequest;
 use crate::sfu::overload::LoadSample;
 use crate::sfu::recorder_tap::RecordEvent;
-use crate::sfu::{Output, Reply, Sfu};
+use crate::sfu::{Output, Reply, Sfu, UpstreamEvent};
 use crate::udp::BatchSocket;
 
 /// Token of the UDP socket.
@@ -94,6 +94,8 @@ pub struct EventLoop {
     recorder: Option<(Sender<RecordEvent>, Arc<crate::record::RecorderStats>)>,
     /// The socket is registered for WRITABLE too (while sends wait for room).
     write_interest: bool,
+    /// Where the core's upstream events go (cluster mode's relay manager).
+    upstream: Option<Box<dyn FnMut(UpstreamEvent) + Send>>,
 }
 
 impl EventLoop {
@@ -117,6 +119,7 @@ impl EventLoop {
             stop,
             recorder: None,
             write_interest: false,
+            upstream: None,
         })
     }
 
@@ -128,6 +131,12 @@ impl EventLoop {
         stats: Arc<crate::record::RecorderStats>,
     ) {
         self.recorder = Some((tx, stats));
+    }
+
+    /// Hand the core's upstream events to `f` (it must not block: the relay
+    /// manager queues them). Without it they are only logged.
+    pub fn set_upstream_handler(&mut self, f: impl FnMut(UpstreamEvent) + Send + 'static) {
+        self.upstream = Some(Box::new(f));
     }
 
     /// Run until the stop flag is set (ring the waker after setting it); then
@@ -189,9 +198,10 @@ impl EventLoop {
                         }
                     }
                 }
-                // Until the relay driver (issue 15) takes them: no pull is
-                // made without it, so no upstream exists to end.
-                Output::Upstream(ev) => log::debug!("upstream event: {ev:?}"),
+                Output::Upstream(ev) => match &mut self.upstream {
+                    Some(f) => f(ev),
+                    None => log::debug!("upstream event: {ev:?}"),
+                },
                 Output::Timeout(t) => break t,
             }
         };

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use wisp::auth::Auth;
 use wisp::channel::{CoreLink, CoreRequest};
-use wisp::cluster::ClusterNode;
+use wisp::cluster::{ClusterNode, RelayHandle};
 use wisp::config::{Config, ConfigOutcome};
 use wisp::event_loop::{EventLoop, WAKER};
 use wisp::http::HttpConfig;
@@ -95,8 +95,10 @@ fn run(cfg: Config, auth: Auth) -> Result<(), Box<dyn std::error::Error>> {
     // Cluster mode (issue 15): the directory and its reporter, on their own threads.
     let cluster = match &cfg.cluster {
         Some(c) => {
-            let core = CoreLink::new(tx.clone(), waker.clone(), Duration::from_secs(2));
-            let node = ClusterNode::start(c, cfg.max_sessions, core, None)?;
+            let link = || CoreLink::new(tx.clone(), waker.clone(), Duration::from_secs(2));
+            let token = c.cluster_token.as_ref().map(|t| t.expose().to_string());
+            let relay = Arc::new(RelayHandle::start(link(), token, &c.node_url)?);
+            let node = ClusterNode::start(c, cfg.max_sessions, link(), Some(relay))?;
             http_cfg = http_cfg.with_cluster(node.clone());
             Some(node)
         }
@@ -142,6 +144,9 @@ fn run(cfg: Config, auth: Auth) -> Result<(), Box<dyn std::error::Error>> {
     let stop = Arc::new(AtomicBool::new(false));
     spawn_signal_thread(stop.clone(), waker_for_signals)?;
     let mut event_loop = EventLoop::new(poll, udp, rx, sfu, stop)?;
+    if let Some(relay) = cluster.as_ref().and_then(|n| n.relay()) {
+        event_loop.set_upstream_handler(move |ev| relay.upstream_event(ev));
+    }
     let recorder_thread = recorder.map(|(tx, stats, handle)| {
         event_loop.set_recorder(tx, stats);
         handle

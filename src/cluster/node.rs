@@ -265,10 +265,25 @@ impl ClusterNode {
         self.relay.as_ref().and_then(|r| r.origin_of(room))
     }
 
+    /// The relay manager, if this node pulls.
+    pub fn relay(&self) -> Option<Arc<RelayHandle>> {
+        self.relay.clone()
+    }
+
     /// Ask the relay manager to pull `room` from `url` (node `node`).
     pub fn want_pull(&self, room: &str, node: &str, url: &str) {
         if let Some(r) = &self.relay {
             r.want(RelayRequest {
+                room: room.to_string(),
+                node: node.to_string(),
+                url: url.to_string(),
+            });
+        }
+    }
+
+    fn moved(&self, room: &str, node: &str, url: &str) {
+        if let Some(r) = &self.relay {
+            r.moved(RelayRequest {
                 room: room.to_string(),
                 node: node.to_string(),
                 url: url.to_string(),
@@ -300,14 +315,28 @@ impl ClusterNode {
     fn on_event(&self, ev: DirEvent) {
         match ev {
             DirEvent::RoomLive { room, node, url } => {
-                if node != self.config.node_id && self.waiting(&room) {
-                    self.want_pull(&room, &node, &url);
+                if node == self.config.node_id {
+                    return;
+                }
+                match self.relaying(&room) {
+                    Some(from) if from != node => self.moved(&room, &node, &url),
+                    Some(_) => {}
+                    None if self.waiting(&room) => self.want_pull(&room, &node, &url),
+                    None => {}
                 }
             }
             DirEvent::Resync => {
                 for room in self.waiting_rooms() {
                     if let Ok(Some((node, url))) = self.remote_owner(&room) {
                         self.want_pull(&room, &node, &url);
+                    }
+                }
+                let relayed = self.relay.as_ref().map(|r| r.rooms()).unwrap_or_default();
+                for (room, from) in relayed {
+                    if let Ok(Some((node, url))) = self.remote_owner(&room) {
+                        if node != from {
+                            self.moved(&room, &node, &url);
+                        }
                     }
                 }
             }
@@ -391,7 +420,7 @@ impl Reporter {
         let now: HashMap<String, Seen> = rooms
             .iter()
             .map(|r| {
-                let relayed = node.relaying(&r.name).is_some();
+                let relayed = r.relayed || node.relaying(&r.name).is_some();
                 let seen = Seen {
                     publisher_live: r.publisher_live && !relayed,
                     viewers: r.viewers,

@@ -22,7 +22,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 
-use crate::sfu::id::RoomName;
+use crate::channel::{CoreError, CoreLink};
+use crate::sfu::command::{ApiError, Command, Reply};
+use crate::sfu::id::{RoomName, SessionToken};
+use crate::sfu::UpstreamEvent;
 
 /// Timeout of every HTTP request to another node (connect to last byte).
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,6 +48,45 @@ pub trait PullCore: Send + 'static {
     fn failed(&self, room: &RoomName, token: Self::Token);
 }
 
+/// The core through the command channel: `Pull`, `PullAnswer`, `PullFailed`.
+impl PullCore for CoreLink {
+    type Token = SessionToken;
+
+    fn pull(&self, room: &RoomName) -> Result<(SessionToken, String), String> {
+        match self.call(Command::Pull { room: room.clone() }) {
+            Ok(Ok(Reply::PullOffer { token, offer })) => Ok((token, offer)),
+            other => Err(refusal(other)),
+        }
+    }
+
+    fn answer(&self, room: &RoomName, token: SessionToken, answer: String) -> Result<(), String> {
+        let cmd = Command::PullAnswer {
+            room: room.clone(),
+            token,
+            answer,
+        };
+        match self.call(cmd) {
+            Ok(Ok(_)) => Ok(()),
+            other => Err(refusal(other)),
+        }
+    }
+
+    fn failed(&self, room: &RoomName, token: SessionToken) {
+        let _ = self.call(Command::PullFailed {
+            room: room.clone(),
+            token,
+        });
+    }
+}
+
+fn refusal(r: Result<Result<Reply, ApiError>, CoreError>) -> String {
+    match r {
+        Ok(Err(e)) => e.to_string(),
+        Ok(Ok(reply)) => format!("unexpected reply {reply:?}"),
+        Err(CoreError::Busy) => "the core is busy".to_string(),
+    }
+}
+
 /// A pull wanted: `room` from node `node` at base URL `url`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelayRequest {
@@ -55,7 +97,12 @@ pub struct RelayRequest {
 
 enum Msg {
     Want(RelayRequest),
-    Ended { room: String, token: String },
+    /// The room went live on `node`: an upstream from another node is stale.
+    Moved(RelayRequest),
+    Ended {
+        room: String,
+        token: String,
+    },
 }
 
 #[derive(Default)]
@@ -115,6 +162,25 @@ impl RelayHandle {
     pub fn want(&self, req: RelayRequest) {
         if self.origin_of(&req.room).is_none() {
             let _ = self.tx.try_send(Msg::Want(req));
+        }
+    }
+
+    /// `req.room` went live on `req.node`: an upstream of it from another
+    /// node (an origin that died, its claim expired) is ended and the room
+    /// pulled from `req.node` at once. Non-blocking.
+    pub fn moved(&self, req: RelayRequest) {
+        let _ = self.tx.try_send(Msg::Moved(req));
+    }
+
+    /// The core's upstream event (from the event loop; non-blocking).
+    pub fn upstream_event(&self, ev: UpstreamEvent) {
+        match ev {
+            UpstreamEvent::Ended {
+                room, token, why, ..
+            } => {
+                log::debug!("relay: upstream of room {room} ended ({})", why.label());
+                self.ended(room.as_str(), &token.to_string());
+            }
         }
     }
 
@@ -179,6 +245,8 @@ enum Posted {
 /// One upstream.
 struct Up<T> {
     token: T,
+    /// The node pulled from.
+    node: String,
     /// The session URL at the origin, for the DELETE.
     location: Option<String>,
 }
@@ -198,6 +266,7 @@ impl<C: PullCore> Manager<C> {
         while !self.shared.stop.load(Ordering::Relaxed) {
             match rx.recv_timeout(Duration::from_millis(200)) {
                 Ok(Msg::Want(req)) => self.pull(req),
+                Ok(Msg::Moved(req)) => self.moved(req),
                 Ok(Msg::Ended { room, token }) => self.end(&room, &token),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -266,6 +335,7 @@ impl<C: PullCore> Manager<C> {
             Ok(Posted::Created { location, answer }) => {
                 let up = Up {
                     token,
+                    node: req.node.clone(),
                     location: location.map(|l| resolve(base_of(&url), &l)),
                 };
                 if let Err(e) = self.core.answer(room, token, answer) {
@@ -315,6 +385,31 @@ impl<C: PullCore> Manager<C> {
             }
             (status, _) => Err(format!("POST {url}: status {status}")),
         }
+    }
+
+    fn moved(&mut self, req: RelayRequest) {
+        let stale = self.ups.get(&req.room).is_some_and(|u| u.node != req.node);
+        if !stale {
+            return;
+        }
+        let Some(old) = self.ups.remove(&req.room) else {
+            return;
+        };
+        log::info!(
+            "relay: room {} moved from node {} to node {}",
+            req.room,
+            old.node,
+            req.node
+        );
+        if let Some(room) = RoomName::new(&req.room) {
+            // Frees the room's source for the new upstream; its Ended is
+            // then ignored (no longer in `ups`).
+            self.core.failed(&room, old.token);
+        }
+        self.set_active(&req.room, None);
+        self.retry.remove(&req.room);
+        self.pull(req);
+        self.delete(&old);
     }
 
     fn end(&mut self, room: &str, token: &str) {

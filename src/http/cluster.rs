@@ -189,6 +189,7 @@ pub(super) fn figures(node: &ClusterNode) -> ClusterFigures {
 pub(super) fn room_origin(node: &ClusterNode, r: &RoomInfo) -> (Option<String>, bool) {
     match node.relaying(&r.name) {
         Some(origin) => (Some(origin), true),
+        None if r.relayed => (None, true),
         None if r.publisher_live => (Some(node.config.node_id.clone()), false),
         None => (None, false),
     }
