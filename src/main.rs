@@ -15,6 +15,7 @@ use wisp::http::HttpConfig;
 use wisp::record::RecorderConfig;
 use wisp::sfu::Command;
 use wisp::sfu::{Sfu, SfuConfig};
+use wisp::upstream_udp::UpstreamSockets;
 
 fn main() -> ExitCode {
     let cfg = match Config::from_args_and_env(std::env::args().skip(1), |k| std::env::var(k).ok()) {
@@ -63,6 +64,16 @@ fn run(cfg: Config, auth: Auth) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
+    // Cluster mode: each upstream (an edge's pull) on a socket of its own.
+    let upstream_sockets = match &cfg.cluster {
+        Some(_) => Some(UpstreamSockets::bind(
+            cfg.udp_addr.ip(),
+            candidates.first().map_or(cfg.udp_addr.ip(), |c| c.ip()),
+            wisp::cluster::relay::UPSTREAM_SOCKETS,
+        )?),
+        None => None,
+    };
+
     let mut seed = [0u8; 32];
     aws_lc_rs::rand::fill(&mut seed).map_err(|_| "no OS randomness")?;
     let now = Instant::now();
@@ -75,6 +86,10 @@ fn run(cfg: Config, auth: Auth) -> Result<(), Box<dyn std::error::Error>> {
             seed,
             record_default: cfg.record_dir.is_some(),
             recording_available: cfg.record_dir.is_some(),
+            upstream_addrs: upstream_sockets
+                .as_ref()
+                .map(UpstreamSockets::addrs)
+                .unwrap_or_default(),
             ..SfuConfig::default()
         },
         now,
@@ -146,6 +161,9 @@ fn run(cfg: Config, auth: Auth) -> Result<(), Box<dyn std::error::Error>> {
     let mut event_loop = EventLoop::new(poll, udp, rx, sfu, stop)?;
     if let Some(relay) = cluster.as_ref().and_then(|n| n.relay()) {
         event_loop.set_upstream_handler(move |ev| relay.upstream_event(ev));
+    }
+    if let Some(sockets) = upstream_sockets {
+        event_loop.set_upstream_sockets(sockets)?;
     }
     let recorder_thread = recorder.map(|(tx, stats, handle)| {
         event_loop.set_recorder(tx, stats);

@@ -230,3 +230,46 @@ fn origin_killed_edge_viewers_wait_and_resume_on_republish() {
     let n = counters(&viewer);
     assert!(n[before].is_multiple_of(30), "resumes on a keyframe");
 }
+
+#[test]
+fn one_edge_pulls_two_rooms_from_one_origin() {
+    if !have_redis("one_edge_pulls_two_rooms_from_one_origin") {
+        return;
+    }
+    str0m::crypto::from_feature_flags().install_process_default();
+    let redis = Redis::new();
+    let a = Node::start(&redis.url(), &[]);
+    let b = Node::start(&redis.url(), &[]);
+    a.until("two nodes", Duration::from_secs(6), |v| nodes(v).len() == 2);
+    let mut p1 = Peer::new(&a.wisp, "/whip/one", Direction::SendOnly);
+    let mut p2 = Peer::new(&a.wisp, "/whip/two", Direction::SendOnly);
+    let mut v1 = Peer::new(&b.wisp, "/whep/one", Direction::RecvOnly);
+    let mut v2 = Peer::new(&b.wisp, "/whep/two", Direction::RecvOnly);
+    let (mut f1, mut f2) = (0, 0);
+    let end = Instant::now() + Duration::from_secs(20);
+    let mut next = Instant::now();
+    while Instant::now() < end && (v1.got_video.len() < 50 || v2.got_video.len() < 50) {
+        for p in [&mut p1, &mut p2, &mut v1, &mut v2] {
+            p.pump();
+        }
+        if Instant::now() >= next {
+            if p1.connected {
+                p1.send_frame(f1);
+                f1 += 1;
+            }
+            if p2.connected {
+                p2.send_frame(f2);
+                f2 += 1;
+            }
+            next += Duration::from_millis(20);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(
+        v1.got_video.len() >= 50 && v2.got_video.len() >= 50,
+        "edge viewers got {} and {}",
+        v1.got_video.len(),
+        v2.got_video.len()
+    );
+    assert_eq!(b.metric("wisp_relay_upstreams"), 2);
+}
