@@ -272,4 +272,56 @@ fn one_edge_pulls_two_rooms_from_one_origin() {
         v2.got_video.len()
     );
     assert_eq!(b.metric("wisp_relay_upstreams"), 2);
+
+    // Redis stopped: running relays keep flowing.
+    let mut redis = redis;
+    redis.kill();
+    let (n1, n2) = (v1.got_video.len(), v2.got_video.len());
+    let end = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < end {
+        for p in [&mut p1, &mut p2, &mut v1, &mut v2] {
+            p.pump();
+        }
+        if Instant::now() >= next {
+            p1.send_frame(f1);
+            p2.send_frame(f2);
+            f1 += 1;
+            f2 += 1;
+            next += Duration::from_millis(20);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(
+        v1.got_video.len() >= n1 + 50 && v2.got_video.len() >= n2 + 50,
+        "relays stalled without Redis: {n1} -> {}, {n2} -> {}",
+        v1.got_video.len(),
+        v2.got_video.len()
+    );
+
+    // The last viewer of a room leaves: its upstream closes within 5 s
+    // and its session on the origin is deleted.
+    let r = b.wisp.request("DELETE", &v1.location, &[], b"");
+    assert_eq!(r.status, 200);
+    let t = Instant::now();
+    loop {
+        v2.pump();
+        p1.pump();
+        p2.pump();
+        let rooms = a.get("/api/rooms", &[]).json();
+        let one = rooms
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "one")
+            .map(|r| r["viewers"].clone());
+        if b.metric("wisp_relay_upstreams") == 1 && one == Some(0.into()) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(8), "{rooms}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "upstream closed {:?} after the last viewer left",
+        t.elapsed()
+    );
 }
