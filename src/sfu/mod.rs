@@ -30,7 +30,10 @@
 //!    to, once per batch (`drain_written`), and returns the SRTP datagrams.
 //!
 //! Sessions begin and end in `lifecycle.rs` (publish, view, patch, close);
-//! SDP text is read in `sdp.rs`; timers live in `timers.rs`.
+//! an edge's pull of a room from its origin, a session in the client role
+//! that is the room's source, in `upstream.rs` (its end reaches the driver
+//! as [`Output::Upstream`]); SDP text is read in `sdp.rs`; timers live in
+//! `timers.rs`.
 
 pub mod command;
 pub mod demux;
