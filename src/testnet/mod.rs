@@ -302,6 +302,7 @@ impl TestNet {
                 answer,
                 ..
             }) => {
+                self.last_answer = answer.clone();
                 let cmd = Command::PullAnswer {
                     room,
                     token,
