@@ -363,6 +363,12 @@ fn an_overloaded_core_redirects_in_cluster_mode() {
         assert_eq!(calls, 2);
     }
     assert_eq!(node.redirects(), 2);
+    // A WHIP POST without an offer is refused before it claims the room.
+    let empty =
+        HttpRequest::new("POST", "/whip/empty").with_header("Content-Type", "application/sdp");
+    let r = handle(&empty, &cfg, &mut |_| panic!("the core is not asked"));
+    assert_eq!(r.status, 400);
+    assert_eq!(node.dir.room_owner("empty"), Ok(None));
     node.shutdown();
     other.shutdown();
 }

@@ -61,6 +61,9 @@ pub(super) fn post(
     let mut claimed = false;
     let mut pull = None;
     match role {
+        // A request the core will not see (wrong type, no offer) claims
+        // nothing: a claim tells the edges that the room went live.
+        Role::Publisher if !looks_like_an_offer(req) => {}
         Role::Publisher => match node.claim(room.as_str()) {
             Ok(c) => claimed = c,
             Err(_) => {
@@ -109,6 +112,16 @@ pub(super) fn post(
         }
     }
     resp
+}
+
+/// An `application/sdp` body that is not blank (`post_offer` checks the rest).
+fn looks_like_an_offer(req: &HttpRequest) -> bool {
+    let sdp = req.header("Content-Type").is_some_and(|v| {
+        v.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/sdp"))
+    });
+    sdp && req.body.iter().any(|b| !b.is_ascii_whitespace())
 }
 
 /// The response for a decision other than [`Decision::Serve`].
