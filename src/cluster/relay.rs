@@ -37,6 +37,8 @@ pub const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 pub const QUEUE: usize = 256;
 /// Pause before a room whose pull failed is pulled again.
 pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+/// Longest the manager spends DELETEing upstreams at shutdown.
+const SHUTDOWN_DELETES: Duration = Duration::from_secs(2);
 /// Largest SDP answer read from an origin.
 const MAX_ANSWER: u64 = 64 * 1024;
 
@@ -276,12 +278,15 @@ impl<C: PullCore> Manager<C> {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        // The core closes the upstreams at shutdown; close them at the origins.
-        let rooms: Vec<String> = self.ups.keys().cloned().collect();
-        for room in rooms {
-            if let Some(up) = self.ups.remove(&room) {
-                self.delete(&up);
+        // The core closes the upstreams at shutdown; close them at the
+        // origins too, for at most SHUTDOWN_DELETES (the origins' sessions
+        // time out by themselves anyway).
+        let until = Instant::now() + SHUTDOWN_DELETES;
+        for (_, up) in self.ups.drain() {
+            if Instant::now() >= until {
+                break;
             }
+            delete(&self.agent, self.token.as_deref(), &up);
         }
     }
 
@@ -432,14 +437,20 @@ impl<C: PullCore> Manager<C> {
 
     /// DELETE the upstream's session at the origin (best effort, bounded).
     fn delete(&self, up: &Up<C::Token>) {
-        let Some(url) = &up.location else { return };
-        let mut del = self.agent.delete(url);
-        if let Some(t) = &self.token {
-            del = del.header("Authorization", format!("Bearer {t}"));
-        }
-        if let Err(e) = del.call() {
-            log::debug!("relay: DELETE {url}: {e}");
-        }
+        delete(&self.agent, self.token.as_deref(), up);
+    }
+}
+
+/// DELETE `up`'s session at its origin, presenting `token` (best effort,
+/// bounded by the agent's timeout).
+fn delete<T>(agent: &ureq::Agent, token: Option<&str>, up: &Up<T>) {
+    let Some(url) = &up.location else { return };
+    let mut del = agent.delete(url);
+    if let Some(t) = token {
+        del = del.header("Authorization", format!("Bearer {t}"));
+    }
+    if let Err(e) = del.call() {
+        log::debug!("relay: DELETE {url}: {e}");
     }
 }
 
