@@ -448,3 +448,37 @@ fn redis_stopped_local_rooms_flow_and_everything_is_rewritten_after() {
     }
     eprintln!("rewritten {:?} after Redis came back", t.elapsed());
 }
+
+/// SIGTERM: the node closes its sessions, then releases its claims and its
+/// record at once (not one TTL later), and exits.
+#[test]
+fn sigterm_releases_claims_and_record() {
+    if !have_redis("sigterm_releases_claims_and_record") {
+        return;
+    }
+    str0m::crypto::from_feature_flags().install_process_default();
+    let redis = Redis::new();
+    let mut a = Node::start(&redis.url(), &[]);
+    a.until("connected", Duration::from_secs(6), |v| nodes(v).len() == 1);
+    let r = a.post("/whip/bye", &[], &offer(Direction::SendOnly));
+    assert_eq!(r.status, 201);
+    let mut c = redis.conn();
+    let exists = |c: &mut redis::Connection, k: &str| -> bool {
+        redis::cmd("EXISTS").arg(k).query::<i64>(c).unwrap() == 1
+    };
+    let node_key = format!("wisp:node:{}", a.id());
+    assert!(exists(&mut c, "wisp:room:bye") && exists(&mut c, &node_key));
+    let pid = a.wisp.child.id().to_string();
+    let t = Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    while a.wisp.child.try_wait().unwrap().is_none() {
+        assert!(t.elapsed() < Duration::from_secs(5), "still running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!exists(&mut c, "wisp:room:bye"), "claim left behind");
+    assert!(!exists(&mut c, &node_key), "record left behind");
+}
