@@ -13,7 +13,7 @@
 //! room whose pull failed is not tried again before [`RETRY_AFTER_FAILURE`].
 //! Never on the media loop: the core is reached through the command channel.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -152,6 +152,7 @@ impl RelayHandle {
             shared: shared.clone(),
             ups: HashMap::new(),
             retry: HashMap::new(),
+            failing: HashSet::new(),
         };
         let thread = std::thread::Builder::new()
             .name("wisp-relay".into())
@@ -265,6 +266,8 @@ struct Manager<C: PullCore> {
     shared: Arc<Shared>,
     ups: HashMap<String, Up<C::Token>>,
     retry: HashMap<String, Instant>,
+    /// Rooms whose last pull failed (warned once until one succeeds).
+    failing: HashSet<String>,
 }
 
 impl<C: PullCore> Manager<C> {
@@ -304,20 +307,27 @@ impl<C: PullCore> Manager<C> {
             return;
         }
         self.retry.retain(|_, t| *t > now);
+        if self.failing.len() > QUEUE {
+            self.failing.clear();
+        }
         let Some(room) = RoomName::new(&req.room) else {
             return;
         };
         self.set_active(&req.room, Some(&req.node));
         match self.exchange(&room, &req) {
             Ok(up) => {
+                self.failing.remove(&req.room);
                 log::info!("relay: pulling room {room} from node {}", req.node);
                 self.ups.insert(req.room.clone(), up);
             }
             Err(why) => {
-                log::warn!(
-                    "relay: pull of room {room} from node {} failed: {why}",
-                    req.node
-                );
+                // Retried every second while viewers wait: warned once a run.
+                let (node, first) = (&req.node, self.failing.insert(req.room.clone()));
+                if first {
+                    log::warn!("relay: pull of room {room} from node {node} failed: {why}");
+                } else {
+                    log::debug!("relay: pull of room {room} from node {node} failed: {why}");
+                }
                 self.set_active(&req.room, None);
                 self.retry
                     .insert(req.room.clone(), Instant::now() + RETRY_AFTER_FAILURE);
