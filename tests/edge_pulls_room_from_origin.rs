@@ -92,6 +92,11 @@ fn edge_viewers_get_every_payload_in_order() {
     let rooms = net.core(edge).list_rooms(now);
     assert!(rooms[0].relayed && rooms[0].publisher_live, "{rooms:?}");
     assert!(!net.sfu.list_rooms(net.now)[0].relayed);
+    assert_eq!(
+        net.sfu.stats().relay_downstreams,
+        1,
+        "the origin counts the edge"
+    );
     net.assert_accounting();
 }
 

@@ -231,6 +231,7 @@ impl Sfu {
             shed: Default::default(),
             handshake: Default::default(),
             relay_layers: Vec::new(),
+            downstream_edge: false,
             pull: Some(Box::new(Pull {
                 pending: Some(pending),
                 mids,
