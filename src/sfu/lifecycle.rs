@@ -130,13 +130,11 @@ impl Sfu {
         // RFC 9725: a WHIP answer is recvonly, a WHEP answer sendonly, even
         // when the client offered sendrecv (aiortc's and browsers' addTrack).
         let mut offer_text = sdp::one_way_offer(offer, role == Role::Publisher);
+        let downstream_edge = role == Role::Subscriber && offer_text.contains("a=simulcast:recv");
         // A viewer asking for every simulcast layer (an edge's upstream)
         // of a room whose video has none gets the plain stream, so that
         // the edge's track has the origin's shape.
-        if role == Role::Subscriber
-            && !self.is_simulcast(room)
-            && offer_text.contains("a=simulcast:recv")
-        {
+        if downstream_edge && !self.is_simulcast(room) {
             offer_text = sdp::without_simulcast(&offer_text);
         }
         let offer = offer_text.as_str();
@@ -149,9 +147,7 @@ impl Sfu {
         // padding and probes would only cost the viewer's link and our CPU.
         // A viewer that asks for every layer (`a=simulcast:recv`, an edge's
         // upstream) makes no choice.
-        let bwe = role == Role::Subscriber
-            && self.is_simulcast(room)
-            && !offer_text.contains("a=simulcast:recv");
+        let bwe = role == Role::Subscriber && self.is_simulcast(room) && !downstream_edge;
         let built = guard(move || {
             let mut cfg = Self::rtc_config();
             if let Some(cert) = cert {
@@ -225,6 +221,7 @@ impl Sfu {
             handshake: Default::default(),
             pull: None,
             relay_layers: Vec::new(),
+            downstream_edge,
         };
         self.sessions.insert(id, session);
         self.tokens.insert(token, id);

@@ -20,12 +20,25 @@
 //!   segment, numbered on from the last packet the viewer got, so viewers
 //!   keep continuous numbering when one source ends and another takes over.
 //!
-//! A session-backed kind (a WHIP publisher) has its `Rtc` in the session
-//! map under `id`, resolves packets from that `Rtc`, and takes keyframe
-//! requests as RTCP PLI. A kind with no session of its own (packets pushed
-//! in from elsewhere) takes an id from the same counter so that it never
-//! equals a session's, calls the fan-out with its own `Resolved`, and turns
-//! feedback into an output for its driver.
+//! The session-backed kinds (a WHIP publisher, an edge's upstream) have
+//! their `Rtc` in the session map under `id`, resolve packets from that
+//! `Rtc`, and take keyframe requests as RTCP PLI. A kind with no session
+//! of its own (packets pushed in from elsewhere, e.g. another event loop's
+//! room) would:
+//!
+//! 1. take an id from the core's session id counter, so that it never
+//!    equals a session's, and hold the room's source slot with it (one
+//!    source per room, as for the others);
+//! 2. attach the room's tracks (`Sfu::attach_track`, with the layers'
+//!    rids) when it starts, and close the slot (`Room::close_source`, and
+//!    detach viewers' streams as `Sfu::close_session` does) when it ends;
+//! 3. for each packet pushed in: count it (`Stats::rtp_in`), build a
+//!    `SourcePacket` from its header fields and payload and a `Resolved`
+//!    from what the pusher knows (track kind, layer index, the
+//!    `PayloadParams` of its payload type), then call `forward_in` and
+//!    `Sfu::after_forward` (`forward.rs`);
+//! 4. add its arm to `Sfu::ask_source`, turning the `Feedback` into an
+//!    output for its driver.
 
 use std::time::Instant;
 

@@ -145,6 +145,10 @@ pub struct Stats {
     pub relay_upstreams_connected: u64,
     /// Upstreams ended so far (each one `Output::Upstream` event).
     pub relay_upstreams_ended: u64,
+    /// Viewers now that are other nodes' upstreams (their offer asked for
+    /// every simulcast layer, as an upstream's does); counted in
+    /// `sessions_live` too. The origin's cost per edge shows against it.
+    pub relay_downstreams: u64,
     /// Round-trip times reported once a second per session, by role (publishers, viewers).
     pub rtt: [Histogram; 2],
     /// Loss ratio once a second per session, by role: from a publisher
