@@ -11,6 +11,7 @@ use crate::args::Args;
 use crate::driver::Load;
 use crate::http::post_offer;
 use crate::media::Publisher;
+use crate::nodes::{node_records, snap_nodes, tally};
 use crate::peer::{new_offer, post_peer, Counts, Kind, Peer};
 use crate::report::percentile;
 use crate::server::{metric_sum, snap, ServerSnap};
@@ -43,7 +44,7 @@ pub fn run_load(args: &Args, n: usize, room: &str) -> Result<Value, String> {
 
     // Publisher first, so viewers get its tracks in their answers.
     let pub_path = format!("/whip/{room}");
-    let publisher = post_peer(args.http, Kind::Publisher, &pub_path, args.io())?;
+    let publisher = post_peer(args.publish_addr(), Kind::Publisher, &pub_path, args.io())?;
     let pi = load.add(publisher).map_err(|e| e.to_string())?;
     load.wait_connected(pi, Duration::from_secs(10))?;
 
@@ -54,7 +55,11 @@ pub fn run_load(args: &Args, n: usize, room: &str) -> Result<Value, String> {
     let t_setup = Instant::now();
     let mut post_time = 0.0;
     let mut refused = 0usize;
+    let view_addrs = args.view_addrs();
+    let mut refused_at = vec![0usize; view_addrs.len()];
     for i in 0..n {
+        let g = args.view_index(i);
+        let addr = view_addrs[g];
         let kind = if i < args.full_viewers {
             Kind::Full
         } else {
@@ -62,14 +67,16 @@ pub fn run_load(args: &Args, n: usize, room: &str) -> Result<Value, String> {
         };
         let p = new_offer(kind).map_err(|e| e.to_string())?;
         let t = Instant::now();
-        let r = post_offer(args.http, &view_path, &p.offer)?;
+        let r = post_offer(addr, &view_path, &p.offer)?;
         post_time += t.elapsed().as_secs_f64();
         if r.status == 503 {
             refused += 1;
+            refused_at[g] += 1;
             load.turn(Duration::ZERO);
             continue;
         }
-        let peer = p.finish(&r, args.http, &view_path, args.io())?;
+        let mut peer = p.finish(&r, addr, &view_path, args.io())?;
+        peer.group = g;
         load.add(peer).map_err(|e| e.to_string())?;
         load.turn(Duration::ZERO);
     }
@@ -102,8 +109,19 @@ pub fn run_load(args: &Args, n: usize, room: &str) -> Result<Value, String> {
             args.video_pps, args.packet_size, args.audio_pps, args.duration
         );
     }
+    let nodes: Vec<_> = args
+        .nodes()
+        .into_iter()
+        .map(|a| (a, args.pid_of(a)))
+        .collect();
+    let n1 = snap_nodes(&nodes);
     let s1 = snap(args, true);
     load.measuring = true;
+    for p in load.peers.iter_mut() {
+        if let Some(h) = &mut p.lat_hist {
+            h.clear();
+        }
+    }
     let t0 = Instant::now();
     let send_for = Duration::from_secs_f64(args.duration);
     let mut next_tick = t0 + Duration::from_secs(1);
@@ -187,9 +205,15 @@ pub fn run_load(args: &Args, n: usize, room: &str) -> Result<Value, String> {
     load.lat_sec.clear();
     load.measuring = false;
     let s2 = snap(args, true);
+    let n2 = snap_nodes(&nodes);
 
     let (rx, dec) = totals(&load.peers);
     let sent = pubr.video_sent + pubr.audio_sent;
+    let urls: Vec<Value> = tally(&load.peers, view_addrs.len(), &refused_at, sent)
+        .iter()
+        .zip(&view_addrs)
+        .map(|(t, a)| t.to_json(*a, sent))
+        .collect();
     let expected = sent * admitted as u64;
     let received = rx.media();
     let loss = loss_ratio(received, expected);
@@ -314,6 +338,9 @@ pub fn run_load(args: &Args, n: usize, room: &str) -> Result<Value, String> {
         "setup_post_per_s": n as f64 / post_time.max(1e-9),
         "deleted": deleted,
         "delete_s": del_s,
+        "publish_url": format!("http://{}", args.publish_addr()),
+        "view_urls": urls,
+        "nodes": node_records(&n1, &n2, dur, sent),
         "per_second": per_sec,
     }))
 }

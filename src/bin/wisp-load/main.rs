@@ -31,7 +31,8 @@
 //! The modules: `args` (flags), `http` (the WHIP/WHEP client), `peer` (the
 //! str0m peers), `media` (the payloads and the publisher), `driver` (the mio
 //! loop over all peers), `server` (readings of the server: `/proc`,
-//! `/metrics`), `fanout` (one load run), `setup` (`--setup-rate`) and
+//! `/metrics`), `nodes` (per-URL figures over several servers: publish to
+//! one, view through others), `fanout` (one load run), `setup` (`--setup-rate`) and
 //! `report` (what is printed and logged). This file picks the mode and runs
 //! the ramp.
 
@@ -42,6 +43,7 @@ mod driver;
 mod fanout;
 mod http;
 mod media;
+mod nodes;
 mod peer;
 mod report;
 mod server;

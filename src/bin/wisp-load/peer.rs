@@ -16,6 +16,7 @@ use str0m::{Candidate, Event, Input, Output, Rtc};
 
 use crate::http::{post_offer, HttpResponse};
 use crate::media::{now_us, sent_us, MAGIC_AUDIO, MAGIC_VIDEO};
+use crate::nodes::LatencyHist;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Kind {
@@ -90,6 +91,11 @@ pub struct Peer {
     pub want_keyframe: bool,
     pub keyframe_requests: u64,
     pub send_errors: u64,
+    /// Viewers: the index of their server in `Args::view_addrs`.
+    pub group: usize,
+    /// Full viewers: their latency samples (the same as pushed to the run's),
+    /// for the per-URL figures; cleared when measuring starts.
+    pub lat_hist: Option<LatencyHist>,
 }
 
 /// A peer before its offer is answered.
@@ -222,6 +228,8 @@ impl Pending {
             want_keyframe: true,
             keyframe_requests: 0,
             send_errors: 0,
+            group: 0,
+            lat_hist: (self.kind == Kind::Full).then(LatencyHist::default),
         })
     }
 }
@@ -375,7 +383,11 @@ impl Peer {
                     if let Some(sent) = sent_us(&p.payload, magic) {
                         *bucket += 1;
                         let d = self.last_recv_us.saturating_sub(sent);
-                        lat.push(d.min(u32::MAX as u64) as u32);
+                        let d = d.min(u32::MAX as u64) as u32;
+                        lat.push(d);
+                        if let Some(h) = &mut self.lat_hist {
+                            h.record(d);
+                        }
                         let u = self.last_user_us.saturating_sub(sent);
                         self.lat_user.push(u.min(u32::MAX as u64) as u32);
                     } else {

@@ -91,6 +91,42 @@ fn print_human(r: &Value) {
         fmt_opt(&g("server_udp_send_errors"), 0),
         fmt_opt(&g("server_packets_dropped"), 0),
     );
+    print_urls(r);
+}
+
+/// With several servers (`--publish-url`, `--view-url`): a line per view URL
+/// and per node. Nothing with one server, so that its output stays as it was.
+fn print_urls(r: &Value) {
+    let (urls, nodes) = (&r["view_urls"], &r["nodes"]);
+    let many = |v: &Value| v.as_array().is_some_and(|a| a.len() > 1);
+    if !many(urls) && !many(nodes) {
+        return;
+    }
+    for u in urls.as_array().into_iter().flatten() {
+        println!(
+            "  view {}: {} viewers ({} refused), received {} of {}, loss {:.4}%, latency p50 {} p99 {} us ({} samples)",
+            u["url"].as_str().unwrap_or("-"),
+            fmt_opt(&u["viewers"], 0),
+            fmt_opt(&u["refused"], 0),
+            fmt_opt(&u["received"], 0),
+            fmt_opt(&u["expected"], 0),
+            u["loss_ratio"].as_f64().unwrap_or(0.0) * 100.0,
+            fmt_opt(&u["latency_p50_us"], 0),
+            fmt_opt(&u["latency_p99_us"], 0),
+            fmt_opt(&u["latency_samples"], 0),
+        );
+    }
+    for n in nodes.as_array().into_iter().flatten() {
+        println!(
+            "  node {}: forwarded {} ({} per sent packet), cpu {} s = {} us/forwarded, relay upstreams {}",
+            n["url"].as_str().unwrap_or("-"),
+            fmt_opt(&n["forwarded_total"], 0),
+            fmt_opt(&n["forwarded_per_sent"], 2),
+            fmt_opt(&n["cpu_s"], 2),
+            fmt_opt(&n["cpu_us_per_forwarded"], 3),
+            fmt_opt(&n["relay_upstreams"], 0),
+        );
+    }
 }
 
 /// Prints a run's record (one JSON line without the per-second samples with

@@ -102,7 +102,7 @@ fn udp_snmp() -> (u64, u64) {
 }
 
 /// Sum of the server's `/metrics` samples by metric name and labels (empty if unavailable).
-fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
+pub fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
     let Ok(r) = http(addr, "GET", "/metrics", None, "") else {
         return HashMap::new();
     };
