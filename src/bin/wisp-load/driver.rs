@@ -82,6 +82,13 @@ impl Load {
         }
     }
 
+    /// Takes peer `i`'s deadline into account after work outside [`Load::turn`]
+    /// moved it (the publisher's writes: str0m's pacer may hold a packet
+    /// until then, and the next turn must not sleep past it).
+    pub fn rearm(&mut self, i: usize) {
+        self.min_timeout = self.min_timeout.min(self.peers[i].next_timeout);
+    }
+
     /// Turns for `d`.
     pub fn pump_for(&mut self, d: Duration) {
         let end = Instant::now() + d;

@@ -168,6 +168,7 @@ pub fn run_load(args: &Args, n: usize, room: &str) -> Result<Value, String> {
                 let (lat, p) = (&mut load.lat_sec, &mut load.peers[pi]);
                 pubr.send_audio(p, lat);
             }
+            load.rearm(pi);
         } else if el >= send_for + args.drain {
             break;
         } else if at_end.is_none() {
