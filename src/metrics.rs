@@ -305,6 +305,12 @@ pub fn render(
 ) -> String {
     let mut o = Out(String::with_capacity(4096));
     o.single("wisp_rooms", "gauge", "Rooms that exist now.", s.rooms);
+    o.single(
+        "wisp_relay_downstreams",
+        "gauge",
+        "Viewers that are other nodes' upstreams (edges pulling rooms from this node).",
+        s.relay_downstreams,
+    );
 
     o.family("wisp_sessions", "gauge", "Live sessions by role and state.");
     for (i, role) in ROLES.iter().enumerate() {

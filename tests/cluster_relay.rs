@@ -111,6 +111,7 @@ fn a_publisher_on_one_node_reaches_viewers_on_two_others() {
     }
     let rooms = a.get("/api/rooms", &[]).json();
     assert_eq!(rooms[0]["viewers"], 2, "{rooms}");
+    assert_eq!(a.metric("wisp_relay_downstreams"), 2);
     assert_eq!(rooms[0]["origin"], a.id().as_str());
     assert_eq!(rooms[0]["relayed"], false);
     // The directory lists B as relaying the room (placement prefers it).
