@@ -94,6 +94,8 @@ pub struct EventLoop {
     recorder: Option<(Sender<RecordEvent>, Arc<crate::record::RecorderStats>)>,
     /// The socket is registered for WRITABLE too (while sends wait for room).
     write_interest: bool,
+    /// Figures published for placement and `/metrics` (several workers).
+    gauges: Option<Arc<crate::workers::WorkerGauges>>,
 }
 
 impl EventLoop {
@@ -117,6 +119,7 @@ impl EventLoop {
             stop,
             recorder: None,
             write_interest: false,
+            gauges: None,
         })
     }
 
@@ -128,6 +131,12 @@ impl EventLoop {
         stats: Arc<crate::record::RecorderStats>,
     ) {
         self.recorder = Some((tx, stats));
+    }
+
+    /// Publish this loop's figures to `gauges` (sessions and rooms after
+    /// every turn, rates once per load window).
+    pub fn set_gauges(&mut self, gauges: Arc<crate::workers::WorkerGauges>) {
+        self.gauges = Some(gauges);
     }
 
     /// Run until the stop flag is set (ring the waker after setting it); then
@@ -165,7 +174,11 @@ impl EventLoop {
             let now = Instant::now();
             busy |= self.read_commands(now);
             self.sfu.handle_timeout(now);
-            if let Some(sample) = meter.take(now) {
+            let sample = meter.take(now);
+            if let Some(g) = &self.gauges {
+                g.publish(&self.sfu, now, sample.as_ref());
+            }
+            if let Some(sample) = sample {
                 self.sfu.handle_load(now, sample);
             }
         }

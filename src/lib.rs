@@ -44,3 +44,4 @@ pub mod sfu;
 #[doc(hidden)]
 pub mod testnet;
 pub mod udp;
+pub mod workers;

@@ -176,7 +176,7 @@ impl Sfu {
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
         self.next_id += 1;
         let id = SessionId(self.next_id);
-        let token = self.ids.token();
+        let token = self.ids.token_for(&self.config.shard);
         let etag = self.new_etag();
         let session = Session {
             id,

@@ -58,7 +58,7 @@ use str0m::net::Transmit;
 use str0m::{Event, IceConnectionState, Input};
 
 pub use command::{ApiError, Command, Reply, Role, RoomInfo, TrackInfo};
-pub use id::{IdGen, RoomName, SessionId, SessionToken};
+pub use id::{IdGen, RoomName, SessionId, SessionToken, TokenShard};
 pub use stats::{DropReason, Stats};
 
 use demux::Demux;
@@ -94,6 +94,10 @@ pub struct SfuConfig {
     /// mediasoup share one per process; each answer's `a=fingerprint` is its
     /// hash. `None`: [`Sfu::new`] makes one. Saves each session a key pair.
     pub dtls_cert: Option<DtlsCert>,
+    /// This core's place among the process's workers: it makes only session
+    /// tokens its worker owns, and numbers its recordings apart from the
+    /// other workers'. Default: the only worker.
+    pub shard: id::TokenShard,
 }
 
 impl Default for SfuConfig {
@@ -109,6 +113,7 @@ impl Default for SfuConfig {
             recording_available: false,
             max_load: overload::DEFAULT_MAX_LOAD,
             dtls_cert: None,
+            shard: id::TokenShard::default(),
         }
     }
 }
@@ -275,6 +280,8 @@ impl Sfu {
             "at least one candidate address"
         );
         config.dtls_cert.get_or_insert_with(dtls::new_dtls_cert);
+        // Recording ids are unique in the process: workers share one recorder.
+        let recording_base = (config.shard.index as u64) << 40;
         Sfu {
             ids: IdGen::new(config.seed),
             load: overload::Load::new(config.max_load),
@@ -291,7 +298,7 @@ impl Sfu {
                 transmits: VecDeque::new(),
                 written: Vec::new(),
                 records: VecDeque::new(),
-                next_recording: 0,
+                next_recording: recording_base,
                 events: VecDeque::new(),
                 doomed: Vec::new(),
                 stats: Stats::default(),
@@ -467,6 +474,16 @@ impl Sfu {
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
+    }
+
+    /// RTP packets written to viewers so far (cheap: no snapshot).
+    pub fn forwarded(&self) -> u64 {
+        self.out.stats.rtp_forwarded
+    }
+
+    /// Live sessions (cheap: no snapshot).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
     }
 
     /// Number of rooms.

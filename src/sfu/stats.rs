@@ -86,6 +86,18 @@ pub struct Histogram {
 }
 
 impl Histogram {
+    /// Add `o`'s observations (same bounds) to these.
+    pub fn merge(&mut self, o: &Histogram) {
+        if self.buckets.len() < o.buckets.len() {
+            self.buckets.resize(o.buckets.len(), 0);
+        }
+        for (a, b) in self.buckets.iter_mut().zip(&o.buckets) {
+            *a += b;
+        }
+        self.sum += o.sum;
+        self.count += o.count;
+    }
+
     /// Record `v` against `bounds`.
     pub fn observe(&mut self, bounds: &[f64], v: f64) {
         if self.buckets.len() != bounds.len() + 1 {
@@ -171,12 +183,79 @@ pub struct Stats {
     pub io_send_errors: u64,
     /// Filled in by the event loop: `recv_from` errors other than WouldBlock.
     pub io_recv_errors: u64,
+    /// Filled in by the workers' driver: each worker's own figures, in
+    /// worker order (empty from a core).
+    pub workers: Vec<WorkerFigures>,
+    /// Filled in by the workers' driver: packets the relay between workers
+    /// dropped because a worker's queue was full.
+    pub relay_queue_full: u64,
+}
+
+/// One worker's figures (the per-worker gauges of `/metrics`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkerFigures {
+    /// Live sessions on the worker.
+    pub sessions: u64,
+    /// RTP packets it wrote to its viewers.
+    pub forwarded: u64,
+    /// Its loop's busy ratio in the last load window.
+    pub busy_ratio: f64,
 }
 
 impl Stats {
     /// Count one drop.
     pub fn drop(&mut self, r: DropReason) {
         self.dropped[r as usize] += 1;
+    }
+
+    /// Add another worker's snapshot to this one: counters and gauges of
+    /// counts add up, histograms merge bucket by bucket; of the load
+    /// figures the busiest worker's are kept (busy ratio and cost: the
+    /// highest; headroom: the lowest).
+    pub fn absorb(&mut self, o: &Stats) {
+        let add = |a: &mut u64, b: u64| *a += b;
+        add(&mut self.datagrams_in, o.datagrams_in);
+        add(&mut self.bytes_in, o.bytes_in);
+        add(&mut self.datagrams_out, o.datagrams_out);
+        add(&mut self.bytes_out, o.bytes_out);
+        add(&mut self.rtp_in, o.rtp_in);
+        add(&mut self.rtp_forwarded, o.rtp_forwarded);
+        add(&mut self.fanout_attempts, o.fanout_attempts);
+        for (a, b) in self.dropped.iter_mut().zip(o.dropped) {
+            *a += b;
+        }
+        add(&mut self.keyframe_requests_sent, o.keyframe_requests_sent);
+        add(
+            &mut self.keyframe_requests_received,
+            o.keyframe_requests_received,
+        );
+        for i in 0..2 {
+            add(&mut self.sessions_created[i], o.sessions_created[i]);
+            add(&mut self.sessions_closed[i], o.sessions_closed[i]);
+            add(&mut self.sessions_live[i], o.sessions_live[i]);
+            add(&mut self.sessions_connected[i], o.sessions_connected[i]);
+            add(&mut self.handshake_failures[i], o.handshake_failures[i]);
+            add(&mut self.admission_refusals[i], o.admission_refusals[i]);
+            self.rtt[i].merge(&o.rtt[i]);
+            self.loss[i].merge(&o.loss[i]);
+        }
+        add(&mut self.connect_timeouts, o.connect_timeouts);
+        add(&mut self.caught_panics, o.caught_panics);
+        add(&mut self.rooms, o.rooms);
+        add(&mut self.layer_switches, o.layer_switches);
+        add(&mut self.vp9_payload_copies, o.vp9_payload_copies);
+        add(&mut self.nacks_sent, o.nacks_sent);
+        add(&mut self.nacks_received, o.nacks_received);
+        for (a, b) in self.shed.iter_mut().zip(o.shed) {
+            *a += b;
+        }
+        self.loop_busy_ratio = self.loop_busy_ratio.max(o.loop_busy_ratio);
+        self.load_headroom = self.load_headroom.min(o.load_headroom);
+        self.cost_per_packet_s = self.cost_per_packet_s.max(o.cost_per_packet_s);
+        add(&mut self.viewers_paused, o.viewers_paused);
+        add(&mut self.io_send_errors, o.io_send_errors);
+        add(&mut self.io_recv_errors, o.io_recv_errors);
+        add(&mut self.relay_queue_full, o.relay_queue_full);
     }
 
     /// Drops for one reason.

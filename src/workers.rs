@@ -1,0 +1,607 @@
+//! DRIVER: N event loops in one process (`WISP_WORKERS`).
+//!
+//! Worker i owns a mio `Poll`, a waker, a bounded command channel, a sans-IO
+//! core ([`Sfu`]) and a UDP socket on `WISP_UDP_ADDR`'s port + i (port 0: an
+//! ephemeral port each), whose port its candidates advertise. Nothing is
+//! shared between the loops but the stop flag, the recorder's queue and the
+//! figures each publishes ([`WorkerGauges`]).
+//!
+//! The HTTP threads reach the workers through one [`Dispatcher`]:
+//! - a WHIP/WHEP POST goes to the room's home worker (the one its first
+//!   session was placed on), or for a new room to the least loaded worker
+//!   (sessions, and forwarded packets per second);
+//! - a command on a session URL goes to the worker that made its token
+//!   ([`TokenShard::owner`]: a keyed hash, so the token stays opaque);
+//! - room-level commands (close a room, list rooms, stats) go to every
+//!   worker, and the replies are merged;
+//! - the session and room limits apply to the process: a POST is refused
+//!   (`AtCapacity`) when the workers' live totals reach them.
+//!
+//! With one worker (the default) this is the single loop of old: one port,
+//! every command to that loop.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use crate::channel::{CoreError, CoreRequest, Link};
+use crate::event_loop::{EventLoop, WAKER};
+use crate::record::RecorderStats;
+use crate::sfu::overload::LoadSample;
+use crate::sfu::recorder_tap::RecordEvent;
+use crate::sfu::stats::WorkerFigures;
+use crate::sfu::{ApiError, Command, Reply, RoomInfo, RoomName, Sfu, SfuConfig, TokenShard};
+
+/// Commands queued per worker; a full queue answers 503 at the HTTP side.
+pub const COMMAND_QUEUE: usize = 64;
+
+/// A forwarded packet per second weighs this much less than a session in
+/// placement: one viewer of a 500 packet/s stream counts twice.
+const PPS_PER_SESSION: u64 = 500;
+
+/// What one worker's loop publishes for placement and `/metrics`. Written by
+/// that loop only (relaxed atomics: figures, not synchronisation).
+#[derive(Debug, Default)]
+pub struct WorkerGauges {
+    sessions: AtomicU64,
+    rooms: AtomicU64,
+    forwarded: AtomicU64,
+    /// Forwarded packets per second over the last load window.
+    forwarded_pps: AtomicU64,
+    /// `forwarded` at the last load window.
+    forwarded_mark: AtomicU64,
+    /// The loop's busy ratio (f64 bits).
+    busy_ratio: AtomicU64,
+}
+
+impl WorkerGauges {
+    /// Called by the loop after each turn; `sample` when a load window closed.
+    pub fn publish(&self, sfu: &Sfu, _now: Instant, sample: Option<&LoadSample>) {
+        self.sessions
+            .store(sfu.session_count() as u64, Ordering::Relaxed);
+        self.rooms.store(sfu.room_count() as u64, Ordering::Relaxed);
+        let fwd = sfu.forwarded();
+        self.forwarded.store(fwd, Ordering::Relaxed);
+        if let Some(s) = sample {
+            let secs = s.elapsed.as_secs_f64().max(1e-3);
+            let mark = self.forwarded_mark.swap(fwd, Ordering::Relaxed);
+            let pps = (fwd.saturating_sub(mark) as f64 / secs) as u64;
+            self.forwarded_pps.store(pps, Ordering::Relaxed);
+            let ratio = s.busy.as_secs_f64() / secs;
+            self.busy_ratio.store(ratio.to_bits(), Ordering::Relaxed);
+        }
+    }
+
+    /// Live sessions (as of the loop's last turn, plus placements since).
+    pub fn sessions(&self) -> u64 {
+        self.sessions.load(Ordering::Relaxed)
+    }
+
+    /// The figures of `/metrics`.
+    pub fn figures(&self) -> WorkerFigures {
+        WorkerFigures {
+            sessions: self.sessions(),
+            forwarded: self.forwarded.load(Ordering::Relaxed),
+            busy_ratio: f64::from_bits(self.busy_ratio.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Placement weight: sessions plus forwarded packets/s in session units.
+    fn load(&self) -> u64 {
+        self.sessions() + self.forwarded_pps.load(Ordering::Relaxed) / PPS_PER_SESSION
+    }
+}
+
+/// Routes the HTTP side's commands to the workers (see the module docs).
+pub struct Dispatcher {
+    links: Vec<Link>,
+    gauges: Vec<Arc<WorkerGauges>>,
+    shard: TokenShard,
+    /// The home worker of each room placed so far. Bounded: at most twice
+    /// `max_rooms`; past that it is rebuilt from the workers' room lists.
+    homes: Mutex<HashMap<RoomName, usize>>,
+    max_sessions: usize,
+    max_rooms: usize,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("workers", &self.links.len())
+            .finish()
+    }
+}
+
+/// What one worker answered.
+type Answer = Result<Result<Reply, ApiError>, CoreError>;
+
+impl Dispatcher {
+    /// A dispatcher over `links` (worker i at index i) and their gauges;
+    /// `key` is the process's token key (the cores' [`TokenShard`]s share it).
+    pub fn new(
+        links: Vec<Link>,
+        gauges: Vec<Arc<WorkerGauges>>,
+        key: [u8; 32],
+        max_sessions: usize,
+        max_rooms: usize,
+    ) -> Dispatcher {
+        assert_eq!(links.len(), gauges.len());
+        let n = links.len();
+        Dispatcher {
+            links,
+            gauges,
+            shard: TokenShard::new(key, 0, n),
+            homes: Mutex::new(HashMap::new()),
+            max_sessions,
+            max_rooms,
+        }
+    }
+
+    /// Number of workers.
+    pub fn workers(&self) -> usize {
+        self.links.len()
+    }
+
+    /// The home worker of `room`, if one was placed.
+    pub fn home(&self, room: &RoomName) -> Option<usize> {
+        self.lock_homes().get(room).copied()
+    }
+
+    /// Route `cmd` and wait for the (merged) reply.
+    pub fn call(&self, cmd: Command) -> Answer {
+        if self.links.len() == 1 {
+            return self.links[0].call(cmd);
+        }
+        match cmd {
+            Command::Publish { ref room, .. } | Command::Subscribe { ref room, .. } => {
+                let room = room.clone();
+                self.place(room, cmd)
+            }
+            Command::DeleteSession { token, .. }
+            | Command::Patch { token, .. }
+            | Command::PinLayer { token, .. }
+            | Command::ViewerState { token, .. } => self.links[self.shard.owner(token)].call(cmd),
+            Command::CloseRoom { room } => {
+                let all = self.all(|| Command::CloseRoom { room: room.clone() });
+                self.lock_homes().remove(&room);
+                merge_closed(all)
+            }
+            Command::ListRooms => merge_rooms(self.all(|| Command::ListRooms)),
+            Command::RequestKeyframe { room } => match self.home(&room) {
+                Some(w) => self.links[w].call(Command::RequestKeyframe { room }),
+                None => self
+                    .all(|| Command::RequestKeyframe { room: room.clone() })
+                    .into_iter()
+                    .next()
+                    .unwrap_or(Err(CoreError::Busy)),
+            },
+            Command::Stats => self.stats(),
+        }
+    }
+
+    /// Ask the home worker of `room` for a keyframe, without waiting (the
+    /// recorder after a gap).
+    pub fn request_keyframe(&self, room: RoomName) {
+        let targets: Vec<usize> = match self.home(&room) {
+            Some(w) => vec![w],
+            None => (0..self.links.len()).collect(),
+        };
+        for w in targets {
+            let _ = self.links[w].send(Command::RequestKeyframe { room: room.clone() });
+        }
+    }
+
+    /// Wake every worker (after setting the stop flag).
+    pub fn wake_all(&self) {
+        for l in &self.links {
+            l.wake();
+        }
+    }
+
+    /// A new session: to its room's home worker, or a new room's least
+    /// loaded one, unless the process is at a limit.
+    fn place(&self, room: RoomName, cmd: Command) -> Answer {
+        let live: u64 = self.gauges.iter().map(|g| g.sessions()).sum();
+        if live >= self.max_sessions as u64 {
+            return Ok(Err(ApiError::AtCapacity));
+        }
+        let w = {
+            let mut homes = self.lock_homes();
+            match homes.get(&room) {
+                Some(&w) => w,
+                None => {
+                    let rooms: u64 = self
+                        .gauges
+                        .iter()
+                        .map(|g| g.rooms.load(Ordering::Relaxed))
+                        .sum();
+                    if rooms >= self.max_rooms as u64 {
+                        return Ok(Err(ApiError::AtCapacity));
+                    }
+                    if homes.len() >= self.max_rooms.saturating_mul(2).max(16) {
+                        drop(homes);
+                        self.prune_homes();
+                        homes = self.lock_homes();
+                    }
+                    // Decided under the lock: two first POSTs of one room
+                    // (its publisher and a viewer) land on the same worker.
+                    let w = self.least_loaded();
+                    homes.insert(room, w);
+                    w
+                }
+            }
+        };
+        // Counted at once, so a burst of POSTs spreads before the loops
+        // publish their next figures.
+        self.gauges[w].sessions.fetch_add(1, Ordering::Relaxed);
+        self.links[w].call(cmd)
+    }
+
+    /// The worker with the lowest load (the first among equals).
+    fn least_loaded(&self) -> usize {
+        (0..self.gauges.len())
+            .min_by_key(|&i| (self.gauges[i].load(), i))
+            .unwrap_or(0)
+    }
+
+    /// Keep only the homes of rooms some worker still has.
+    fn prune_homes(&self) {
+        if let Ok(Ok(Reply::Rooms(list))) = merge_rooms(self.all(|| Command::ListRooms)) {
+            let live: std::collections::HashSet<&str> =
+                list.iter().map(|r| r.name.as_str()).collect();
+            self.lock_homes().retain(|r, _| live.contains(r.as_str()));
+        }
+    }
+
+    fn lock_homes(&self) -> std::sync::MutexGuard<'_, HashMap<RoomName, usize>> {
+        self.homes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Send `make()` to every worker, then wait for every reply (one deadline).
+    fn all(&self, make: impl Fn() -> Command) -> Vec<Answer> {
+        let sent: Vec<_> = self.links.iter().map(|l| l.send(make())).collect();
+        let deadline = Instant::now()
+            + self
+                .links
+                .first()
+                .map_or(Duration::from_secs(2), |l| l.reply_timeout());
+        sent.into_iter()
+            .map(|s| s.and_then(|rx| Link::wait(&rx, deadline)))
+            .collect()
+    }
+
+    /// Every worker's counters, summed, with each worker's own figures.
+    fn stats(&self) -> Answer {
+        let mut total: Option<crate::sfu::Stats> = None;
+        let mut figures = Vec::with_capacity(self.links.len());
+        for (i, a) in self.all(|| Command::Stats).into_iter().enumerate() {
+            let s = match a {
+                Ok(Ok(Reply::Stats(s))) => s,
+                other => return other,
+            };
+            figures.push(WorkerFigures {
+                sessions: s.sessions_live.iter().sum(),
+                forwarded: s.rtp_forwarded,
+                busy_ratio: self.gauges[i].figures().busy_ratio,
+            });
+            match &mut total {
+                Some(t) => t.absorb(&s),
+                None => total = Some(*s),
+            }
+        }
+        let mut total = total.unwrap_or_default();
+        total.workers = figures;
+        Ok(Ok(Reply::Stats(Box::new(total))))
+    }
+}
+
+/// Sessions closed over every worker; "not found" only if no worker had the room.
+fn merge_closed(all: Vec<Answer>) -> Answer {
+    let mut closed = None;
+    let mut busy = false;
+    for a in all {
+        match a {
+            Ok(Ok(Reply::RoomClosed { sessions })) => {
+                *closed.get_or_insert(0) += sessions;
+            }
+            Ok(Err(ApiError::NotFound)) => {}
+            Ok(other) => return Ok(other),
+            Err(_) => busy = true,
+        }
+    }
+    match closed {
+        Some(sessions) => Ok(Ok(Reply::RoomClosed { sessions })),
+        None if busy => Err(CoreError::Busy),
+        None => Ok(Err(ApiError::NotFound)),
+    }
+}
+
+/// One list of rooms: a room with sessions on several workers is one entry
+/// (its home worker's tracks, the viewers of all).
+fn merge_rooms(all: Vec<Answer>) -> Answer {
+    let mut by_name: HashMap<String, RoomInfo> = HashMap::new();
+    for a in all {
+        let rooms = match a {
+            Ok(Ok(Reply::Rooms(r))) => r,
+            other => return other,
+        };
+        for r in rooms {
+            match by_name.get_mut(&r.name) {
+                None => {
+                    by_name.insert(r.name.clone(), r);
+                }
+                Some(m) => {
+                    m.viewers += r.viewers;
+                    m.publisher_live |= r.publisher_live;
+                    m.recording |= r.recording;
+                    m.uptime_s = m.uptime_s.max(r.uptime_s);
+                    if m.tracks.is_empty() {
+                        m.tracks = r.tracks;
+                    }
+                }
+            }
+        }
+    }
+    let mut list: Vec<RoomInfo> = by_name.into_values().collect();
+    list.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Ok(Reply::Rooms(list)))
+}
+
+/// The workers' sockets and channels, bound but not yet running.
+pub struct Plan {
+    sockets: Vec<UdpSocket>,
+    polls: Vec<mio::Poll>,
+    links: Vec<Link>,
+    receivers: Vec<Receiver<CoreRequest>>,
+    gauges: Vec<Arc<WorkerGauges>>,
+    candidates: Vec<Vec<SocketAddr>>,
+}
+
+impl Plan {
+    /// Bind `n` sockets (worker i on `udp_addr`'s port + i; port 0: an
+    /// ephemeral port each) and make each worker's poll, waker and command
+    /// channel. `advertised` are the host candidates; each worker's carry
+    /// its own port.
+    pub fn bind(
+        n: usize,
+        udp_addr: SocketAddr,
+        advertised: &[SocketAddr],
+        reply_timeout: Duration,
+    ) -> Result<Plan, String> {
+        let mut plan = Plan {
+            sockets: Vec::new(),
+            polls: Vec::new(),
+            links: Vec::new(),
+            receivers: Vec::new(),
+            gauges: Vec::new(),
+            candidates: Vec::new(),
+        };
+        for i in 0..n.max(1) {
+            let mut addr = udp_addr;
+            if udp_addr.port() != 0 {
+                let port = u16::try_from(usize::from(udp_addr.port()) + i).map_err(|_| {
+                    format!(
+                        "worker {i}: UDP port {} + {i} is over 65535",
+                        udp_addr.port()
+                    )
+                })?;
+                addr.set_port(port);
+            }
+            let socket =
+                UdpSocket::bind(addr).map_err(|e| format!("cannot bind UDP {addr}: {e}"))?;
+            let port = socket.local_addr().map_err(|e| e.to_string())?.port();
+            let poll = mio::Poll::new().map_err(|e| e.to_string())?;
+            let waker =
+                Arc::new(mio::Waker::new(poll.registry(), WAKER).map_err(|e| e.to_string())?);
+            let (tx, rx): (Sender<CoreRequest>, _) = bounded(COMMAND_QUEUE);
+            plan.links.push(Link::new(tx, waker, reply_timeout));
+            plan.receivers.push(rx);
+            plan.polls.push(poll);
+            plan.sockets.push(socket);
+            plan.gauges.push(Arc::default());
+            plan.candidates.push(
+                advertised
+                    .iter()
+                    .map(|c| SocketAddr::new(c.ip(), port))
+                    .collect(),
+            );
+        }
+        Ok(plan)
+    }
+
+    /// The dispatcher for these workers.
+    pub fn dispatcher(&self, key: [u8; 32], max_sessions: usize, max_rooms: usize) -> Dispatcher {
+        Dispatcher::new(
+            self.links.clone(),
+            self.gauges.clone(),
+            key,
+            max_sessions,
+            max_rooms,
+        )
+    }
+
+    /// Each worker's bound UDP address.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.sockets
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .collect()
+    }
+
+    /// Each worker's host candidates.
+    pub fn candidates(&self) -> &[Vec<SocketAddr>] {
+        &self.candidates
+    }
+
+    /// Start one thread per worker, each running its loop until `stop` is
+    /// set (ring the wakers: [`Dispatcher::wake_all`]). Worker i's core is
+    /// `base` with its candidates, its [`TokenShard`] under `key` and its
+    /// own seed (`seeds[i]`). Every worker sends recording events to
+    /// `recorder`'s queue.
+    pub fn start(
+        self,
+        base: SfuConfig,
+        key: [u8; 32],
+        seeds: Vec<[u8; 32]>,
+        stop: Arc<AtomicBool>,
+        recorder: Option<(Sender<RecordEvent>, Arc<RecorderStats>)>,
+    ) -> std::io::Result<Vec<JoinHandle<std::io::Result<()>>>> {
+        let n = self.sockets.len();
+        let mut handles = Vec::with_capacity(n);
+        let parts = self
+            .sockets
+            .into_iter()
+            .zip(self.polls)
+            .zip(self.receivers)
+            .zip(self.gauges)
+            .zip(self.candidates)
+            .zip(seeds);
+        for (i, (((((socket, poll), rx), gauges), candidates), seed)) in parts.enumerate() {
+            let config = SfuConfig {
+                candidates,
+                seed,
+                shard: TokenShard::new(key, i, n),
+                ..base.clone()
+            };
+            let stop = stop.clone();
+            let recorder = recorder.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("wisp-worker-{i}"))
+                .spawn(move || {
+                    let sfu = Sfu::new(config, Instant::now());
+                    let mut lp = EventLoop::new(poll, socket, rx, sfu, stop)?;
+                    if let Some((tx, stats)) = recorder {
+                        lp.set_recorder(tx, stats);
+                    }
+                    lp.set_gauges(gauges);
+                    lp.run()
+                })?;
+            handles.push(h);
+        }
+        Ok(handles)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sfu::IdGen;
+
+    /// `n` fake cores: each answers a POST with a token it owns and counts
+    /// the sessions it made in its gauges, answers a session command with
+    /// `Deleted` only for its own tokens, and lists one room per POST.
+    fn fake(n: usize, max_sessions: usize) -> Dispatcher {
+        let key = [9; 32];
+        let mut links = Vec::new();
+        let mut gauges = Vec::new();
+        for i in 0..n {
+            let poll = mio::Poll::new().unwrap();
+            let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER).unwrap());
+            let (tx, rx) = bounded::<CoreRequest>(8);
+            let g = Arc::new(WorkerGauges::default());
+            let (gg, shard) = (g.clone(), TokenShard::new(key, i, n));
+            std::thread::spawn(move || {
+                let _poll = poll;
+                let mut ids = IdGen::new([i as u8; 32]);
+                let mut mine = Vec::new();
+                let mut rooms = Vec::new();
+                for r in rx {
+                    let reply = match r.command {
+                        Command::Publish { room, .. } | Command::Subscribe { room, .. } => {
+                            let token = ids.token_for(&shard);
+                            mine.push(token);
+                            rooms.push(room);
+                            gg.sessions.store(mine.len() as u64, Ordering::Relaxed);
+                            Ok(Reply::Created {
+                                token,
+                                answer: format!("worker {i}"),
+                                etag: String::new(),
+                            })
+                        }
+                        Command::DeleteSession { token, .. } if mine.contains(&token) => {
+                            Ok(Reply::Deleted)
+                        }
+                        Command::ListRooms => Ok(Reply::Rooms(
+                            rooms
+                                .iter()
+                                .map(|r| RoomInfo {
+                                    name: r.to_string(),
+                                    publisher_live: false,
+                                    tracks: vec![],
+                                    viewers: 1,
+                                    uptime_s: 0.0,
+                                    recording: false,
+                                })
+                                .collect(),
+                        )),
+                        _ => Err(ApiError::NotFound),
+                    };
+                    let _ = r.reply.send(reply);
+                }
+            });
+            links.push(Link::new(tx, waker, Duration::from_secs(5)));
+            gauges.push(g);
+        }
+        Dispatcher::new(links, gauges, key, max_sessions, 100)
+    }
+
+    fn post(d: &Dispatcher, room: &str) -> Result<(crate::sfu::SessionToken, String), ApiError> {
+        let cmd = Command::Subscribe {
+            room: RoomName::new(room).unwrap(),
+            offer: String::new(),
+        };
+        match d.call(cmd) {
+            Ok(Ok(Reply::Created { token, answer, .. })) => Ok((token, answer)),
+            Ok(Err(e)) => Err(e),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn rooms_spread_sessions_follow_their_room_and_token() {
+        let d = fake(3, 100);
+        let (_, a) = post(&d, "a").unwrap();
+        let (_, b) = post(&d, "b").unwrap();
+        let (_, c) = post(&d, "c").unwrap();
+        assert_eq!([a.as_str(), &b, &c], ["worker 0", "worker 1", "worker 2"]);
+        // A room's next sessions go to its home.
+        let (t, a2) = post(&d, "a").unwrap();
+        assert_eq!(a2, "worker 0");
+        assert_eq!(d.home(&RoomName::new("b").unwrap()), Some(1));
+        // Its URL reaches the worker that made the token, and only that one.
+        let del = |token| Command::DeleteSession {
+            role: crate::sfu::Role::Subscriber,
+            room: RoomName::new("a").unwrap(),
+            token,
+        };
+        assert!(matches!(d.call(del(t)), Ok(Ok(Reply::Deleted))));
+        let mut other = IdGen::new([42; 32]);
+        assert!(matches!(
+            d.call(del(other.token())),
+            Ok(Err(ApiError::NotFound))
+        ));
+        // The room list covers every worker.
+        match d.call(Command::ListRooms) {
+            Ok(Ok(Reply::Rooms(r))) => {
+                let names: Vec<_> = r.iter().map(|r| (r.name.as_str(), r.viewers)).collect();
+                assert_eq!(names, [("a", 2), ("b", 1), ("c", 1)]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_session_limit_is_the_process_s() {
+        let d = fake(2, 3);
+        for r in ["a", "b", "c"] {
+            post(&d, r).unwrap();
+        }
+        assert_eq!(post(&d, "d"), Err(ApiError::AtCapacity));
+        assert_eq!(post(&d, "a"), Err(ApiError::AtCapacity));
+    }
+}
