@@ -9,7 +9,10 @@
 //! The HTTP threads reach the workers through one [`Dispatcher`]:
 //! - a WHIP/WHEP POST goes to the room's home worker (the one its first
 //!   session was placed on), or for a new room to the least loaded worker
-//!   (sessions, and forwarded packets per second);
+//!   (sessions, and forwarded packets per second); a viewer goes to the
+//!   least loaded worker instead when the home is busier by more than
+//!   [`SPREAD`], and gets the room's packets through the relay between
+//!   workers (`src/sfu/relay.rs`, [`RELAY_QUEUE`]);
 //! - a command on a session URL goes to the worker that made its token
 //!   ([`TokenShard::owner`]: a keyed hash, so the token stays opaque);
 //! - room-level commands (close a room, list rooms, stats) go to every
@@ -30,15 +33,37 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::channel::{CoreError, CoreRequest, Link};
-use crate::event_loop::{EventLoop, WAKER};
+use crate::event_loop::{EventLoop, RelayPorts, WAKER};
 use crate::record::RecorderStats;
 use crate::sfu::overload::LoadSample;
 use crate::sfu::recorder_tap::RecordEvent;
+use crate::sfu::relay::RelayMsg;
 use crate::sfu::stats::WorkerFigures;
 use crate::sfu::{ApiError, Command, Reply, RoomInfo, RoomName, Sfu, SfuConfig, TokenShard};
 
 /// Commands queued per worker; a full queue answers 503 at the HTTP side.
 pub const COMMAND_QUEUE: usize = 64;
+
+/// Relay messages queued per pair of workers, at most: about half a
+/// second of a 2,000 packet/s room. A full queue drops (and counts) what
+/// does not fit: the sending worker never waits.
+pub const RELAY_QUEUE: usize = 1024;
+/// Relay messages queued toward one worker from all the others together
+/// (160 bytes each: 1.3 MB per worker), so that memory grows with the
+/// number of workers, not its square; each pair gets its share, within
+/// 64..=[`RELAY_QUEUE`].
+pub const RELAY_QUEUE_PER_WORKER: usize = 8192;
+
+/// Capacity of each relay queue with `n` workers.
+pub fn relay_queue(n: usize) -> usize {
+    (RELAY_QUEUE_PER_WORKER / n.saturating_sub(1).max(1)).clamp(64, RELAY_QUEUE)
+}
+
+/// How much busier (in sessions) a room's home may be than the least
+/// loaded worker before its next viewer is placed there instead (and gets
+/// the room through the relay). Small: viewers of a large room spread over
+/// every worker, at the cost of one hand-off per packet per worker.
+const SPREAD: u64 = 1;
 
 /// A forwarded packet per second weighs this much less than a session in
 /// placement: one viewer of a 500 packet/s stream counts twice.
@@ -50,6 +75,8 @@ const PPS_PER_SESSION: u64 = 500;
 pub struct WorkerGauges {
     sessions: AtomicU64,
     rooms: AtomicU64,
+    /// `room_count()` at the last publish.
+    rooms_seen: AtomicU64,
     forwarded: AtomicU64,
     /// Forwarded packets per second over the last load window.
     forwarded_pps: AtomicU64,
@@ -64,7 +91,13 @@ impl WorkerGauges {
     pub fn publish(&self, sfu: &Sfu, _now: Instant, sample: Option<&LoadSample>) {
         self.sessions
             .store(sfu.session_count() as u64, Ordering::Relaxed);
-        self.rooms.store(sfu.room_count() as u64, Ordering::Relaxed);
+        // Rooms counted once in the process (a relayed copy is not), and
+        // counted again only when the number changed or once per window.
+        let all = sfu.room_count() as u64;
+        if self.rooms_seen.swap(all, Ordering::Relaxed) != all || sample.is_some() {
+            self.rooms
+                .store(sfu.home_room_count() as u64, Ordering::Relaxed);
+        }
         let fwd = sfu.forwarded();
         self.forwarded.store(fwd, Ordering::Relaxed);
         if let Some(s) = sample {
@@ -158,7 +191,9 @@ impl Dispatcher {
             return self.links[0].call(cmd);
         }
         match cmd {
-            Command::Publish { ref room, .. } | Command::Subscribe { ref room, .. } => {
+            Command::Publish { ref room, .. }
+            | Command::Subscribe { ref room, .. }
+            | Command::SubscribeRelayed { ref room, .. } => {
                 let room = room.clone();
                 self.place(room, cmd)
             }
@@ -213,7 +248,24 @@ impl Dispatcher {
         let w = {
             let mut homes = self.lock_homes();
             match homes.get(&room) {
-                Some(&w) => w,
+                Some(&home) => {
+                    let w = self.least_loaded();
+                    // A viewer goes to the home unless the home is busier
+                    // than the least loaded worker by more than `SPREAD`;
+                    // then it is relayed there. A publisher always goes home.
+                    let relay = home != w
+                        && matches!(cmd, Command::Subscribe { .. })
+                        && self.gauges[home].load() > self.gauges[w].load() + SPREAD;
+                    if relay {
+                        let Command::Subscribe { room, offer } = cmd else {
+                            unreachable!("matched above");
+                        };
+                        drop(homes);
+                        self.gauges[w].sessions.fetch_add(1, Ordering::Relaxed);
+                        return self.links[w].call(Command::SubscribeRelayed { room, offer, home });
+                    }
+                    home
+                }
                 None => {
                     let rooms: u64 = self
                         .gauges
@@ -360,6 +412,7 @@ pub struct Plan {
     receivers: Vec<Receiver<CoreRequest>>,
     gauges: Vec<Arc<WorkerGauges>>,
     candidates: Vec<Vec<SocketAddr>>,
+    wakers: Vec<Arc<mio::Waker>>,
 }
 
 impl Plan {
@@ -380,6 +433,7 @@ impl Plan {
             receivers: Vec::new(),
             gauges: Vec::new(),
             candidates: Vec::new(),
+            wakers: Vec::new(),
         };
         for i in 0..n.max(1) {
             let mut addr = udp_addr;
@@ -399,6 +453,7 @@ impl Plan {
             let waker =
                 Arc::new(mio::Waker::new(poll.registry(), WAKER).map_err(|e| e.to_string())?);
             let (tx, rx): (Sender<CoreRequest>, _) = bounded(COMMAND_QUEUE);
+            plan.wakers.push(waker.clone());
             plan.links.push(Link::new(tx, waker, reply_timeout));
             plan.receivers.push(rx);
             plan.polls.push(poll);
@@ -453,6 +508,32 @@ impl Plan {
     ) -> std::io::Result<Vec<JoinHandle<std::io::Result<()>>>> {
         let n = self.sockets.len();
         let mut handles = Vec::with_capacity(n);
+        // The relay: one bounded queue per ordered pair of workers.
+        let mut txs: Vec<Vec<Option<Sender<RelayMsg>>>> = vec![vec![None; n]; n];
+        let mut rxs: Vec<Vec<Receiver<RelayMsg>>> = (0..n).map(|_| Vec::new()).collect();
+        if n > 1 {
+            for (from, row) in txs.iter_mut().enumerate() {
+                for (to, slot) in row.iter_mut().enumerate() {
+                    if from != to {
+                        let (tx, rx) = bounded(relay_queue(n));
+                        *slot = Some(tx);
+                        rxs[to].push(rx);
+                    }
+                }
+            }
+        }
+        let mut ports: Vec<Option<RelayPorts>> = txs
+            .into_iter()
+            .zip(rxs)
+            .map(|(tx, rx)| {
+                (n > 1).then(|| RelayPorts {
+                    tx,
+                    wakers: self.wakers.clone(),
+                    rx,
+                    wake: vec![false; n],
+                })
+            })
+            .collect();
         let parts = self
             .sockets
             .into_iter()
@@ -470,6 +551,7 @@ impl Plan {
             };
             let stop = stop.clone();
             let recorder = recorder.clone();
+            let relay = ports[i].take();
             let h = std::thread::Builder::new()
                 .name(format!("wisp-worker-{i}"))
                 .spawn(move || {
@@ -479,6 +561,9 @@ impl Plan {
                         lp.set_recorder(tx, stats);
                     }
                     lp.set_gauges(gauges);
+                    if let Some(p) = relay {
+                        lp.set_relay(p);
+                    }
                     lp.run()
                 })?;
             handles.push(h);
@@ -593,6 +678,13 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn relay_memory_grows_with_the_workers_not_their_square() {
+        assert_eq!(relay_queue(2), RELAY_QUEUE);
+        assert_eq!(relay_queue(17), 512);
+        assert_eq!(relay_queue(256), 64);
     }
 
     #[test]

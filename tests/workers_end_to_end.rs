@@ -152,3 +152,53 @@ fn two_workers_serve_rooms_on_two_ports() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn one_room_s_viewers_spread_over_both_workers_through_the_relay() {
+    str0m::crypto::from_feature_flags().install_process_default();
+    let server = start_server_with(&[("WISP_WORKERS", "2")]);
+    let p = Peer::new(&server, "/whip/big", Direction::SendOnly);
+    // The home (worker 0) takes viewers while it is at most one session
+    // busier than the other worker; past that they go to worker 1.
+    let viewers: Vec<Peer> = (0..4)
+        .map(|_| Peer::new(&server, "/whep/big", Direction::RecvOnly))
+        .collect();
+    let home = p.server_ports();
+    let relayed = viewers.iter().filter(|v| v.server_ports() != home).count();
+    assert_eq!(relayed, 2, "two of four viewers on the other worker");
+
+    let mut publishers = [p];
+    let mut viewers = viewers;
+    run(&mut publishers, &mut viewers, 100);
+    for v in &viewers {
+        assert_in_order(v, 100);
+    }
+    let (_, _, text) = http(server.http, "GET", "/metrics", None, "");
+    for w in ["0", "1"] {
+        let f = metric(
+            &text,
+            &format!("wisp_worker_forwarded_packets_total{{worker=\"{w}\"}}"),
+        );
+        assert!(f >= 200.0, "worker {w} forwarded {f}");
+    }
+    let (_, _, rooms) = http(server.http, "GET", "/api/rooms", None, "");
+    assert!(
+        rooms.contains("\"viewers\":4"),
+        "one room, four viewers: {rooms}"
+    );
+    // Viewers leave from both workers; the room goes once the publisher does.
+    for v in &viewers {
+        assert_eq!(http(server.http, "DELETE", &v.location, None, "").0, 200);
+    }
+    let [p] = &publishers;
+    assert_eq!(http(server.http, "DELETE", &p.location, None, "").0, 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, _, rooms) = http(server.http, "GET", "/api/rooms", None, "");
+        if rooms == "[]" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "room not pruned: {rooms}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -13,19 +13,48 @@ use std::time::Instant;
 
 use str0m::format::{Codec, PayloadParams};
 use str0m::media::MediaKind;
+use str0m::media::Pt;
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
 use str0m::Input;
 
 use super::id::IdMap;
 use super::out_stream::{Source, Verdict};
+use super::relay::{MediaExt, RelayBody, RelayMsg, RelayPacket};
 use super::room::Room;
 use super::session::{self, guarded, Drained, Session};
 use super::{recorder_tap, simulcast};
 use super::{DropReason, Outbox, RoomName, SessionId, Sfu, Why};
 use crate::codec::{self, Ids};
 
+/// The fields of one RTP packet the fan-out reads: a publisher's
+/// `RtpPacket`, or a packet relayed in the clear from another worker
+/// (`relay.rs`).
+pub(super) struct Pkt<'a> {
+    /// The publisher's payload type.
+    pub pt: Pt,
+    /// The publisher's extended sequence number.
+    pub seq: u64,
+    pub ts: u32,
+    pub marker: bool,
+    pub payload: &'a Arc<[u8]>,
+    pub ext: &'a ExtensionValues,
+}
+
+impl<'a> Pkt<'a> {
+    fn of(p: &'a RtpPacket) -> Pkt<'a> {
+        Pkt {
+            pt: p.header.payload_type,
+            seq: *p.seq_no,
+            ts: p.header.timestamp,
+            marker: p.header.marker,
+            payload: &p.payload,
+            ext: &p.header.ext_vals,
+        }
+    }
+}
+
 /// One packet's facts, worked out once before the fan-out and read by every viewer.
-struct Facts {
+pub(super) struct Facts {
     /// The publisher session and SSRC: what a viewer's stream is mapped from.
     source: Source,
     kind: MediaKind,
@@ -89,6 +118,39 @@ impl Facts {
             out.stats.drop(DropReason::UnknownPayloadType);
             return None;
         };
+        let pk = Pkt::of(pkt);
+        let source = (p.id, ssrc);
+        let facts = Facts::account(room, source, kind, layer, params, &pk, now);
+        if room.record {
+            if let Some(t) = room.tracks[kind].as_mut() {
+                if !facts.video || t.record_layer == Some(layer) {
+                    recorder_tap::tap(
+                        t,
+                        &room.name,
+                        kind,
+                        &params,
+                        pkt,
+                        &mut out.records,
+                        &mut out.next_recording,
+                    );
+                }
+            }
+        }
+        Some(facts)
+    }
+
+    /// The facts of packet `pkt` of `kind` and `layer` from `source`, with
+    /// the room track's bookkeeping done (counters, rate window, picture
+    /// size): for a publisher's packet and for a relayed one alike.
+    pub(super) fn account(
+        room: &mut Room,
+        source: Source,
+        kind: MediaKind,
+        layer: u8,
+        params: PayloadParams,
+        pkt: &Pkt<'_>,
+        now: Instant,
+    ) -> Facts {
         let codec = params.spec().codec;
         let video = kind == MediaKind::Video;
         let mut simulcast = false;
@@ -101,7 +163,7 @@ impl Facts {
             simulcast = t.simulcast;
             if video {
                 if let Some(l) = t.layers.get_mut(usize::from(layer)) {
-                    au_start = l.starts_access_unit(pkt.header.timestamp);
+                    au_start = l.starts_access_unit(pkt.ts);
                 }
             }
             if simulcast {
@@ -126,24 +188,12 @@ impl Facts {
                     }
                 }
             }
-            let recorded = !video || t.record_layer == Some(layer);
-            if room.record && recorded {
-                recorder_tap::tap(
-                    t,
-                    &room.name,
-                    kind,
-                    &params,
-                    pkt,
-                    &mut out.records,
-                    &mut out.next_recording,
-                );
-            }
         }
         // The payload, walked once: keyframe start, the picture size it
         // declares, VP8/VP9 picture id and TL0PICIDX (rewritten per viewer
         // for continuity).
         let info = if video {
-            codec::parse(codec, &pkt.payload, au_start)
+            codec::parse(codec, pkt.payload, au_start)
         } else {
             codec::PayloadInfo::default()
         };
@@ -160,7 +210,7 @@ impl Facts {
         // Only the extensions that describe the media travel on; transport ones
         // (TWCC, abs-send-time, mid/rid) are the viewer Rtc's own. Most video
         // packets carry none: then nothing is moved into every viewer's write.
-        let e = &pkt.header.ext_vals;
+        let e = pkt.ext;
         let ext = (e.audio_level.is_some()
             || e.voice_activity.is_some()
             || e.video_orientation.is_some())
@@ -170,8 +220,8 @@ impl Facts {
             video_orientation: e.video_orientation,
             ..Default::default()
         });
-        Some(Facts {
-            source: (p.id, ssrc),
+        Facts {
+            source,
             kind,
             video,
             layer,
@@ -184,7 +234,7 @@ impl Facts {
             vp9,
             ext,
             rates_changed,
-        })
+        }
     }
 }
 
@@ -204,22 +254,64 @@ impl Sfu {
         };
         let want_keyframe = fan_out(
             &facts,
-            &pkt,
+            &Pkt::of(&pkt),
             &room.name,
             &room.subscribers,
             &mut self.sessions,
             &mut self.out,
             now,
         );
+        if !room.relays.is_empty() {
+            // Once per other worker with viewers of the room, in the clear.
+            let rid = room.tracks[facts.kind]
+                .as_ref()
+                .and_then(|t| t.layers.get(usize::from(facts.layer)))
+                .and_then(|l| l.rid);
+            for &to in &room.relays {
+                self.out.relays.push_back((
+                    to,
+                    RelayMsg {
+                        from: self.config.shard.index,
+                        room: room.name.clone(),
+                        body: RelayBody::Packet(RelayPacket {
+                            source: (pid.0, pkt.header.ssrc),
+                            kind: facts.kind,
+                            layer: facts.layer,
+                            rid,
+                            simulcast: facts.simulcast,
+                            params: facts.params,
+                            pt: pkt.header.payload_type,
+                            seq: *pkt.seq_no,
+                            ts: pkt.header.timestamp,
+                            marker: pkt.header.marker,
+                            payload: pkt.payload.clone(),
+                            ext: MediaExt::of(&pkt.header.ext_vals),
+                        }),
+                    },
+                ));
+            }
+        }
         if want_keyframe || facts.rates_changed {
             let room_name = room.name.clone();
-            if want_keyframe {
-                let layer = if facts.video { facts.layer } else { 0 };
-                self.request_keyframe(now, &room_name, layer);
-            }
-            if facts.rates_changed {
-                self.select_layers(now, &room_name, None);
-            }
+            self.after_fan_out(now, &room_name, &facts, want_keyframe);
+        }
+    }
+
+    /// After a fan-out: ask for the keyframe a waiting viewer needs, and
+    /// re-choose layers if rates moved.
+    pub(super) fn after_fan_out(
+        &mut self,
+        now: Instant,
+        room: &RoomName,
+        f: &Facts,
+        want_keyframe: bool,
+    ) {
+        if want_keyframe {
+            let layer = if f.video { f.layer } else { 0 };
+            self.request_keyframe(now, room, layer);
+        }
+        if f.rates_changed {
+            self.select_layers(now, room, None);
         }
     }
 
@@ -261,9 +353,9 @@ type SharedVp9 = Option<((Option<u16>, Option<u8>), Arc<[u8]>)>;
 
 /// Write one packet, described by `f`, to every viewer in `subscribers`.
 /// Returns whether a viewer waits for a keyframe of the packet's layer.
-fn fan_out(
+pub(super) fn fan_out(
     f: &Facts,
-    pkt: &RtpPacket,
+    pkt: &Pkt<'_>,
     room_name: &RoomName,
     subscribers: &[SessionId],
     sessions: &mut IdMap<Session>,
@@ -306,7 +398,7 @@ fn fan_out(
             out.stats.drop(DropReason::NoViewerTrack);
             continue;
         };
-        let out_pt = match stream.cached_pt(pkt.header.payload_type) {
+        let out_pt = match stream.cached_pt(pkt.pt) {
             Some(x) => x,
             None => {
                 let local = sub
@@ -319,14 +411,14 @@ fn fan_out(
                         .media(stream.mid)
                         .is_some_and(|m| m.remote_pts().contains(pt))
                 });
-                stream.cache_pt(pkt.header.payload_type, negotiated);
+                stream.cache_pt(pkt.pt, negotiated);
                 if negotiated.is_none() {
                     log::warn!(
                         "room {room_name}: viewer {sub_id:?} did not negotiate {} \
                          {} (publisher PT {}): its packets are dropped",
                         f.codec,
                         f.params.spec().format,
-                        pkt.header.payload_type
+                        pkt.pt
                     );
                 }
                 negotiated
@@ -355,8 +447,8 @@ fn fan_out(
         }
         let (seq, ts) = match stream.map(
             f.source,
-            *pkt.seq_no,
-            pkt.header.timestamp,
+            pkt.seq,
+            pkt.ts,
             f.video,
             f.keyframe,
             f.clock_rate,
@@ -369,7 +461,7 @@ fn fan_out(
                 continue;
             }
         };
-        stream.frame_done = pkt.header.marker;
+        stream.frame_done = pkt.marker;
         let mid = stream.mid;
         let mut payload = pkt.payload.clone();
         if let Some(ids) = f.vp9 {
@@ -393,14 +485,14 @@ fn fan_out(
             }
         }
         let mut write = RtpWrite::new(out_pt, SeqNo::from(seq), ts, now, payload)
-            .marker(pkt.header.marker)
+            .marker(pkt.marker)
             .nackable(f.video);
         if let Some(ext) = &f.ext {
             write = write.ext_vals(ext.clone());
         }
         if let Some(ids) = f.vp8 {
             if let Some((pid_out, tl0_out)) = stream.pic_ids.rewrite(&ids, stream.rebased) {
-                if let Some(patch) = ids.vp8_patch(&pkt.payload, pid_out, tl0_out) {
+                if let Some(patch) = ids.vp8_patch(pkt.payload, pid_out, tl0_out) {
                     write = write.vp8_patch(patch);
                 }
             }

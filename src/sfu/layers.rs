@@ -27,6 +27,31 @@ impl Sfu {
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
+        if let (None, Some(home)) = (r.publisher, r.relay_home) {
+            // The publisher is on the home worker: ask it, with the same
+            // throttle per layer of this worker's copy of the track.
+            if let Some(l) = r
+                .tracks
+                .video
+                .as_mut()
+                .and_then(|t| t.layers.get_mut(usize::from(layer)))
+            {
+                if let Some(last) = l.last_keyframe_request {
+                    let allowed = last + self.config.keyframe_interval;
+                    if now < allowed {
+                        if !l.keyframe_pending {
+                            l.keyframe_pending = true;
+                            self.keyframe_timers.push((allowed, room.clone(), layer));
+                        }
+                        return;
+                    }
+                }
+                l.last_keyframe_request = Some(now);
+                l.keyframe_pending = false;
+            }
+            self.relay_send(home, room, super::relay::RelayBody::Keyframe { layer });
+            return;
+        }
         let (Some(pid), Some(track)) = (r.publisher, r.tracks.video.as_mut()) else {
             return;
         };

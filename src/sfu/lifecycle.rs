@@ -75,6 +75,30 @@ impl Sfu {
         room: RoomName,
         offer: &str,
     ) -> Result<Reply, ApiError> {
+        self.subscribe_via(now, room, offer, None)
+    }
+
+    /// [`Sfu::subscribe`] where the room's packets come from worker `home`
+    /// (`relay.rs`), unless the room's publisher is here.
+    pub fn subscribe_relayed(
+        &mut self,
+        now: Instant,
+        room: RoomName,
+        offer: &str,
+        home: usize,
+    ) -> Result<Reply, ApiError> {
+        let home =
+            (home != self.config.shard.index && home < self.config.shard.count).then_some(home);
+        self.subscribe_via(now, room, offer, home)
+    }
+
+    fn subscribe_via(
+        &mut self,
+        now: Instant,
+        room: RoomName,
+        offer: &str,
+        home: Option<usize>,
+    ) -> Result<Reply, ApiError> {
         self.check_capacity(&room)?;
         self.admit_viewer(now, &room)?;
         let (id, token, answer, etag) = self.create_session(now, Role::Subscriber, &room, offer)?;
@@ -84,6 +108,20 @@ impl Sfu {
             return Err(ApiError::Unsupported(
                 "the offer has no audio or video the server can send".into(),
             ));
+        }
+        if let Some(h) = home {
+            if let Some(r) = self.rooms.get_mut(&room).filter(|r| r.publisher.is_none()) {
+                if r.relay_home != Some(h) {
+                    // A new home (the room moved): its copy of the tracks is stale.
+                    r.relay_home = Some(h);
+                    for t in r.tracks.values_mut() {
+                        *t = None;
+                    }
+                }
+                // Every relayed join says so: idempotent at the home, and
+                // it restores a home that lost the room.
+                self.relay_send(h, &room, super::relay::RelayBody::Want(true));
+            }
         }
         log::info!("room {room}: viewer {id:?} created");
         Ok(Reply::Created {
@@ -578,6 +616,16 @@ impl Sfu {
         if let Some(r) = self.rooms.get_mut(&s.room) {
             match s.role {
                 Role::Publisher => {
+                    for &w in &r.relays {
+                        self.out.relays.push_back((
+                            w,
+                            super::relay::RelayMsg {
+                                from: self.config.shard.index,
+                                room: s.room.clone(),
+                                body: super::relay::RelayBody::PublisherGone,
+                            },
+                        ));
+                    }
                     if let Some(recs) = r.close_publisher(id) {
                         for id in recs {
                             self.out.records.push_back(RecordEvent::Stop { id });
@@ -597,6 +645,17 @@ impl Sfu {
                 }
             }
             if r.is_empty() {
+                if let Some(h) = r.relay_home {
+                    // The last viewer here: the home may stop relaying.
+                    self.out.relays.push_back((
+                        h,
+                        super::relay::RelayMsg {
+                            from: self.config.shard.index,
+                            room: s.room.clone(),
+                            body: super::relay::RelayBody::Want(false),
+                        },
+                    ));
+                }
                 self.rooms.remove(&s.room);
                 self.keyframe_timers.retain(|(_, n, _)| *n != s.room);
             }

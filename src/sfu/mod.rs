@@ -39,6 +39,7 @@ pub mod out_stream;
 pub mod overload;
 pub mod per_kind;
 pub mod recorder_tap;
+pub mod relay;
 pub mod room;
 pub mod sdp;
 pub mod session;
@@ -143,12 +144,22 @@ pub struct ViewerLayers {
 }
 
 /// What [`Sfu::poll_output`] returns.
+// Not boxed: a box would be one allocation per relayed packet.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Output {
     /// Send this datagram.
     Transmit(Transmit),
     /// Hand this to the recorder (never blocks forwarding: drop it if the recorder is behind).
     Record(recorder_tap::RecordEvent),
+    /// Hand this to worker `to`'s core ([`Sfu::handle_relay`]) without
+    /// blocking; if its queue is full, give it back to [`Sfu::relay_dropped`].
+    Relay {
+        /// The worker.
+        to: usize,
+        /// The message.
+        msg: relay::RelayMsg,
+    },
     /// Nothing to send; call [`Sfu::handle_timeout`] at this instant (or on new input).
     Timeout(Instant),
 }
@@ -212,6 +223,8 @@ struct Outbox {
     /// viewer one drain, not one each.
     written: Vec<SessionId>,
     records: VecDeque<recorder_tap::RecordEvent>,
+    /// Messages for other workers' cores: (worker, message).
+    relays: VecDeque<(usize, relay::RelayMsg)>,
     next_recording: u64,
     events: VecDeque<(SessionId, Event)>,
     /// Sessions marked dead, ended at the end of the current call.
@@ -298,6 +311,7 @@ impl Sfu {
                 transmits: VecDeque::new(),
                 written: Vec::new(),
                 records: VecDeque::new(),
+                relays: VecDeque::new(),
                 next_recording: recording_base,
                 events: VecDeque::new(),
                 doomed: Vec::new(),
@@ -331,6 +345,9 @@ impl Sfu {
                 Ok(Reply::Done)
             }
             Command::Subscribe { room, offer } => self.subscribe(now, room, &offer),
+            Command::SubscribeRelayed { room, offer, home } => {
+                self.subscribe_relayed(now, room, &offer, home)
+            }
             Command::DeleteSession { role, room, token } => self.delete(now, role, &room, token),
             Command::Patch {
                 role,
@@ -431,6 +448,9 @@ impl Sfu {
         if let Some(r) = self.out.records.pop_front() {
             return Output::Record(r);
         }
+        if let Some((to, msg)) = self.out.relays.pop_front() {
+            return Output::Relay { to, msg };
+        }
         let far = self.last_now + Duration::from_secs(1);
         let next = [
             self.timers.next(),
@@ -486,7 +506,16 @@ impl Sfu {
         self.sessions.len()
     }
 
-    /// Number of rooms.
+    /// Rooms whose packets do not come from another worker: summed over
+    /// the workers, each room of the process once.
+    pub fn home_room_count(&self) -> usize {
+        self.rooms
+            .values()
+            .filter(|r| r.relay_home.is_none())
+            .count()
+    }
+
+    /// Number of rooms (a relayed room's copy on this worker included).
     pub fn room_count(&self) -> usize {
         self.rooms.len()
     }
@@ -506,7 +535,7 @@ impl Sfu {
                 s.viewers_paused += 1;
             }
         }
-        s.rooms = self.rooms.len() as u64;
+        s.rooms = self.home_room_count() as u64;
         s.admission_refusals = self.load.refusals;
         s.loop_busy_ratio = self.load.busy_ratio;
         s.load_headroom = self.load.headroom(self.last_now);

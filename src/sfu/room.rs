@@ -72,6 +72,13 @@ pub struct Room {
     pub created: Instant,
     /// Record the current publisher's tracks.
     pub record: bool,
+    /// Home side of the relay between workers: the other workers that have
+    /// viewers of this room; each gets every packet once (`relay.rs`).
+    /// At most one entry per worker.
+    pub relays: Vec<usize>,
+    /// Viewer side of the relay: the room's packets come from this worker
+    /// (the home worker, which has the publisher), not from a publisher here.
+    pub relay_home: Option<usize>,
 }
 
 impl Room {
@@ -84,6 +91,8 @@ impl Room {
             tracks: PerKind::default(),
             created: now,
             record: false,
+            relays: Vec::new(),
+            relay_home: None,
         }
     }
 
@@ -97,9 +106,10 @@ impl Room {
         self.subscribers.push(id);
     }
 
-    /// Neither a publisher nor a viewer: the room can be pruned.
+    /// Neither a publisher nor a viewer, here or on another worker: the
+    /// room can be pruned.
     pub fn is_empty(&self) -> bool {
-        self.publisher.is_none() && self.subscribers.is_empty()
+        self.publisher.is_none() && self.subscribers.is_empty() && self.relays.is_empty()
     }
 
     /// Remove a viewer. Returns whether it was there.

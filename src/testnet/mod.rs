@@ -42,6 +42,11 @@ pub fn server_addr() -> SocketAddr {
     SocketAddr::from(SERVER)
 }
 
+/// Worker `w`'s address in a net of several workers: the server's, port + w.
+pub fn worker_addr(w: usize) -> SocketAddr {
+    SocketAddr::from((SERVER.0, SERVER.1 + w as u16))
+}
+
 /// The DTLS certificate of every test core in this process, made once (as
 /// the server makes one per process): a key pair costs about a millisecond.
 pub fn server_cert() -> DtlsCert {
@@ -73,6 +78,8 @@ pub struct Client {
     pub token: Option<SessionToken>,
     pub room: String,
     pub publisher: bool,
+    /// The worker (core) its session is on.
+    pub worker: usize,
     pub mids: Vec<(Mid, MediaKind)>,
     pub got: Vec<Got>,
     pub keyframe_requests: usize,
@@ -165,7 +172,20 @@ pub struct TestNet {
     pub last_etag: String,
     pub now: Instant,
     pub start: Instant,
+    /// Worker 0's core (the only one, unless the net has several workers).
     pub sfu: Sfu,
+    /// Workers 1.. of a net with several workers ([`TestNet::workers`]),
+    /// linked by the relay queues.
+    pub others: Vec<Sfu>,
+    /// The relay between workers: one bounded queue per (from, to) pair.
+    pub relay: BTreeMap<(usize, usize), std::collections::VecDeque<crate::sfu::relay::RelayMsg>>,
+    /// Capacity of each relay queue.
+    pub relay_capacity: usize,
+    /// Workers whose relay queues are not read (a stalled loop).
+    pub relay_stalled: Vec<usize>,
+    /// The worker the next join goes to, and the home it is relayed from
+    /// (`Some`: a relayed subscribe); see [`TestNet::join_on`].
+    pub join_to: (usize, Option<usize>),
     pub clients: Vec<Client>,
     queue: BTreeMap<(Instant, u64), Datagram>,
     seq: u64,
@@ -212,6 +232,11 @@ impl TestNet {
             now,
             start: now,
             sfu: Sfu::new(config, now),
+            others: Vec::new(),
+            relay: BTreeMap::new(),
+            relay_capacity: 1024,
+            relay_stalled: Vec::new(),
+            join_to: (0, None),
             clients: Vec::new(),
             queue: BTreeMap::new(),
             seq: 0,
@@ -223,6 +248,100 @@ impl TestNet {
             stray: Vec::new(),
             client_errors_end_clients: false,
         }
+    }
+
+    /// A net of `n` workers' cores linked by the relay, like the binary's
+    /// `--workers n`: worker w answers on [`worker_addr`]`(w)`.
+    pub fn workers(seed: u64, n: usize, config: SfuConfig) -> TestNet {
+        let key = [seed as u8 ^ 0x5a; 32];
+        let shard = |i| crate::sfu::TokenShard::new(key, i, n);
+        let mut net = Self::with_config(
+            seed,
+            SfuConfig {
+                shard: shard(0),
+                ..config.clone()
+            },
+        );
+        for w in 1..n {
+            let c = SfuConfig {
+                candidates: vec![worker_addr(w)],
+                seed: [seed as u8 ^ w as u8; 32],
+                dtls_cert: config.dtls_cert.clone().or_else(|| Some(server_cert())),
+                shard: shard(w),
+                ..config.clone()
+            };
+            net.others.push(Sfu::new(c, net.now));
+        }
+        net
+    }
+
+    /// Worker `w`'s core.
+    pub fn core(&mut self, w: usize) -> &mut Sfu {
+        if w == 0 {
+            &mut self.sfu
+        } else {
+            &mut self.others[w - 1]
+        }
+    }
+
+    /// Worker `w`'s core, read only.
+    pub fn core_ref(&self, w: usize) -> &Sfu {
+        if w == 0 {
+            &self.sfu
+        } else {
+            &self.others[w - 1]
+        }
+    }
+
+    /// Number of workers.
+    pub fn worker_count(&self) -> usize {
+        1 + self.others.len()
+    }
+
+    /// Join (see [`TestNet::join`]) on worker `w`; `home`: a viewer relayed
+    /// from that worker.
+    pub fn join_on(
+        &mut self,
+        w: usize,
+        home: Option<usize>,
+        room: &str,
+        publisher: bool,
+        kinds: &[(MediaKind, Direction)],
+    ) -> Result<usize, crate::sfu::ApiError> {
+        self.join_to = (w, home);
+        let r = self.join(room, publisher, kinds);
+        self.join_to = (0, None);
+        r
+    }
+
+    /// Publish audio and video on worker `w`.
+    pub fn publish_on(&mut self, w: usize, room: &str) -> usize {
+        self.join_on(
+            w,
+            None,
+            room,
+            true,
+            &[
+                (MediaKind::Audio, Direction::SendOnly),
+                (MediaKind::Video, Direction::SendOnly),
+            ],
+        )
+        .expect("publish")
+    }
+
+    /// A viewer on worker `w`, relayed from `home` when that is another worker.
+    pub fn view_on(&mut self, w: usize, home: usize, room: &str) -> usize {
+        self.join_on(
+            w,
+            (home != w).then_some(home),
+            room,
+            false,
+            &[
+                (MediaKind::Audio, Direction::RecvOnly),
+                (MediaKind::Video, Direction::RecvOnly),
+            ],
+        )
+        .expect("subscribe")
     }
 
     fn random(&mut self) -> f64 {
@@ -310,11 +429,18 @@ impl TestNet {
         };
         self.last_offer = offer.clone();
         let room_name = RoomName::new(room).unwrap();
+        let (worker, home) = self.join_to;
         let cmd = if publisher {
             Command::Publish {
                 room: room_name,
                 offer,
                 record: opts.record,
+            }
+        } else if let Some(home) = home {
+            Command::SubscribeRelayed {
+                room: room_name,
+                offer,
+                home,
             }
         } else {
             Command::Subscribe {
@@ -322,7 +448,8 @@ impl TestNet {
                 offer,
             }
         };
-        let (token, answer, etag) = match self.sfu.handle_command(self.now, cmd)? {
+        let now = self.now;
+        let (token, answer, etag) = match self.core(worker).handle_command(now, cmd)? {
             Reply::Created {
                 token,
                 answer,
@@ -348,6 +475,7 @@ impl TestNet {
             token: Some(token),
             room: room.into(),
             publisher,
+            worker,
             mids,
             got: vec![],
             keyframe_requests: 0,
@@ -448,7 +576,8 @@ impl TestNet {
             token: c.token.unwrap(),
         };
         c.rtc.disconnect();
-        self.sfu.handle_command(self.now, cmd)
+        let (w, now) = (c.worker, self.now);
+        self.core(w).handle_command(now, cmd)
     }
 
     /// PATCH the client's session with an sdpfrag.
@@ -471,7 +600,8 @@ impl TestNet {
             if_match: if_match.map(str::to_string),
             fragment: fragment.to_string(),
         };
-        self.sfu.handle_command(self.now, cmd)
+        let (w, now) = (c.worker, self.now);
+        self.core(w).handle_command(now, cmd)
     }
 
     /// Deliver a raw datagram to the server now; returns the datagrams the
@@ -489,6 +619,7 @@ impl TestNet {
                     self.push(server_addr(), t.destination, t.contents.to_vec())
                 }
                 crate::sfu::Output::Record(r) => self.recorded.push(r),
+                crate::sfu::Output::Relay { to, msg } => self.relay_push(0, to, msg),
                 crate::sfu::Output::Timeout(_) => return back,
             }
         }
@@ -525,7 +656,10 @@ impl TestNet {
     pub fn jump(&mut self, d: Duration) {
         self.now += d;
         self.next_media = self.now;
-        self.sfu.handle_timeout(self.now);
+        let now = self.now;
+        for w in 0..self.worker_count() {
+            self.core(w).handle_timeout(now);
+        }
         self.settle();
     }
 
@@ -613,9 +747,60 @@ impl TestNet {
         }
     }
 
+    /// Drain every worker's core and hand relayed messages over until all
+    /// are quiet; returns the earliest next timeout.
     fn drain_sfu(&mut self) -> Instant {
         for _ in 0..MAX_ITER {
-            match self.sfu.poll_output() {
+            let mut next = self.drain_core(0);
+            for w in 1..self.worker_count() {
+                next = next.min(self.drain_core(w));
+            }
+            if !self.deliver_relayed() {
+                return next;
+            }
+        }
+        panic!("the workers never went quiet");
+    }
+
+    /// Queue a relay message from worker `from` to `to`; a full queue
+    /// hands it back to the sender's core (counted there).
+    fn relay_push(&mut self, from: usize, to: usize, msg: crate::sfu::relay::RelayMsg) {
+        let (cap, n) = (self.relay_capacity, self.worker_count());
+        let q = self.relay.entry((from, to)).or_default();
+        if q.len() >= cap || to >= n {
+            self.core(from).relay_dropped(msg);
+        } else {
+            q.push_back(msg);
+        }
+    }
+
+    /// Hand every queued relay message to its worker (not a stalled one's);
+    /// returns whether any was handed.
+    fn deliver_relayed(&mut self) -> bool {
+        let now = self.now;
+        let mut any = false;
+        let keys: Vec<(usize, usize)> = self.relay.keys().copied().collect();
+        for (from, to) in keys {
+            if self.relay_stalled.contains(&to) {
+                continue;
+            }
+            let msgs: Vec<_> = self
+                .relay
+                .get_mut(&(from, to))
+                .map(|q| q.drain(..).collect())
+                .unwrap_or_default();
+            for m in msgs {
+                any = true;
+                self.core(to).handle_relay(now, m);
+            }
+        }
+        any
+    }
+
+    fn drain_core(&mut self, w: usize) -> Instant {
+        let me = worker_addr(w);
+        for _ in 0..MAX_ITER {
+            match self.core(w).poll_output() {
                 crate::sfu::Output::Transmit(t) => {
                     let to = t.destination;
                     let target = self
@@ -639,7 +824,7 @@ impl TestNet {
                     let now = self.now;
                     let len = t.contents.len();
                     match self.clients[i].downlink.as_mut() {
-                        None => self.push(server_addr(), to, t.contents.to_vec()),
+                        None => self.push(me, to, t.contents.to_vec()),
                         Some(link) => {
                             let start = link.busy_until.max(now);
                             if start - now > link.max_queue {
@@ -652,11 +837,12 @@ impl TestNet {
                                 start + Duration::from_nanos(bits * 1_000_000_000 / link.rate_bps);
                             link.delivered_bytes += len as u64;
                             let at = link.busy_until + self.latency;
-                            self.push_at(at, server_addr(), to, t.contents.to_vec());
+                            self.push_at(at, me, to, t.contents.to_vec());
                         }
                     }
                 }
                 crate::sfu::Output::Record(r) => self.recorded.push(r),
+                crate::sfu::Output::Relay { to, msg } => self.relay_push(w, to, msg),
                 crate::sfu::Output::Timeout(t) => return t,
             }
         }
@@ -667,7 +853,8 @@ impl TestNet {
     /// (nothing to or from a blackholed client arrives).
     fn deliver(&mut self, d: Datagram) {
         let now = self.now;
-        if d.to == server_addr() {
+        let worker = (0..self.worker_count()).find(|w| d.to == worker_addr(*w));
+        if let Some(w) = worker {
             if self
                 .clients
                 .iter()
@@ -675,7 +862,7 @@ impl TestNet {
             {
                 return;
             }
-            self.sfu.handle_receive(now, d.from, d.to, &d.bytes);
+            self.core(w).handle_receive(now, d.from, d.to, &d.bytes);
         } else if let Some(i) = self
             .clients
             .iter()
@@ -727,7 +914,9 @@ impl TestNet {
             self.deliver(d);
         }
         // Timers.
-        self.sfu.handle_timeout(now);
+        for w in 0..self.worker_count() {
+            self.core(w).handle_timeout(now);
+        }
         for i in 0..self.clients.len() {
             if self.clients[i].alive && self.clients[i].next <= now {
                 let _ = self.clients[i].rtc.handle_input(Input::Timeout(now));
@@ -766,6 +955,21 @@ impl TestNet {
     /// Every map of the core is empty (the short grace list of ended
     /// sessions aside).
     pub fn assert_maps_empty(&self) {
+        for w in 1..self.worker_count() {
+            let c = self.core_ref(w).counts();
+            assert_eq!(
+                (
+                    c.sessions,
+                    c.rooms,
+                    c.tokens,
+                    c.addrs,
+                    c.ufrags,
+                    c.keyframe_timers
+                ),
+                (0, 0, 0, 0, 0, 0),
+                "worker {w}: {c:?}"
+            );
+        }
         let c = self.sfu.counts();
         assert_eq!(
             (
@@ -785,7 +989,10 @@ impl TestNet {
     /// Exact packet accounting: every (packet, viewer) pair the fan-out saw was
     /// forwarded or dropped with a counted per-viewer reason.
     pub fn assert_accounting(&self) {
-        let s = self.sfu.stats();
+        let mut s = self.sfu.stats();
+        for w in 1..self.worker_count() {
+            s.absorb(&self.core_ref(w).stats());
+        }
         let per_viewer: u64 = crate::sfu::DropReason::ALL
             .iter()
             .filter(|r| r.is_per_viewer())

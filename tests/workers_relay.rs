@@ -1,0 +1,174 @@
+//! Several workers' cores in one TestNet, linked by the relay between
+//! workers (src/sfu/relay.rs), with real str0m peers: a room's publisher on
+//! its home worker, viewers on every worker.
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestNet;
+use str0m::media::MediaKind;
+use wisp::sfu::{Reply, SfuConfig};
+
+/// Every viewer in `viewers` got more than `min` packets of each kind, in
+/// order, gap-free from its first, with continuous sequence numbers and
+/// intact payloads.
+fn assert_every_payload_in_order(net: &TestNet, viewers: &[usize], min: usize) {
+    for &v in viewers {
+        for kind in [MediaKind::Video, MediaKind::Audio] {
+            let got = net.counters(v, kind);
+            assert!(got.len() > min, "viewer {v} {kind:?}: {}", got.len());
+            for w in got.windows(2) {
+                assert!(w[1] > w[0], "viewer {v} {kind:?} out of order: {w:?}");
+            }
+            let seqs: Vec<u64> = net.clients[v]
+                .got
+                .iter()
+                .filter(|g| g.kind == kind)
+                .map(|g| g.seq)
+                .collect();
+            for w in seqs.windows(2) {
+                assert_eq!(w[1], w[0] + 1, "viewer {v} {kind:?}: continuous sequence");
+            }
+        }
+        assert!(net.clients[v]
+            .got
+            .iter()
+            .all(|g| g.payload.len() == 200 && g.payload[10..].iter().all(|b| *b == 0xab)));
+    }
+}
+
+#[test]
+fn viewers_on_every_worker_get_every_payload_in_order() {
+    let mut net = TestNet::workers(11, 3, SfuConfig::default());
+    let p = net.publish_on(0, "r");
+    // Viewers on the home worker and, through the relay, on the two others.
+    let viewers = [
+        net.view_on(0, 0, "r"),
+        net.view_on(1, 0, "r"),
+        net.view_on(2, 0, "r"),
+        net.view_on(2, 0, "r"),
+    ];
+    assert!(net.run_until(Duration::from_secs(5), |n| n.connected(p)
+        && viewers.iter().all(|v| n.connected(*v))));
+    net.run_for(Duration::from_secs(5));
+    assert_every_payload_in_order(&net, &viewers, 100);
+    // Relayed viewers lose nothing the home's own viewer gets.
+    let home = net.counters(viewers[0], MediaKind::Video);
+    for &v in &viewers[1..] {
+        let got = net.counters(v, MediaKind::Video);
+        assert!(
+            home.ends_with(&got[got.len() - 50..]),
+            "viewer {v} keeps up with the home's viewer"
+        );
+    }
+    // One hand-off per packet per other worker, not per viewer.
+    let s0 = net.core_ref(0).stats();
+    let (s1, s2) = (net.core_ref(1).stats(), net.core_ref(2).stats());
+    assert_eq!(s0.relay_queue_full, 0);
+    assert!(
+        s1.rtp_forwarded > 200 && s2.rtp_forwarded > 2 * 200,
+        "{s1:?} {s2:?}"
+    );
+    assert_eq!(s1.sessions_live, [0, 1], "no session crosses workers");
+    assert_eq!(s2.sessions_live, [0, 2]);
+    net.assert_accounting();
+
+    // Viewers leave: the other workers drop the room, and so does the home
+    // once its publisher goes.
+    for v in viewers {
+        assert!(matches!(net.delete(v), Ok(Reply::Deleted)));
+    }
+    net.run_for(Duration::from_millis(200));
+    assert_eq!(net.core_ref(1).room_count(), 0);
+    assert_eq!(net.core_ref(2).room_count(), 0);
+    assert!(matches!(net.delete(p), Ok(Reply::Deleted)));
+    net.run_for(Duration::from_millis(200));
+    net.assert_maps_empty();
+}
+
+#[test]
+fn a_publisher_reconnect_keeps_every_worker_s_viewers() {
+    let mut net = TestNet::workers(12, 2, SfuConfig::default());
+    // Viewers first, one on each worker; the room's home is worker 0.
+    let v0 = net.view_on(0, 0, "re");
+    let v1 = net.view_on(1, 0, "re");
+    let p1 = net.publish_on(0, "re");
+    assert!(net.run_until(Duration::from_secs(5), |n| n.connected(p1)
+        && n.connected(v0)
+        && n.connected(v1)));
+    net.run_for(Duration::from_secs(2));
+    let before = [v0, v1].map(|v| net.clients[v].got.len());
+    assert!(before.iter().all(|n| *n > 50), "{before:?}");
+
+    assert!(matches!(net.delete(p1), Ok(Reply::Deleted)));
+    net.run_for(Duration::from_millis(500));
+    assert_eq!(
+        net.core_ref(1).room_count(),
+        1,
+        "the relayed viewer keeps its room"
+    );
+
+    let p2 = net.publish_on(0, "re");
+    net.run_for(Duration::from_secs(3));
+    assert!(net.connected(p2));
+    for (v, n) in [v0, v1].into_iter().zip(before) {
+        let got = &net.clients[v].got;
+        assert!(got.len() > n + 50, "viewer {v} receives the new publisher");
+        for kind in [MediaKind::Video, MediaKind::Audio] {
+            let seqs: Vec<u64> = got
+                .iter()
+                .filter(|g| g.kind == kind)
+                .map(|g| g.seq)
+                .collect();
+            for w in seqs.windows(2) {
+                assert_eq!(
+                    w[1],
+                    w[0] + 1,
+                    "viewer {v} {kind:?}: continuous across publishers"
+                );
+            }
+        }
+    }
+    net.assert_accounting();
+}
+
+#[test]
+fn a_full_relay_queue_is_counted_and_does_not_stall_the_home() {
+    let mut net = TestNet::workers(13, 2, SfuConfig::default());
+    net.relay_capacity = 8;
+    let p = net.publish_on(0, "full");
+    let v0 = net.view_on(0, 0, "full");
+    let v1 = net.view_on(1, 0, "full");
+    assert!(net.run_until(Duration::from_secs(5), |n| n.connected(p)
+        && n.connected(v0)
+        && n.connected(v1)));
+    net.run_for(Duration::from_secs(1));
+    let (home_before, relayed_before) = (net.clients[v0].got.len(), net.clients[v1].got.len());
+    assert!(relayed_before > 20);
+
+    // Worker 1's loop stalls: its queue fills, the rest is dropped and
+    // counted, and the home's own viewer keeps getting everything.
+    net.relay_stalled = vec![1];
+    net.run_for(Duration::from_secs(2));
+    let dropped = net.core_ref(0).stats().relay_queue_full;
+    assert!(dropped > 100, "dropped {dropped}");
+    assert!(net.clients[v0].got.len() > home_before + 200);
+    // (Only what was already on its way when the stall began.)
+    assert!(
+        net.clients[v1].got.len() <= relayed_before + 10,
+        "nothing new reached the stalled worker's viewer"
+    );
+    assert_every_payload_in_order(&net, &[v0], 50);
+
+    // It recovers: the queued packets, then a keyframe and the rest.
+    net.relay_stalled.clear();
+    net.run_for(Duration::from_secs(3));
+    assert!(net.clients[v1].got.len() > relayed_before + 100);
+    let got = net.counters(v1, MediaKind::Video);
+    assert!(
+        got.windows(2).all(|w| w[1] > w[0]),
+        "in order after the gap"
+    );
+    net.assert_accounting();
+}
