@@ -172,3 +172,50 @@ fn a_full_relay_queue_is_counted_and_does_not_stall_the_home() {
     );
     net.assert_accounting();
 }
+
+/// Publisher layers (rid, packets per frame, packet size), 30 fps each.
+const LAYERS: &[(&str, usize, usize)] = &[("h", 6, 1100), ("m", 2, 1000), ("l", 1, 500)];
+
+#[test]
+fn relayed_viewers_choose_their_own_simulcast_layer() {
+    let mut net = TestNet::workers(14, 2, SfuConfig::default());
+    let p = net.publish_simulcast("sc", LAYERS);
+    assert_eq!(net.clients[p].worker, 0);
+    assert!(net.run_until(Duration::from_secs(5), |n| n.connected(p)));
+    // A local viewer first, so that worker 1 joins a room that is sending.
+    let local = net.view_on(0, 0, "sc");
+    net.run_for(Duration::from_secs(1));
+    let slow = net.view_on(1, 0, "sc");
+    let fast = net.view_on(1, 0, "sc");
+    net.set_downlink(slow, Some(300_000));
+    net.set_downlink(fast, Some(10_000_000));
+    assert!(net.run_until(Duration::from_secs(5), |n| n.connected(slow)
+        && n.connected(fast)
+        && n.connected(local)));
+    assert!(
+        net.settle_on_layer(fast, "h", Duration::from_secs(20))
+            .is_some(),
+        "the fast relayed viewer climbs to h on its own worker"
+    );
+    net.run_for(Duration::from_secs(3));
+    assert_eq!(net.current_layer(slow).as_deref(), Some("l"));
+    assert_eq!(net.current_layer(fast).as_deref(), Some("h"));
+    for v in [slow, fast] {
+        let mut pk = net.sim_packets(v);
+        pk.sort_by_key(|p| p.seq);
+        pk.dedup_by_key(|p| p.seq);
+        assert!(
+            pk.len() > 100 && pk[0].keyframe,
+            "viewer {v} starts on a keyframe"
+        );
+        for w in pk.windows(2) {
+            assert!(
+                w[1].layer == w[0].layer || w[1].keyframe,
+                "viewer {v}: a switch starts on a keyframe"
+            );
+        }
+        let gaps = pk.windows(2).filter(|w| w[1].seq != w[0].seq + 1).count();
+        assert_eq!(gaps, 0, "viewer {v}: continuous sequence numbers");
+    }
+    net.assert_accounting();
+}

@@ -47,7 +47,8 @@ impl Sfu {
         }
         self.check_capacity(&room)?;
         self.admit_publisher(now)?;
-        let (id, token, answer, etag) = self.create_session(now, Role::Publisher, &room, offer)?;
+        let (id, token, answer, etag) =
+            self.create_session(now, Role::Publisher, &room, offer, false)?;
         let s = &self.sessions[&id];
         if s.track_mid.values().all(Option::is_none) {
             self.close_session(now, id);
@@ -101,7 +102,15 @@ impl Sfu {
     ) -> Result<Reply, ApiError> {
         self.check_capacity(&room)?;
         self.admit_viewer(now, &room)?;
-        let (id, token, answer, etag) = self.create_session(now, Role::Subscriber, &room, offer)?;
+        // A relayed room's shape is unknown here before its first packets
+        // come: its viewers get an estimator in case it is simulcast.
+        let unknown = home.is_some()
+            && self
+                .rooms
+                .get(&room)
+                .is_none_or(|r| r.tracks.video.is_none());
+        let (id, token, answer, etag) =
+            self.create_session(now, Role::Subscriber, &room, offer, unknown)?;
         let s = &self.sessions[&id];
         if s.outs.values().all(Option::is_none) {
             self.close_session(now, id);
@@ -162,6 +171,7 @@ impl Sfu {
         role: Role,
         room: &RoomName,
         offer: &str,
+        maybe_simulcast: bool,
     ) -> Result<(SessionId, SessionToken, String, String), ApiError> {
         sdp::check_offer(offer)?;
         // RFC 9725: a WHIP answer is recvonly, a WHEP answer sendonly, even
@@ -175,7 +185,7 @@ impl Sfu {
         // Bandwidth estimation only where there is a choice to make (a
         // simulcast room): the estimate picks the layer. Elsewhere its
         // padding and probes would only cost the viewer's link and our CPU.
-        let bwe = role == Role::Subscriber && self.is_simulcast(room);
+        let bwe = role == Role::Subscriber && (maybe_simulcast || self.is_simulcast(room));
         let built = guard(move || {
             let mut cfg = Self::rtc_config();
             if let Some(cert) = cert {
