@@ -389,12 +389,13 @@ fn merge_rooms(all: Vec<Answer>) -> Answer {
                 }
                 Some(m) => {
                     m.viewers += r.viewers;
+                    // The home's tracks (it has the publisher), not a copy's.
+                    if r.publisher_live || m.tracks.is_empty() {
+                        m.tracks = r.tracks;
+                    }
                     m.publisher_live |= r.publisher_live;
                     m.recording |= r.recording;
                     m.uptime_s = m.uptime_s.max(r.uptime_s);
-                    if m.tracks.is_empty() {
-                        m.tracks = r.tracks;
-                    }
                 }
             }
         }

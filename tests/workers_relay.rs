@@ -44,10 +44,10 @@ fn viewers_on_every_worker_get_every_payload_in_order() {
     let p = net.publish_on(0, "r");
     // Viewers on the home worker and, through the relay, on the two others.
     let viewers = [
-        net.view_on(0, 0, "r"),
-        net.view_on(1, 0, "r"),
-        net.view_on(2, 0, "r"),
-        net.view_on(2, 0, "r"),
+        net.view_on(0, "r"),
+        net.view_relayed(1, 0, "r"),
+        net.view_relayed(2, 0, "r"),
+        net.view_relayed(2, 0, "r"),
     ];
     assert!(net.run_until(Duration::from_secs(5), |n| n.connected(p)
         && viewers.iter().all(|v| n.connected(*v))));
@@ -91,8 +91,8 @@ fn viewers_on_every_worker_get_every_payload_in_order() {
 fn a_publisher_reconnect_keeps_every_worker_s_viewers() {
     let mut net = TestNet::workers(12, 2, SfuConfig::default());
     // Viewers first, one on each worker; the room's home is worker 0.
-    let v0 = net.view_on(0, 0, "re");
-    let v1 = net.view_on(1, 0, "re");
+    let v0 = net.view_on(0, "re");
+    let v1 = net.view_relayed(1, 0, "re");
     let p1 = net.publish_on(0, "re");
     assert!(net.run_until(Duration::from_secs(5), |n| n.connected(p1)
         && n.connected(v0)
@@ -138,8 +138,8 @@ fn a_full_relay_queue_is_counted_and_does_not_stall_the_home() {
     let mut net = TestNet::workers(13, 2, SfuConfig::default());
     net.relay_capacity = 8;
     let p = net.publish_on(0, "full");
-    let v0 = net.view_on(0, 0, "full");
-    let v1 = net.view_on(1, 0, "full");
+    let v0 = net.view_on(0, "full");
+    let v1 = net.view_relayed(1, 0, "full");
     assert!(net.run_until(Duration::from_secs(5), |n| n.connected(p)
         && n.connected(v0)
         && n.connected(v1)));
@@ -180,13 +180,13 @@ const LAYERS: &[(&str, usize, usize)] = &[("h", 6, 1100), ("m", 2, 1000), ("l", 
 fn relayed_viewers_choose_their_own_simulcast_layer() {
     let mut net = TestNet::workers(14, 2, SfuConfig::default());
     let p = net.publish_simulcast("sc", LAYERS);
-    assert_eq!(net.clients[p].worker, 0);
+    assert_eq!(net.clients[p].core, 0);
     assert!(net.run_until(Duration::from_secs(5), |n| n.connected(p)));
     // A local viewer first, so that worker 1 joins a room that is sending.
-    let local = net.view_on(0, 0, "sc");
+    let local = net.view_on(0, "sc");
     net.run_for(Duration::from_secs(1));
-    let slow = net.view_on(1, 0, "sc");
-    let fast = net.view_on(1, 0, "sc");
+    let slow = net.view_relayed(1, 0, "sc");
+    let fast = net.view_relayed(1, 0, "sc");
     net.set_downlink(slow, Some(300_000));
     net.set_downlink(fast, Some(10_000_000));
     assert!(net.run_until(Duration::from_secs(5), |n| n.connected(slow)

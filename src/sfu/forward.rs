@@ -13,8 +13,7 @@ use std::time::Instant;
 
 use str0m::format::{Codec, PayloadParams};
 use str0m::media::MediaKind;
-use str0m::media::Pt;
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
 use str0m::Input;
 
 use super::id::IdMap;
@@ -22,39 +21,13 @@ use super::out_stream::{Source, Verdict};
 use super::relay::{MediaExt, RelayBody, RelayMsg, RelayPacket};
 use super::room::Room;
 use super::session::{self, guarded, Drained, Session};
+use super::source::{self, Resolved, SourcePacket};
 use super::{recorder_tap, simulcast};
 use super::{DropReason, Outbox, RoomName, SessionId, Sfu, Why};
 use crate::codec::{self, Ids};
 
-/// The fields of one RTP packet the fan-out reads: a publisher's
-/// `RtpPacket`, or a packet relayed in the clear from another worker
-/// (`relay.rs`).
-pub(super) struct Pkt<'a> {
-    /// The publisher's payload type.
-    pub pt: Pt,
-    /// The publisher's extended sequence number.
-    pub seq: u64,
-    pub ts: u32,
-    pub marker: bool,
-    pub payload: &'a Arc<[u8]>,
-    pub ext: &'a ExtensionValues,
-}
-
-impl<'a> Pkt<'a> {
-    fn of(p: &'a RtpPacket) -> Pkt<'a> {
-        Pkt {
-            pt: p.header.payload_type,
-            seq: *p.seq_no,
-            ts: p.header.timestamp,
-            marker: p.header.marker,
-            payload: &p.payload,
-            ext: &p.header.ext_vals,
-        }
-    }
-}
-
 /// One packet's facts, worked out once before the fan-out and read by every viewer.
-pub(super) struct Facts {
+struct Facts {
     /// The publisher session and SSRC: what a viewer's stream is mapped from.
     source: Source,
     kind: MediaKind,
@@ -81,76 +54,22 @@ pub(super) struct Facts {
 }
 
 impl Facts {
-    /// The facts of `pkt` from publisher `p` in `room`, with the track's
-    /// bookkeeping done (counters, rate window, picture size, recorder tap).
-    /// `None` (counted as a drop) for an extra track or an unknown payload type.
+    /// The facts of `pkt` from `source` in `room`, as the source resolved
+    /// it, with the track's bookkeeping done (counters, rate window, picture
+    /// size, recorder tap). Reads nothing of the source itself.
     fn of(
-        p: &mut Session,
+        source: Source,
+        what: Resolved,
         room: &mut Room,
-        pkt: &RtpPacket,
+        pkt: &SourcePacket<'_>,
         out: &mut Outbox,
         now: Instant,
-    ) -> Option<Facts> {
-        let ssrc = pkt.header.ssrc;
-        let kind = match p.ssrc_kind.iter().find(|(s, _)| *s == ssrc) {
-            Some((_, k)) => *k,
-            None => {
-                let (k, definitive) = match classify_ssrc(p, room, ssrc) {
-                    Ok(k) => (k, true),
-                    Err(()) => (None, false),
-                };
-                if definitive && p.ssrc_kind.len() < 16 {
-                    p.ssrc_kind.push((ssrc, k));
-                }
-                k
-            }
-        };
-        let Some((kind, layer)) = kind else {
-            out.stats.drop(DropReason::ExtraTrack);
-            return None;
-        };
-        let Some(params): Option<PayloadParams> = p
-            .rtc
-            .codec_config()
-            .find(|c| c.pt() == pkt.header.payload_type)
-            .copied()
-        else {
-            out.stats.drop(DropReason::UnknownPayloadType);
-            return None;
-        };
-        let pk = Pkt::of(pkt);
-        let source = (p.id, ssrc);
-        let facts = Facts::account(room, source, kind, layer, params, &pk, now);
-        if room.record {
-            if let Some(t) = room.tracks[kind].as_mut() {
-                if !facts.video || t.record_layer == Some(layer) {
-                    recorder_tap::tap(
-                        t,
-                        &room.name,
-                        kind,
-                        &params,
-                        pkt,
-                        &mut out.records,
-                        &mut out.next_recording,
-                    );
-                }
-            }
-        }
-        Some(facts)
-    }
-
-    /// The facts of packet `pkt` of `kind` and `layer` from `source`, with
-    /// the room track's bookkeeping done (counters, rate window, picture
-    /// size): for a publisher's packet and for a relayed one alike.
-    pub(super) fn account(
-        room: &mut Room,
-        source: Source,
-        kind: MediaKind,
-        layer: u8,
-        params: PayloadParams,
-        pkt: &Pkt<'_>,
-        now: Instant,
     ) -> Facts {
+        let Resolved {
+            kind,
+            layer,
+            params,
+        } = what;
         let codec = params.spec().codec;
         let video = kind == MediaKind::Video;
         let mut simulcast = false;
@@ -187,6 +106,18 @@ impl Facts {
                         t.record_layer = simulcast::highest(&t.layers);
                     }
                 }
+            }
+            let recorded = !video || t.record_layer == Some(layer);
+            if room.record && recorded {
+                recorder_tap::tap(
+                    t,
+                    &room.name,
+                    kind,
+                    &params,
+                    pkt,
+                    &mut out.records,
+                    &mut out.next_recording,
+                );
             }
         }
         // The payload, walked once: keyframe start, the picture size it
@@ -239,8 +170,9 @@ impl Facts {
 }
 
 impl Sfu {
-    /// Fan one publisher packet out to every viewer of the room, then ask for
-    /// the keyframe a waiting viewer needs and re-choose layers if rates moved.
+    /// Fan one packet of a session-backed source (`pid`'s `Rtc` decrypted
+    /// it) out to every viewer of the room, then ask for the keyframe a
+    /// waiting viewer needs and re-choose layers if rates moved.
     pub(super) fn forward(&mut self, now: Instant, pid: SessionId, pkt: RtpPacket) {
         self.out.stats.rtp_in += 1;
         let Some(p) = self.sessions.get_mut(&pid) else {
@@ -249,68 +181,32 @@ impl Sfu {
         let Some(room) = self.rooms.get_mut(&p.room) else {
             return;
         };
-        let Some(facts) = Facts::of(p, room, &pkt, &mut self.out, now) else {
+        let view = SourcePacket::of(&pkt);
+        let Some(what) = source::resolve_session(p, room, &view, &mut self.out) else {
             return;
         };
-        let want_keyframe = fan_out(
-            &facts,
-            &Pkt::of(&pkt),
-            &room.name,
-            &room.subscribers,
+        let after = forward_in(
+            room,
+            (pid, view.ssrc),
+            what,
+            &view,
             &mut self.sessions,
             &mut self.out,
             now,
         );
         if !room.relays.is_empty() {
-            // Once per other worker with viewers of the room, in the clear.
-            let rid = room.tracks[facts.kind]
-                .as_ref()
-                .and_then(|t| t.layers.get(usize::from(facts.layer)))
-                .and_then(|l| l.rid);
-            for &to in &room.relays {
-                self.out.relays.push_back((
-                    to,
-                    RelayMsg {
-                        from: self.config.shard.index,
-                        room: room.name.clone(),
-                        body: RelayBody::Packet(RelayPacket {
-                            source: (pid.0, pkt.header.ssrc),
-                            kind: facts.kind,
-                            layer: facts.layer,
-                            rid,
-                            simulcast: facts.simulcast,
-                            params: facts.params,
-                            pt: pkt.header.payload_type,
-                            seq: *pkt.seq_no,
-                            ts: pkt.header.timestamp,
-                            marker: pkt.header.marker,
-                            payload: pkt.payload.clone(),
-                            ext: MediaExt::of(&pkt.header.ext_vals),
-                        }),
-                    },
-                ));
-            }
+            relay_out(room, what, &view, &mut self.out, self.config.shard.index);
         }
-        if want_keyframe || facts.rates_changed {
-            let room_name = room.name.clone();
-            self.after_fan_out(now, &room_name, &facts, want_keyframe);
-        }
+        self.after_forward(now, after);
     }
 
-    /// After a fan-out: ask for the keyframe a waiting viewer needs, and
-    /// re-choose layers if rates moved.
-    pub(super) fn after_fan_out(
-        &mut self,
-        now: Instant,
-        room: &RoomName,
-        f: &Facts,
-        want_keyframe: bool,
-    ) {
-        if want_keyframe {
-            let layer = if f.video { f.layer } else { 0 };
-            self.request_keyframe(now, room, layer);
+    /// What one packet's fan-out asks for: a keyframe of the layer a viewer
+    /// waits on, new layer choices.
+    pub(super) fn after_forward(&mut self, now: Instant, after: After) {
+        if let Some((room, layer)) = after.want_keyframe.as_ref() {
+            self.request_keyframe(now, room, *layer);
         }
-        if f.rates_changed {
+        if let Some(room) = after.rates_changed.as_ref() {
             self.select_layers(now, room, None);
         }
     }
@@ -348,14 +244,91 @@ impl Sfu {
     }
 }
 
+/// What [`forward_in`] leaves to do once the fan-out's borrows end.
+#[derive(Debug, Default)]
+pub(super) struct After {
+    /// A viewer waits for a keyframe of this room's video layer.
+    pub want_keyframe: Option<(RoomName, u8)>,
+    /// A layer's rate moved in this room: layer choices are re-made.
+    pub rates_changed: Option<RoomName>,
+}
+
+/// The source-agnostic forwarding of one packet of `room`'s source: its
+/// facts, then every viewer's write. `source` is the identity viewers'
+/// streams are mapped from; `what` is what the source resolved. Any kind of
+/// source calls this (see `room.rs`); it reads nothing of the source.
+pub(super) fn forward_in(
+    room: &mut Room,
+    source: Source,
+    what: Resolved,
+    pkt: &SourcePacket<'_>,
+    sessions: &mut IdMap<Session>,
+    out: &mut Outbox,
+    now: Instant,
+) -> After {
+    let facts = Facts::of(source, what, room, pkt, out, now);
+    let want_keyframe = fan_out(
+        &facts,
+        pkt,
+        &room.name,
+        &room.subscribers,
+        sessions,
+        out,
+        now,
+    );
+    let mut after = After::default();
+    if want_keyframe {
+        let layer = if facts.video { facts.layer } else { 0 };
+        after.want_keyframe = Some((room.name.clone(), layer));
+    }
+    if facts.rates_changed {
+        after.rates_changed = Some(room.name.clone());
+    }
+    after
+}
+
+/// The home side of the relay between workers (`relay.rs`): `pkt` once to
+/// each other worker with viewers of `room`, in the clear (the payload is
+/// shared, not copied).
+fn relay_out(room: &Room, what: Resolved, pkt: &SourcePacket<'_>, out: &mut Outbox, me: usize) {
+    let track = room.tracks[what.kind].as_ref();
+    let rid = track
+        .and_then(|t| t.layers.get(usize::from(what.layer)))
+        .and_then(|l| l.rid);
+    let simulcast = what.kind == MediaKind::Video && track.is_some_and(|t| t.simulcast);
+    for &to in &room.relays {
+        out.relays.push_back((
+            to,
+            RelayMsg {
+                from: me,
+                room: room.name.clone(),
+                body: RelayBody::Packet(RelayPacket {
+                    ssrc: pkt.ssrc,
+                    kind: what.kind,
+                    layer: what.layer,
+                    rid,
+                    simulcast,
+                    params: what.params,
+                    pt: pkt.pt,
+                    seq: pkt.seq,
+                    ts: pkt.ts,
+                    marker: pkt.marker,
+                    payload: pkt.payload.clone(),
+                    ext: MediaExt::of(pkt.ext),
+                }),
+            },
+        ));
+    }
+}
+
 /// A VP9 payload rewritten with (picture id, TL0PICIDX), shared by viewers.
 type SharedVp9 = Option<((Option<u16>, Option<u8>), Arc<[u8]>)>;
 
 /// Write one packet, described by `f`, to every viewer in `subscribers`.
 /// Returns whether a viewer waits for a keyframe of the packet's layer.
-pub(super) fn fan_out(
+fn fan_out(
     f: &Facts,
-    pkt: &Pkt<'_>,
+    pkt: &SourcePacket<'_>,
     room_name: &RoomName,
     subscribers: &[SessionId],
     sessions: &mut IdMap<Session>,
@@ -524,48 +497,4 @@ pub(super) fn fan_out(
         }
     }
     want_keyframe
-}
-
-/// Which kind and layer a publisher SSRC feeds: its m-line must be the
-/// session's track of that kind; a video rid becomes (or finds) a layer of
-/// the room's track. `Ok(None)`: an extra track or a layer beyond the bound;
-/// `Err`: not known yet (a simulcast SSRC whose rid is not bound), ask again.
-fn classify_ssrc(
-    p: &mut Session,
-    room: &mut Room,
-    ssrc: Ssrc,
-) -> Result<Option<(MediaKind, u8)>, ()> {
-    let Some((mid, rid)) = p
-        .rtc
-        .direct_api()
-        .stream_rx(&ssrc)
-        .map(|rx| (rx.mid(), rx.rid()))
-    else {
-        return Ok(None);
-    };
-    let Some(kind) = p.rtc.media(mid).map(|m| m.kind()) else {
-        return Ok(None);
-    };
-    if p.track_mid[kind] != Some(mid) {
-        return Ok(None);
-    }
-    let Some(track) = room.tracks[kind].as_mut() else {
-        return Ok(Some((kind, 0)));
-    };
-    if !track.simulcast || kind != MediaKind::Video {
-        return Ok(Some((kind, 0)));
-    }
-    let Some(rid) = rid else {
-        return Err(());
-    };
-    let i = match track.layers.iter().position(|l| l.rid == Some(rid)) {
-        Some(i) => i,
-        None if track.layers.len() < simulcast::MAX_LAYERS => {
-            track.layers.push(simulcast::Layer::new(Some(rid)));
-            track.layers.len() - 1
-        }
-        None => return Ok(None),
-    };
-    track.layers[i].ssrc = Some(ssrc);
-    Ok(Some((kind, i as u8)))
 }

@@ -15,7 +15,7 @@ use str0m::{Candidate, Rtc, RtcConfig};
 use super::out_stream::OutStream;
 use super::per_kind::{kind_name, PerKind};
 use super::recorder_tap::RecordEvent;
-use super::room::{Room, Track};
+use super::room::{Room, SourceKind, Track};
 use super::sdp::{self, one_line};
 use super::session::{self, drain, guard, guarded, Drained, Session};
 use super::{demux, role_index, simulcast, Why};
@@ -40,7 +40,7 @@ impl Sfu {
         offer: &str,
         record: Option<bool>,
     ) -> Result<Reply, ApiError> {
-        if let Some(p) = self.rooms.get(&room).and_then(|r| r.publisher) {
+        if let Some(p) = self.rooms.get(&room).and_then(|r| r.source_id()) {
             if self.sessions.get(&p).is_some_and(|s| !s.dead) {
                 return Err(ApiError::AlreadyPublished);
             }
@@ -119,10 +119,18 @@ impl Sfu {
             ));
         }
         if let Some(h) = home {
-            if let Some(r) = self.rooms.get_mut(&room).filter(|r| r.publisher.is_none()) {
-                if r.relay_home != Some(h) {
-                    // A new home (the room moved): its copy of the tracks is stale.
-                    r.relay_home = Some(h);
+            let fresh = self.next_id + 1;
+            if let Some(r) = self
+                .rooms
+                .get_mut(&room)
+                .filter(|r| r.source_session().is_none())
+            {
+                if r.relay_home() != Some(h) {
+                    // The relay is the room's source here, with an id from
+                    // the sessions' counter. A new home (the room moved):
+                    // its copy of the tracks is stale.
+                    self.next_id = fresh;
+                    r.set_source(SessionId(fresh), SourceKind::Relay { home: h });
                     for t in r.tracks.values_mut() {
                         *t = None;
                     }
@@ -267,7 +275,7 @@ impl Sfu {
             .entry(room.clone())
             .or_insert_with(|| Room::new(room.clone(), now));
         match role {
-            Role::Publisher => r.publish(id),
+            Role::Publisher => r.set_source(id, SourceKind::Whip),
             Role::Subscriber => r.subscribe(id),
         }
         if let Err(e) = self.setup_media(id, room, &answer) {
@@ -567,7 +575,12 @@ impl Sfu {
     /// Close a room: end its publisher and every viewer. Returns how many sessions ended.
     pub fn close_room(&mut self, now: Instant, room: &RoomName) -> Result<usize, ApiError> {
         let r = self.rooms.get(room).ok_or(ApiError::NotFound)?;
-        let ids: Vec<SessionId> = r.publisher.iter().chain(&r.subscribers).copied().collect();
+        let ids: Vec<SessionId> = r
+            .source_session()
+            .iter()
+            .chain(&r.subscribers)
+            .copied()
+            .collect();
         for id in &ids {
             self.remember_ended(now, *id);
             self.close_session(now, *id);
@@ -626,17 +639,18 @@ impl Sfu {
         if let Some(r) = self.rooms.get_mut(&s.room) {
             match s.role {
                 Role::Publisher => {
-                    for &w in &r.relays {
-                        self.out.relays.push_back((
-                            w,
-                            super::relay::RelayMsg {
-                                from: self.config.shard.index,
-                                room: s.room.clone(),
-                                body: super::relay::RelayBody::PublisherGone,
-                            },
-                        ));
-                    }
-                    if let Some(recs) = r.close_publisher(id) {
+                    if let Some(recs) = r.close_source(id) {
+                        // Other workers relaying the room start a new segment too.
+                        for &w in &r.relays {
+                            self.out.relays.push_back((
+                                w,
+                                super::relay::RelayMsg {
+                                    from: self.config.shard.index,
+                                    room: s.room.clone(),
+                                    body: super::relay::RelayBody::PublisherGone,
+                                },
+                            ));
+                        }
                         for id in recs {
                             self.out.records.push_back(RecordEvent::Stop { id });
                         }
@@ -655,7 +669,7 @@ impl Sfu {
                 }
             }
             if r.is_empty() {
-                if let Some(h) = r.relay_home {
+                if let Some(h) = r.relay_home() {
                     // The last viewer here: the home may stop relaying.
                     self.out.relays.push_back((
                         h,

@@ -10,17 +10,27 @@
 //! 1. `ingress.rs`: [`Sfu::handle_receive`] classifies the datagram and finds
 //!    its session in `demux.rs` (by ICE ufrag for STUN, by address for DTLS and
 //!    SRTP; STUN that str0m would refuse is shimmed there too), then hands it
-//!    to the publisher's `Rtc` through the one guarded call ([`session::guarded`]).
+//!    to the source's `Rtc` through the one guarded call ([`session::guarded`]).
 //! 2. `session.rs`: `drain` polls that `Rtc`; the decrypted packet comes out
 //!    as an `Event::RtpPacket`, which `Sfu::process` dispatches here.
-//! 3. `forward.rs`: `Facts::of` works out the packet's facts once (kind,
+//! 3. `source.rs`: the packet becomes a [`source::SourcePacket`] (clear
+//!    header fields and the shared payload) and the source resolves its
+//!    track, layer and codec. This is where a room's source, whatever its
+//!    kind (`room.rs` states the contract), meets the fan-out.
+//! 4. `forward.rs`: `forward_in` works out the packet's facts once (kind,
 //!    layer, codec, keyframe, picture size, VP8/VP9 ids), counts it on the
 //!    room's track (`room.rs`, `simulcast.rs`) and copies it to the recorder
 //!    (`recorder_tap.rs`); `fan_out` then writes it to each viewer's `Rtc`,
-//!    renumbered by the viewer's stream (`out_stream.rs`).
-//! 4. `layers.rs`: a viewer waiting for a keyframe, or a layer whose rate
-//!    moved, leads to a keyframe request or a new layer choice.
-//! 5. `forward.rs` again: [`Sfu::poll_output`] first drains each viewer written
+//!    renumbered by the viewer's stream (`out_stream.rs`). With several
+//!    workers, the room's home core then queues one clear copy per other
+//!    worker with viewers of the room (`relay.rs`, [`Output::Relay`]); that
+//!    worker's core takes it in through [`Sfu::handle_relay`], where the
+//!    relay is the room's source, and runs steps 4 to 6 for its own viewers.
+//! 5. `layers.rs`: a viewer waiting for a keyframe, or a layer whose rate
+//!    moved, leads to a keyframe request (sent to the source by
+//!    `Sfu::ask_source` in `source.rs`, the one dispatch on the source's
+//!    kind) or a new layer choice.
+//! 6. `forward.rs` again: [`Sfu::poll_output`] first drains each viewer written
 //!    to, once per batch (`drain_written`), and returns the SRTP datagrams.
 //!
 //! Sessions begin and end in `lifecycle.rs` (publish, view, patch, close);
@@ -45,6 +55,7 @@ pub mod sdp;
 pub mod session;
 pub mod shed;
 pub mod simulcast;
+pub mod source;
 pub mod stats;
 pub mod timers;
 
@@ -473,7 +484,7 @@ impl Sfu {
             .map(|r| RoomInfo {
                 name: r.name.to_string(),
                 publisher_live: r
-                    .publisher
+                    .source_id()
                     .and_then(|p| self.sessions.get(&p))
                     .is_some_and(|s| s.connected),
                 tracks: r
@@ -488,7 +499,7 @@ impl Sfu {
                     })
                     .collect(),
                 viewers: r.subscribers.len(),
-                recording: r.record && r.publisher.is_some(),
+                recording: r.record && r.source.is_some(),
                 uptime_s: now.saturating_duration_since(r.created).as_secs_f64(),
             })
             .collect();
@@ -511,7 +522,7 @@ impl Sfu {
     pub fn home_room_count(&self) -> usize {
         self.rooms
             .values()
-            .filter(|r| r.relay_home.is_none())
+            .filter(|r| r.relay_home().is_none())
             .count()
     }
 

@@ -14,10 +14,13 @@
 //!   the viewer core runs the ordinary fan-out (`forward.rs`) for its own
 //!   viewers, with its own copy of the room's tracks (rates, layers,
 //!   keyframe throttle), so layer choice is made per viewer where it lives.
-//! - A viewer core whose room's packets come from elsewhere
-//!   (`Room::relay_home`) sends `Want(true)` with every relayed subscribe
-//!   and `Want(false)` when its last viewer leaves; it asks the home for
-//!   keyframes (`Keyframe`) where a local room asks its publisher.
+//! - On a viewer core the relay is the room's source, of kind
+//!   [`SourceKind::Relay`] (the contract of a room's source is in
+//!   `room.rs`): packets come in through `forward_in` as a `SourcePacket`
+//!   with the home's `Resolved` (kind, layer, codec); keyframe requests go
+//!   out through `Sfu::ask_source` as `Keyframe`. It sends `Want(true)`
+//!   with every relayed subscribe and `Want(false)` when its last viewer
+//!   leaves.
 //! - A home core keeps a room while any worker wants it, and tells them
 //!   `PublisherGone` when its publisher leaves (viewers start a new segment).
 //! - The driver moves messages between cores through a bounded queue per
@@ -31,21 +34,17 @@ use str0m::format::PayloadParams;
 use str0m::media::{MediaKind, Pt, Rid};
 use str0m::rtp::{ExtensionValues, Ssrc, VideoOrientation};
 
-use super::forward::{fan_out, Facts, Pkt};
-use super::room::Track;
+use super::forward::forward_in;
+use super::room::{Source, SourceKind, Track};
 use super::simulcast::{Layer, MAX_LAYERS};
+use super::source::{Resolved, SourcePacket};
 use super::{RoomName, SessionId, Sfu};
-
-/// Marks a relayed packet's source id, so that it never equals a local
-/// publisher's session id (viewers' streams compare sources).
-const RELAYED: u64 = 1 << 63;
 
 /// One publisher packet, relayed in the clear.
 #[derive(Debug, Clone)]
 pub struct RelayPacket {
-    /// The home's publisher session id and the packet's SSRC: a new
-    /// publisher or SSRC starts a new segment on the viewers' streams.
-    pub source: (u64, Ssrc),
+    /// The publisher's SSRC for this stream.
+    pub ssrc: Ssrc,
     /// Its kind.
     pub kind: MediaKind,
     /// Its layer in the room's video track (0 for audio and plain video).
@@ -193,14 +192,18 @@ impl Sfu {
     }
 
     /// A viewer core's relayed packet: count it on its copy of the room's
-    /// track, then fan it out to its own viewers like a publisher's.
+    /// track, then fan it out to its own viewers like a publisher's (the
+    /// source-agnostic `forward_in`).
     fn relayed_packet(&mut self, now: Instant, from: usize, name: &RoomName, p: &RelayPacket) {
         let Some(room) = self.rooms.get_mut(name) else {
             return; // no viewer here any more: our `Want(false)` is on its way
         };
-        if room.relay_home != Some(from) || room.publisher.is_some() {
+        let Some(src) = room
+            .source
+            .filter(|s| s.kind == SourceKind::Relay { home: from })
+        else {
             return;
-        }
+        };
         if room.tracks[p.kind].is_none() {
             let mut t = Track::new(&[]);
             if p.simulcast && p.kind == MediaKind::Video {
@@ -235,9 +238,10 @@ impl Sfu {
         if l.rid.is_none() {
             l.rid = p.rid;
         }
-        l.ssrc = Some(p.source.1);
+        l.ssrc = Some(p.ssrc);
         let ext = p.ext.values();
-        let pkt = Pkt {
+        let view = SourcePacket {
+            ssrc: p.ssrc,
             pt: p.pt,
             seq: p.seq,
             ts: p.ts,
@@ -245,29 +249,38 @@ impl Sfu {
             payload: &p.payload,
             ext: &ext,
         };
-        let source = (SessionId(RELAYED | p.source.0), p.source.1);
-        let facts = Facts::account(room, source, p.kind, p.layer, p.params, &pkt, now);
-        let want_keyframe = fan_out(
-            &facts,
-            &pkt,
-            &room.name,
-            &room.subscribers,
+        let what = Resolved {
+            kind: p.kind,
+            layer: p.layer,
+            params: p.params,
+        };
+        let after = forward_in(
+            room,
+            (src.id, p.ssrc),
+            what,
+            &view,
             &mut self.sessions,
             &mut self.out,
             now,
         );
-        self.after_fan_out(now, name, &facts, want_keyframe);
+        self.after_forward(now, after);
     }
 
-    /// The home's publisher left: drop the copy of its tracks; viewers
-    /// start a new segment when the next publisher's packets come.
+    /// The home's publisher left: drop the copy of its tracks, and take a
+    /// new source id, so that viewers start a new segment when the next
+    /// publisher's packets come (even on the same SSRCs).
     fn relayed_publisher_gone(&mut self, from: usize, name: &RoomName) {
         let Some(r) = self.rooms.get_mut(name) else {
             return;
         };
-        if r.relay_home != Some(from) {
+        if r.relay_home() != Some(from) {
             return;
         }
+        self.next_id += 1;
+        r.source = Some(Source {
+            id: SessionId(self.next_id),
+            kind: SourceKind::Relay { home: from },
+        });
         for t in r.tracks.values_mut() {
             *t = None;
         }

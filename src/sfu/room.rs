@@ -1,4 +1,31 @@
-//! A room: at most one publisher, any number of viewers, one track per kind.
+//! A room: at most one source, any number of viewers, one track per kind.
+//!
+//! # The room's source
+//!
+//! "Where this room's packets come from" is one notion, [`Source`]: a
+//! [`SourceKind`] and an id. Everything downstream of the source is the
+//! same whatever its kind:
+//!
+//! - **Packets in.** The source hands each packet to the fan-out as a
+//!   [`super::source::SourcePacket`] (clear RTP header fields and the shared
+//!   payload, never SRTP) plus what it resolved about it
+//!   ([`super::source::Resolved`]: kind, layer, negotiated codec). The
+//!   fan-out (`forward.rs`) reads nothing else of the source: its per-viewer
+//!   loop never looks at the source's kind.
+//! - **Feedback out.** Keyframe requests (and, for kinds that can use them,
+//!   layer needs) go to the source through one dispatch function,
+//!   `Sfu::ask_source` in `source.rs`, the only `match` on the kind.
+//! - **Identity.** `Source::id` plus the packet's SSRC is what a viewer's
+//!   stream is mapped from (`out_stream.rs`): a new id or SSRC starts a new
+//!   segment, numbered on from the last packet the viewer got, so viewers
+//!   keep continuous numbering when one source ends and another takes over.
+//!
+//! A session-backed kind (a WHIP publisher) has its `Rtc` in the session
+//! map under `id`, resolves packets from that `Rtc`, and takes keyframe
+//! requests as RTCP PLI. A kind with no session of its own (packets pushed
+//! in from elsewhere) takes an id from the same counter so that it never
+//! equals a session's, calls the fan-out with its own `Resolved`, and turns
+//! feedback into an output for its driver.
 
 use std::time::Instant;
 
@@ -57,28 +84,57 @@ impl Track {
     }
 }
 
+/// What kind of source feeds a room (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A WHIP publisher session on this core.
+    Whip,
+    /// Another worker of this process (the room's home, which has its
+    /// publisher) relays the room's packets in the clear (`relay.rs`): no
+    /// session here; the id is a pseudo-session's, a new one per publisher
+    /// of the home; feedback goes out as [`super::Output::Relay`].
+    Relay {
+        /// The home worker.
+        home: usize,
+    },
+}
+
+impl SourceKind {
+    /// A session of this core (its `Rtc` is in the session map).
+    pub fn is_session(self) -> bool {
+        matches!(self, SourceKind::Whip)
+    }
+}
+
+/// A room's source: its kind, and the id its packets are known by (a
+/// session id for the kinds that are sessions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source {
+    /// The session (or pseudo-session) the packets come from.
+    pub id: SessionId,
+    /// What it is.
+    pub kind: SourceKind,
+}
+
 /// One room of the Manager.
 #[derive(Debug)]
 pub struct Room {
     /// Its name.
     pub name: RoomName,
-    /// The publisher session, if any.
-    pub publisher: Option<SessionId>,
+    /// Where its packets come from, if anywhere yet.
+    pub source: Option<Source>,
     /// The viewer sessions, in join order.
     pub subscribers: Vec<SessionId>,
-    /// The publisher's tracks, per kind.
+    /// The source's tracks, per kind.
     pub tracks: PerKind<Option<Track>>,
     /// When the room was created.
     pub created: Instant,
     /// Record the current publisher's tracks.
     pub record: bool,
-    /// Home side of the relay between workers: the other workers that have
-    /// viewers of this room; each gets every packet once (`relay.rs`).
-    /// At most one entry per worker.
+    /// The other workers of this process with viewers of this room (home
+    /// side of the relay, `relay.rs`): each gets every packet once. At most
+    /// one entry per worker.
     pub relays: Vec<usize>,
-    /// Viewer side of the relay: the room's packets come from this worker
-    /// (the home worker, which has the publisher), not from a publisher here.
-    pub relay_home: Option<usize>,
 }
 
 impl Room {
@@ -86,19 +142,23 @@ impl Room {
     pub fn new(name: RoomName, now: Instant) -> Room {
         Room {
             name,
-            publisher: None,
+            source: None,
             subscribers: Vec::new(),
             tracks: PerKind::default(),
             created: now,
             record: false,
             relays: Vec::new(),
-            relay_home: None,
         }
     }
 
-    /// Take `id` as the publisher (the caller has checked the slot is free).
-    pub fn publish(&mut self, id: SessionId) {
-        self.publisher = Some(id);
+    /// Take `id` as the source (the caller has checked the slot is free).
+    pub fn set_source(&mut self, id: SessionId, kind: SourceKind) {
+        self.source = Some(Source { id, kind });
+    }
+
+    /// The source's id, if the room has a source.
+    pub fn source_id(&self) -> Option<SessionId> {
+        self.source.map(|s| s.id)
     }
 
     /// Add `id` as a viewer.
@@ -106,10 +166,23 @@ impl Room {
         self.subscribers.push(id);
     }
 
-    /// Neither a publisher nor a viewer, here or on another worker: the
-    /// room can be pruned.
+    /// The session that is the room's source, if its source is a session.
+    pub fn source_session(&self) -> Option<SessionId> {
+        self.source.filter(|s| s.kind.is_session()).map(|s| s.id)
+    }
+
+    /// The worker that relays this room's packets here, if any.
+    pub fn relay_home(&self) -> Option<usize> {
+        match self.source?.kind {
+            SourceKind::Relay { home } => Some(home),
+            SourceKind::Whip => None,
+        }
+    }
+
+    /// No source session, no viewer, and no other worker relaying from
+    /// here: the room can be pruned (a relayed room goes with its last viewer).
     pub fn is_empty(&self) -> bool {
-        self.publisher.is_none() && self.subscribers.is_empty() && self.relays.is_empty()
+        self.source_session().is_none() && self.subscribers.is_empty() && self.relays.is_empty()
     }
 
     /// Remove a viewer. Returns whether it was there.
@@ -119,14 +192,14 @@ impl Room {
         before != self.subscribers.len()
     }
 
-    /// Close the publisher slot if `id` holds it; its tracks go with it.
+    /// Close the source slot if `id` holds it; its tracks go with it.
     /// Returns the recordings those tracks fed (to be stopped), or `None` if
-    /// `id` was not the publisher.
-    pub fn close_publisher(&mut self, id: SessionId) -> Option<Vec<RecordingId>> {
-        if self.publisher != Some(id) {
+    /// `id` was not the source.
+    pub fn close_source(&mut self, id: SessionId) -> Option<Vec<RecordingId>> {
+        if self.source_id() != Some(id) {
             return None;
         }
-        self.publisher = None;
+        self.source = None;
         let recs = self
             .tracks
             .values_mut()

@@ -193,7 +193,7 @@ impl TestNet {
 
     /// The simulcast layer (rid) the core forwards to viewer `i`.
     pub fn current_layer(&self, i: usize) -> Option<String> {
-        self.core_ref(self.clients[i].worker)
+        self.core_ref(self.clients[i].core)
             .viewer_layers(self.clients[i].token.unwrap())
             .and_then(|v| v.current.map(|r| r.to_string()))
     }

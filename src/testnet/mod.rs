@@ -42,9 +42,11 @@ pub fn server_addr() -> SocketAddr {
     SocketAddr::from(SERVER)
 }
 
-/// Worker `w`'s address in a net of several workers: the server's, port + w.
-pub fn worker_addr(w: usize) -> SocketAddr {
-    SocketAddr::from((SERVER.0, SERVER.1 + w as u16))
+/// The address of core `k` of a net with several ([`TestNet::add_core`]):
+/// core 0 is [`server_addr`], core k the next documentation address.
+pub fn core_addr(k: usize) -> SocketAddr {
+    let (ip, port) = SERVER;
+    SocketAddr::from(([ip[0], ip[1], ip[2], ip[3] + k as u8], port))
 }
 
 /// The DTLS certificate of every test core in this process, made once (as
@@ -75,11 +77,11 @@ pub struct Got {
 pub struct Client {
     pub rtc: Rtc,
     pub addr: SocketAddr,
+    /// The core it joined (0: `TestNet::sfu`).
+    pub core: usize,
     pub token: Option<SessionToken>,
     pub room: String,
     pub publisher: bool,
-    /// The worker (core) its session is on.
-    pub worker: usize,
     pub mids: Vec<(Mid, MediaKind)>,
     pub got: Vec<Got>,
     pub keyframe_requests: usize,
@@ -172,20 +174,20 @@ pub struct TestNet {
     pub last_etag: String,
     pub now: Instant,
     pub start: Instant,
-    /// Worker 0's core (the only one, unless the net has several workers).
+    /// Core 0, at [`server_addr`].
     pub sfu: Sfu,
-    /// Workers 1.. of a net with several workers ([`TestNet::workers`]),
-    /// linked by the relay queues.
-    pub others: Vec<Sfu>,
-    /// The relay between workers: one bounded queue per (from, to) pair.
+    /// Cores 1.. ([`TestNet::add_core`]), core k at [`core_addr`]`(k)`: nodes
+    /// of one cluster, linked by the same net.
+    pub cores: Vec<Sfu>,
+    /// The relay between workers of one process ([`TestNet::workers`]):
+    /// one bounded queue per (from, to) pair of cores.
     pub relay: BTreeMap<(usize, usize), std::collections::VecDeque<crate::sfu::relay::RelayMsg>>,
     /// Capacity of each relay queue.
     pub relay_capacity: usize,
-    /// Workers whose relay queues are not read (a stalled loop).
+    /// Cores whose relay queues are not read (a stalled loop).
     pub relay_stalled: Vec<usize>,
-    /// The worker the next join goes to, and the home it is relayed from
-    /// (`Some`: a relayed subscribe); see [`TestNet::join_on`].
-    pub join_to: (usize, Option<usize>),
+    /// The home worker the next join is relayed from ([`TestNet::view_relayed`]).
+    join_home: Option<usize>,
     pub clients: Vec<Client>,
     queue: BTreeMap<(Instant, u64), Datagram>,
     seq: u64,
@@ -232,11 +234,11 @@ impl TestNet {
             now,
             start: now,
             sfu: Sfu::new(config, now),
-            others: Vec::new(),
+            cores: Vec::new(),
             relay: BTreeMap::new(),
             relay_capacity: 1024,
             relay_stalled: Vec::new(),
-            join_to: (0, None),
+            join_home: None,
             clients: Vec::new(),
             queue: BTreeMap::new(),
             seq: 0,
@@ -250,8 +252,39 @@ impl TestNet {
         }
     }
 
-    /// A net of `n` workers' cores linked by the relay, like the binary's
-    /// `--workers n`: worker w answers on [`worker_addr`]`(w)`.
+    /// Add a core (a node of a cluster) with `config`, at [`core_addr`] of
+    /// its index, which is returned.
+    pub fn add_core(&mut self, config: SfuConfig) -> usize {
+        let k = self.cores.len() + 1;
+        let config = SfuConfig {
+            candidates: vec![core_addr(k)],
+            seed: [(self.rng as u8).wrapping_add(k as u8); 32],
+            dtls_cert: config.dtls_cert.or_else(|| Some(server_cert())),
+            ..config
+        };
+        self.cores.push(Sfu::new(config, self.now));
+        k
+    }
+
+    /// Core `k` (0: [`TestNet::sfu`]).
+    pub fn core(&mut self, k: usize) -> &mut Sfu {
+        match k {
+            0 => &mut self.sfu,
+            k => &mut self.cores[k - 1],
+        }
+    }
+
+    /// Core `k`, read only.
+    pub fn core_ref(&self, k: usize) -> &Sfu {
+        match k {
+            0 => &self.sfu,
+            k => &self.cores[k - 1],
+        }
+    }
+
+    /// A net of `n` workers' cores of one process, linked by the relay
+    /// between workers (`src/sfu/relay.rs`) as the binary's `--workers n`
+    /// links its loops: core k is worker k, with its share of the tokens.
     pub fn workers(seed: u64, n: usize, config: SfuConfig) -> TestNet {
         let key = [seed as u8 ^ 0x5a; 32];
         let shard = |i| crate::sfu::TokenShard::new(key, i, n);
@@ -263,85 +296,26 @@ impl TestNet {
             },
         );
         for w in 1..n {
-            let c = SfuConfig {
-                candidates: vec![worker_addr(w)],
-                seed: [seed as u8 ^ w as u8; 32],
-                dtls_cert: config.dtls_cert.clone().or_else(|| Some(server_cert())),
+            net.add_core(SfuConfig {
                 shard: shard(w),
                 ..config.clone()
-            };
-            net.others.push(Sfu::new(c, net.now));
+            });
         }
         net
     }
 
-    /// Worker `w`'s core.
-    pub fn core(&mut self, w: usize) -> &mut Sfu {
-        if w == 0 {
-            &mut self.sfu
-        } else {
-            &mut self.others[w - 1]
-        }
+    /// A viewer of audio and video on worker `core`, relayed from worker
+    /// `home` (the room's publisher's).
+    pub fn view_relayed(&mut self, core: usize, home: usize, room: &str) -> usize {
+        self.join_home = Some(home);
+        let v = self.view_on(core, room);
+        self.join_home = None;
+        v
     }
 
-    /// Worker `w`'s core, read only.
-    pub fn core_ref(&self, w: usize) -> &Sfu {
-        if w == 0 {
-            &self.sfu
-        } else {
-            &self.others[w - 1]
-        }
-    }
-
-    /// Number of workers.
-    pub fn worker_count(&self) -> usize {
-        1 + self.others.len()
-    }
-
-    /// Join (see [`TestNet::join`]) on worker `w`; `home`: a viewer relayed
-    /// from that worker.
-    pub fn join_on(
-        &mut self,
-        w: usize,
-        home: Option<usize>,
-        room: &str,
-        publisher: bool,
-        kinds: &[(MediaKind, Direction)],
-    ) -> Result<usize, crate::sfu::ApiError> {
-        self.join_to = (w, home);
-        let r = self.join(room, publisher, kinds);
-        self.join_to = (0, None);
-        r
-    }
-
-    /// Publish audio and video on worker `w`.
-    pub fn publish_on(&mut self, w: usize, room: &str) -> usize {
-        self.join_on(
-            w,
-            None,
-            room,
-            true,
-            &[
-                (MediaKind::Audio, Direction::SendOnly),
-                (MediaKind::Video, Direction::SendOnly),
-            ],
-        )
-        .expect("publish")
-    }
-
-    /// A viewer on worker `w`, relayed from `home` when that is another worker.
-    pub fn view_on(&mut self, w: usize, home: usize, room: &str) -> usize {
-        self.join_on(
-            w,
-            (home != w).then_some(home),
-            room,
-            false,
-            &[
-                (MediaKind::Audio, Direction::RecvOnly),
-                (MediaKind::Video, Direction::RecvOnly),
-            ],
-        )
-        .expect("subscribe")
+    /// Which core listens on `addr`.
+    fn core_at(&self, addr: SocketAddr) -> Option<usize> {
+        (0..=self.cores.len()).find(|k| core_addr(*k) == addr)
     }
 
     fn random(&mut self) -> f64 {
@@ -422,6 +396,18 @@ impl TestNet {
         kinds: &[(MediaKind, Direction)],
         opts: &JoinOpts,
     ) -> Result<usize, crate::sfu::ApiError> {
+        self.join_on(0, room, publisher, kinds, opts)
+    }
+
+    /// [`TestNet::join_opts`] on core `core`.
+    pub fn join_on(
+        &mut self,
+        core: usize,
+        room: &str,
+        publisher: bool,
+        kinds: &[(MediaKind, Direction)],
+        opts: &JoinOpts,
+    ) -> Result<usize, crate::sfu::ApiError> {
         let (mut rtc, addr, offer, pending, mids) = self.offer(kinds, opts);
         let offer = match opts.mangle {
             Some(f) => f(offer),
@@ -429,14 +415,13 @@ impl TestNet {
         };
         self.last_offer = offer.clone();
         let room_name = RoomName::new(room).unwrap();
-        let (worker, home) = self.join_to;
         let cmd = if publisher {
             Command::Publish {
                 room: room_name,
                 offer,
                 record: opts.record,
             }
-        } else if let Some(home) = home {
+        } else if let Some(home) = self.join_home {
             Command::SubscribeRelayed {
                 room: room_name,
                 offer,
@@ -449,7 +434,7 @@ impl TestNet {
             }
         };
         let now = self.now;
-        let (token, answer, etag) = match self.core(worker).handle_command(now, cmd)? {
+        let (token, answer, etag) = match self.core(core).handle_command(now, cmd)? {
             Reply::Created {
                 token,
                 answer,
@@ -472,10 +457,10 @@ impl TestNet {
         self.clients.push(Client {
             rtc,
             addr,
+            core,
             token: Some(token),
             room: room.into(),
             publisher,
-            worker,
             mids,
             got: vec![],
             keyframe_requests: 0,
@@ -550,15 +535,37 @@ impl TestNet {
     }
 
     pub fn view(&mut self, room: &str) -> usize {
-        self.join(
+        self.view_on(0, room)
+    }
+
+    /// A viewer of audio and video on core `core`.
+    pub fn view_on(&mut self, core: usize, room: &str) -> usize {
+        self.join_on(
+            core,
             room,
             false,
             &[
                 (MediaKind::Audio, Direction::RecvOnly),
                 (MediaKind::Video, Direction::RecvOnly),
             ],
+            &JoinOpts::default(),
         )
         .expect("subscribe")
+    }
+
+    /// A publisher of audio and video on core `core`.
+    pub fn publish_on(&mut self, core: usize, room: &str) -> usize {
+        self.join_on(
+            core,
+            room,
+            true,
+            &[
+                (MediaKind::Audio, Direction::SendOnly),
+                (MediaKind::Video, Direction::SendOnly),
+            ],
+            &JoinOpts::default(),
+        )
+        .expect("publish")
     }
 
     /// DELETE the client's session through the core and drop the client peer.
@@ -576,8 +583,8 @@ impl TestNet {
             token: c.token.unwrap(),
         };
         c.rtc.disconnect();
-        let (w, now) = (c.worker, self.now);
-        self.core(w).handle_command(now, cmd)
+        let (core, now) = (c.core, self.now);
+        self.core(core).handle_command(now, cmd)
     }
 
     /// PATCH the client's session with an sdpfrag.
@@ -600,8 +607,8 @@ impl TestNet {
             if_match: if_match.map(str::to_string),
             fragment: fragment.to_string(),
         };
-        let (w, now) = (c.worker, self.now);
-        self.core(w).handle_command(now, cmd)
+        let (core, now) = (c.core, self.now);
+        self.core(core).handle_command(now, cmd)
     }
 
     /// Deliver a raw datagram to the server now; returns the datagrams the
@@ -656,9 +663,9 @@ impl TestNet {
     pub fn jump(&mut self, d: Duration) {
         self.now += d;
         self.next_media = self.now;
-        let now = self.now;
-        for w in 0..self.worker_count() {
-            self.core(w).handle_timeout(now);
+        self.sfu.handle_timeout(self.now);
+        for c in self.cores.iter_mut() {
+            c.handle_timeout(self.now);
         }
         self.settle();
     }
@@ -747,13 +754,14 @@ impl TestNet {
         }
     }
 
-    /// Drain every worker's core and hand relayed messages over until all
-    /// are quiet; returns the earliest next timeout.
+    /// Drain every core; returns the earliest next timeout.
+    /// Drain every core, and hand relayed messages between workers over
+    /// until none is left to hand (a stalled worker's wait in their queue).
     fn drain_sfu(&mut self) -> Instant {
         for _ in 0..MAX_ITER {
             let mut next = self.drain_core(0);
-            for w in 1..self.worker_count() {
-                next = next.min(self.drain_core(w));
+            for k in 1..=self.cores.len() {
+                next = next.min(self.drain_core(k));
             }
             if !self.deliver_relayed() {
                 return next;
@@ -762,10 +770,10 @@ impl TestNet {
         panic!("the workers never went quiet");
     }
 
-    /// Queue a relay message from worker `from` to `to`; a full queue
-    /// hands it back to the sender's core (counted there).
+    /// Queue a relay message from core `from` to core `to`; a full queue
+    /// hands it back to the sender (which counts it).
     fn relay_push(&mut self, from: usize, to: usize, msg: crate::sfu::relay::RelayMsg) {
-        let (cap, n) = (self.relay_capacity, self.worker_count());
+        let (cap, n) = (self.relay_capacity, self.cores.len() + 1);
         let q = self.relay.entry((from, to)).or_default();
         if q.len() >= cap || to >= n {
             self.core(from).relay_dropped(msg);
@@ -774,13 +782,13 @@ impl TestNet {
         }
     }
 
-    /// Hand every queued relay message to its worker (not a stalled one's);
+    /// Hand every queued relay message to its core (not a stalled one's);
     /// returns whether any was handed.
     fn deliver_relayed(&mut self) -> bool {
         let now = self.now;
         let mut any = false;
-        let keys: Vec<(usize, usize)> = self.relay.keys().copied().collect();
-        for (from, to) in keys {
+        let pairs: Vec<(usize, usize)> = self.relay.keys().copied().collect();
+        for (from, to) in pairs {
             if self.relay_stalled.contains(&to) {
                 continue;
             }
@@ -797,12 +805,18 @@ impl TestNet {
         any
     }
 
-    fn drain_core(&mut self, w: usize) -> Instant {
-        let me = worker_addr(w);
+    /// Queue everything core `k` sends: to a client (with its loss and
+    /// link), to another core, or stray.
+    fn drain_core(&mut self, k: usize) -> Instant {
+        let from = core_addr(k);
         for _ in 0..MAX_ITER {
-            match self.core(w).poll_output() {
+            match self.core(k).poll_output() {
                 crate::sfu::Output::Transmit(t) => {
                     let to = t.destination;
+                    if self.core_at(to).is_some() {
+                        self.push(from, to, t.contents.to_vec());
+                        continue;
+                    }
                     let target = self
                         .clients
                         .iter()
@@ -824,7 +838,7 @@ impl TestNet {
                     let now = self.now;
                     let len = t.contents.len();
                     match self.clients[i].downlink.as_mut() {
-                        None => self.push(me, to, t.contents.to_vec()),
+                        None => self.push(from, to, t.contents.to_vec()),
                         Some(link) => {
                             let start = link.busy_until.max(now);
                             if start - now > link.max_queue {
@@ -837,24 +851,23 @@ impl TestNet {
                                 start + Duration::from_nanos(bits * 1_000_000_000 / link.rate_bps);
                             link.delivered_bytes += len as u64;
                             let at = link.busy_until + self.latency;
-                            self.push_at(at, me, to, t.contents.to_vec());
+                            self.push_at(at, from, to, t.contents.to_vec());
                         }
                     }
                 }
                 crate::sfu::Output::Record(r) => self.recorded.push(r),
-                crate::sfu::Output::Relay { to, msg } => self.relay_push(w, to, msg),
+                crate::sfu::Output::Relay { to, msg } => self.relay_push(k, to, msg),
                 crate::sfu::Output::Timeout(t) => return t,
             }
         }
-        panic!("the core never reached a timeout");
+        panic!("core {k} never reached a timeout");
     }
 
     /// Hand a datagram that is due to its receiver, the core or a client
     /// (nothing to or from a blackholed client arrives).
     fn deliver(&mut self, d: Datagram) {
         let now = self.now;
-        let worker = (0..self.worker_count()).find(|w| d.to == worker_addr(*w));
-        if let Some(w) = worker {
+        if let Some(k) = self.core_at(d.to) {
             if self
                 .clients
                 .iter()
@@ -862,7 +875,7 @@ impl TestNet {
             {
                 return;
             }
-            self.core(w).handle_receive(now, d.from, d.to, &d.bytes);
+            self.core(k).handle_receive(now, d.from, d.to, &d.bytes);
         } else if let Some(i) = self
             .clients
             .iter()
@@ -914,8 +927,9 @@ impl TestNet {
             self.deliver(d);
         }
         // Timers.
-        for w in 0..self.worker_count() {
-            self.core(w).handle_timeout(now);
+        self.sfu.handle_timeout(now);
+        for c in self.cores.iter_mut() {
+            c.handle_timeout(now);
         }
         for i in 0..self.clients.len() {
             if self.clients[i].alive && self.clients[i].next <= now {
@@ -955,8 +969,8 @@ impl TestNet {
     /// Every map of the core is empty (the short grace list of ended
     /// sessions aside).
     pub fn assert_maps_empty(&self) {
-        for w in 1..self.worker_count() {
-            let c = self.core_ref(w).counts();
+        for k in 1..=self.cores.len() {
+            let c = self.core_ref(k).counts();
             assert_eq!(
                 (
                     c.sessions,
@@ -967,7 +981,7 @@ impl TestNet {
                     c.keyframe_timers
                 ),
                 (0, 0, 0, 0, 0, 0),
-                "worker {w}: {c:?}"
+                "core {k}: {c:?}"
             );
         }
         let c = self.sfu.counts();
@@ -990,8 +1004,8 @@ impl TestNet {
     /// forwarded or dropped with a counted per-viewer reason.
     pub fn assert_accounting(&self) {
         let mut s = self.sfu.stats();
-        for w in 1..self.worker_count() {
-            s.absorb(&self.core_ref(w).stats());
+        for k in 1..=self.cores.len() {
+            s.absorb(&self.core_ref(k).stats());
         }
         let per_viewer: u64 = crate::sfu::DropReason::ALL
             .iter()
