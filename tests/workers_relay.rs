@@ -219,3 +219,90 @@ fn relayed_viewers_choose_their_own_simulcast_layer() {
     }
     net.assert_accounting();
 }
+
+#[test]
+fn a_room_is_recorded_once_on_its_home_worker() {
+    let config = SfuConfig {
+        record_default: true,
+        recording_available: true,
+        ..SfuConfig::default()
+    };
+    let mut net = TestNet::workers(15, 2, config);
+    let p = net.publish_on(0, "rec");
+    let v = net.view_relayed(1, 0, "rec");
+    assert!(net.run_until(Duration::from_secs(5), |n| n.connected(p) && n.connected(v)));
+    net.run_for(Duration::from_secs(2));
+    assert!(net.counters(v, MediaKind::Video).len() > 50);
+    let starts = net
+        .recorded
+        .iter()
+        .filter(|e| matches!(e, wisp::sfu::recorder_tap::RecordEvent::Start { .. }))
+        .count();
+    assert_eq!(
+        starts, 2,
+        "one recording per track, on the home worker only"
+    );
+    let rooms = net.core_ref(1).list_rooms(net.now);
+    assert!(!rooms[0].recording, "the relayed copy does not record");
+    assert!(net.core_ref(0).list_rooms(net.now)[0].recording);
+}
+
+/// The ICE lines of an SDP, as a trickle-ice-sdpfrag body.
+fn frag_of(sdp: &str) -> String {
+    sdp.lines()
+        .filter(|l| {
+            l.starts_with("a=ice-ufrag:")
+                || l.starts_with("a=ice-pwd:")
+                || l.starts_with("a=candidate:")
+        })
+        .map(|l| format!("{l}\r\n"))
+        .collect()
+}
+
+#[test]
+fn a_relayed_viewer_restarts_ice_on_its_worker() {
+    let mut net = TestNet::workers(16, 2, SfuConfig::default());
+    let p = net.publish_on(0, "ir");
+    let v = net.view_relayed(1, 0, "ir");
+    assert!(net.run_until(Duration::from_secs(5), |n| n.connected(p) && n.connected(v)));
+    net.run_for(Duration::from_secs(1));
+    let old_answer = net.last_answer.clone();
+    let attr = |sdp: &str, a: &str| wisp::sfu::sdp::attr(sdp, a).unwrap().to_string();
+
+    let mut api = net.clients[v].rtc.sdp_api();
+    api.ice_restart(true);
+    let (offer, pending) = api.apply().expect("restart offer");
+    let server_frag = match net.patch(v, Some("*"), &frag_of(&offer.to_sdp_string())) {
+        Ok(Reply::Patched {
+            fragment: Some(f), ..
+        }) => f,
+        other => panic!("{other:?}"),
+    };
+    let worker_1 = common::core_addr(1);
+    assert!(
+        server_frag.contains(&format!("{} {} typ host", worker_1.ip(), worker_1.port())),
+        "the restart answers with the viewer's worker's candidate: {server_frag}"
+    );
+    let answer = old_answer
+        .replace(
+            &attr(&old_answer, "ice-ufrag"),
+            &attr(&server_frag, "ice-ufrag"),
+        )
+        .replace(
+            &attr(&old_answer, "ice-pwd"),
+            &attr(&server_frag, "ice-pwd"),
+        );
+    let answer = str0m::change::SdpAnswer::from_sdp_string(&answer).unwrap();
+    net.clients[v]
+        .rtc
+        .sdp_api()
+        .accept_answer(pending, answer)
+        .unwrap();
+    let before = net.counters(v, MediaKind::Video).len();
+    net.run_for(Duration::from_secs(3));
+    let after = net.counters(v, MediaKind::Video).len();
+    assert!(
+        after > before + 50,
+        "media after restart: {before} -> {after}"
+    );
+}
