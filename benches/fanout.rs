@@ -101,6 +101,9 @@ fn measured_phase(
                 SfuOutput::Relay { msg, .. } => {
                     black_box(&msg);
                 }
+                SfuOutput::Upstream(u) => {
+                    black_box(&u);
+                }
                 SfuOutput::Timeout(_) => break,
             }
         }

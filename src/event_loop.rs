@@ -244,6 +244,9 @@ impl EventLoop {
                         _ => self.sfu.relay_dropped(msg),
                     }
                 }
+                // Until the relay driver (issue 15) takes them: no pull is
+                // made without it, so no upstream exists to end.
+                Output::Upstream(ev) => log::debug!("upstream event: {ev:?}"),
                 Output::Timeout(t) => break t,
             }
         };

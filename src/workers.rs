@@ -191,11 +191,19 @@ impl Dispatcher {
             return self.links[0].call(cmd);
         }
         match cmd {
+            // A room's source (publisher or an edge's pull) goes home.
             Command::Publish { ref room, .. }
+            | Command::Pull { ref room }
             | Command::Subscribe { ref room, .. }
             | Command::SubscribeRelayed { ref room, .. } => {
                 let room = room.clone();
                 self.place(room, cmd)
+            }
+            Command::PullAnswer { ref room, .. } | Command::PullFailed { ref room, .. } => {
+                match self.home(room) {
+                    Some(w) => self.links[w].call(cmd),
+                    None => Ok(Err(ApiError::NotFound)),
+                }
             }
             Command::DeleteSession { token, .. }
             | Command::Patch { token, .. }
@@ -395,6 +403,7 @@ fn merge_rooms(all: Vec<Answer>) -> Answer {
                     }
                     m.publisher_live |= r.publisher_live;
                     m.recording |= r.recording;
+                    m.relayed |= r.relayed;
                     m.uptime_s = m.uptime_s.max(r.uptime_s);
                 }
             }
@@ -622,6 +631,7 @@ mod tests {
                                     viewers: 1,
                                     uptime_s: 0.0,
                                     recording: false,
+                                    relayed: false,
                                 })
                                 .collect(),
                         )),

@@ -18,6 +18,7 @@ use super::recorder_tap::RecordEvent;
 use super::room::{Room, SourceKind, Track};
 use super::sdp::{self, one_line};
 use super::session::{self, drain, guard, guarded, Drained, Session};
+use super::upstream::{UpstreamEnd, UpstreamEvent};
 use super::{demux, role_index, simulcast, Why};
 use super::{ApiError, Reply, Role, RoomName, SessionId, SessionToken, Sfu, INITIAL_ESTIMATE};
 
@@ -148,7 +149,7 @@ impl Sfu {
         })
     }
 
-    fn rtc_config() -> RtcConfig {
+    pub(super) fn rtc_config() -> RtcConfig {
         Rtc::builder()
             .set_ice_lite(true)
             .set_rtp_mode(true)
@@ -162,7 +163,7 @@ impl Sfu {
             .set_crypto_provider(super::dtls::crypto_provider())
     }
 
-    fn check_capacity(&self, room: &RoomName) -> Result<(), ApiError> {
+    pub(super) fn check_capacity(&self, room: &RoomName) -> Result<(), ApiError> {
         if self.sessions.len() >= self.config.max_sessions
             || (!self.rooms.contains_key(room) && self.rooms.len() >= self.config.max_rooms)
         {
@@ -265,6 +266,7 @@ impl Sfu {
             recent_txids: demux::RecentTxids::default(),
             shed: Default::default(),
             handshake: Default::default(),
+            pull: None,
         };
         self.sessions.insert(id, session);
         self.tokens.insert(token, id);
@@ -277,6 +279,9 @@ impl Sfu {
         match role {
             Role::Publisher => r.set_source(id, SourceKind::Whip),
             Role::Subscriber => r.subscribe(id),
+        }
+        if role == Role::Subscriber {
+            self.upstream_viewers_changed(now, room);
         }
         if let Err(e) = self.setup_media(id, room, &answer) {
             self.close_session(now, id);
@@ -351,7 +356,7 @@ impl Sfu {
     }
 
     /// A new publisher track of `kind`: every viewer starts a new segment on it.
-    fn attach_track(&mut self, room: &RoomName, kind: MediaKind, rids: &[Rid]) {
+    pub(super) fn attach_track(&mut self, room: &RoomName, kind: MediaKind, rids: &[Rid]) {
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
@@ -369,7 +374,7 @@ impl Sfu {
     }
 
     /// A quoted strong ETag, unique per ICE session.
-    fn new_etag(&mut self) -> String {
+    pub(super) fn new_etag(&mut self) -> String {
         format!("\"{:08x}{:08x}\"", self.ids.u32(), self.ids.u32())
     }
 
@@ -384,7 +389,8 @@ impl Sfu {
     ) -> Result<SessionId, ApiError> {
         let id = self.tokens.get(&token).copied().ok_or(ApiError::NotFound)?;
         let s = &self.sessions[&id];
-        if s.role != role || s.room != *room {
+        // An upstream is no WHIP session: its token is the relay driver's.
+        if s.role != role || s.room != *room || s.pull.is_some() {
             return Err(ApiError::NotFound);
         }
         Ok(id)
@@ -502,11 +508,14 @@ impl Sfu {
         };
         match drained {
             Drained::Until(t) => {
-                let t = if s.connected {
+                let mut t = if s.connected {
                     t
                 } else {
                     t.min(s.created + self.config.connect_timeout)
                 };
+                if let Some(idle) = s.pull.as_ref().and_then(|p| p.idle_deadline()) {
+                    t = t.min(idle);
+                }
                 self.timers.schedule(id, &mut s.timer, t);
             }
             Drained::Dead { panicked: true } => self.out.doom(s, Why::Panic("str0m")),
@@ -582,6 +591,9 @@ impl Sfu {
             .copied()
             .collect();
         for id in &ids {
+            if let Some(p) = self.sessions.get_mut(id).and_then(|s| s.pull.as_mut()) {
+                p.end.get_or_insert(UpstreamEnd::RoomClosed);
+            }
             self.remember_ended(now, *id);
             self.close_session(now, *id);
         }
@@ -635,7 +647,22 @@ impl Sfu {
         });
         self.tokens.remove(&s.token);
         self.demux.remove_session(id, &s.ufrag);
-        self.out.stats.sessions_closed[role_index(s.role)] += 1;
+        if let Some(p) = s.pull.take() {
+            self.release_upstream_addr(id, &p);
+            // Every upstream ends with one event, whatever ended it.
+            let why = p.end.unwrap_or(UpstreamEnd::Failed);
+            let viewers = self.rooms.get(&s.room).map_or(0, |r| r.subscribers.len());
+            log::info!("room {}: upstream {id:?} ended ({})", s.room, why.label());
+            self.out.stats.relay_upstreams_ended += 1;
+            self.out.upstream.push_back(UpstreamEvent::Ended {
+                room: s.room.clone(),
+                token: s.token,
+                why,
+                viewers,
+            });
+        } else {
+            self.out.stats.sessions_closed[role_index(s.role)] += 1;
+        }
         if let Some(r) = self.rooms.get_mut(&s.room) {
             match s.role {
                 Role::Publisher => {
@@ -683,6 +710,10 @@ impl Sfu {
                 self.rooms.remove(&s.room);
                 self.keyframe_timers.retain(|(_, n, _)| *n != s.room);
             }
+        }
+        if s.role == Role::Subscriber {
+            // The last viewer gone starts an upstream's idle time.
+            self.upstream_viewers_changed(now, &s.room);
         }
         log::info!(
             "room {}: {} {id:?} closed after {:.1}s",

@@ -58,6 +58,7 @@ pub mod simulcast;
 pub mod source;
 pub mod stats;
 pub mod timers;
+pub mod upstream;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -72,6 +73,7 @@ use str0m::{Event, IceConnectionState, Input};
 pub use command::{ApiError, Command, Reply, Role, RoomInfo, TrackInfo};
 pub use id::{IdGen, RoomName, SessionId, SessionToken, TokenShard};
 pub use stats::{DropReason, Stats};
+pub use upstream::{UpstreamEnd, UpstreamEvent};
 
 use demux::Demux;
 use per_kind::kind_name;
@@ -110,6 +112,15 @@ pub struct SfuConfig {
     /// tokens its worker owns, and numbers its recordings apart from the
     /// other workers'. Default: the only worker.
     pub shard: id::TokenShard,
+    /// Local addresses for upstreams (see [`upstream`]), one upstream on
+    /// each at a time: the driver binds a UDP socket on each, hands what
+    /// arrives there to [`Sfu::handle_receive`] with that address as the
+    /// destination, and sends each `Transmit` from the socket of its
+    /// `source`. A peer connection is one 5-tuple, so two upstreams to the
+    /// same origin need two local addresses. Empty: upstreams use the
+    /// shared socket of `candidates`, and a second upstream to an origin
+    /// address already in use is refused (`AtCapacity`).
+    pub upstream_addrs: Vec<SocketAddr>,
 }
 
 impl Default for SfuConfig {
@@ -126,6 +137,7 @@ impl Default for SfuConfig {
             max_load: overload::DEFAULT_MAX_LOAD,
             dtls_cert: None,
             shard: id::TokenShard::default(),
+            upstream_addrs: Vec::new(),
         }
     }
 }
@@ -171,6 +183,8 @@ pub enum Output {
         /// The message.
         msg: relay::RelayMsg,
     },
+    /// For the relay driver: an upstream ended (see [`upstream`]).
+    Upstream(UpstreamEvent),
     /// Nothing to send; call [`Sfu::handle_timeout`] at this instant (or on new input).
     Timeout(Instant),
 }
@@ -195,6 +209,8 @@ pub struct Counts {
     /// Tokens of sessions that ended by themselves, kept for a late DELETE
     /// (bounded; emptied after [`ENDED_GRACE`]).
     pub recently_ended: usize,
+    /// Upstream addresses (`SfuConfig::upstream_addrs`) in use.
+    pub upstream_addrs_used: usize,
 }
 
 /// The Manager of rooms, and owner of every session.
@@ -222,6 +238,8 @@ pub struct Sfu {
     governor: overload::Governor,
     /// `rtp_forwarded` and sessions created at the last load sample.
     load_mark: (u64, u64),
+    /// The upstream on each of `config.upstream_addrs`, if any.
+    upstream_slots: Vec<Option<SessionId>>,
 }
 
 /// What one call leaves behind: output for the driver, work to finish
@@ -236,6 +254,9 @@ struct Outbox {
     records: VecDeque<recorder_tap::RecordEvent>,
     /// Messages for other workers' cores: (worker, message).
     relays: VecDeque<(usize, relay::RelayMsg)>,
+    /// Upstream events for the driver: at most one per upstream, and at
+    /// most one upstream per room.
+    upstream: VecDeque<UpstreamEvent>,
     next_recording: u64,
     events: VecDeque<(SessionId, Event)>,
     /// Sessions marked dead, ended at the end of the current call.
@@ -253,6 +274,8 @@ enum Why {
     Panic(&'static str),
     /// Not connected within `connect_timeout` (its length).
     ConnectTimeout(std::time::Duration),
+    /// An upstream whose room had no viewers for `timers::UPSTREAM_IDLE`.
+    Idle,
     /// The peer is gone: DTLS closed, ICE disconnected, or its `Rtc` errored.
     Gone,
 }
@@ -280,6 +303,14 @@ impl Outbox {
                 handshake::report(&mut self.stats, s, handshake::Ending::Timeout(t));
             }
             Why::Gone => handshake::report(&mut self.stats, s, handshake::Ending::Failed),
+            Why::Idle => {}
+        }
+        if let Some(p) = s.pull.as_mut() {
+            p.end.get_or_insert(match why {
+                Why::ConnectTimeout(_) => UpstreamEnd::ConnectTimeout,
+                Why::Idle => UpstreamEnd::Idle,
+                Why::Panic(_) | Why::Gone => UpstreamEnd::Failed,
+            });
         }
         if !std::mem::replace(&mut s.dead, true) {
             self.doomed.push(s.id);
@@ -306,6 +337,7 @@ impl Sfu {
         config.dtls_cert.get_or_insert_with(dtls::new_dtls_cert);
         // Recording ids are unique in the process: workers share one recorder.
         let recording_base = (config.shard.index as u64) << 40;
+        let config_upstreams = config.upstream_addrs.len();
         Sfu {
             ids: IdGen::new(config.seed),
             load: overload::Load::new(config.max_load),
@@ -324,6 +356,7 @@ impl Sfu {
                 records: VecDeque::new(),
                 relays: VecDeque::new(),
                 next_recording: recording_base,
+                upstream: VecDeque::new(),
                 events: VecDeque::new(),
                 doomed: Vec::new(),
                 stats: Stats::default(),
@@ -332,6 +365,7 @@ impl Sfu {
             ended: VecDeque::new(),
             governor: overload::Governor::default(),
             load_mark: (0, 0),
+            upstream_slots: vec![None; config_upstreams],
         }
     }
 
@@ -377,6 +411,13 @@ impl Sfu {
                 .map(|n| Reply::RoomClosed { sessions: n }),
             Command::ListRooms => Ok(Reply::Rooms(self.list_rooms(now))),
             Command::Stats => Ok(Reply::Stats(Box::new(self.stats()))),
+            Command::Pull { room } => self.pull(now, room),
+            Command::PullAnswer {
+                room,
+                token,
+                answer,
+            } => self.pull_answer(now, &room, token, &answer),
+            Command::PullFailed { room, token } => self.pull_failed(now, &room, token),
             Command::PinLayer {
                 role,
                 room,
@@ -420,6 +461,14 @@ impl Sfu {
                 continue;
             }
             s.timer.at = None;
+            if s.pull
+                .as_ref()
+                .and_then(|p| p.idle_deadline())
+                .is_some_and(|t| now >= t)
+            {
+                self.out.doom(s, Why::Idle);
+                continue;
+            }
             if !s.connected && now >= s.created + self.config.connect_timeout {
                 self.out
                     .doom(s, Why::ConnectTimeout(self.config.connect_timeout));
@@ -462,6 +511,9 @@ impl Sfu {
         if let Some((to, msg)) = self.out.relays.pop_front() {
             return Output::Relay { to, msg };
         }
+        if let Some(u) = self.out.upstream.pop_front() {
+            return Output::Upstream(u);
+        }
         let far = self.last_now + Duration::from_secs(1);
         let next = [
             self.timers.next(),
@@ -500,6 +552,9 @@ impl Sfu {
                     .collect(),
                 viewers: r.subscribers.len(),
                 recording: r.record && r.source.is_some(),
+                relayed: r
+                    .source
+                    .is_some_and(|s| s.kind == room::SourceKind::Upstream),
                 uptime_s: now.saturating_duration_since(r.created).as_secs_f64(),
             })
             .collect();
@@ -537,6 +592,11 @@ impl Sfu {
         s.sessions_live = [0, 0];
         s.sessions_connected = [0, 0];
         for x in self.sessions.values() {
+            if x.pull.is_some() {
+                s.relay_upstreams += 1;
+                s.relay_upstreams_connected += u64::from(x.connected);
+                continue;
+            }
             let i = role_index(x.role);
             s.sessions_live[i] += 1;
             if x.connected {
@@ -566,6 +626,7 @@ impl Sfu {
             addr_lists,
             keyframe_timers: self.keyframe_timers.len(),
             recently_ended: self.ended.len(),
+            upstream_addrs_used: self.upstream_slots.iter().flatten().count(),
         }
     }
 

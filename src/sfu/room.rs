@@ -97,12 +97,15 @@ pub enum SourceKind {
         /// The home worker.
         home: usize,
     },
+    /// An edge's pull of the room from its origin: a WHEP client session of
+    /// this core (`upstream.rs`).
+    Upstream,
 }
 
 impl SourceKind {
     /// A session of this core (its `Rtc` is in the session map).
     pub fn is_session(self) -> bool {
-        matches!(self, SourceKind::Whip)
+        matches!(self, SourceKind::Whip | SourceKind::Upstream)
     }
 }
 
@@ -175,7 +178,7 @@ impl Room {
     pub fn relay_home(&self) -> Option<usize> {
         match self.source?.kind {
             SourceKind::Relay { home } => Some(home),
-            SourceKind::Whip => None,
+            SourceKind::Whip | SourceKind::Upstream => None,
         }
     }
 

@@ -96,6 +96,10 @@ pub struct Session {
     pub handshake: super::handshake::Handshake,
     /// Viewer: paused by overload control (see `super::shed`).
     pub shed: super::shed::ShedState,
+    /// An upstream (an edge's pull of its room from the origin; see
+    /// `super::upstream`): what it has beyond any session. Its role is
+    /// `Publisher`, as the room's source.
+    pub pull: Option<Box<super::upstream::Pull>>,
 }
 
 impl Session {

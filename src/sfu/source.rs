@@ -166,7 +166,7 @@ impl Sfu {
     /// place feedback is dispatched by kind. Returns whether it was sent.
     pub(super) fn ask_source(&mut self, room: &RoomName, src: Source, fb: Feedback) -> bool {
         match src.kind {
-            SourceKind::Whip => {
+            SourceKind::Whip | SourceKind::Upstream => {
                 let Feedback::Keyframe { layer } = fb;
                 self.keyframe_from_session(src, layer)
             }

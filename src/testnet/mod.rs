@@ -42,6 +42,14 @@ pub fn server_addr() -> SocketAddr {
     SocketAddr::from(SERVER)
 }
 
+/// `n` local addresses for upstreams of core `k` (its
+/// `SfuConfig::upstream_addrs`): its address with ports 9000.. .
+pub fn upstream_addrs(k: usize, n: usize) -> Vec<SocketAddr> {
+    (0..n)
+        .map(|i| SocketAddr::new(core_addr(k).ip(), 9000 + i as u16))
+        .collect()
+}
+
 /// The address of core `k` of a net with several ([`TestNet::add_core`]):
 /// core 0 is [`server_addr`], core k the next documentation address.
 pub fn core_addr(k: usize) -> SocketAddr {
@@ -200,6 +208,8 @@ pub struct TestNet {
     pub tap: Option<Vec<Datagram>>,
     /// Destinations of datagrams the server sent to an address that is no client.
     pub stray: Vec<SocketAddr>,
+    /// Every upstream event of every core, with the core's index, in order.
+    pub upstream_events: Vec<(usize, crate::sfu::UpstreamEvent)>,
     /// A client error ends that client (`alive` false, like a closed browser
     /// tab) instead of failing: for the fuzz bodies, whose inputs end
     /// sessions and silence clients at any moment (a client whose server
@@ -248,6 +258,7 @@ impl TestNet {
             media_on: true,
             tap: None,
             stray: Vec::new(),
+            upstream_events: Vec::new(),
             client_errors_end_clients: false,
         }
     }
@@ -314,8 +325,59 @@ impl TestNet {
     }
 
     /// Which core listens on `addr`.
+    /// The relay driver's exchange, played in memory: core `edge` pulls
+    /// `room` from core `origin` (its `Pull` offer becomes a WHEP
+    /// `Subscribe` on the origin, whose answer goes back as `PullAnswer`;
+    /// a refused subscribe becomes `PullFailed`). Returns the upstream's
+    /// token and the origin's session token.
+    pub fn pull(
+        &mut self,
+        edge: usize,
+        origin: usize,
+        room: &str,
+    ) -> Result<(SessionToken, SessionToken), crate::sfu::ApiError> {
+        let now = self.now;
+        let room = RoomName::new(room).unwrap();
+        let (token, offer) = match self
+            .core(edge)
+            .handle_command(now, Command::Pull { room: room.clone() })?
+        {
+            Reply::PullOffer { token, offer } => (token, offer),
+            other => panic!("unexpected reply {other:?}"),
+        };
+        let sub = Command::Subscribe {
+            room: room.clone(),
+            offer,
+        };
+        match self.core(origin).handle_command(now, sub) {
+            Ok(Reply::Created {
+                token: origin_token,
+                answer,
+                ..
+            }) => {
+                let cmd = Command::PullAnswer {
+                    room,
+                    token,
+                    answer,
+                };
+                self.core(edge).handle_command(now, cmd)?;
+                Ok((token, origin_token))
+            }
+            Ok(other) => panic!("unexpected reply {other:?}"),
+            Err(e) => {
+                let cmd = Command::PullFailed { room, token };
+                self.core(edge).handle_command(now, cmd)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Which core listens on `addr` (its candidate or an upstream address).
     fn core_at(&self, addr: SocketAddr) -> Option<usize> {
-        (0..=self.cores.len()).find(|k| core_addr(*k) == addr)
+        std::iter::once(&self.sfu).chain(&self.cores).position(|c| {
+            let cfg = c.config();
+            cfg.candidates.contains(&addr) || cfg.upstream_addrs.contains(&addr)
+        })
     }
 
     fn random(&mut self) -> f64 {
@@ -627,6 +689,7 @@ impl TestNet {
                 }
                 crate::sfu::Output::Record(r) => self.recorded.push(r),
                 crate::sfu::Output::Relay { to, msg } => self.relay_push(0, to, msg),
+                crate::sfu::Output::Upstream(u) => self.upstream_events.push((0, u)),
                 crate::sfu::Output::Timeout(_) => return back,
             }
         }
@@ -814,7 +877,8 @@ impl TestNet {
                 crate::sfu::Output::Transmit(t) => {
                     let to = t.destination;
                     if self.core_at(to).is_some() {
-                        self.push(from, to, t.contents.to_vec());
+                        // From the socket it names: an upstream may have its own.
+                        self.push(t.source, to, t.contents.to_vec());
                         continue;
                     }
                     let target = self
@@ -857,6 +921,7 @@ impl TestNet {
                 }
                 crate::sfu::Output::Record(r) => self.recorded.push(r),
                 crate::sfu::Output::Relay { to, msg } => self.relay_push(k, to, msg),
+                crate::sfu::Output::Upstream(u) => self.upstream_events.push((k, u)),
                 crate::sfu::Output::Timeout(t) => return t,
             }
         }
