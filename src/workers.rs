@@ -11,7 +11,7 @@
 //!   session was placed on), or for a new room to the least loaded worker
 //!   (sessions, and forwarded packets per second); a viewer goes to the
 //!   least loaded worker instead when the home is busier by more than
-//!   [`SPREAD`], and gets the room's packets through the relay between
+//!   `SPREAD`, and gets the room's packets through the relay between
 //!   workers (`src/sfu/relay.rs`, [`RELAY_QUEUE`]);
 //! - a command on a session URL goes to the worker that made its token
 //!   ([`TokenShard::owner`]: a keyed hash, so the token stays opaque);
