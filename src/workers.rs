@@ -65,6 +65,9 @@ pub fn relay_queue(n: usize) -> usize {
 /// every worker, at the cost of one hand-off per packet per worker.
 const SPREAD: u64 = 1;
 
+/// How old the viewer counts added to a viewer's event stream may be.
+const VIEWER_COUNTS_TTL: Duration = Duration::from_secs(1);
+
 /// A forwarded packet per second weighs this much less than a session in
 /// placement: one viewer of a 500 packet/s stream counts twice.
 const PPS_PER_SESSION: u64 = 500;
@@ -138,6 +141,9 @@ pub struct Dispatcher {
     /// The home worker of each room placed so far. Bounded: at most twice
     /// `max_rooms`; past that it is rebuilt from the workers' room lists.
     homes: Mutex<HashMap<RoomName, usize>>,
+    /// Viewers per room over every worker, and when they were read (see
+    /// `room_viewers`). Bounded by the rooms of the process.
+    viewer_counts: Mutex<(Option<Instant>, HashMap<String, usize>)>,
     max_sessions: usize,
     max_rooms: usize,
 }
@@ -170,6 +176,7 @@ impl Dispatcher {
             gauges,
             shard: TokenShard::new(key, 0, n),
             homes: Mutex::new(HashMap::new()),
+            viewer_counts: Mutex::new((None, HashMap::new())),
             max_sessions,
             max_rooms,
         }
@@ -205,10 +212,22 @@ impl Dispatcher {
                     None => Ok(Err(ApiError::NotFound)),
                 }
             }
+            Command::ViewerState {
+                token, ref room, ..
+            } => {
+                let room = room.clone();
+                let mut r = self.links[self.shard.owner(token)].call(cmd);
+                if let Ok(Ok(Reply::ViewerState(v))) = &mut r {
+                    // The room's viewers on every worker, not only this one's.
+                    if let Some(n) = self.room_viewers(&room) {
+                        v.viewers = n.max(v.viewers);
+                    }
+                }
+                r
+            }
             Command::DeleteSession { token, .. }
             | Command::Patch { token, .. }
-            | Command::PinLayer { token, .. }
-            | Command::ViewerState { token, .. } => self.links[self.shard.owner(token)].call(cmd),
+            | Command::PinLayer { token, .. } => self.links[self.shard.owner(token)].call(cmd),
             Command::CloseRoom { room } => {
                 let all = self.all(|| Command::CloseRoom { room: room.clone() });
                 self.lock_homes().remove(&room);
@@ -225,6 +244,21 @@ impl Dispatcher {
             },
             Command::Stats => self.stats(),
         }
+    }
+
+    /// Viewers of `room` on every worker, from a room list at most
+    /// [`VIEWER_COUNTS_TTL`] old (viewers' event streams ask once a second
+    /// each: one list for all of them, not one per stream).
+    fn room_viewers(&self, room: &RoomName) -> Option<usize> {
+        let mut cache = self.viewer_counts.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh = cache.0.is_some_and(|t| t.elapsed() < VIEWER_COUNTS_TTL);
+        if !fresh {
+            if let Ok(Ok(Reply::Rooms(list))) = merge_rooms(self.all(|| Command::ListRooms)) {
+                cache.1 = list.into_iter().map(|r| (r.name, r.viewers)).collect();
+                cache.0 = Some(Instant::now());
+            }
+        }
+        cache.1.get(room.as_str()).copied()
     }
 
     /// Ask the home worker of `room` for a keyframe, without waiting (the
@@ -607,7 +641,9 @@ mod tests {
                 let mut rooms = Vec::new();
                 for r in rx {
                     let reply = match r.command {
-                        Command::Publish { room, .. } | Command::Subscribe { room, .. } => {
+                        Command::Publish { room, .. }
+                        | Command::Subscribe { room, .. }
+                        | Command::SubscribeRelayed { room, .. } => {
                             let token = ids.token_for(&shard);
                             mine.push(token);
                             rooms.push(room);
@@ -621,6 +657,12 @@ mod tests {
                         Command::DeleteSession { token, .. } if mine.contains(&token) => {
                             Ok(Reply::Deleted)
                         }
+                        Command::ViewerState { token, .. } if mine.contains(&token) => Ok(
+                            Reply::ViewerState(Box::new(crate::sfu::command::ViewerState {
+                                viewers: 1,
+                                ..Default::default()
+                            })),
+                        ),
                         Command::ListRooms => Ok(Reply::Rooms(
                             rooms
                                 .iter()
@@ -687,6 +729,24 @@ mod tests {
                 let names: Vec<_> = r.iter().map(|r| (r.name.as_str(), r.viewers)).collect();
                 assert_eq!(names, [("a", 2), ("b", 1), ("c", 1)]);
             }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_busy_home_s_viewers_are_relayed_and_counted_everywhere() {
+        let d = fake(2, 100);
+        let placed: Vec<String> = (0..4).map(|_| post(&d, "a").unwrap().1).collect();
+        // The home takes viewers until it is two sessions busier.
+        assert_eq!(placed, ["worker 0", "worker 0", "worker 1", "worker 0"]);
+        let (t, _) = post(&d, "a").unwrap();
+        let state = d.call(Command::ViewerState {
+            role: crate::sfu::Role::Subscriber,
+            room: RoomName::new("a").unwrap(),
+            token: t,
+        });
+        match state {
+            Ok(Ok(Reply::ViewerState(v))) => assert_eq!(v.viewers, 5),
             other => panic!("{other:?}"),
         }
     }
