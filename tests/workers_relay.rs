@@ -306,3 +306,25 @@ fn a_relayed_viewer_restarts_ice_on_its_worker() {
         "media after restart: {before} -> {after}"
     );
 }
+
+#[test]
+fn a_join_refused_by_a_full_queue_is_sent_again() {
+    let mut net = TestNet::workers(17, 2, SfuConfig::default());
+    let p = net.publish_on(0, "retry");
+    // Every queue refuses: the relayed viewer's join is counted, kept, and
+    // sent again at each timeout.
+    net.relay_capacity = 0;
+    let v = net.view_relayed(1, 0, "retry");
+    assert!(net.run_until(Duration::from_secs(5), |n| n.connected(p) && n.connected(v)));
+    net.run_for(Duration::from_secs(1));
+    assert!(net.clients[v].got.is_empty());
+    assert!(net.core_ref(1).stats().relay_queue_full > 0);
+    // The queues take messages again: the join gets through, media flows.
+    net.relay_capacity = 1024;
+    net.run_for(Duration::from_secs(2));
+    assert!(
+        net.counters(v, MediaKind::Video).len() > 30,
+        "media after the retried join: {}",
+        net.clients[v].got.len()
+    );
+}

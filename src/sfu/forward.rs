@@ -301,6 +301,7 @@ fn relay_out(room: &Room, what: Resolved, pkt: &SourcePacket<'_>, out: &mut Outb
             to,
             RelayMsg {
                 from: me,
+                to,
                 room: room.name.clone(),
                 body: RelayBody::Packet(RelayPacket {
                     ssrc: pkt.ssrc,

@@ -673,6 +673,7 @@ impl Sfu {
                                 w,
                                 super::relay::RelayMsg {
                                     from: self.config.shard.index,
+                                    to: w,
                                     room: s.room.clone(),
                                     body: super::relay::RelayBody::PublisherGone,
                                 },
@@ -702,6 +703,7 @@ impl Sfu {
                         h,
                         super::relay::RelayMsg {
                             from: self.config.shard.index,
+                            to: h,
                             room: s.room.clone(),
                             body: super::relay::RelayBody::Want(false),
                         },

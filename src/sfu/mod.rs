@@ -254,6 +254,9 @@ struct Outbox {
     records: VecDeque<recorder_tap::RecordEvent>,
     /// Messages for other workers' cores: (worker, message).
     relays: VecDeque<(usize, relay::RelayMsg)>,
+    /// Control messages a full queue refused, sent again at the next
+    /// timeout (at most `relay::MAX_RETRY`).
+    relay_retry: Vec<relay::RelayMsg>,
     /// Upstream events for the driver: at most one per upstream, and at
     /// most one upstream per room.
     upstream: VecDeque<UpstreamEvent>,
@@ -355,6 +358,7 @@ impl Sfu {
                 written: Vec::new(),
                 records: VecDeque::new(),
                 relays: VecDeque::new(),
+                relay_retry: Vec::new(),
                 next_recording: recording_base,
                 upstream: VecDeque::new(),
                 events: VecDeque::new(),
@@ -492,6 +496,9 @@ impl Sfu {
             sessions.get(&id).is_some_and(|s| s.timer.gen == gen)
         });
         self.fire_keyframe_timers(now);
+        if !self.out.relay_retry.is_empty() {
+            self.relay_retry();
+        }
         self.process(now);
     }
 

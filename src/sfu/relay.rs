@@ -119,11 +119,16 @@ pub enum RelayBody {
     },
 }
 
-/// A message of the relay: from which worker, about which room.
+/// Control messages kept for another try when a queue was full.
+pub const MAX_RETRY: usize = 64;
+
+/// A message of the relay: from which worker, to which, about which room.
 #[derive(Debug)]
 pub struct RelayMsg {
     /// The sending worker.
     pub from: usize,
+    /// The receiving worker.
+    pub to: usize,
     /// The room.
     pub room: RoomName,
     /// What.
@@ -134,7 +139,9 @@ impl Sfu {
     /// A message from another worker's core (see the module docs).
     pub fn handle_relay(&mut self, now: Instant, msg: RelayMsg) {
         self.tick(now);
-        let RelayMsg { from, room, body } = msg;
+        let RelayMsg {
+            from, room, body, ..
+        } = msg;
         match body {
             RelayBody::Packet(p) => self.relayed_packet(now, from, &room, &p),
             RelayBody::PublisherGone => self.relayed_publisher_gone(from, &room),
@@ -173,10 +180,21 @@ impl Sfu {
     }
 
     /// The driver could not queue `msg` (the receiving worker's queue is
-    /// full): it is dropped and counted.
+    /// full): it is counted; a packet is dropped, anything else (a join, a
+    /// keyframe request, a publisher's end) is sent again at the next
+    /// [`Sfu::handle_timeout`], up to [`MAX_RETRY`] of them waiting.
     pub fn relay_dropped(&mut self, msg: RelayMsg) {
         self.out.stats.relay_queue_full += 1;
-        drop(msg);
+        if !matches!(msg.body, RelayBody::Packet(_)) && self.out.relay_retry.len() < MAX_RETRY {
+            self.out.relay_retry.push(msg);
+        }
+    }
+
+    /// Queue again what [`Sfu::relay_dropped`] kept (called by `handle_timeout`).
+    pub(super) fn relay_retry(&mut self) {
+        for msg in std::mem::take(&mut self.out.relay_retry) {
+            self.out.relays.push_back((msg.to, msg));
+        }
     }
 
     /// Queue `body` about `room` for worker `to`.
@@ -185,6 +203,7 @@ impl Sfu {
             to,
             RelayMsg {
                 from: self.config.shard.index,
+                to,
                 room: room.clone(),
                 body,
             },
