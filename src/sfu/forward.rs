@@ -347,7 +347,10 @@ fn fan_out(
             out.stats.drop(DropReason::NoViewerTrack);
             continue;
         };
-        if f.simulcast {
+        // A viewer that takes every layer on its own streams (an edge's
+        // upstream; see `Session::relay_layers`).
+        let relay = f.video && !sub.relay_layers.is_empty();
+        if f.simulcast && !relay {
             // Only the viewer's layer, and its target's keyframes, are
             // considered; the other layers are not this viewer's packets.
             let sel = &sub.sel;
@@ -368,9 +371,22 @@ fn fan_out(
             out.stats.drop(DropReason::ViewerPaused);
             continue;
         }
-        let Some(stream) = sub.outs[f.kind].as_mut() else {
-            out.stats.drop(DropReason::NoViewerTrack);
-            continue;
+        let (stream, rid) = if relay {
+            match sub.relay_layers.get_mut(usize::from(f.layer)) {
+                Some((rid, o)) => (o, Some(*rid)),
+                None => {
+                    out.stats.drop(DropReason::NoViewerTrack);
+                    continue;
+                }
+            }
+        } else {
+            match sub.outs[f.kind].as_mut() {
+                Some(o) => (o, None),
+                None => {
+                    out.stats.drop(DropReason::NoViewerTrack);
+                    continue;
+                }
+            }
         };
         let out_pt = match stream.cached_pt(pkt.pt) {
             Some(x) => x,
@@ -402,7 +418,7 @@ fn fan_out(
             out.stats.drop(DropReason::CodecNotNegotiated);
             continue;
         };
-        if f.simulcast && sub.sel.current != Some(f.layer) {
+        if f.simulcast && !relay && sub.sel.current != Some(f.layer) {
             if !f.keyframe {
                 want_keyframe = true;
                 out.stats.drop(DropReason::WaitingForKeyframe);
@@ -472,7 +488,7 @@ fn fan_out(
             }
         }
         let wrote = guarded(&mut sub.rtc, |rtc| {
-            match rtc.direct_api().stream_tx_by_mid(mid, None) {
+            match rtc.direct_api().stream_tx_by_mid(mid, rid) {
                 Some(tx) => {
                     tx.write_rtp(write);
                     true

@@ -103,7 +103,7 @@ impl Sfu {
             let Some(v) = self.sessions.get_mut(id) else {
                 continue;
             };
-            if v.role != Role::Subscriber || v.outs.video.is_none() {
+            if v.role != Role::Subscriber || v.outs.video.is_none() || !v.relay_layers.is_empty() {
                 continue;
             }
             if let Some(t) = v.sel.choose(&track.layers, now) {

@@ -185,7 +185,16 @@ impl Sfu {
         sdp::check_offer(offer)?;
         // RFC 9725: a WHIP answer is recvonly, a WHEP answer sendonly, even
         // when the client offered sendrecv (aiortc's and browsers' addTrack).
-        let offer_text = sdp::one_way_offer(offer, role == Role::Publisher);
+        let mut offer_text = sdp::one_way_offer(offer, role == Role::Publisher);
+        // A viewer asking for every simulcast layer (an edge's upstream)
+        // of a room whose video has none gets the plain stream, so that
+        // the edge's track has the origin's shape.
+        if role == Role::Subscriber
+            && !self.is_simulcast(room)
+            && offer_text.contains("a=simulcast:recv")
+        {
+            offer_text = sdp::without_simulcast(&offer_text);
+        }
         let offer = offer_text.as_str();
         let offer = SdpOffer::from_sdp_string(offer)
             .map_err(|e| ApiError::BadOffer(one_line(&e.to_string())))?;
@@ -194,7 +203,11 @@ impl Sfu {
         // Bandwidth estimation only where there is a choice to make (a
         // simulcast room): the estimate picks the layer. Elsewhere its
         // padding and probes would only cost the viewer's link and our CPU.
-        let bwe = role == Role::Subscriber && (maybe_simulcast || self.is_simulcast(room));
+        // A viewer that asks for every layer (`a=simulcast:recv`, an edge's
+        // upstream) makes no choice.
+        let bwe = role == Role::Subscriber
+            && (maybe_simulcast || self.is_simulcast(room))
+            && !offer_text.contains("a=simulcast:recv");
         let built = guard(move || {
             let mut cfg = Self::rtc_config();
             if let Some(cert) = cert {
@@ -267,6 +280,7 @@ impl Sfu {
             shed: Default::default(),
             handshake: Default::default(),
             pull: None,
+            relay_layers: Vec::new(),
         };
         self.sessions.insert(id, session);
         self.tokens.insert(token, id);
@@ -338,9 +352,26 @@ impl Sfu {
                         // phases in simulcast_switching's phase sweep; within
                         // 1.8 s at all 13 unpaced). An SFU controls its rate by
                         // the layer it picks; padding and probes stay paced.
-                        if let Some(tx) = s.rtc.direct_api().stream_tx_by_mid(mid, None) {
-                            tx.set_rtx_cache(RTX_PACKETS, RTX_AGE, Some(0.15));
-                            tx.set_unpaced(true);
+                        //
+                        // A viewer whose offer asked for simulcast (an edge's
+                        // upstream) gets every layer, each on its rid's stream
+                        // with its own numbering, in the order of the room's
+                        // layers (see `Session::relay_layers`).
+                        let rids = match m.rids_tx() {
+                            str0m::media::Rids::Specific(v) => v.clone(),
+                            _ => Vec::new(),
+                        };
+                        for rid in rids.iter().take(simulcast::MAX_LAYERS) {
+                            let seq = self.ids.u32() as u16;
+                            let ts = self.ids.u32();
+                            s.relay_layers.push((*rid, OutStream::new(mid, seq, ts)));
+                        }
+                        let mut api = s.rtc.direct_api();
+                        for rid in std::iter::once(None).chain(rids.into_iter().map(Some)) {
+                            if let Some(tx) = api.stream_tx_by_mid(mid, rid) {
+                                tx.set_rtx_cache(RTX_PACKETS, RTX_AGE, Some(0.15));
+                                tx.set_unpaced(true);
+                            }
                         }
                     }
                 }
@@ -365,6 +396,7 @@ impl Sfu {
             if let Some(v) = self.sessions.get_mut(sub) {
                 if kind == MediaKind::Video {
                     v.sel.detach();
+                    v.relay_layers.iter_mut().for_each(|(_, o)| o.detach());
                 }
                 if let Some(o) = v.outs[kind].as_mut() {
                     o.detach();
@@ -686,6 +718,7 @@ impl Sfu {
                         for sub in &r.subscribers {
                             if let Some(v) = self.sessions.get_mut(sub) {
                                 v.outs.values_mut().flatten().for_each(OutStream::detach);
+                                v.relay_layers.iter_mut().for_each(|(_, o)| o.detach());
                                 v.sel.detach();
                             }
                         }

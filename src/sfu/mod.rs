@@ -34,7 +34,10 @@
 //!    to, once per batch (`drain_written`), and returns the SRTP datagrams.
 //!
 //! Sessions begin and end in `lifecycle.rs` (publish, view, patch, close);
-//! SDP text is read in `sdp.rs`; timers live in `timers.rs`.
+//! an edge's pull of a room from its origin, a session in the client role
+//! that is the room's source, in `upstream.rs` (its end reaches the driver
+//! as [`Output::Upstream`]); SDP text is read in `sdp.rs`; timers live in
+//! `timers.rs`.
 
 pub mod command;
 pub mod demux;
@@ -675,7 +678,13 @@ impl Sfu {
                 log::info!("room {}: {} {id:?} connected", s.room, s.role.path_prefix());
                 if s.role == Role::Subscriber {
                     let room = s.room.clone();
-                    if self.is_simulcast(&room) {
+                    if !s.relay_layers.is_empty() {
+                        // Every layer it takes starts on a keyframe.
+                        let n = s.relay_layers.len() as u8;
+                        for layer in 0..n {
+                            self.request_keyframe(now, &room, layer);
+                        }
+                    } else if self.is_simulcast(&room) {
                         // Chooses a target and asks for its keyframe.
                         self.select_layers(now, &room, Some(id));
                     } else {
@@ -707,7 +716,16 @@ impl Sfu {
                 let is_video = s.outs.video.as_ref().is_some_and(|o| o.mid == r.mid);
                 if s.role == Role::Subscriber && is_video {
                     let room = s.room.clone();
-                    let layer = s.sel.current.or(s.sel.target).unwrap_or(0);
+                    let layer = if s.relay_layers.is_empty() {
+                        s.sel.current.or(s.sel.target).unwrap_or(0)
+                    } else {
+                        // The layer of the rid asked for, by position.
+                        let at = s
+                            .relay_layers
+                            .iter()
+                            .position(|(rid, _)| r.rid == Some(*rid));
+                        at.unwrap_or(0) as u8
+                    };
                     self.request_keyframe(now, &room, layer);
                 }
             }

@@ -1,7 +1,8 @@
 //! The upstream: an edge's pull of a room from its origin, over WHEP.
 //!
 //! An upstream is a session of this core whose `Rtc` is in the client role:
-//! it makes the offer ([`Sfu::pull`]), the relay driver POSTs it to the
+//! it makes the offer ([`Sfu::pull`]: recvonly audio, and video with
+//! `a=simulcast:recv` for [`UPSTREAM_RIDS`]), the relay driver POSTs it to the
 //! origin's WHEP endpoint and hands the answer back ([`Sfu::pull_answer`]).
 //! From then on it connects like any session (the origin is ICE-lite, so
 //! this side is the controlling agent and sends the checks, from the core's
@@ -25,7 +26,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use str0m::change::{SdpAnswer, SdpPendingOffer};
-use str0m::media::{Direction, MediaKind, Mid, Rids};
+use str0m::media::{Direction, MediaKind, Mid, Rids, Simulcast, SimulcastLayer};
 use str0m::Candidate;
 
 use super::id::{RoomName, SessionId, SessionToken};
@@ -35,6 +36,11 @@ use super::sdp::{self, one_line};
 use super::session::{self, guard, guarded, Session};
 use super::timers::UPSTREAM_IDLE;
 use super::{demux, simulcast, ApiError, Reply, Role, Sfu};
+
+/// The rids an upstream asks the origin for (`a=simulcast:recv`), one per
+/// layer of the origin's video in the origin's order; a plain track comes
+/// on the first. Its edge's viewers see these names.
+pub const UPSTREAM_RIDS: [&str; 3] = ["h", "m", "l"];
 
 /// Why an upstream ended (in [`UpstreamEvent::Ended`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,7 +165,13 @@ impl Sfu {
             }
             let mut api = rtc.sdp_api();
             let audio = api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
-            let video = api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+            // Every layer the origin has, so that edge viewers keep their
+            // own layer choice (a plain track arrives on the first rid).
+            let mut sim = Simulcast::new();
+            for rid in UPSTREAM_RIDS {
+                sim.add_recv_layer(SimulcastLayer::new(rid));
+            }
+            let video = api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, Some(sim));
             let (offer, pending) = api.apply().expect("two new m-lines are a change");
             let offer = offer.to_sdp_string();
             (
@@ -208,6 +220,7 @@ impl Sfu {
             recent_txids: demux::RecentTxids::default(),
             shed: Default::default(),
             handshake: Default::default(),
+            relay_layers: Vec::new(),
             pull: Some(Box::new(Pull {
                 pending: Some(pending),
                 mids,

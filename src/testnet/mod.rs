@@ -355,6 +355,7 @@ impl TestNet {
                 answer,
                 ..
             }) => {
+                self.last_answer = answer.clone();
                 let cmd = Command::PullAnswer {
                     room,
                     token,
