@@ -129,7 +129,7 @@ fn run(cfg: Config, auth: Auth) -> Result<(), Box<dyn std::error::Error>> {
         Some((tx, stats, handle)) => (Some((tx, stats)), Some(handle)),
         None => (None, None),
     };
-    let loops = plan.start(base, key, seeds, stop.clone(), rec_tx)?;
+    let loops = plan.start(base, key, seeds, stop.clone(), rec_tx, None)?;
     let mut result = Ok(());
     for h in loops {
         match h.join() {

@@ -448,6 +448,9 @@ fn merge_rooms(all: Vec<Answer>) -> Answer {
     Ok(Ok(Reply::Rooms(list)))
 }
 
+/// A hook run on each worker's thread before its loop starts: (worker, loop).
+pub type Configure = Arc<dyn Fn(usize, &mut EventLoop) -> std::io::Result<()> + Send + Sync>;
+
 /// The workers' sockets and channels, bound but not yet running.
 pub struct Plan {
     sockets: Vec<UdpSocket>,
@@ -541,7 +544,9 @@ impl Plan {
     /// set (ring the wakers: [`Dispatcher::wake_all`]). Worker i's core is
     /// `base` with its candidates, its [`TokenShard`] under `key` and its
     /// own seed (`seeds[i]`). Every worker sends recording events to
-    /// `recorder`'s queue.
+    /// `recorder`'s queue. `configure(i, loop)`, if given, runs on worker
+    /// i's thread before its loop starts (other drivers' handlers: an
+    /// error ends that worker).
     pub fn start(
         self,
         base: SfuConfig,
@@ -549,6 +554,7 @@ impl Plan {
         seeds: Vec<[u8; 32]>,
         stop: Arc<AtomicBool>,
         recorder: Option<(Sender<RecordEvent>, Arc<RecorderStats>)>,
+        configure: Option<Configure>,
     ) -> std::io::Result<Vec<JoinHandle<std::io::Result<()>>>> {
         let n = self.sockets.len();
         let mut handles = Vec::with_capacity(n);
@@ -596,6 +602,7 @@ impl Plan {
             let stop = stop.clone();
             let recorder = recorder.clone();
             let relay = ports[i].take();
+            let configure = configure.clone();
             let h = std::thread::Builder::new()
                 .name(format!("wisp-worker-{i}"))
                 .spawn(move || {
@@ -607,6 +614,9 @@ impl Plan {
                     lp.set_gauges(gauges);
                     if let Some(p) = relay {
                         lp.set_relay(p);
+                    }
+                    if let Some(f) = configure {
+                        f(i, &mut lp)?;
                     }
                     lp.run()
                 })?;
