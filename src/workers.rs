@@ -2,9 +2,10 @@
 //!
 //! Worker i owns a mio `Poll`, a waker, a bounded command channel, a sans-IO
 //! core ([`Sfu`]) and a UDP socket on `WISP_UDP_ADDR`'s port + i (port 0: an
-//! ephemeral port each), whose port its candidates advertise. Nothing is
-//! shared between the loops but the stop flag, the recorder's queue and the
-//! figures each publishes ([`WorkerGauges`]).
+//! ephemeral port each), whose port its candidates advertise. The loops
+//! share no state: only the stop flag, the recorder's queue, the figures
+//! each publishes ([`WorkerGauges`]) and, for rooms with viewers on several
+//! workers, the relay's bounded queues between them.
 //!
 //! The HTTP threads reach the workers through one [`Dispatcher`]:
 //! - a WHIP/WHEP POST goes to the room's home worker (the one its first

@@ -65,7 +65,15 @@ fn metric(text: &str, prefix: &str) -> f64 {
 fn two_workers_serve_rooms_on_two_ports() {
     str0m::crypto::from_feature_flags().install_process_default();
     let mut server = start_server_with(&[("WISP_WORKERS", "2")]);
-    let line = server.log_lines("wisp listening:").join("");
+    // (The launcher hands out the address before it keeps the line.)
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let line = loop {
+        let line = server.log_lines("wisp listening:").join("");
+        if !line.is_empty() || Instant::now() > deadline {
+            break line;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
     assert!(line.contains("workers=2"), "{line}");
 
     // Room a goes to worker 0, room b to the less loaded worker 1.
