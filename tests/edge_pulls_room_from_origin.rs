@@ -92,6 +92,11 @@ fn edge_viewers_get_every_payload_in_order() {
     let rooms = net.core(edge).list_rooms(now);
     assert!(rooms[0].relayed && rooms[0].publisher_live, "{rooms:?}");
     assert!(!net.sfu.list_rooms(net.now)[0].relayed);
+    assert_eq!(
+        net.sfu.stats().relay_downstreams,
+        1,
+        "the origin counts the edge"
+    );
     net.assert_accounting();
 }
 
@@ -439,4 +444,82 @@ fn a_second_pull_from_one_origin_on_a_shared_socket_is_refused() {
         (why, room.to_string()),
         (UpstreamEnd::BadAnswer, "second".into())
     );
+}
+
+#[test]
+fn origin_killed_then_the_room_goes_live_on_another_node() {
+    let mut net = TestNet::new(31);
+    let edge = net.add_core(SfuConfig::default());
+    let other = net.add_core(SfuConfig::default());
+    let p = net.publish_on(0, "moved");
+    let v = net.view_on(edge, "moved");
+    net.pull(edge, 0, "moved").expect("pull");
+    assert!(net.run_until(Duration::from_secs(5), |n| !n.clients[v].got.is_empty()));
+    net.run_for(Duration::from_secs(1));
+    let before = net.clients[v].got.len();
+
+    // The origin dies with its publisher.
+    net.kill_core(0);
+    net.clients[p].alive = false;
+    let killed = net.now;
+    // Left alone, the edge finds out by ICE consent (the upstream is the
+    // controlling agent), and its viewer waits.
+    assert!(net.run_until(Duration::from_secs(60), |n| !ended(n, edge).is_empty()));
+    let noticed = net.now - killed;
+    eprintln!(
+        "upstream ended {} ms after the origin died",
+        noticed.as_millis()
+    );
+    assert!(noticed <= Duration::from_secs(8), "{noticed:?}");
+    let UpstreamEvent::Ended { why, viewers, .. } = ended(&net, edge)[0].clone();
+    assert_eq!((why, viewers), (UpstreamEnd::Failed, 1));
+    assert_eq!(net.core(edge).counts().sessions, 1, "the viewer waits");
+
+    // The publisher comes back on another node; the driver pulls from it.
+    let p2 = net.publish_on(other, "moved");
+    assert!(net.run_until(Duration::from_secs(5), |n| n.connected(p2)));
+    net.pull(edge, other, "moved")
+        .expect("pull from the new origin");
+    let pulled = net.now;
+    assert!(
+        net.run_until(Duration::from_secs(5), |n| n.clients[v].got.len() > before
+            && n.clients[v].got[before..]
+                .iter()
+                .any(|g| g.kind == MediaKind::Video))
+    );
+    let first = net.clients[v].got[before..]
+        .iter()
+        .find(|g| g.kind == MediaKind::Video)
+        .unwrap()
+        .at;
+    eprintln!("video {} ms after the pull", (first - pulled).as_millis());
+    assert!(first - pulled <= Duration::from_secs(2));
+    net.run_for(Duration::from_secs(2));
+    assert_continuous(&net, v, MediaKind::Video);
+    assert_continuous(&net, v, MediaKind::Audio);
+}
+
+#[test]
+fn the_driver_ends_an_upstream_at_any_time() {
+    let (mut net, edge) = origin_and_edge(32);
+    net.publish_on(0, "cut");
+    let v = net.view_on(edge, "cut");
+    let (up, _) = net.pull(edge, 0, "cut").expect("pull");
+    assert!(net.run_until(Duration::from_secs(5), |n| !n.clients[v].got.is_empty()));
+    // The driver learns the origin is gone (its claim expired): it need
+    // not wait for ICE to notice.
+    let now = net.now;
+    let cmd = Command::PullFailed {
+        room: RoomName::new("cut").unwrap(),
+        token: up,
+    };
+    assert!(matches!(
+        net.core(edge).handle_command(now, cmd),
+        Ok(Reply::Done)
+    ));
+    net.run_for(Duration::from_millis(100));
+    let UpstreamEvent::Ended { why, viewers, .. } = ended(&net, edge)[0].clone();
+    assert_eq!((why, viewers), (UpstreamEnd::PullFailed, 1));
+    // The room is free for the next pull.
+    net.pull(edge, 0, "cut").expect("pull again");
 }

@@ -118,8 +118,10 @@ pub enum Command {
         /// The origin's SDP answer.
         answer: String,
     },
-    /// Relay driver: the HTTP exchange with the origin failed; the upstream
-    /// ends (viewers keep waiting).
+    /// Relay driver: the HTTP exchange with the origin failed, or (at any
+    /// time) the driver knows the origin is gone or the room moved (its
+    /// claim expired): the upstream ends at once, viewers keep waiting, and
+    /// the room is free for the next `Pull`.
     PullFailed {
         /// The room pulled.
         room: RoomName,

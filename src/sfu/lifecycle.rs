@@ -186,13 +186,11 @@ impl Sfu {
         // RFC 9725: a WHIP answer is recvonly, a WHEP answer sendonly, even
         // when the client offered sendrecv (aiortc's and browsers' addTrack).
         let mut offer_text = sdp::one_way_offer(offer, role == Role::Publisher);
+        let downstream_edge = role == Role::Subscriber && offer_text.contains("a=simulcast:recv");
         // A viewer asking for every simulcast layer (an edge's upstream)
         // of a room whose video has none gets the plain stream, so that
         // the edge's track has the origin's shape.
-        if role == Role::Subscriber
-            && !self.is_simulcast(room)
-            && offer_text.contains("a=simulcast:recv")
-        {
+        if downstream_edge && !self.is_simulcast(room) {
             offer_text = sdp::without_simulcast(&offer_text);
         }
         let offer = offer_text.as_str();
@@ -207,7 +205,7 @@ impl Sfu {
         // upstream) makes no choice.
         let bwe = role == Role::Subscriber
             && (maybe_simulcast || self.is_simulcast(room))
-            && !offer_text.contains("a=simulcast:recv");
+            && !downstream_edge;
         let built = guard(move || {
             let mut cfg = Self::rtc_config();
             if let Some(cert) = cert {
@@ -281,6 +279,7 @@ impl Sfu {
             handshake: Default::default(),
             pull: None,
             relay_layers: Vec::new(),
+            downstream_edge,
         };
         self.sessions.insert(id, session);
         self.tokens.insert(token, id);

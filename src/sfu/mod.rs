@@ -609,6 +609,7 @@ impl Sfu {
             }
             let i = role_index(x.role);
             s.sessions_live[i] += 1;
+            s.relay_downstreams += u64::from(x.downstream_edge);
             if x.connected {
                 s.sessions_connected[i] += 1;
             }

@@ -20,12 +20,27 @@
 //!   segment, numbered on from the last packet the viewer got, so viewers
 //!   keep continuous numbering when one source ends and another takes over.
 //!
-//! A session-backed kind (a WHIP publisher) has its `Rtc` in the session
-//! map under `id`, resolves packets from that `Rtc`, and takes keyframe
-//! requests as RTCP PLI. A kind with no session of its own (packets pushed
-//! in from elsewhere) takes an id from the same counter so that it never
-//! equals a session's, calls the fan-out with its own `Resolved`, and turns
-//! feedback into an output for its driver.
+//! The session-backed kinds (a WHIP publisher, an edge's upstream) have
+//! their `Rtc` in the session map under `id`, resolve packets from that
+//! `Rtc`, and take keyframe requests as RTCP PLI. The kind with no session
+//! of its own, [`SourceKind::Relay`] (another worker's room, pushed in by
+//! `Sfu::handle_relay` in `relay.rs`):
+//!
+//! 1. takes an id from the core's session id counter, so that it never
+//!    equals a session's, and holds the room's source slot with it (one
+//!    source per room, as for the others); a new id per publisher of the
+//!    home, so viewers start a new segment even on the same SSRCs;
+//! 2. attaches the room's tracks (and detaches viewers' streams) when its
+//!    first packet of a kind comes, with the layers' rids, and drops them
+//!    when the home's publisher ends; the slot goes with the last viewer;
+//! 3. for each packet pushed in builds a `SourcePacket` from its header
+//!    fields and payload and a `Resolved` from what the home resolved
+//!    (track kind, layer index, the `PayloadParams` of its payload type),
+//!    then calls `forward_in` and `Sfu::after_forward` (`forward.rs`). It
+//!    does not count `Stats::rtp_in`: the home did, and `/metrics` sums
+//!    the workers;
+//! 4. has its arm in `Sfu::ask_source`, which turns the `Feedback` into an
+//!    [`super::Output::Relay`] to the home.
 
 use std::time::Instant;
 

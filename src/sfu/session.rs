@@ -106,6 +106,9 @@ pub struct Session {
     /// goes out on the first). It gets every layer and makes no layer
     /// choice; the edge's viewers make theirs. Empty for other viewers.
     pub relay_layers: Vec<(str0m::media::Rid, OutStream)>,
+    /// Viewer whose offer asked for every simulcast layer, whatever the
+    /// room has: another node's upstream.
+    pub downstream_edge: bool,
 }
 
 impl Session {

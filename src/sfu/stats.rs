@@ -157,6 +157,10 @@ pub struct Stats {
     pub relay_upstreams_connected: u64,
     /// Upstreams ended so far (each one `Output::Upstream` event).
     pub relay_upstreams_ended: u64,
+    /// Viewers now that are other nodes' upstreams (their offer asked for
+    /// every simulcast layer, as an upstream's does); counted in
+    /// `sessions_live` too. The origin's cost per edge shows against it.
+    pub relay_downstreams: u64,
     /// Round-trip times reported once a second per session, by role (publishers, viewers).
     pub rtt: [Histogram; 2],
     /// Loss ratio once a second per session, by role: from a publisher
@@ -243,6 +247,7 @@ impl Stats {
             relay_upstreams,
             relay_upstreams_connected,
             relay_upstreams_ended,
+            relay_downstreams,
             rtt,
             loss,
             layer_switches,
@@ -288,6 +293,7 @@ impl Stats {
                 relay_upstreams_connected,
             ),
             (&mut self.relay_upstreams_ended, relay_upstreams_ended),
+            (&mut self.relay_downstreams, relay_downstreams),
             (&mut self.layer_switches, layer_switches),
             (&mut self.vp9_payload_copies, vp9_payload_copies),
             (&mut self.nacks_sent, nacks_sent),

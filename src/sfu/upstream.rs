@@ -42,6 +42,11 @@ use super::{demux, simulcast, ApiError, Reply, Role, Sfu};
 /// on the first. Its edge's viewers see these names.
 pub const UPSTREAM_RIDS: [&str; 3] = ["h", "m", "l"];
 
+/// An upstream's longest wait between STUN checks (and retransmits).
+pub const UPSTREAM_STUN_RTO: std::time::Duration = std::time::Duration::from_secs(1);
+/// An upstream's STUN retransmits before its origin counts as gone.
+pub const UPSTREAM_STUN_RETRANSMITS: usize = 5;
+
 /// Why an upstream ended (in [`UpstreamEvent::Ended`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamEnd {
@@ -157,6 +162,11 @@ impl Sfu {
             if let Some(cert) = cert {
                 cfg = cfg.set_dtls_cert(cert);
             }
+            // Its checks are the origin's liveness: a server-to-server path
+            // can afford checking every second and giving up sooner than
+            // str0m's defaults (3 s, 9 retransmits).
+            cfg.set_max_stun_rto(UPSTREAM_STUN_RTO);
+            cfg.set_max_stun_retransmits(UPSTREAM_STUN_RETRANSMITS);
             let mut rtc = cfg.build(now);
             for a in candidates {
                 if let Ok(c) = Candidate::host(a, "udp") {
@@ -221,6 +231,7 @@ impl Sfu {
             shed: Default::default(),
             handshake: Default::default(),
             relay_layers: Vec::new(),
+            downstream_edge: false,
             pull: Some(Box::new(Pull {
                 pending: Some(pending),
                 mids,

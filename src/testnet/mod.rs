@@ -210,6 +210,8 @@ pub struct TestNet {
     pub stray: Vec<SocketAddr>,
     /// Every upstream event of every core, with the core's index, in order.
     pub upstream_events: Vec<(usize, crate::sfu::UpstreamEvent)>,
+    /// Cores killed ([`TestNet::kill_core`]).
+    pub cores_down: Vec<usize>,
     /// A client error ends that client (`alive` false, like a closed browser
     /// tab) instead of failing: for the fuzz bodies, whose inputs end
     /// sessions and silence clients at any moment (a client whose server
@@ -259,6 +261,7 @@ impl TestNet {
             tap: None,
             stray: Vec::new(),
             upstream_events: Vec::new(),
+            cores_down: Vec::new(),
             client_errors_end_clients: false,
         }
     }
@@ -275,6 +278,12 @@ impl TestNet {
         };
         self.cores.push(Sfu::new(config, self.now));
         k
+    }
+
+    /// Kill core `k` (SIGKILL of its node): from now on it runs nothing,
+    /// sends nothing, and what is sent to it is lost.
+    pub fn kill_core(&mut self, k: usize) {
+        self.cores_down.push(k);
     }
 
     /// Core `k` (0: [`TestNet::sfu`]).
@@ -818,14 +827,15 @@ impl TestNet {
         }
     }
 
-    /// Drain every core; returns the earliest next timeout.
-    /// Drain every core, and hand relayed messages between workers over
+    /// Drain every core (not a killed one), and hand relayed messages between workers over
     /// until none is left to hand (a stalled worker's wait in their queue).
     fn drain_sfu(&mut self) -> Instant {
         for _ in 0..MAX_ITER {
-            let mut next = self.drain_core(0);
-            for k in 1..=self.cores.len() {
-                next = next.min(self.drain_core(k));
+            let mut next = self.now + Duration::from_secs(1);
+            for k in 0..=self.cores.len() {
+                if !self.cores_down.contains(&k) {
+                    next = next.min(self.drain_core(k));
+                }
             }
             if !self.deliver_relayed() {
                 return next;
@@ -853,7 +863,7 @@ impl TestNet {
         let mut any = false;
         let pairs: Vec<(usize, usize)> = self.relay.keys().copied().collect();
         for (from, to) in pairs {
-            if self.relay_stalled.contains(&to) {
+            if self.relay_stalled.contains(&to) || self.cores_down.contains(&to) {
                 continue;
             }
             let msgs: Vec<_> = self
@@ -934,6 +944,9 @@ impl TestNet {
     fn deliver(&mut self, d: Datagram) {
         let now = self.now;
         if let Some(k) = self.core_at(d.to) {
+            if self.cores_down.contains(&k) {
+                return;
+            }
             if self
                 .clients
                 .iter()
@@ -993,9 +1006,10 @@ impl TestNet {
             self.deliver(d);
         }
         // Timers.
-        self.sfu.handle_timeout(now);
-        for c in self.cores.iter_mut() {
-            c.handle_timeout(now);
+        for k in 0..=self.cores.len() {
+            if !self.cores_down.contains(&k) {
+                self.core(k).handle_timeout(now);
+            }
         }
         for i in 0..self.clients.len() {
             if self.clients[i].alive && self.clients[i].next <= now {
