@@ -38,7 +38,10 @@ const RELAY_BUDGET: usize = 512;
 const RELAY_BATCH: usize = 32;
 
 /// This loop's ends of the relay between workers (`src/sfu/relay.rs`): a
-/// bounded queue to and from each other worker, and their wakers.
+/// bounded queue to and from each other worker, and their wakers. Only
+/// `try_send` and `try_recv` are used, so no side ever blocks and the
+/// channel's own lock (taken only to wake a blocked side) is never taken:
+/// the packet path is lock-free. A worker is woken once per flush.
 pub struct RelayPorts {
     /// To worker i (`None`: this worker).
     pub tx: Vec<Option<Sender<RelayMsg>>>,
