@@ -138,3 +138,42 @@ fn edge_viewers_follow_a_new_upstream_across_layers() {
     );
     assert_eq!(layers_seen(&net, v).last(), Some(&1), "still on m");
 }
+
+#[test]
+fn a_plain_publisher_after_a_simulcast_one_still_reaches_the_edge() {
+    let mut net = TestNet::new(43);
+    let edge = net.add_core(SfuConfig::default());
+    let p = net.publish_simulcast("sim", LAYERS);
+    assert!(net.run_until(Duration::from_secs(5), |n| n.connected(p)));
+    net.run_for(Duration::from_secs(1));
+    let v = net.view_on(edge, "sim");
+    net.pull(edge, 0, "sim").expect("pull");
+    assert!(net.run_until(Duration::from_secs(5), |n| n.connected(v)));
+    pin(&mut net, edge, v, "l");
+    net.run_for(Duration::from_secs(3));
+    assert_eq!(layers_seen(&net, v).last(), Some(&2));
+
+    // The publisher comes back without simulcast: its video goes to the
+    // edge on the first rid, and the edge's viewer falls back to it.
+    net.delete(p).expect("delete");
+    net.run_for(Duration::from_millis(300));
+    let before = net.clients[v].got.len();
+    net.publish_on(0, "sim");
+    net.run_for(Duration::from_secs(4));
+    let video_after = net.clients[v].got[before..]
+        .iter()
+        .filter(|g| g.kind == MediaKind::Video)
+        .count();
+    assert!(
+        video_after > 100,
+        "{video_after} video packets after the change"
+    );
+    assert_eq!(net.current_layer_on(edge, v).as_deref(), Some("h"));
+    let seqs: Vec<u64> = net.clients[v]
+        .got
+        .iter()
+        .filter(|g| g.kind == MediaKind::Video)
+        .map(|g| g.seq)
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "numbering");
+}
