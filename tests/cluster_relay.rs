@@ -330,3 +330,37 @@ fn one_edge_pulls_two_rooms_from_one_origin() {
         t.elapsed()
     );
 }
+
+/// The same with two event loops per node (`WISP_WORKERS=2`): pulls go to
+/// the room's home worker, each worker has its own upstream sockets.
+#[test]
+fn edges_with_two_workers_per_node() {
+    if !have_redis("edges_with_two_workers_per_node") {
+        return;
+    }
+    str0m::crypto::from_feature_flags().install_process_default();
+    let redis = Redis::new();
+    let a = Node::start(&redis.url(), &[("WISP_WORKERS", "2")]);
+    let b = Node::start(&redis.url(), &[("WISP_WORKERS", "2")]);
+    a.until("two nodes", Duration::from_secs(6), |v| nodes(v).len() == 2);
+    let mut publisher = Peer::new(&a.wisp, "/whip/w", Direction::SendOnly);
+    let mut viewers: Vec<Peer> = (0..3)
+        .map(|_| Peer::new(&b.wisp, "/whep/w", Direction::RecvOnly))
+        .collect();
+    let mut frame = 0;
+    let mut refs: Vec<&mut Peer> = viewers.iter_mut().collect();
+    let ok = run(
+        &mut publisher,
+        &mut refs,
+        &mut frame,
+        Duration::from_secs(20),
+        |v| v.iter().all(|p| p.got_video.len() >= 50),
+    );
+    let got: Vec<usize> = viewers.iter().map(|v| v.got_video.len()).collect();
+    assert!(ok, "edge viewers got {got:?}");
+    for v in &viewers {
+        assert!(continuous(&v.got_video_seq));
+    }
+    assert_eq!(b.metric("wisp_relay_upstreams"), 1);
+    assert_eq!(a.metric("wisp_relay_downstreams"), 1);
+}
