@@ -24,7 +24,10 @@
 //! - `src/main.rs` starts a [`ClusterNode`] when `Config::cluster` is set
 //!   (the directory starts even with Redis down, and logs so) and hands it
 //!   to the HTTP side (`HttpConfig::with_cluster`); it shuts it down after
-//!   the event loop closed every session (claims and record released).
+//!   the event loops closed every session (claims and record released).
+//!   Each worker's loop gets the relay manager as its upstream handler
+//!   (`Output::Upstream`) and sockets of its own for its upstreams
+//!   (`src/upstream_udp.rs`, `SfuConfig::upstream_addrs`).
 //! - `src/http/cluster.rs`, on every WHIP/WHEP POST: [`placement::decide`]
 //!   (through [`ClusterNode::place`]) → serve, `307`, or `503` +
 //!   `Retry-After`; WHIP claims the room (`409` when another node owns it;
@@ -38,7 +41,10 @@
 //!   `publisher_left`, `relay_started` / `relay_stopped`, and pulls for
 //!   rooms whose viewers wait; directory events (`RoomLive`, `Resync`) start
 //!   pulls at once.
-//! - The relay manager ([`relay`]) does the pulls (HTTP, ureq) and DELETEs.
+//! - The relay manager ([`relay`]) does the pulls (the core's `Pull`, an
+//!   HTTP POST to the owner with the cluster token, `PullAnswer`), DELETEs
+//!   an upstream's session at its origin when the core reports it ended,
+//!   and moves an upstream to the room's new owner after its origin died.
 
 pub mod config;
 pub mod directory;

@@ -265,7 +265,8 @@ struct Manager<C: PullCore> {
     self_url: String,
     shared: Arc<Shared>,
     ups: HashMap<String, Up<C::Token>>,
-    retry: HashMap<String, Instant>,
+    /// Rooms whose pull from a node failed, paused until then.
+    retry: HashMap<String, (Instant, String)>,
     /// Rooms whose last pull failed (warned once until one succeeds).
     failing: HashSet<String>,
 }
@@ -303,10 +304,16 @@ impl<C: PullCore> Manager<C> {
 
     fn pull(&mut self, req: RelayRequest) {
         let now = Instant::now();
-        if self.ups.contains_key(&req.room) || self.retry.get(&req.room).is_some_and(|t| *t > now) {
+        // The pause after a failure is for the node that failed: a room
+        // that went live elsewhere meanwhile is pulled at once.
+        let paused = self
+            .retry
+            .get(&req.room)
+            .is_some_and(|(t, node)| *t > now && *node == req.node);
+        if self.ups.contains_key(&req.room) || paused {
             return;
         }
-        self.retry.retain(|_, t| *t > now);
+        self.retry.retain(|_, (t, _)| *t > now);
         if self.failing.len() > QUEUE {
             self.failing.clear();
         }
@@ -329,8 +336,9 @@ impl<C: PullCore> Manager<C> {
                     log::debug!("relay: pull of room {room} from node {node} failed: {why}");
                 }
                 self.set_active(&req.room, None);
+                let until = Instant::now() + RETRY_AFTER_FAILURE;
                 self.retry
-                    .insert(req.room.clone(), Instant::now() + RETRY_AFTER_FAILURE);
+                    .insert(req.room.clone(), (until, req.node.clone()));
             }
         }
     }
@@ -605,6 +613,18 @@ mod tests {
         }
         h.want(want.clone());
         assert!(calls.recv_timeout(Duration::from_millis(200)).is_err());
+        // ... unless the room is now on another node ...
+        let elsewhere = RelayRequest {
+            node: "b".into(),
+            ..want.clone()
+        };
+        h.want(elsewhere);
+        assert_eq!(calls.recv_timeout(WAIT).unwrap(), Call::Pull("r".into()));
+        let _ = seen.recv_timeout(WAIT).unwrap();
+        assert_eq!(
+            calls.recv_timeout(WAIT).unwrap(),
+            Call::Failed("r".into(), 7)
+        );
         // ... and again after it.
         std::thread::sleep(RETRY_AFTER_FAILURE);
         h.want(want);
