@@ -8,10 +8,10 @@
 # BIN_DIR holds release builds of `wisp` and `wisp-load` (default
 # target/release); OUT_DIR receives cluster-runs.jsonl (one JSON object per
 # run), origin.log, edge.log and cluster-summary.json. Settings (environment):
-# VIEWERS per node (default 50), VIDEO_PPS (default 500; at 1,000 and above
+# VIEWERS per node (default 100), VIDEO_PPS (default 400; at 500 and above
 # wisp-load spins on its core), DURATION seconds per run (default 10), FULL
 # decrypting viewers per node (default 2: the latency samples), EDGE_VIEWERS
-# (default "1 10 50": the origin-cost step), NICE (default -19, needs root),
+# (default "1 10 100": the origin-cost step), NICE (default -19, needs root),
 # MAX_LOAD (the nodes' WISP_MAX_LOAD), LABEL (default: git commit), STEPS
 # (default 123).
 #
@@ -35,11 +35,11 @@ fi
 BIN=${1:-target/release}
 OUT=${2:-bench-results}
 LABEL=${LABEL:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
-VIEWERS=${VIEWERS:-50}
-VIDEO_PPS=${VIDEO_PPS:-500}
+VIEWERS=${VIEWERS:-100}
+VIDEO_PPS=${VIDEO_PPS:-400}
 DURATION=${DURATION:-10}
 FULL=${FULL:-2}
-EDGE_VIEWERS=${EDGE_VIEWERS:-"1 10 50"}
+EDGE_VIEWERS=${EDGE_VIEWERS:-"1 10 100"}
 NICE=${NICE:--19}
 STEPS=${STEPS:-123}
 ORIGIN_CORE=${ORIGIN_CORE:-0}
