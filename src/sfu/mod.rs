@@ -492,8 +492,12 @@ impl Sfu {
         s.rooms = self.rooms.len() as u64;
         s.admission_refusals = self.load.refusals;
         s.loop_busy_ratio = self.load.busy_ratio;
+        s.loop_load_ratio = self.load.load;
         s.load_headroom = self.load.headroom(self.last_now);
+        s.load_headroom_pps = self.load.headroom_pps(self.last_now);
         s.cost_per_packet_s = self.load.cost_s;
+        s.cost_per_message_s = self.load.message_cost_s;
+        s.send_batch = self.load.batch;
         s
     }
 

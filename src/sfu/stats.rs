@@ -161,8 +161,20 @@ pub struct Stats {
     pub admission_refusals: [u64; 2],
     /// The event loop's busy ratio in the last load sample.
     pub loop_busy_ratio: f64,
+    /// The load of the last sample: the busy ratio less its send calls'
+    /// share, which batching amortizes (what admission and shedding compare
+    /// with `max_load`; see [`super::overload::Load`]).
+    pub loop_load_ratio: f64,
     /// `max_load` minus the predicted load (negative when over).
     pub load_headroom: f64,
+    /// [`Stats::load_headroom`] in forwarded packets/s at the measured cost:
+    /// how much more fan-out this node admits (a 550 packets/s viewer needs
+    /// 550). Zero when over.
+    pub load_headroom_pps: f64,
+    /// Seconds per send message (a datagram or a GSO run), measured.
+    pub cost_per_message_s: f64,
+    /// Datagrams per send message in the last sample (1: no batching).
+    pub send_batch: f64,
     /// Seconds of loop time per forwarded packet (the cost model).
     pub cost_per_packet_s: f64,
     /// Viewers paused by overload control now.
@@ -171,6 +183,12 @@ pub struct Stats {
     pub io_send_errors: u64,
     /// Filled in by the event loop: `recv_from` errors other than WouldBlock.
     pub io_recv_errors: u64,
+    /// Filled in by the event loop: datagrams the kernel dropped at the UDP
+    /// socket because its receive buffer was full (ingress lost before wisp saw it).
+    pub io_recv_drops: u64,
+    /// Filled in by the event loop: the UDP socket's receive buffer, bytes
+    /// (`SO_RCVBUF` as the kernel reports it).
+    pub io_recv_buffer_bytes: u64,
 }
 
 impl Stats {
