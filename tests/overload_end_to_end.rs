@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::Wisp;
-use wisp::sfu::overload::PRIOR_COST_S;
+use wisp::sfu::overload::Load;
 
 const MAX_LOAD: f64 = 0.2;
 /// One publisher: 500 video + 50 audio packets/s.
@@ -63,10 +63,10 @@ fn admitted_viewers_lose_nothing_and_the_rest_get_503() {
     let ceiling = MAX_LOAD.to_string();
     let server = Wisp::launch(
         Command::new(bins.join("wisp")),
-        &[("WISP_MAX_LOAD", ceiling.as_str()), ("RUST_LOG", "warn")],
+        &[("WISP_MAX_LOAD", ceiling.as_str())],
     );
     // What the ceiling admits in a quiet room at the prior cost.
-    let expect = (MAX_LOAD / (VIEWER_PPS * PRIOR_COST_S)).floor();
+    let expect = (MAX_LOAD / (VIEWER_PPS * Load::new(MAX_LOAD).packet_cost())).floor();
     let offered = (expect * 2.0) as usize;
 
     let t = Instant::now();

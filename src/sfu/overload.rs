@@ -202,15 +202,19 @@ impl Load {
         let send = s.send.as_secs_f64().min(busy);
         if s.messages > 0 {
             self.batch = (s.datagrams as f64 / s.messages as f64).max(1.0);
-            if s.messages >= MIN_PACKETS_FOR_COST {
-                let m = send / s.messages as f64;
-                self.message_cost_s = if self.messages_measured {
-                    0.6 * self.message_cost_s + 0.4 * m
-                } else {
-                    m
-                };
-                self.messages_measured = true;
-            }
+        }
+        // Measured in media windows only, as the cost per packet: a setup's
+        // sends (DTLS flights to many peers) cost more than media's.
+        if forwarded < MIN_PACKETS_FOR_COST {
+            self.message_cost_s = 0.8 * self.message_cost_s + 0.2 * PRIOR_MESSAGE_COST_S;
+        } else if s.messages >= MIN_PACKETS_FOR_COST {
+            let m = send / s.messages as f64;
+            self.message_cost_s = if self.messages_measured {
+                0.6 * self.message_cost_s + 0.4 * m
+            } else {
+                m
+            };
+            self.messages_measured = true;
         }
         // The send time batching to BATCH_UNDER_LOAD would save.
         let saved = send * (1.0 - self.batch / BATCH_UNDER_LOAD).max(0.0);
@@ -628,10 +632,19 @@ mod tests {
         let t0 = Instant::now();
         let mut l = Load::new(0.85);
         l.cost_s = 40e-6; // left over from a setup burst
+        l.message_cost_s = 40e-6;
+        // Setup windows: sends, but no media.
+        let setup = LoadSample {
+            send: Duration::from_millis(100),
+            messages: 5000,
+            datagrams: 5000,
+            ..sample(300)
+        };
         for _ in 0..10 {
-            l.on_sample(t0, sample(300), 10, 0);
+            l.on_sample(t0, setup, 10, 0);
         }
         assert!((l.cost_s - PRIOR_COST_S).abs() < 5e-6, "{}", l.cost_s);
+        assert!((l.message_cost_s - PRIOR_MESSAGE_COST_S).abs() < 5e-6);
         let zero = LoadSample::default();
         l.on_sample(t0, zero, 1, 0);
         assert_eq!(l.samples, 10, "an empty window is no sample");
