@@ -2,8 +2,8 @@
 //! rises after admission, degrade viewer by viewer, never everyone at once.
 //!
 //! ```text
-//!  driver: busy time / wall time per window ──▶ Load::on_sample ◀── packets forwarded (core)
-//!                                                 │ busy ratio, cost of one forwarded packet
+//!  driver: busy, send-call time, messages, datagrams per window ──▶ Load::on_sample ◀── packets forwarded (core)
+//!                                         │ load at BATCH_UNDER_LOAD, cost per packet and per message
 //!        POST /whep ─▶ Load::admit(room pps) ─────┤ predicted > max_load → 503 (Overloaded)
 //!        every sample ─▶ Governor::plan(viewers) ─┘ Down · Pause · Close · Resume · Lift
 //! ```
@@ -11,7 +11,7 @@
 //! Pure policy: no clock, no sessions, no `Rtc`. The core turns the actions
 //! into layer caps, paused viewers and closed sessions.
 //!
-//! Shedding order, when the measured busy ratio is above the ceiling:
+//! Shedding order, when the measured load is above the ceiling:
 //! 1. simulcast viewers move down one layer, newest first;
 //! 2. the newest viewers of the heaviest room are paused (session kept, no media);
 //! 3. viewers paused for [`PAUSE_LIMIT`] while the node stays loaded, or when
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use super::id::SessionId;
 
-/// Default ceiling on the loop's busy ratio (`WISP_MAX_LOAD`): 0.85 of a core
+/// Default ceiling on the loop's load (`WISP_MAX_LOAD`): 0.85 of a core
 /// leaves room for bursts (keyframes, joins) before packets wait in the socket.
 pub const DEFAULT_MAX_LOAD: f64 = 0.85;
 /// Shedding needs the ceiling (plus [`SHED_MARGIN`]) exceeded in this many
@@ -58,7 +58,7 @@ pub const BATCH_UNDER_LOAD: f64 = 4.0;
 pub const QUIET_ROOM_PPS: f64 = 550.0;
 /// Packets/s assumed for a publish (ingress) before its media is known.
 pub const PUBLISH_PPS: f64 = 550.0;
-/// Shedding starts only when the measured busy ratio is this far over the
+/// Shedding starts only when the measured load is this far over the
 /// ceiling: admission fills a node up to the ceiling, and keyframes and joins
 /// make the measurement wobble around it. It then sheds down to the ceiling.
 pub const SHED_MARGIN: f64 = 0.05;
