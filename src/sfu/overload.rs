@@ -61,6 +61,8 @@ pub const PUBLISH_PPS: f64 = 550.0;
 /// Shedding starts only when the measured load is this far over the
 /// ceiling: admission fills a node up to the ceiling, and keyframes and joins
 /// make the measurement wobble around it. It then sheds down to the ceiling.
+/// A ceiling within twice this of 1 uses half its distance to 1 instead (the
+/// load never passes 1).
 pub const SHED_MARGIN: f64 = 0.05;
 /// Loop time one session's setup costs (offer, `Rtc`, answer, ICE, DTLS):
 /// 0.84–1.02 ms of server CPU measured with `wisp-load --setup-rate`.
@@ -353,11 +355,9 @@ impl Governor {
         }
         let mut out = Vec::new();
         let excess = load.load - load.max_load;
-        self.over = if excess > SHED_MARGIN {
-            self.over + 1
-        } else {
-            0
-        };
+        // The load cannot pass 1: a ceiling near it keeps half its room.
+        let margin = SHED_MARGIN.min((1.0 - load.max_load) / 2.0).max(0.0);
+        self.over = if excess > margin { self.over + 1 } else { 0 };
         if self.over >= SHED_AFTER {
             self.shed(now, load, excess, viewers, &mut out);
         } else {
@@ -726,6 +726,24 @@ mod tests {
         assert_eq!(plan.first(), Some(&Action::Close(sid(5))));
         assert_eq!(plan.len(), 5);
         assert_eq!(g.counts, [5, 3, 5, 0, 0]);
+    }
+
+    #[test]
+    fn a_ceiling_near_one_still_sheds() {
+        let t0 = Instant::now();
+        let mut l = Load::new(0.95);
+        l.cost_s = 1e-4;
+        l.load = 0.98; // 0.03 over: more than half of the 0.05 left to 1
+        let vs = vec![viewer(1, 0, 300.0), viewer(2, 0, 300.0)];
+        let mut g = Governor::default();
+        assert!(g.plan(t0, &l, &vs).is_empty());
+        assert_eq!(g.plan(t0, &l, &vs), vec![Action::Pause(sid(2))]);
+        // At the default ceiling 0.04 over is within the margin.
+        let mut l = Load::new(DEFAULT_MAX_LOAD);
+        l.load = DEFAULT_MAX_LOAD + 0.04;
+        let mut g = Governor::default();
+        assert!(g.plan(t0, &l, &vs).is_empty());
+        assert!(g.plan(t0, &l, &vs).is_empty());
     }
 
     #[test]
