@@ -269,6 +269,14 @@ impl Load {
                 .sum::<f64>()
     }
 
+    /// Whether sessions admitted in the last [`PENDING_FOR`] are still
+    /// starting (their load is pending).
+    pub fn starting(&self, now: Instant) -> bool {
+        self.pending
+            .iter()
+            .any(|(t, _)| now.saturating_duration_since(*t) < PENDING_FOR)
+    }
+
     /// How much load can still be admitted (negative when over).
     pub fn headroom(&self, now: Instant) -> f64 {
         self.max_load - self.predicted(now)
@@ -357,8 +365,18 @@ impl Governor {
         let excess = load.load - load.max_load;
         // The load cannot pass 1: a ceiling near it keeps half its room.
         let margin = SHED_MARGIN.min((1.0 - load.max_load) / 2.0).max(0.0);
-        self.over = if excess > margin { self.over + 1 } else { 0 };
-        if self.over >= SHED_AFTER {
+        // Sessions admitted in the last PENDING_FOR are still starting: their
+        // first seconds (keyframes, first reports, repairs) cost more than
+        // their media will. Admission already counted them, and it refuses
+        // everyone while the load is over, so this wait ends within
+        // PENDING_FOR.
+        let starting = load.starting(now);
+        self.over = match (excess > margin, starting) {
+            (false, _) => 0,
+            (true, false) => self.over + 1,
+            (true, true) => self.over,
+        };
+        if self.over >= SHED_AFTER && !starting {
             self.shed(now, load, excess, viewers, &mut out);
         } else {
             self.restore(load, viewers, &mut out);
@@ -726,6 +744,25 @@ mod tests {
         assert_eq!(plan.first(), Some(&Action::Close(sid(5))));
         assert_eq!(plan.len(), 5);
         assert_eq!(g.counts, [5, 3, 5, 0, 0]);
+    }
+
+    #[test]
+    fn no_shedding_while_admitted_sessions_start() {
+        let t0 = Instant::now();
+        let mut l = Load::new(0.85);
+        l.cost_s = 1e-4;
+        l.admit(t0, 100.0, Refusal::ViewerLoad).unwrap();
+        l.load = 0.95; // their first seconds cost more: 1,000 pps over
+        let vs = vec![viewer(1, 0, 1200.0), viewer(2, 0, 1200.0)];
+        let mut g = Governor::default();
+        let t1 = t0 + Duration::from_secs(1);
+        let t2 = t0 + Duration::from_secs(2);
+        assert!(g.plan(t1, &l, &vs).is_empty());
+        assert!(g.plan(t2, &l, &vs).is_empty());
+        // Started: two samples over, then the newest is paused.
+        assert!(g.plan(t0 + PENDING_FOR, &l, &vs).is_empty());
+        let t4 = t0 + PENDING_FOR + Duration::from_secs(1);
+        assert_eq!(g.plan(t4, &l, &vs), vec![Action::Pause(sid(2))]);
     }
 
     #[test]
