@@ -13,6 +13,7 @@ use mio::{Events, Interest, Poll, Token};
 use crate::channel::CoreRequest;
 use crate::sfu::overload::LoadSample;
 use crate::sfu::recorder_tap::RecordEvent;
+use crate::sfu::relay::RelayMsg;
 use crate::sfu::{Output, Reply, Sfu};
 use crate::udp::{BatchSocket, UdpStats};
 
@@ -31,6 +32,26 @@ const RECV_BUDGET: usize = 256;
 const RECV_TIME_BUDGET: Duration = Duration::from_millis(2);
 /// Most commands handled per loop turn (each may build an `Rtc`, ~2 ms).
 const COMMAND_BUDGET: usize = 16;
+/// Most relayed messages (packets from other workers) handled per loop
+/// turn, and per flush within it.
+const RELAY_BUDGET: usize = 512;
+const RELAY_BATCH: usize = 32;
+
+/// This loop's ends of the relay between workers (`src/sfu/relay.rs`): a
+/// bounded queue to and from each other worker, and their wakers. Only
+/// `try_send` and `try_recv` are used, so no side ever blocks and the
+/// channel's own lock (taken only to wake a blocked side) is never taken:
+/// the packet path is lock-free. A worker is woken once per flush.
+pub struct RelayPorts {
+    /// To worker i (`None`: this worker).
+    pub tx: Vec<Option<Sender<RelayMsg>>>,
+    /// Worker i's waker.
+    pub wakers: Vec<Arc<mio::Waker>>,
+    /// From each other worker.
+    pub rx: Vec<Receiver<RelayMsg>>,
+    /// Scratch: workers sent to since the last wake.
+    pub wake: Vec<bool>,
+}
 
 /// Length of one load window (see [`LoadMeter`]).
 const LOAD_WINDOW: Duration = Duration::from_secs(1);
@@ -115,6 +136,10 @@ pub struct EventLoop {
     recorder: Option<(Sender<RecordEvent>, Arc<crate::record::RecorderStats>)>,
     /// The socket is registered for WRITABLE too (while sends wait for room).
     write_interest: bool,
+    /// Figures published for placement and `/metrics` (several workers).
+    gauges: Option<Arc<crate::workers::WorkerGauges>>,
+    /// The relay to and from the other workers (several workers).
+    relay: Option<RelayPorts>,
 }
 
 impl EventLoop {
@@ -142,6 +167,8 @@ impl EventLoop {
             stop,
             recorder: None,
             write_interest: false,
+            gauges: None,
+            relay: None,
         })
     }
 
@@ -153,6 +180,17 @@ impl EventLoop {
         stats: Arc<crate::record::RecorderStats>,
     ) {
         self.recorder = Some((tx, stats));
+    }
+
+    /// Publish this loop's figures to `gauges` (sessions and rooms after
+    /// every turn, rates once per load window).
+    pub fn set_gauges(&mut self, gauges: Arc<crate::workers::WorkerGauges>) {
+        self.gauges = Some(gauges);
+    }
+
+    /// Exchange relayed packets and feedback with the other workers.
+    pub fn set_relay(&mut self, ports: RelayPorts) {
+        self.relay = Some(ports);
     }
 
     /// Run until the stop flag is set (ring the waker after setting it); then
@@ -189,8 +227,13 @@ impl EventLoop {
             busy = self.read_socket();
             let now = Instant::now();
             busy |= self.read_commands(now);
+            busy |= self.read_relays();
             self.sfu.handle_timeout(now);
-            if let Some(sample) = meter.take(now, self.socket.stats) {
+            let sample = meter.take(now, self.socket.stats);
+            if let Some(g) = &self.gauges {
+                g.publish(&self.sfu, now, sample.as_ref());
+            }
+            if let Some(sample) = sample {
                 self.sfu.handle_load(now, sample);
             }
         }
@@ -214,9 +257,35 @@ impl EventLoop {
                         }
                     }
                 }
+                Output::Relay { to, msg } => {
+                    let Some(ports) = self.relay.as_mut() else {
+                        self.sfu.relay_dropped(msg);
+                        continue;
+                    };
+                    match ports.tx.get(to) {
+                        Some(Some(tx)) => match tx.try_send(msg) {
+                            Ok(()) => ports.wake[to] = true,
+                            Err(TrySendError::Full(m) | TrySendError::Disconnected(m)) => {
+                                self.sfu.relay_dropped(m)
+                            }
+                        },
+                        _ => self.sfu.relay_dropped(msg),
+                    }
+                }
+                // Until the relay driver (issue 15) takes them: no pull is
+                // made without it, so no upstream exists to end.
+                Output::Upstream(ev) => log::debug!("upstream event: {ev:?}"),
                 Output::Timeout(t) => break t,
             }
         };
+        if let Some(ports) = self.relay.as_mut() {
+            // One wake per worker per flush, however many packets it got.
+            for (w, waker) in ports.wake.iter_mut().zip(&ports.wakers) {
+                if std::mem::take(w) {
+                    let _ = waker.wake();
+                }
+            }
+        }
         self.socket.send_queued();
         self.watch_writable();
         next
@@ -267,6 +336,38 @@ impl EventLoop {
             }
             read += n;
             self.sfu.handle_timeout(now);
+            self.flush();
+            now = Instant::now();
+        }
+        true
+    }
+
+    /// Hand the other workers' relayed messages to the core, in batches
+    /// (each batch's fan-out is sent before the next). Returns true if the
+    /// budget ran out with messages still queued.
+    fn read_relays(&mut self) -> bool {
+        let Some(n) = self.relay.as_ref().map(|p| p.rx.len()) else {
+            return false;
+        };
+        let start = Instant::now();
+        let mut now = start;
+        let mut handled = 0;
+        while handled < RELAY_BUDGET && now.saturating_duration_since(start) < RECV_TIME_BUDGET {
+            let mut batch = 0;
+            for i in 0..n {
+                while batch < RELAY_BATCH {
+                    let Some(msg) = self.relay.as_ref().and_then(|p| p.rx[i].try_recv().ok())
+                    else {
+                        break;
+                    };
+                    self.sfu.handle_relay(now, msg);
+                    batch += 1;
+                }
+            }
+            if batch == 0 {
+                return false;
+            }
+            handled += batch;
             self.flush();
             now = Instant::now();
         }

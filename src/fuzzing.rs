@@ -102,6 +102,7 @@ const STEPS: [Duration; 4] = [
 ];
 
 const ZERO: Counts = Counts {
+    upstream_addrs_used: 0,
     sessions: 0,
     rooms: 0,
     tokens: 0,
@@ -187,7 +188,7 @@ impl Harness {
                 Output::Transmit(t) => {
                     assert!(!t.contents.is_empty(), "empty datagram queued");
                 }
-                Output::Record(_) => {}
+                Output::Record(_) | Output::Relay { .. } | Output::Upstream(_) => {}
                 Output::Timeout(t) => return t,
             }
         }

@@ -254,6 +254,57 @@ impl Out {
 
 const ROLES: [&str; 2] = ["publisher", "viewer"];
 
+/// The per-worker gauges, labelled `worker="i"`. A snapshot without
+/// per-worker figures (straight from one core) is worker 0.
+fn workers(o: &mut Out, s: &Stats) {
+    let one = [stats::WorkerFigures {
+        sessions: s.sessions_live.iter().sum(),
+        forwarded: s.rtp_forwarded,
+        busy_ratio: s.loop_busy_ratio,
+    }];
+    let list: &[stats::WorkerFigures] = if s.workers.is_empty() {
+        &one
+    } else {
+        &s.workers
+    };
+    o.family(
+        "wisp_worker_sessions",
+        "gauge",
+        "Live sessions on each worker (event loop).",
+    );
+    for (i, w) in list.iter().enumerate() {
+        o.sample(
+            "wisp_worker_sessions",
+            &[("worker", &i.to_string())],
+            w.sessions,
+        );
+    }
+    o.family(
+        "wisp_worker_forwarded_packets_total",
+        "counter",
+        "RTP packets each worker wrote to its viewers.",
+    );
+    for (i, w) in list.iter().enumerate() {
+        o.sample(
+            "wisp_worker_forwarded_packets_total",
+            &[("worker", &i.to_string())],
+            w.forwarded,
+        );
+    }
+    o.family(
+        "wisp_worker_busy_ratio",
+        "gauge",
+        "Share of the last load window each worker's loop spent working.",
+    );
+    for (i, w) in list.iter().enumerate() {
+        let _ = writeln!(
+            o.0,
+            "wisp_worker_busy_ratio{{worker=\"{i}\"}} {}",
+            w.busy_ratio
+        );
+    }
+}
+
 /// Render the metrics page.
 pub fn render(
     s: &Stats,
@@ -338,6 +389,12 @@ pub fn render(
             s.dropped(r),
         );
     }
+    o.sample(
+        "wisp_packets_dropped_total",
+        &[("reason", "relay_queue_full")],
+        s.relay_queue_full,
+    );
+    workers(&mut o, s);
 
     o.family(
         "wisp_keyframe_requests_total",

@@ -30,7 +30,7 @@ pub use crate::channel::CoreError;
 pub use extensions::{parse_layer_request, LAYER_REL, SSE_REL};
 pub use listen::{bind, bind_fronted};
 pub use routes::{api_error, handle, handle_streaming, Handled};
-pub use server::{spawn, spawn_with, PoolConfig, MAX_DRAIN};
+pub use server::{spawn, spawn_link, spawn_with, PoolConfig, MAX_DRAIN};
 pub use sse::{
     layers_json, sse_events, write_stream, AttachError, EventSet, Pace, SseLease, SseStart,
     SseState, SseStreams, DEFAULT_MAX_SSE_STREAMS, MAX_SSE_ENTRIES, MAX_SSE_PER_SESSION,

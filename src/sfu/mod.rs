@@ -10,21 +10,34 @@
 //! 1. `ingress.rs`: [`Sfu::handle_receive`] classifies the datagram and finds
 //!    its session in `demux.rs` (by ICE ufrag for STUN, by address for DTLS and
 //!    SRTP; STUN that str0m would refuse is shimmed there too), then hands it
-//!    to the publisher's `Rtc` through the one guarded call ([`session::guarded`]).
+//!    to the source's `Rtc` through the one guarded call ([`session::guarded`]).
 //! 2. `session.rs`: `drain` polls that `Rtc`; the decrypted packet comes out
 //!    as an `Event::RtpPacket`, which `Sfu::process` dispatches here.
-//! 3. `forward.rs`: `Facts::of` works out the packet's facts once (kind,
+//! 3. `source.rs`: the packet becomes a [`source::SourcePacket`] (clear
+//!    header fields and the shared payload) and the source resolves its
+//!    track, layer and codec. This is where a room's source, whatever its
+//!    kind (`room.rs` states the contract), meets the fan-out.
+//! 4. `forward.rs`: `forward_in` works out the packet's facts once (kind,
 //!    layer, codec, keyframe, picture size, VP8/VP9 ids), counts it on the
 //!    room's track (`room.rs`, `simulcast.rs`) and copies it to the recorder
 //!    (`recorder_tap.rs`); `fan_out` then writes it to each viewer's `Rtc`,
-//!    renumbered by the viewer's stream (`out_stream.rs`).
-//! 4. `layers.rs`: a viewer waiting for a keyframe, or a layer whose rate
-//!    moved, leads to a keyframe request or a new layer choice.
-//! 5. `forward.rs` again: [`Sfu::poll_output`] first drains each viewer written
+//!    renumbered by the viewer's stream (`out_stream.rs`). With several
+//!    workers, the room's home core then queues one clear copy per other
+//!    worker with viewers of the room (`relay.rs`, [`Output::Relay`]); that
+//!    worker's core takes it in through [`Sfu::handle_relay`], where the
+//!    relay is the room's source, and runs steps 4 to 6 for its own viewers.
+//! 5. `layers.rs`: a viewer waiting for a keyframe, or a layer whose rate
+//!    moved, leads to a keyframe request (sent to the source by
+//!    `Sfu::ask_source` in `source.rs`, the one dispatch on the source's
+//!    kind) or a new layer choice.
+//! 6. `forward.rs` again: [`Sfu::poll_output`] first drains each viewer written
 //!    to, once per batch (`drain_written`), and returns the SRTP datagrams.
 //!
 //! Sessions begin and end in `lifecycle.rs` (publish, view, patch, close);
-//! SDP text is read in `sdp.rs`; timers live in `timers.rs`.
+//! an edge's pull of a room from its origin, a session in the client role
+//! that is the room's source, in `upstream.rs` (its end reaches the driver
+//! as [`Output::Upstream`]); SDP text is read in `sdp.rs`; timers live in
+//! `timers.rs`.
 
 pub mod command;
 pub mod demux;
@@ -39,13 +52,16 @@ pub mod out_stream;
 pub mod overload;
 pub mod per_kind;
 pub mod recorder_tap;
+pub mod relay;
 pub mod room;
 pub mod sdp;
 pub mod session;
 pub mod shed;
 pub mod simulcast;
+pub mod source;
 pub mod stats;
 pub mod timers;
+pub mod upstream;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -58,8 +74,9 @@ use str0m::net::Transmit;
 use str0m::{Event, IceConnectionState, Input};
 
 pub use command::{ApiError, Command, Reply, Role, RoomInfo, TrackInfo};
-pub use id::{IdGen, RoomName, SessionId, SessionToken};
+pub use id::{IdGen, RoomName, SessionId, SessionToken, TokenShard};
 pub use stats::{DropReason, Stats};
+pub use upstream::{UpstreamEnd, UpstreamEvent};
 
 use demux::Demux;
 use per_kind::kind_name;
@@ -94,6 +111,19 @@ pub struct SfuConfig {
     /// mediasoup share one per process; each answer's `a=fingerprint` is its
     /// hash. `None`: [`Sfu::new`] makes one. Saves each session a key pair.
     pub dtls_cert: Option<DtlsCert>,
+    /// This core's place among the process's workers: it makes only session
+    /// tokens its worker owns, and numbers its recordings apart from the
+    /// other workers'. Default: the only worker.
+    pub shard: id::TokenShard,
+    /// Local addresses for upstreams (see [`upstream`]), one upstream on
+    /// each at a time: the driver binds a UDP socket on each, hands what
+    /// arrives there to [`Sfu::handle_receive`] with that address as the
+    /// destination, and sends each `Transmit` from the socket of its
+    /// `source`. A peer connection is one 5-tuple, so two upstreams to the
+    /// same origin need two local addresses. Empty: upstreams use the
+    /// shared socket of `candidates`, and a second upstream to an origin
+    /// address already in use is refused (`AtCapacity`).
+    pub upstream_addrs: Vec<SocketAddr>,
 }
 
 impl Default for SfuConfig {
@@ -109,6 +139,8 @@ impl Default for SfuConfig {
             recording_available: false,
             max_load: overload::DEFAULT_MAX_LOAD,
             dtls_cert: None,
+            shard: id::TokenShard::default(),
+            upstream_addrs: Vec::new(),
         }
     }
 }
@@ -138,12 +170,24 @@ pub struct ViewerLayers {
 }
 
 /// What [`Sfu::poll_output`] returns.
+// Not boxed: a box would be one allocation per relayed packet.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Output {
     /// Send this datagram.
     Transmit(Transmit),
     /// Hand this to the recorder (never blocks forwarding: drop it if the recorder is behind).
     Record(recorder_tap::RecordEvent),
+    /// Hand this to worker `to`'s core ([`Sfu::handle_relay`]) without
+    /// blocking; if its queue is full, give it back to [`Sfu::relay_dropped`].
+    Relay {
+        /// The worker.
+        to: usize,
+        /// The message.
+        msg: relay::RelayMsg,
+    },
+    /// For the relay driver: an upstream ended (see [`upstream`]).
+    Upstream(UpstreamEvent),
     /// Nothing to send; call [`Sfu::handle_timeout`] at this instant (or on new input).
     Timeout(Instant),
 }
@@ -168,6 +212,8 @@ pub struct Counts {
     /// Tokens of sessions that ended by themselves, kept for a late DELETE
     /// (bounded; emptied after [`ENDED_GRACE`]).
     pub recently_ended: usize,
+    /// Upstream addresses (`SfuConfig::upstream_addrs`) in use.
+    pub upstream_addrs_used: usize,
 }
 
 /// The Manager of rooms, and owner of every session.
@@ -195,6 +241,8 @@ pub struct Sfu {
     governor: overload::Governor,
     /// `rtp_forwarded` and sessions created at the last load sample.
     load_mark: (u64, u64),
+    /// The upstream on each of `config.upstream_addrs`, if any.
+    upstream_slots: Vec<Option<SessionId>>,
 }
 
 /// What one call leaves behind: output for the driver, work to finish
@@ -207,6 +255,14 @@ struct Outbox {
     /// viewer one drain, not one each.
     written: Vec<SessionId>,
     records: VecDeque<recorder_tap::RecordEvent>,
+    /// Messages for other workers' cores: (worker, message).
+    relays: VecDeque<(usize, relay::RelayMsg)>,
+    /// Control messages a full queue refused, sent again at the next
+    /// timeout (at most `relay::MAX_RETRY`).
+    relay_retry: Vec<relay::RelayMsg>,
+    /// Upstream events for the driver: at most one per upstream, and at
+    /// most one upstream per room.
+    upstream: VecDeque<UpstreamEvent>,
     next_recording: u64,
     events: VecDeque<(SessionId, Event)>,
     /// Sessions marked dead, ended at the end of the current call.
@@ -224,6 +280,8 @@ enum Why {
     Panic(&'static str),
     /// Not connected within `connect_timeout` (its length).
     ConnectTimeout(std::time::Duration),
+    /// An upstream whose room had no viewers for `timers::UPSTREAM_IDLE`.
+    Idle,
     /// The peer is gone: DTLS closed, ICE disconnected, or its `Rtc` errored.
     Gone,
 }
@@ -251,6 +309,14 @@ impl Outbox {
                 handshake::report(&mut self.stats, s, handshake::Ending::Timeout(t));
             }
             Why::Gone => handshake::report(&mut self.stats, s, handshake::Ending::Failed),
+            Why::Idle => {}
+        }
+        if let Some(p) = s.pull.as_mut() {
+            p.end.get_or_insert(match why {
+                Why::ConnectTimeout(_) => UpstreamEnd::ConnectTimeout,
+                Why::Idle => UpstreamEnd::Idle,
+                Why::Panic(_) | Why::Gone => UpstreamEnd::Failed,
+            });
         }
         if !std::mem::replace(&mut s.dead, true) {
             self.doomed.push(s.id);
@@ -275,6 +341,9 @@ impl Sfu {
             "at least one candidate address"
         );
         config.dtls_cert.get_or_insert_with(dtls::new_dtls_cert);
+        // Recording ids are unique in the process: workers share one recorder.
+        let recording_base = (config.shard.index as u64) << 40;
+        let config_upstreams = config.upstream_addrs.len();
         Sfu {
             ids: IdGen::new(config.seed),
             load: overload::Load::new(config.max_load),
@@ -291,7 +360,10 @@ impl Sfu {
                 transmits: VecDeque::new(),
                 written: Vec::new(),
                 records: VecDeque::new(),
-                next_recording: 0,
+                relays: VecDeque::new(),
+                relay_retry: Vec::new(),
+                next_recording: recording_base,
+                upstream: VecDeque::new(),
                 events: VecDeque::new(),
                 doomed: Vec::new(),
                 stats: Stats::default(),
@@ -300,6 +372,7 @@ impl Sfu {
             ended: VecDeque::new(),
             governor: overload::Governor::default(),
             load_mark: (0, 0),
+            upstream_slots: vec![None; config_upstreams],
         }
     }
 
@@ -324,6 +397,9 @@ impl Sfu {
                 Ok(Reply::Done)
             }
             Command::Subscribe { room, offer } => self.subscribe(now, room, &offer),
+            Command::SubscribeRelayed { room, offer, home } => {
+                self.subscribe_relayed(now, room, &offer, home)
+            }
             Command::DeleteSession { role, room, token } => self.delete(now, role, &room, token),
             Command::Patch {
                 role,
@@ -342,6 +418,13 @@ impl Sfu {
                 .map(|n| Reply::RoomClosed { sessions: n }),
             Command::ListRooms => Ok(Reply::Rooms(self.list_rooms(now))),
             Command::Stats => Ok(Reply::Stats(Box::new(self.stats()))),
+            Command::Pull { room } => self.pull(now, room),
+            Command::PullAnswer {
+                room,
+                token,
+                answer,
+            } => self.pull_answer(now, &room, token, &answer),
+            Command::PullFailed { room, token } => self.pull_failed(now, &room, token),
             Command::PinLayer {
                 role,
                 room,
@@ -385,6 +468,14 @@ impl Sfu {
                 continue;
             }
             s.timer.at = None;
+            if s.pull
+                .as_ref()
+                .and_then(|p| p.idle_deadline())
+                .is_some_and(|t| now >= t)
+            {
+                self.out.doom(s, Why::Idle);
+                continue;
+            }
             if !s.connected && now >= s.created + self.config.connect_timeout {
                 self.out
                     .doom(s, Why::ConnectTimeout(self.config.connect_timeout));
@@ -408,6 +499,9 @@ impl Sfu {
             sessions.get(&id).is_some_and(|s| s.timer.gen == gen)
         });
         self.fire_keyframe_timers(now);
+        if !self.out.relay_retry.is_empty() {
+            self.relay_retry();
+        }
         self.process(now);
     }
 
@@ -423,6 +517,12 @@ impl Sfu {
         }
         if let Some(r) = self.out.records.pop_front() {
             return Output::Record(r);
+        }
+        if let Some((to, msg)) = self.out.relays.pop_front() {
+            return Output::Relay { to, msg };
+        }
+        if let Some(u) = self.out.upstream.pop_front() {
+            return Output::Upstream(u);
         }
         let far = self.last_now + Duration::from_secs(1);
         let next = [
@@ -446,7 +546,7 @@ impl Sfu {
             .map(|r| RoomInfo {
                 name: r.name.to_string(),
                 publisher_live: r
-                    .publisher
+                    .source_id()
                     .and_then(|p| self.sessions.get(&p))
                     .is_some_and(|s| s.connected),
                 tracks: r
@@ -461,7 +561,10 @@ impl Sfu {
                     })
                     .collect(),
                 viewers: r.subscribers.len(),
-                recording: r.record && r.publisher.is_some(),
+                recording: r.record && r.source.is_some(),
+                relayed: r
+                    .source
+                    .is_some_and(|s| s.kind == room::SourceKind::Upstream),
                 uptime_s: now.saturating_duration_since(r.created).as_secs_f64(),
             })
             .collect();
@@ -469,7 +572,26 @@ impl Sfu {
         v
     }
 
-    /// Number of rooms.
+    /// RTP packets written to viewers so far (cheap: no snapshot).
+    pub fn forwarded(&self) -> u64 {
+        self.out.stats.rtp_forwarded
+    }
+
+    /// Live sessions (cheap: no snapshot).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Rooms whose packets do not come from another worker: summed over
+    /// the workers, each room of the process once.
+    pub fn home_room_count(&self) -> usize {
+        self.rooms
+            .values()
+            .filter(|r| r.relay_home().is_none())
+            .count()
+    }
+
+    /// Number of rooms (a relayed room's copy on this worker included).
     pub fn room_count(&self) -> usize {
         self.rooms.len()
     }
@@ -480,8 +602,14 @@ impl Sfu {
         s.sessions_live = [0, 0];
         s.sessions_connected = [0, 0];
         for x in self.sessions.values() {
+            if x.pull.is_some() {
+                s.relay_upstreams += 1;
+                s.relay_upstreams_connected += u64::from(x.connected);
+                continue;
+            }
             let i = role_index(x.role);
             s.sessions_live[i] += 1;
+            s.relay_downstreams += u64::from(x.downstream_edge);
             if x.connected {
                 s.sessions_connected[i] += 1;
             }
@@ -489,7 +617,7 @@ impl Sfu {
                 s.viewers_paused += 1;
             }
         }
-        s.rooms = self.rooms.len() as u64;
+        s.rooms = self.home_room_count() as u64;
         s.admission_refusals = self.load.refusals;
         s.loop_busy_ratio = self.load.busy_ratio;
         s.loop_load_ratio = self.load.load;
@@ -513,6 +641,7 @@ impl Sfu {
             addr_lists,
             keyframe_timers: self.keyframe_timers.len(),
             recently_ended: self.ended.len(),
+            upstream_addrs_used: self.upstream_slots.iter().flatten().count(),
         }
     }
 
@@ -554,7 +683,13 @@ impl Sfu {
                 log::info!("room {}: {} {id:?} connected", s.room, s.role.path_prefix());
                 if s.role == Role::Subscriber {
                     let room = s.room.clone();
-                    if self.is_simulcast(&room) {
+                    if !s.relay_layers.is_empty() {
+                        // Every layer it takes starts on a keyframe.
+                        let n = s.relay_layers.len() as u8;
+                        for layer in 0..n {
+                            self.request_keyframe(now, &room, layer);
+                        }
+                    } else if self.is_simulcast(&room) {
                         // Chooses a target and asks for its keyframe.
                         self.select_layers(now, &room, Some(id));
                     } else {
@@ -586,7 +721,16 @@ impl Sfu {
                 let is_video = s.outs.video.as_ref().is_some_and(|o| o.mid == r.mid);
                 if s.role == Role::Subscriber && is_video {
                     let room = s.room.clone();
-                    let layer = s.sel.current.or(s.sel.target).unwrap_or(0);
+                    let layer = if s.relay_layers.is_empty() {
+                        s.sel.current.or(s.sel.target).unwrap_or(0)
+                    } else {
+                        // The layer of the rid asked for, by position.
+                        let at = s
+                            .relay_layers
+                            .iter()
+                            .position(|(rid, _)| r.rid == Some(*rid));
+                        at.unwrap_or(0) as u8
+                    };
                     self.request_keyframe(now, &room, layer);
                 }
             }

@@ -56,6 +56,8 @@ pub struct Peer {
     pub addr: SocketAddr,
     pub mids: Vec<(Mid, MediaKind)>,
     pub location: String,
+    /// The server's SDP answer.
+    pub answer: String,
     pub connected: bool,
     pub got_video: Vec<Vec<u8>>,
     pub got_audio: usize,
@@ -92,6 +94,7 @@ impl Peer {
         let location = header(&headers, "location").expect("Location").to_string();
         assert!(location.starts_with(path), "{location}");
         assert!(body.contains("a=candidate"), "answer has candidates");
+        let answer_text = body.clone();
         let answer = SdpAnswer::from_sdp_string(&body).unwrap();
         rtc.sdp_api().accept_answer(pending, answer).unwrap();
         Peer {
@@ -100,6 +103,7 @@ impl Peer {
             addr,
             mids,
             location,
+            answer: answer_text,
             connected: false,
             got_video: vec![],
             got_audio: 0,
@@ -148,6 +152,19 @@ impl Peer {
                 Output::Event(_) => {}
             }
         }
+    }
+
+    /// The UDP ports of the server's candidates in its answer.
+    pub fn server_ports(&self) -> Vec<u16> {
+        let mut ports: Vec<u16> = self
+            .answer
+            .lines()
+            .filter_map(|l| l.strip_prefix("a=candidate:"))
+            .filter_map(|c| c.split_whitespace().nth(5)?.parse().ok())
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
     }
 
     pub fn send_frame(&mut self, n: u64) {
