@@ -5,8 +5,8 @@
 //! the floor the ceiling promises.
 //!
 //! Release builds of `wisp` and `wisp-load` (built here with cargo, a no-op
-//! when they are fresh): the debug build's cost per packet is ten times the
-//! model's prior, so it would say nothing of admission. The ceiling is
+//! when they are fresh): the model's priors are a release build's costs, so
+//! a debug build would be admitted far past what it carries. The ceiling is
 //! lowered (`WISP_MAX_LOAD` 0.2) so the test stays small: the viewers join a
 //! quiet room, so admission predicts each from the prior cost, and the node
 //! runs at about a fifth of a core, far from loss even on a loaded 2-core CI
