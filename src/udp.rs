@@ -505,6 +505,10 @@ mod tests {
         s.send_queued();
         assert_eq!(s.stats.datagrams_sent, 21);
         assert_eq!(s.stats.send_calls, 1, "one sendmmsg");
+        // Three GSO runs (a's ten, b's ten, a's last), or one message each.
+        let runs = if s.gso_segments > 1 { 3 } else { 21 };
+        assert_eq!(s.stats.messages_sent, runs);
+        assert!(s.stats.send_time > Duration::ZERO);
         assert!(s.queue.is_empty());
         for (sock, expect) in [
             (&a, (0..10).chain([99]).collect::<Vec<u8>>()),
@@ -522,6 +526,24 @@ mod tests {
             }
             assert_eq!(got, expect);
         }
+    }
+
+    #[test]
+    fn receive_drops_and_buffer_are_reported() {
+        let std_sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        std_sock.set_nonblocking(true).unwrap();
+        let s = BatchSocket::new(mio::net::UdpSocket::from_std(std_sock)).unwrap();
+        assert!(s.recv_buffer_size().unwrap() > 0);
+        assert_eq!(s.recv_drops(), Some(0));
+        // Shrink the buffer to the kernel's minimum and overflow it unread.
+        s.state
+            .set_recv_buffer_size(UdpSockRef::from(&s.socket), 1)
+            .unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..64 {
+            tx.send_to(&[7u8; 1200], s.local_addr()).unwrap();
+        }
+        assert!(s.recv_drops().unwrap() > 0, "{:?}", s.recv_drops());
     }
 
     fn recv_all(sock: &std::net::UdpSocket, n: usize) -> Vec<u8> {
