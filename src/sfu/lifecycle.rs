@@ -628,7 +628,9 @@ impl Sfu {
             self.remember_ended(now, *id);
             self.close_session(now, *id);
         }
-        self.rooms.remove(room);
+        if self.rooms.remove(room).is_some() {
+            self.rooms_removed += 1;
+        }
         Ok(ids.len())
     }
 
@@ -742,6 +744,7 @@ impl Sfu {
                     ));
                 }
                 self.rooms.remove(&s.room);
+                self.rooms_removed += 1;
                 self.keyframe_timers.retain(|(_, n, _)| *n != s.room);
             }
         }

@@ -162,6 +162,7 @@ impl Sfu {
                     r.relays.retain(|w| *w != from);
                     if r.is_empty() {
                         self.rooms.remove(&room);
+                        self.rooms_removed += 1;
                         self.keyframe_timers.retain(|(_, n, _)| *n != room);
                     }
                 }
