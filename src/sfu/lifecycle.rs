@@ -81,7 +81,9 @@ impl Sfu {
     }
 
     /// [`Sfu::subscribe`] where the room's packets come from worker `home`
-    /// (`relay.rs`), unless the room's publisher is here.
+    /// (`relay.rs`), unless the room's publisher is here. A new copy of the
+    /// room counts against this core's `max_rooms` (`AtCapacity` past it),
+    /// not the process's (see the room limits in `relay.rs`).
     pub fn subscribe_relayed(
         &mut self,
         now: Instant,
