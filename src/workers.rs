@@ -19,7 +19,11 @@
 //! - room-level commands (close a room, list rooms, stats) go to every
 //!   worker, and the replies are merged;
 //! - the session and room limits apply to the process: a POST is refused
-//!   (`AtCapacity`) when the workers' live totals reach them.
+//!   (`AtCapacity`) when the workers' live sessions reach `max_sessions`,
+//!   or when it would make a new room and the map of homes (the live
+//!   rooms, each once: [`Dispatcher::sweep`]) holds `max_rooms`. A relayed
+//!   copy of a room is bounded by its worker's own `max_rooms` instead
+//!   (see `src/sfu/relay.rs`); a viewer refused a copy goes home.
 //!
 //! With one worker (the default) this is the single loop of old: one port,
 //! every command to that loop.
@@ -340,10 +344,18 @@ impl Dispatcher {
                         self.gauges[w].sessions.fetch_add(1, Ordering::Relaxed);
                         let cmd = Command::SubscribeRelayed {
                             room: room.clone(),
-                            offer,
+                            offer: offer.clone(),
                             home,
                         };
-                        let r = self.links[w].call(cmd);
+                        let mut r = self.links[w].call(cmd);
+                        if matches!(r, Ok(Err(ApiError::AtCapacity))) {
+                            // That worker is at its own room or session
+                            // limit (its copies count there): the home
+                            // serves the viewer instead.
+                            self.gauges[home].sessions.fetch_add(1, Ordering::Relaxed);
+                            let room = room.clone();
+                            r = self.links[home].call(Command::Subscribe { room, offer });
+                        }
                         self.settle(&room, &r);
                         return r;
                     }
@@ -738,11 +750,12 @@ mod tests {
     /// the sessions it made in its gauges, answers a session command with
     /// `Deleted` only for its own tokens, and lists one room per POST.
     fn fake(n: usize, max_sessions: usize) -> Dispatcher {
-        fake_rooms(n, max_sessions, 100)
+        fake_rooms(n, max_sessions, 100, usize::MAX)
     }
 
-    /// [`fake`] with a room limit.
-    fn fake_rooms(n: usize, max_sessions: usize, max_rooms: usize) -> Dispatcher {
+    /// [`fake`] with a room limit, whose cores refuse a relayed copy
+    /// (`AtCapacity`) when they have `copy_cap` rooms.
+    fn fake_rooms(n: usize, max_sessions: usize, max_rooms: usize, copy_cap: usize) -> Dispatcher {
         let key = [9; 32];
         let mut links = Vec::new();
         let mut gauges = Vec::new();
@@ -758,7 +771,14 @@ mod tests {
                 let mut mine = Vec::new();
                 let mut rooms: Vec<RoomName> = Vec::new();
                 for r in rx {
+                    let distinct = |rooms: &[RoomName]| {
+                        let set: std::collections::HashSet<_> = rooms.iter().collect();
+                        set.len()
+                    };
                     let reply = match r.command {
+                        Command::SubscribeRelayed { .. } if distinct(&rooms) >= copy_cap => {
+                            Err(ApiError::AtCapacity)
+                        }
                         Command::Publish { room, .. }
                         | Command::Subscribe { room, .. }
                         | Command::SubscribeRelayed { room, .. } => {
@@ -923,7 +943,7 @@ mod tests {
 
     #[test]
     fn the_room_limit_is_the_process_s_and_relayed_copies_do_not_count() {
-        let d = fake_rooms(2, 100, 2);
+        let d = fake_rooms(2, 100, 2, usize::MAX);
         let (_, a) = post(&d, "a").unwrap();
         let (tb, b) = post(&d, "b").unwrap();
         assert_eq!((a.as_str(), b.as_str()), ("worker 0", "worker 1"));
@@ -940,5 +960,17 @@ mod tests {
         assert_eq!(post(&d, "c").unwrap().1, "worker 1");
         assert_eq!(d.homes_len(), 2);
         assert_eq!(d.home(&RoomName::new("a").unwrap()), Some(0));
+    }
+
+    #[test]
+    fn a_viewer_refused_a_copy_is_served_from_the_home() {
+        let d = fake_rooms(2, 100, 2, 1);
+        post(&d, "a").unwrap();
+        post(&d, "b").unwrap();
+        // The third viewer of "a" would be relayed to worker 1, which has
+        // a room already and refuses a copy: the home takes it.
+        let placed: Vec<String> = (0..3).map(|_| post(&d, "a").unwrap().1).collect();
+        assert_eq!(placed, ["worker 0", "worker 0", "worker 0"]);
+        assert_eq!(d.homes_len(), 2);
     }
 }
