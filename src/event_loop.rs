@@ -14,13 +14,16 @@ use crate::channel::CoreRequest;
 use crate::sfu::overload::LoadSample;
 use crate::sfu::recorder_tap::RecordEvent;
 use crate::sfu::relay::RelayMsg;
-use crate::sfu::{Output, Reply, Sfu};
+use crate::sfu::{Output, Reply, Sfu, UpstreamEvent};
 use crate::udp::{BatchSocket, UdpStats};
+use crate::upstream_udp::UpstreamSockets;
 
 /// Token of the UDP socket.
 pub const SOCKET: Token = Token(0);
 /// Token of the waker the HTTP thread rings after queueing a command.
 pub const WAKER: Token = Token(1);
+/// Tokens of the upstream sockets (cluster mode) start here.
+pub const FIRST_UPSTREAM: usize = 2;
 
 /// Most datagrams read per loop turn, so commands are served under a flood.
 /// Value: large enough to amortise a `poll` call.
@@ -136,6 +139,12 @@ pub struct EventLoop {
     recorder: Option<(Sender<RecordEvent>, Arc<crate::record::RecorderStats>)>,
     /// The socket is registered for WRITABLE too (while sends wait for room).
     write_interest: bool,
+    /// Where the core's upstream events go (cluster mode's relay manager).
+    upstream: Option<Box<dyn FnMut(UpstreamEvent) + Send>>,
+    /// The upstreams' own sockets, the media socket's port (a `Transmit`
+    /// from another port is an upstream's), and the sockets to read again
+    /// (their read budget ran out).
+    upstream_sockets: Option<(UpstreamSockets, u16, Vec<Token>)>,
     /// Figures published for placement and `/metrics` (several workers).
     gauges: Option<Arc<crate::workers::WorkerGauges>>,
     /// The relay to and from the other workers (several workers).
@@ -167,6 +176,8 @@ impl EventLoop {
             stop,
             recorder: None,
             write_interest: false,
+            upstream: None,
+            upstream_sockets: None,
             gauges: None,
             relay: None,
         })
@@ -180,6 +191,21 @@ impl EventLoop {
         stats: Arc<crate::record::RecorderStats>,
     ) {
         self.recorder = Some((tx, stats));
+    }
+
+    /// Hand the core's upstream events to `f` (it must not block: the relay
+    /// manager queues them). Without it they are only logged.
+    pub fn set_upstream_handler(&mut self, f: impl FnMut(UpstreamEvent) + Send + 'static) {
+        self.upstream = Some(Box::new(f));
+    }
+
+    /// Serve the core's upstream addresses (`SfuConfig::upstream_addrs`,
+    /// from [`UpstreamSockets::addrs`]) with these sockets.
+    pub fn set_upstream_sockets(&mut self, mut sockets: UpstreamSockets) -> io::Result<()> {
+        sockets.register(self.poll.registry(), FIRST_UPSTREAM)?;
+        let port = self.socket.socket_mut().local_addr()?.port();
+        self.upstream_sockets = Some((sockets, port, Vec::new()));
+        Ok(())
     }
 
     /// Publish this loop's figures to `gauges` (sessions and rooms after
@@ -226,6 +252,23 @@ impl EventLoop {
             // Edge-triggered: read until WouldBlock, or come back at once if the budget ran out.
             busy = self.read_socket();
             let now = Instant::now();
+            if let Some((up, _, again)) = &mut self.upstream_sockets {
+                // Edge-triggered: a socket whose read budget ran out is read
+                // again next turn without a new event.
+                let sfu = &mut self.sfu;
+                let mut todo = std::mem::take(again);
+                todo.extend(events.iter().map(|e| e.token()).filter(|t| up.owns(*t)));
+                todo.sort_unstable();
+                todo.dedup();
+                for token in todo {
+                    if up.read(token, |src, dst, bytes| {
+                        sfu.handle_receive(now, src, dst, bytes)
+                    }) {
+                        again.push(token);
+                    }
+                }
+                busy |= !again.is_empty();
+            }
             busy |= self.read_commands(now);
             busy |= self.read_relays();
             self.sfu.handle_timeout(now);
@@ -247,7 +290,14 @@ impl EventLoop {
     fn flush(&mut self) -> Instant {
         let next = loop {
             match self.sfu.poll_output() {
-                Output::Transmit(t) => self.socket.queue(t),
+                Output::Transmit(t) => match &mut self.upstream_sockets {
+                    Some((up, port, _)) if t.source.port() != *port => {
+                        if let Some(t) = up.send(t) {
+                            self.socket.queue(t);
+                        }
+                    }
+                    _ => self.socket.queue(t),
+                },
                 Output::Record(ev) => {
                     if let Some((tx, stats)) = &self.recorder {
                         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
@@ -272,9 +322,10 @@ impl EventLoop {
                         _ => self.sfu.relay_dropped(msg),
                     }
                 }
-                // Until the relay driver (issue 15) takes them: no pull is
-                // made without it, so no upstream exists to end.
-                Output::Upstream(ev) => log::debug!("upstream event: {ev:?}"),
+                Output::Upstream(ev) => match &mut self.upstream {
+                    Some(f) => f(ev),
+                    None => log::debug!("upstream event: {ev:?}"),
+                },
                 Output::Timeout(t) => break t,
             }
         };

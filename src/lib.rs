@@ -47,4 +47,5 @@ pub mod sfu;
 #[doc(hidden)]
 pub mod testnet;
 pub mod udp;
+pub mod upstream_udp;
 pub mod workers;

@@ -3,16 +3,19 @@
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use wisp::auth::Auth;
 use wisp::channel::CoreLink;
+use wisp::cluster::relay::UPSTREAM_SOCKETS;
+use wisp::cluster::{ClusterNode, RelayHandle};
 use wisp::config::{Config, ConfigOutcome};
 use wisp::http::HttpConfig;
 use wisp::record::RecorderConfig;
 use wisp::sfu::SfuConfig;
-use wisp::workers::{Dispatcher, Plan};
+use wisp::upstream_udp::UpstreamSockets;
+use wisp::workers::{Configure, Dispatcher, Plan};
 
 fn main() -> ExitCode {
     let cfg = match Config::from_args_and_env(std::env::args().skip(1), |k| std::env::var(k).ok()) {
@@ -52,7 +55,7 @@ fn run(cfg: Config, auth: Auth) -> Result<(), Box<dyn std::error::Error>> {
     str0m::crypto::from_feature_flags().install_process_default();
 
     let n = cfg.workers.resolve();
-    let plan = Plan::bind(
+    let mut plan = Plan::bind(
         n,
         cfg.udp_addr,
         &cfg.advertised_addrs(),
@@ -85,6 +88,38 @@ fn run(cfg: Config, auth: Auth) -> Result<(), Box<dyn std::error::Error>> {
         log::warn!("no tokens configured: anyone who reaches the HTTP port can publish and view");
     }
     let mut http_cfg = HttpConfig::new(cfg.ice_server_links()).with_auth(auth);
+    // Cluster mode (issue 15): the directory, its reporter and the relay
+    // manager on their own threads; each worker's upstreams on sockets of
+    // their own.
+    let cluster = match &cfg.cluster {
+        Some(c) => {
+            let link = CoreLink::workers(dispatcher.clone());
+            let token = c.cluster_token.as_ref().map(|t| t.expose().to_string());
+            let relay = Arc::new(RelayHandle::start(link.clone(), token, &c.node_url)?);
+            let node = ClusterNode::start(c, cfg.max_sessions, link, Some(relay.clone()))?;
+            http_cfg = http_cfg.with_cluster(node.clone());
+            let mut sockets = Vec::with_capacity(n);
+            for i in 0..n {
+                let ip = cfg.udp_addr.ip();
+                let advertised = plan.candidates()[i].first().map_or(ip, |c| c.ip());
+                let s = UpstreamSockets::bind(ip, advertised, UPSTREAM_SOCKETS)?;
+                plan.set_upstream_addrs(i, s.addrs());
+                sockets.push(Some(s));
+            }
+            let sockets = Mutex::new(sockets);
+            let configure: Configure = Arc::new(move |i, lp| {
+                let mine = sockets.lock().unwrap_or_else(|e| e.into_inner())[i].take();
+                if let Some(s) = mine {
+                    lp.set_upstream_sockets(s)?;
+                }
+                let relay = relay.clone();
+                lp.set_upstream_handler(move |ev| relay.upstream_event(ev));
+                Ok(())
+            });
+            Some((node, configure))
+        }
+        None => None,
+    };
 
     // The recorder thread, fed by a bounded queue from every worker; it asks
     // the room's home worker for keyframes.
@@ -129,7 +164,8 @@ fn run(cfg: Config, auth: Auth) -> Result<(), Box<dyn std::error::Error>> {
         Some((tx, stats, handle)) => (Some((tx, stats)), Some(handle)),
         None => (None, None),
     };
-    let loops = plan.start(base, key, seeds, stop.clone(), rec_tx, None)?;
+    let configure = cluster.as_ref().map(|(_, c)| c.clone());
+    let loops = plan.start(base, key, seeds, stop.clone(), rec_tx, configure)?;
     let mut result = Ok(());
     for h in loops {
         match h.join() {
@@ -146,6 +182,10 @@ fn run(cfg: Config, auth: Auth) -> Result<(), Box<dyn std::error::Error>> {
                 result = Err(std::io::Error::other("a worker panicked"));
             }
         }
+    }
+    if let Some((node, _)) = cluster {
+        // Every session is closed: release this node's claims and record.
+        node.shutdown();
     }
     // Every loop is gone, and with it every sender of the recorder's queue:
     // the recorder finalises every file and ends.

@@ -11,12 +11,15 @@
 //!   [`routes`] (request → command → response), [`extensions`] and [`sse`]
 //!   (the WHEP extensions; an event stream is written over any `Write`),
 //!   [`page`] (the browser page), and the front's head parser.
+//! - `cluster`: placement, claims and the cluster admin routes, used
+//!   only in cluster mode (it reaches the directory's threads).
 //! - Drivers: [`server`] (tiny_http, the bounded worker pool), [`listen`]
 //!   (plain or TLS listener, direct or behind the front), [`front`] (the TCP
 //!   front: request deadline, connection cap).
 //!
 //! The core is reached through [`crate::channel`], shared with the event loop.
 
+mod cluster;
 pub mod extensions;
 pub mod front;
 pub mod listen;

@@ -228,6 +228,8 @@ pub struct Sfu {
     sessions: id::IdMap<Session>,
     tokens: HashMap<SessionToken, SessionId>,
     rooms: HashMap<RoomName, Room>,
+    /// Rooms removed so far (for the dispatcher's map of homes, `src/workers.rs`).
+    rooms_removed: u64,
     demux: Demux,
     timers: Timers,
     /// Video layers (room, layer index) that owe a keyframe request, with when it is allowed.
@@ -353,6 +355,7 @@ impl Sfu {
             sessions: id::IdMap::default(),
             tokens: HashMap::new(),
             rooms: HashMap::new(),
+            rooms_removed: 0,
             demux: Demux::default(),
             timers: Timers::default(),
             keyframe_timers: Vec::new(),
@@ -594,6 +597,12 @@ impl Sfu {
     /// Number of rooms (a relayed room's copy on this worker included).
     pub fn room_count(&self) -> usize {
         self.rooms.len()
+    }
+
+    /// Rooms (and relayed copies) removed since the core started: when it
+    /// moves, some room ended here (cheap: no snapshot).
+    pub fn rooms_removed(&self) -> u64 {
+        self.rooms_removed
     }
 
     /// A snapshot of the counters, with the live gauges filled in.

@@ -327,8 +327,28 @@ impl TestNet {
     /// A viewer of audio and video on worker `core`, relayed from worker
     /// `home` (the room's publisher's).
     pub fn view_relayed(&mut self, core: usize, home: usize, room: &str) -> usize {
+        self.try_view_relayed(core, home, room)
+            .expect("relayed subscribe")
+    }
+
+    /// [`TestNet::view_relayed`], with the core's refusal.
+    pub fn try_view_relayed(
+        &mut self,
+        core: usize,
+        home: usize,
+        room: &str,
+    ) -> Result<usize, crate::sfu::ApiError> {
         self.join_home = Some(home);
-        let v = self.view_on(core, room);
+        let v = self.join_on(
+            core,
+            room,
+            false,
+            &[
+                (MediaKind::Audio, Direction::RecvOnly),
+                (MediaKind::Video, Direction::RecvOnly),
+            ],
+            &JoinOpts::default(),
+        );
         self.join_home = None;
         v
     }

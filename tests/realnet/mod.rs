@@ -60,6 +60,8 @@ pub struct Peer {
     pub answer: String,
     pub connected: bool,
     pub got_video: Vec<Vec<u8>>,
+    /// The RTP sequence number of each packet in `got_video`.
+    pub got_video_seq: Vec<u16>,
     pub got_audio: usize,
     pub closed: bool,
 }
@@ -106,6 +108,7 @@ impl Peer {
             answer: answer_text,
             connected: false,
             got_video: vec![],
+            got_video_seq: vec![],
             got_audio: 0,
             closed: false,
         }
@@ -145,7 +148,10 @@ impl Peer {
                         .find(|(m, _)| Some(*m) == mid)
                         .map(|(_, k)| *k)
                     {
-                        Some(MediaKind::Video) => self.got_video.push(p.payload.to_vec()),
+                        Some(MediaKind::Video) => {
+                            self.got_video_seq.push(p.header.sequence_number);
+                            self.got_video.push(p.payload.to_vec());
+                        }
                         _ => self.got_audio += 1,
                     }
                 }
