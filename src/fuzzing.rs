@@ -115,11 +115,14 @@ const ZERO: Counts = Counts {
 /// str0m's `accept_offer` still panics on some offers (e.g. "Pt locked
 /// multiple times"); wisp catches that (`caught_panics`, 400) and this target
 /// checks wisp's handling, not str0m's parser. libFuzzer's panic hook would
-/// abort even on a caught panic, so the default hook is restored: a panic
-/// that escapes wisp still aborts at the fuzz entry point and is reported.
+/// abort even on a caught panic, so it is replaced by one that prints the
+/// message and location only: a panic that escapes wisp still aborts at the
+/// fuzz entry point and is reported. The default hook is not used because,
+/// with `RUST_BACKTRACE` set (cargo fuzz sets it), it symbolizes a backtrace
+/// for every caught panic, which cost more than the rest of such an input.
 fn catch_str0m_sdp_panics() {
     static ONCE: Once = Once::new();
-    ONCE.call_once(|| drop(std::panic::take_hook()));
+    ONCE.call_once(|| std::panic::set_hook(Box::new(|info| eprintln!("{info}"))));
 }
 
 fn install_crypto() {
