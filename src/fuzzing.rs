@@ -66,7 +66,9 @@ impl<'a> Tape<'a> {
 /// The test network of the stateful bodies: its clock at the fixed origin,
 /// no latency (a datagram and everything it causes happen at once, see
 /// [`TestNet::settle`]), room for a few rooms and sessions, and a client
-/// error ends that client, as a closed browser tab would.
+/// error ends that client, as a closed browser tab would. Publishers send
+/// a frame every 100 ms, not 33: simulated media was most of the time per
+/// input, and a third of it drives the same paths.
 fn net(seed: u8) -> TestNet {
     install_crypto();
     let config = SfuConfig {
@@ -77,6 +79,7 @@ fn net(seed: u8) -> TestNet {
     let mut net = TestNet::at(u64::from(seed), config, origin());
     net.latency = Duration::ZERO;
     net.client_errors_end_clients = true;
+    net.media_every = Duration::from_millis(100);
     net
 }
 
@@ -180,6 +183,14 @@ struct Harness {
     now: Instant,
     /// Sessions created, with their role and room, for `delete_first`.
     created: Vec<(crate::sfu::Role, RoomName, crate::sfu::SessionToken)>,
+    /// str0m's parser refused the offer text: every later POST of it would
+    /// be refused the same way (the roles' texts differ in direction lines
+    /// only), so they are skipped. Parsing was most of the time per input.
+    unparsable: bool,
+    /// An answer of this role (publisher, viewer) was re-parsed already:
+    /// the next answers of that role to the same offer differ only in ICE
+    /// credentials and ids, so they are not parsed again.
+    answer_checked: [bool; 2],
 }
 
 impl Harness {
@@ -212,6 +223,9 @@ impl Harness {
 
     /// POST an offer; checks the reply's shape and returns whether a session was created.
     fn post(&mut self, publisher: bool, room: &RoomName, offer: &str) -> bool {
+        if self.unparsable {
+            return false;
+        }
         let before = self.sfu.counts().sessions;
         let cmd = if publisher {
             Command::Publish {
@@ -227,8 +241,10 @@ impl Harness {
         };
         let created = match self.sfu.handle_command(self.now, cmd) {
             Ok(Reply::Created { token, answer, .. }) => {
-                if let Err(e) = SdpAnswer::from_sdp_string(&answer) {
-                    panic!("the answer does not re-parse: {e}\n--- answer ---\n{answer}");
+                if !std::mem::replace(&mut self.answer_checked[usize::from(publisher)], true) {
+                    if let Err(e) = SdpAnswer::from_sdp_string(&answer) {
+                        panic!("the answer does not re-parse: {e}\n--- answer ---\n{answer}");
+                    }
                 }
                 assert!(
                     answer.contains("a=candidate"),
@@ -243,7 +259,11 @@ impl Harness {
                 true
             }
             Ok(other) => panic!("unexpected reply to a POST: {other:?}"),
-            Err(ApiError::BadOffer(_) | ApiError::Unsupported(_)) => false,
+            Err(ApiError::BadOffer(e)) => {
+                self.unparsable |= e.starts_with("SDP parse:");
+                false
+            }
+            Err(ApiError::Unsupported(_)) => false,
             Err(ApiError::AlreadyPublished) => {
                 assert!(publisher, "AlreadyPublished for a viewer");
                 false
@@ -277,7 +297,9 @@ impl Harness {
 /// The first byte chooses the order and extra steps (see `Plan`); the rest
 /// is the SDP offer text (lossy UTF-8). The offer is posted as a publisher
 /// and a viewer of room `a` and a viewer (and maybe a publisher) of room
-/// `b`; then the fake clock advances through a few timeouts, and both rooms
+/// `b` (only the first POST when str0m cannot parse it, and only the first
+/// answer of each role is parsed again); then the fake clock advances
+/// through a few timeouts, and both rooms
 /// are closed. Panics if the core panics, refuses a POST with an impossible
 /// error, creates an answer that does not re-parse, or leaves anything in
 /// any map after the rooms are closed.
@@ -304,6 +326,8 @@ pub fn sdp_offer(data: &[u8]) {
         sfu: Sfu::new(config, now),
         now,
         created: Vec::new(),
+        unparsable: false,
+        answer_checked: [false; 2],
     };
     let a = RoomName::new("a").expect("room name");
     let b = RoomName::new("b").expect("room name");
