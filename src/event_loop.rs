@@ -189,6 +189,9 @@ impl EventLoop {
                         }
                     }
                 }
+                // Until the relay driver (issue 15) takes them: no pull is
+                // made without it, so no upstream exists to end.
+                Output::Upstream(ev) => log::debug!("upstream event: {ev:?}"),
                 Output::Timeout(t) => break t,
             }
         };

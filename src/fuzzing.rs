@@ -105,6 +105,7 @@ const STEPS: [Duration; 4] = [
 ];
 
 const ZERO: Counts = Counts {
+    upstream_addrs_used: 0,
     sessions: 0,
     rooms: 0,
     tokens: 0,
@@ -201,7 +202,7 @@ impl Harness {
                 Output::Transmit(t) => {
                     assert!(!t.contents.is_empty(), "empty datagram queued");
                 }
-                Output::Record(_) => {}
+                Output::Record(_) | Output::Upstream(_) => {}
                 Output::Timeout(t) => return t,
             }
         }

@@ -108,11 +108,16 @@ fn fake_core(cmd: &Command, pick: u8, hostile: &str) -> Result<Result<Reply, Api
                     viewers: 2,
                     uptime_s: 1.5,
                     recording: false,
+                    relayed: pick & 2 != 0,
                 }]),
                 Command::Stats => Reply::Stats(Box::default()),
                 Command::RequestKeyframe { .. } => Reply::Done,
                 Command::PinLayer { .. } => Reply::Done,
                 Command::ViewerState { .. } => Reply::ViewerState(Box::default()),
+                // The relay driver's commands; the HTTP side never sends them.
+                Command::Pull { .. } | Command::PullAnswer { .. } | Command::PullFailed { .. } => {
+                    Reply::Done
+                }
             };
             return Ok(Ok(reply));
         }

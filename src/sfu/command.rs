@@ -86,6 +86,36 @@ pub enum Command {
     },
     /// Read the counters for `/metrics`.
     Stats,
+    /// Relay driver (cluster edge): pull `room` from its origin. Creates the
+    /// room's upstream as its source and replies [`Reply::PullOffer`], whose
+    /// offer the driver POSTs to the origin's WHEP endpoint. A room with a
+    /// live source is refused with [`ApiError::AlreadyPublished`], and the
+    /// session limits apply as to any session.
+    Pull {
+        /// The room to pull.
+        room: RoomName,
+    },
+    /// Relay driver: the origin's answer to the upstream's offer; the
+    /// upstream then connects. A refused answer ends the upstream and is a
+    /// [`ApiError::BadOffer`] with the reason.
+    PullAnswer {
+        /// The room pulled.
+        room: RoomName,
+        /// The token of [`Reply::PullOffer`].
+        token: SessionToken,
+        /// The origin's SDP answer.
+        answer: String,
+    },
+    /// Relay driver: the HTTP exchange with the origin failed, or (at any
+    /// time) the driver knows the origin is gone or the room moved (its
+    /// claim expired): the upstream ends at once, viewers keep waiting, and
+    /// the room is free for the next `Pull`.
+    PullFailed {
+        /// The room pulled.
+        room: RoomName,
+        /// The token of [`Reply::PullOffer`].
+        token: SessionToken,
+    },
     /// Layer extension: pin a viewer's video to the simulcast layer `rid`, or
     /// (`None`) return it to automatic selection.
     PinLayer {
@@ -147,6 +177,14 @@ pub enum Reply {
     Stats(Box<super::stats::Stats>),
     /// A viewer's state for its event streams.
     ViewerState(Box<ViewerState>),
+    /// An upstream was created ([`Command::Pull`]).
+    PullOffer {
+        /// Names the upstream in `PullAnswer`, `PullFailed` and its
+        /// `Output::Upstream` event. Not a WHIP or WHEP session token.
+        token: SessionToken,
+        /// The SDP offer to POST to the origin's WHEP endpoint.
+        offer: String,
+    },
 }
 
 /// What a viewer's server-sent event stream reports (see [`Command::ViewerState`]).
@@ -202,6 +240,9 @@ pub struct RoomInfo {
     pub uptime_s: f64,
     /// Whether the current publisher's tracks are being recorded.
     pub recording: bool,
+    /// Whether the room's source is an upstream: this node relays the room
+    /// from its origin (`publisher_live` then says the upstream is connected).
+    pub relayed: bool,
 }
 
 /// One publisher track in [`RoomInfo`].

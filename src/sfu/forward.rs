@@ -13,13 +13,14 @@ use std::time::Instant;
 
 use str0m::format::{Codec, PayloadParams};
 use str0m::media::MediaKind;
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
 use str0m::Input;
 
 use super::id::IdMap;
 use super::out_stream::{Source, Verdict};
 use super::room::Room;
 use super::session::{self, guarded, Drained, Session};
+use super::source::{self, Resolved, SourcePacket};
 use super::{recorder_tap, simulcast};
 use super::{DropReason, Outbox, RoomName, SessionId, Sfu, Why};
 use crate::codec::{self, Ids};
@@ -52,43 +53,22 @@ struct Facts {
 }
 
 impl Facts {
-    /// The facts of `pkt` from publisher `p` in `room`, with the track's
-    /// bookkeeping done (counters, rate window, picture size, recorder tap).
-    /// `None` (counted as a drop) for an extra track or an unknown payload type.
+    /// The facts of `pkt` from `source` in `room`, as the source resolved
+    /// it, with the track's bookkeeping done (counters, rate window, picture
+    /// size, recorder tap). Reads nothing of the source itself.
     fn of(
-        p: &mut Session,
+        source: Source,
+        what: Resolved,
         room: &mut Room,
-        pkt: &RtpPacket,
+        pkt: &SourcePacket<'_>,
         out: &mut Outbox,
         now: Instant,
-    ) -> Option<Facts> {
-        let ssrc = pkt.header.ssrc;
-        let kind = match p.ssrc_kind.iter().find(|(s, _)| *s == ssrc) {
-            Some((_, k)) => *k,
-            None => {
-                let (k, definitive) = match classify_ssrc(p, room, ssrc) {
-                    Ok(k) => (k, true),
-                    Err(()) => (None, false),
-                };
-                if definitive && p.ssrc_kind.len() < 16 {
-                    p.ssrc_kind.push((ssrc, k));
-                }
-                k
-            }
-        };
-        let Some((kind, layer)) = kind else {
-            out.stats.drop(DropReason::ExtraTrack);
-            return None;
-        };
-        let Some(params): Option<PayloadParams> = p
-            .rtc
-            .codec_config()
-            .find(|c| c.pt() == pkt.header.payload_type)
-            .copied()
-        else {
-            out.stats.drop(DropReason::UnknownPayloadType);
-            return None;
-        };
+    ) -> Facts {
+        let Resolved {
+            kind,
+            layer,
+            params,
+        } = what;
         let codec = params.spec().codec;
         let video = kind == MediaKind::Video;
         let mut simulcast = false;
@@ -101,7 +81,7 @@ impl Facts {
             simulcast = t.simulcast;
             if video {
                 if let Some(l) = t.layers.get_mut(usize::from(layer)) {
-                    au_start = l.starts_access_unit(pkt.header.timestamp);
+                    au_start = l.starts_access_unit(pkt.ts);
                 }
             }
             if simulcast {
@@ -143,7 +123,7 @@ impl Facts {
         // declares, VP8/VP9 picture id and TL0PICIDX (rewritten per viewer
         // for continuity).
         let info = if video {
-            codec::parse(codec, &pkt.payload, au_start)
+            codec::parse(codec, pkt.payload, au_start)
         } else {
             codec::PayloadInfo::default()
         };
@@ -160,7 +140,7 @@ impl Facts {
         // Only the extensions that describe the media travel on; transport ones
         // (TWCC, abs-send-time, mid/rid) are the viewer Rtc's own. Most video
         // packets carry none: then nothing is moved into every viewer's write.
-        let e = &pkt.header.ext_vals;
+        let e = pkt.ext;
         let ext = (e.audio_level.is_some()
             || e.voice_activity.is_some()
             || e.video_orientation.is_some())
@@ -170,8 +150,8 @@ impl Facts {
             video_orientation: e.video_orientation,
             ..Default::default()
         });
-        Some(Facts {
-            source: (p.id, ssrc),
+        Facts {
+            source,
             kind,
             video,
             layer,
@@ -184,13 +164,14 @@ impl Facts {
             vp9,
             ext,
             rates_changed,
-        })
+        }
     }
 }
 
 impl Sfu {
-    /// Fan one publisher packet out to every viewer of the room, then ask for
-    /// the keyframe a waiting viewer needs and re-choose layers if rates moved.
+    /// Fan one packet of a session-backed source (`pid`'s `Rtc` decrypted
+    /// it) out to every viewer of the room, then ask for the keyframe a
+    /// waiting viewer needs and re-choose layers if rates moved.
     pub(super) fn forward(&mut self, now: Instant, pid: SessionId, pkt: RtpPacket) {
         self.out.stats.rtp_in += 1;
         let Some(p) = self.sessions.get_mut(&pid) else {
@@ -199,27 +180,30 @@ impl Sfu {
         let Some(room) = self.rooms.get_mut(&p.room) else {
             return;
         };
-        let Some(facts) = Facts::of(p, room, &pkt, &mut self.out, now) else {
+        let view = SourcePacket::of(&pkt);
+        let Some(what) = source::resolve_session(p, room, &view, &mut self.out) else {
             return;
         };
-        let want_keyframe = fan_out(
-            &facts,
-            &pkt,
-            &room.name,
-            &room.subscribers,
+        let after = forward_in(
+            room,
+            (pid, view.ssrc),
+            what,
+            &view,
             &mut self.sessions,
             &mut self.out,
             now,
         );
-        if want_keyframe || facts.rates_changed {
-            let room_name = room.name.clone();
-            if want_keyframe {
-                let layer = if facts.video { facts.layer } else { 0 };
-                self.request_keyframe(now, &room_name, layer);
-            }
-            if facts.rates_changed {
-                self.select_layers(now, &room_name, None);
-            }
+        self.after_forward(now, after);
+    }
+
+    /// What one packet's fan-out asks for: a keyframe of the layer a viewer
+    /// waits on, new layer choices.
+    pub(super) fn after_forward(&mut self, now: Instant, after: After) {
+        if let Some((room, layer)) = after.want_keyframe.as_ref() {
+            self.request_keyframe(now, room, *layer);
+        }
+        if let Some(room) = after.rates_changed.as_ref() {
+            self.select_layers(now, room, None);
         }
     }
 
@@ -256,6 +240,49 @@ impl Sfu {
     }
 }
 
+/// What [`forward_in`] leaves to do once the fan-out's borrows end.
+#[derive(Debug, Default)]
+pub(super) struct After {
+    /// A viewer waits for a keyframe of this room's video layer.
+    pub want_keyframe: Option<(RoomName, u8)>,
+    /// A layer's rate moved in this room: layer choices are re-made.
+    pub rates_changed: Option<RoomName>,
+}
+
+/// The source-agnostic forwarding of one packet of `room`'s source: its
+/// facts, then every viewer's write. `source` is the identity viewers'
+/// streams are mapped from; `what` is what the source resolved. Any kind of
+/// source calls this (see `room.rs`); it reads nothing of the source.
+pub(super) fn forward_in(
+    room: &mut Room,
+    source: Source,
+    what: Resolved,
+    pkt: &SourcePacket<'_>,
+    sessions: &mut IdMap<Session>,
+    out: &mut Outbox,
+    now: Instant,
+) -> After {
+    let facts = Facts::of(source, what, room, pkt, out, now);
+    let want_keyframe = fan_out(
+        &facts,
+        pkt,
+        &room.name,
+        &room.subscribers,
+        sessions,
+        out,
+        now,
+    );
+    let mut after = After::default();
+    if want_keyframe {
+        let layer = if facts.video { facts.layer } else { 0 };
+        after.want_keyframe = Some((room.name.clone(), layer));
+    }
+    if facts.rates_changed {
+        after.rates_changed = Some(room.name.clone());
+    }
+    after
+}
+
 /// A VP9 payload rewritten with (picture id, TL0PICIDX), shared by viewers.
 type SharedVp9 = Option<((Option<u16>, Option<u8>), Arc<[u8]>)>;
 
@@ -263,7 +290,7 @@ type SharedVp9 = Option<((Option<u16>, Option<u8>), Arc<[u8]>)>;
 /// Returns whether a viewer waits for a keyframe of the packet's layer.
 fn fan_out(
     f: &Facts,
-    pkt: &RtpPacket,
+    pkt: &SourcePacket<'_>,
     room_name: &RoomName,
     subscribers: &[SessionId],
     sessions: &mut IdMap<Session>,
@@ -281,7 +308,10 @@ fn fan_out(
             out.stats.drop(DropReason::NoViewerTrack);
             continue;
         };
-        if f.simulcast {
+        // A viewer that takes every layer on its own streams (an edge's
+        // upstream; see `Session::relay_layers`).
+        let relay = f.video && !sub.relay_layers.is_empty();
+        if f.simulcast && !relay {
             // Only the viewer's layer, and its target's keyframes, are
             // considered; the other layers are not this viewer's packets.
             let sel = &sub.sel;
@@ -302,11 +332,24 @@ fn fan_out(
             out.stats.drop(DropReason::ViewerPaused);
             continue;
         }
-        let Some(stream) = sub.outs[f.kind].as_mut() else {
-            out.stats.drop(DropReason::NoViewerTrack);
-            continue;
+        let (stream, rid) = if relay {
+            match sub.relay_layers.get_mut(usize::from(f.layer)) {
+                Some((rid, o)) => (o, Some(*rid)),
+                None => {
+                    out.stats.drop(DropReason::NoViewerTrack);
+                    continue;
+                }
+            }
+        } else {
+            match sub.outs[f.kind].as_mut() {
+                Some(o) => (o, None),
+                None => {
+                    out.stats.drop(DropReason::NoViewerTrack);
+                    continue;
+                }
+            }
         };
-        let out_pt = match stream.cached_pt(pkt.header.payload_type) {
+        let out_pt = match stream.cached_pt(pkt.pt) {
             Some(x) => x,
             None => {
                 let local = sub
@@ -319,14 +362,14 @@ fn fan_out(
                         .media(stream.mid)
                         .is_some_and(|m| m.remote_pts().contains(pt))
                 });
-                stream.cache_pt(pkt.header.payload_type, negotiated);
+                stream.cache_pt(pkt.pt, negotiated);
                 if negotiated.is_none() {
                     log::warn!(
                         "room {room_name}: viewer {sub_id:?} did not negotiate {} \
                          {} (publisher PT {}): its packets are dropped",
                         f.codec,
                         f.params.spec().format,
-                        pkt.header.payload_type
+                        pkt.pt
                     );
                 }
                 negotiated
@@ -336,7 +379,7 @@ fn fan_out(
             out.stats.drop(DropReason::CodecNotNegotiated);
             continue;
         };
-        if f.simulcast && sub.sel.current != Some(f.layer) {
+        if f.simulcast && !relay && sub.sel.current != Some(f.layer) {
             if !f.keyframe {
                 want_keyframe = true;
                 out.stats.drop(DropReason::WaitingForKeyframe);
@@ -355,8 +398,8 @@ fn fan_out(
         }
         let (seq, ts) = match stream.map(
             f.source,
-            *pkt.seq_no,
-            pkt.header.timestamp,
+            pkt.seq,
+            pkt.ts,
             f.video,
             f.keyframe,
             f.clock_rate,
@@ -369,7 +412,7 @@ fn fan_out(
                 continue;
             }
         };
-        stream.frame_done = pkt.header.marker;
+        stream.frame_done = pkt.marker;
         let mid = stream.mid;
         let mut payload = pkt.payload.clone();
         if let Some(ids) = f.vp9 {
@@ -393,20 +436,20 @@ fn fan_out(
             }
         }
         let mut write = RtpWrite::new(out_pt, SeqNo::from(seq), ts, now, payload)
-            .marker(pkt.header.marker)
+            .marker(pkt.marker)
             .nackable(f.video);
         if let Some(ext) = &f.ext {
             write = write.ext_vals(ext.clone());
         }
         if let Some(ids) = f.vp8 {
             if let Some((pid_out, tl0_out)) = stream.pic_ids.rewrite(&ids, stream.rebased) {
-                if let Some(patch) = ids.vp8_patch(&pkt.payload, pid_out, tl0_out) {
+                if let Some(patch) = ids.vp8_patch(pkt.payload, pid_out, tl0_out) {
                     write = write.vp8_patch(patch);
                 }
             }
         }
         let wrote = guarded(&mut sub.rtc, |rtc| {
-            match rtc.direct_api().stream_tx_by_mid(mid, None) {
+            match rtc.direct_api().stream_tx_by_mid(mid, rid) {
                 Some(tx) => {
                     tx.write_rtp(write);
                     true
@@ -432,48 +475,4 @@ fn fan_out(
         }
     }
     want_keyframe
-}
-
-/// Which kind and layer a publisher SSRC feeds: its m-line must be the
-/// session's track of that kind; a video rid becomes (or finds) a layer of
-/// the room's track. `Ok(None)`: an extra track or a layer beyond the bound;
-/// `Err`: not known yet (a simulcast SSRC whose rid is not bound), ask again.
-fn classify_ssrc(
-    p: &mut Session,
-    room: &mut Room,
-    ssrc: Ssrc,
-) -> Result<Option<(MediaKind, u8)>, ()> {
-    let Some((mid, rid)) = p
-        .rtc
-        .direct_api()
-        .stream_rx(&ssrc)
-        .map(|rx| (rx.mid(), rx.rid()))
-    else {
-        return Ok(None);
-    };
-    let Some(kind) = p.rtc.media(mid).map(|m| m.kind()) else {
-        return Ok(None);
-    };
-    if p.track_mid[kind] != Some(mid) {
-        return Ok(None);
-    }
-    let Some(track) = room.tracks[kind].as_mut() else {
-        return Ok(Some((kind, 0)));
-    };
-    if !track.simulcast || kind != MediaKind::Video {
-        return Ok(Some((kind, 0)));
-    }
-    let Some(rid) = rid else {
-        return Err(());
-    };
-    let i = match track.layers.iter().position(|l| l.rid == Some(rid)) {
-        Some(i) => i,
-        None if track.layers.len() < simulcast::MAX_LAYERS => {
-            track.layers.push(simulcast::Layer::new(Some(rid)));
-            track.layers.len() - 1
-        }
-        None => return Ok(None),
-    };
-    track.layers[i].ssrc = Some(ssrc);
-    Ok(Some((kind, i as u8)))
 }

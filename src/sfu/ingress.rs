@@ -27,12 +27,17 @@ impl Sfu {
         self.out.stats.datagrams_in += 1;
         self.out.stats.bytes_in += buf.len() as u64;
         let class = classify(buf);
-        let id = match self.demux.route(class, buf, &source) {
-            Ok(id) => id,
-            Err(why) => return self.out.stats.drop(why),
+        // An upstream on a local address of its own takes all that its
+        // origin sends there (see `upstream.rs`).
+        let (id, known_addr) = match self.upstream_route(source, destination) {
+            Some(Ok(id)) => (id, true),
+            Some(Err(())) => return self.out.stats.drop(DropReason::UnknownSource),
+            None => match self.demux.route(class, buf, &source) {
+                Ok(id) => (id, self.demux.by_addr(&source) == Some(id)),
+                Err(why) => return self.out.stats.drop(why),
+            },
         };
         let destination = self.local_address(destination);
-        let known_addr = self.demux.by_addr(&source) == Some(id);
         let shimmed = match (class, self.sessions.get_mut(&id)) {
             (Class::Stun, Some(s)) => {
                 // A verified check from a new address of a connected session
@@ -96,6 +101,9 @@ impl Sfu {
         let c = &self.config.candidates;
         if c.contains(&dst) {
             return dst;
+        }
+        if let Some(i) = self.upstream_addr_index(dst) {
+            return self.config.upstream_addrs[i];
         }
         c.iter()
             .find(|a| a.is_ipv4() == dst.is_ipv4() && a.port() == dst.port())

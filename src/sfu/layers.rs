@@ -3,31 +3,32 @@
 //! Each viewer of a simulcast room gets one layer of the publisher's video,
 //! chosen from its bandwidth estimate and loss (`simulcast.rs` holds the
 //! rules), or pinned by the WHEP layer extension. A switch waits for a
-//! keyframe of the new layer; keyframes are asked of the publisher here, at
+//! keyframe of the new layer; keyframes are asked of the room's source here, at
 //! most once per `keyframe_interval` per layer.
 
 use std::time::{Duration, Instant};
 
 use str0m::bwe::Bitrate;
-use str0m::media::{KeyframeRequestKind, Rid};
+use str0m::media::Rid;
 use str0m::rtp::StreamPaused;
 use str0m::stats::PeerStats;
 
 use super::session::guarded;
+use super::source::Feedback;
 use super::{command, role_index, sdp, simulcast, stats, Why};
 use super::{ApiError, Reply, Role, RoomName, SessionId, SessionToken, Sfu, ViewerLayers};
 
 impl Sfu {
     // ------------------------------------------------------------- keyframes
 
-    /// Ask the room's publisher for a keyframe of video layer `layer`, at
+    /// Ask the room's source for a keyframe of video layer `layer`, at
     /// most once per `keyframe_interval` per layer; a request inside the
     /// interval is deferred, not lost.
     pub(super) fn request_keyframe(&mut self, now: Instant, room: &RoomName, layer: u8) {
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
-        let (Some(pid), Some(track)) = (r.publisher, r.tracks.video.as_mut()) else {
+        let (Some(src), Some(track)) = (r.source, r.tracks.video.as_mut()) else {
             return;
         };
         let Some(l) = track.layers.get_mut(usize::from(layer)) else {
@@ -43,28 +44,9 @@ impl Sfu {
                 return;
             }
         }
-        let Some(p) = self.sessions.get_mut(&pid) else {
-            return;
-        };
-        let Some(mid) = p.track_mid.video else {
-            return;
-        };
         l.last_keyframe_request = Some(now);
         l.keyframe_pending = false;
-        let rid = l.rid;
-        let sent = guarded(&mut p.rtc, |rtc| {
-            let mut api = rtc.direct_api();
-            let rx = api.stream_rx_by_mid(mid, rid);
-            let found = rx.is_some();
-            if let Some(rx) = rx {
-                rx.request_keyframe(KeyframeRequestKind::Pli);
-            }
-            found
-        });
-        if sent == Ok(true) {
-            self.out.stats.keyframe_requests_sent += 1;
-            self.drain_session(pid);
-        }
+        self.ask_source(src, Feedback::Keyframe { layer });
     }
 
     /// The layer a keyframe is wanted on for the room as a whole (the
@@ -121,7 +103,7 @@ impl Sfu {
             let Some(v) = self.sessions.get_mut(id) else {
                 continue;
             };
-            if v.role != Role::Subscriber || v.outs.video.is_none() {
+            if v.role != Role::Subscriber || v.outs.video.is_none() || !v.relay_layers.is_empty() {
                 continue;
             }
             if let Some(t) = v.sel.choose(&track.layers, now) {
@@ -349,7 +331,7 @@ impl Sfu {
         let s = &self.sessions[&id];
         let r = self.rooms.get(room);
         let publisher_active = r
-            .and_then(|r| r.publisher)
+            .and_then(|r| r.source_id())
             .and_then(|p| self.sessions.get(&p))
             .is_some_and(|p| p.connected && !p.dead)
             && s.shed.paused.is_none();

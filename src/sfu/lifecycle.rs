@@ -15,9 +15,10 @@ use str0m::{Candidate, Rtc, RtcConfig};
 use super::out_stream::OutStream;
 use super::per_kind::{kind_name, PerKind};
 use super::recorder_tap::RecordEvent;
-use super::room::{Room, Track};
+use super::room::{Room, SourceKind, Track};
 use super::sdp::{self, one_line};
 use super::session::{self, drain, guard, guarded, Drained, Session};
+use super::upstream::{UpstreamEnd, UpstreamEvent};
 use super::{demux, role_index, simulcast, Why};
 use super::{ApiError, Reply, Role, RoomName, SessionId, SessionToken, Sfu, INITIAL_ESTIMATE};
 
@@ -40,7 +41,7 @@ impl Sfu {
         offer: &str,
         record: Option<bool>,
     ) -> Result<Reply, ApiError> {
-        if let Some(p) = self.rooms.get(&room).and_then(|r| r.publisher) {
+        if let Some(p) = self.rooms.get(&room).and_then(|r| r.source_id()) {
             if self.sessions.get(&p).is_some_and(|s| !s.dead) {
                 return Err(ApiError::AlreadyPublished);
             }
@@ -93,7 +94,7 @@ impl Sfu {
         })
     }
 
-    fn rtc_config() -> RtcConfig {
+    pub(super) fn rtc_config() -> RtcConfig {
         Rtc::builder()
             .set_ice_lite(true)
             .set_rtp_mode(true)
@@ -107,7 +108,7 @@ impl Sfu {
             .set_crypto_provider(super::dtls::crypto_provider())
     }
 
-    fn check_capacity(&self, room: &RoomName) -> Result<(), ApiError> {
+    pub(super) fn check_capacity(&self, room: &RoomName) -> Result<(), ApiError> {
         if self.sessions.len() >= self.config.max_sessions
             || (!self.rooms.contains_key(room) && self.rooms.len() >= self.config.max_rooms)
         {
@@ -128,7 +129,14 @@ impl Sfu {
         sdp::check_offer(offer)?;
         // RFC 9725: a WHIP answer is recvonly, a WHEP answer sendonly, even
         // when the client offered sendrecv (aiortc's and browsers' addTrack).
-        let offer_text = sdp::one_way_offer(offer, role == Role::Publisher);
+        let mut offer_text = sdp::one_way_offer(offer, role == Role::Publisher);
+        let downstream_edge = role == Role::Subscriber && offer_text.contains("a=simulcast:recv");
+        // A viewer asking for every simulcast layer (an edge's upstream)
+        // of a room whose video has none gets the plain stream, so that
+        // the edge's track has the origin's shape.
+        if downstream_edge && !self.is_simulcast(room) {
+            offer_text = sdp::without_simulcast(&offer_text);
+        }
         let offer = offer_text.as_str();
         let offer = SdpOffer::from_sdp_string(offer)
             .map_err(|e| ApiError::BadOffer(one_line(&e.to_string())))?;
@@ -137,7 +145,9 @@ impl Sfu {
         // Bandwidth estimation only where there is a choice to make (a
         // simulcast room): the estimate picks the layer. Elsewhere its
         // padding and probes would only cost the viewer's link and our CPU.
-        let bwe = role == Role::Subscriber && self.is_simulcast(room);
+        // A viewer that asks for every layer (`a=simulcast:recv`, an edge's
+        // upstream) makes no choice.
+        let bwe = role == Role::Subscriber && self.is_simulcast(room) && !downstream_edge;
         let built = guard(move || {
             let mut cfg = Self::rtc_config();
             if let Some(cert) = cert {
@@ -209,6 +219,9 @@ impl Sfu {
             recent_txids: demux::RecentTxids::default(),
             shed: Default::default(),
             handshake: Default::default(),
+            pull: None,
+            relay_layers: Vec::new(),
+            downstream_edge,
         };
         self.sessions.insert(id, session);
         self.tokens.insert(token, id);
@@ -219,8 +232,11 @@ impl Sfu {
             .entry(room.clone())
             .or_insert_with(|| Room::new(room.clone(), now));
         match role {
-            Role::Publisher => r.publish(id),
+            Role::Publisher => r.set_source(id, SourceKind::Whip),
             Role::Subscriber => r.subscribe(id),
+        }
+        if role == Role::Subscriber {
+            self.upstream_viewers_changed(now, room);
         }
         if let Err(e) = self.setup_media(id, room, &answer) {
             self.close_session(now, id);
@@ -277,9 +293,26 @@ impl Sfu {
                         // phases in simulcast_switching's phase sweep; within
                         // 1.8 s at all 13 unpaced). An SFU controls its rate by
                         // the layer it picks; padding and probes stay paced.
-                        if let Some(tx) = s.rtc.direct_api().stream_tx_by_mid(mid, None) {
-                            tx.set_rtx_cache(RTX_PACKETS, RTX_AGE, Some(0.15));
-                            tx.set_unpaced(true);
+                        //
+                        // A viewer whose offer asked for simulcast (an edge's
+                        // upstream) gets every layer, each on its rid's stream
+                        // with its own numbering, in the order of the room's
+                        // layers (see `Session::relay_layers`).
+                        let rids = match m.rids_tx() {
+                            str0m::media::Rids::Specific(v) => v.clone(),
+                            _ => Vec::new(),
+                        };
+                        for rid in rids.iter().take(simulcast::MAX_LAYERS) {
+                            let seq = self.ids.u32() as u16;
+                            let ts = self.ids.u32();
+                            s.relay_layers.push((*rid, OutStream::new(mid, seq, ts)));
+                        }
+                        let mut api = s.rtc.direct_api();
+                        for rid in std::iter::once(None).chain(rids.into_iter().map(Some)) {
+                            if let Some(tx) = api.stream_tx_by_mid(mid, rid) {
+                                tx.set_rtx_cache(RTX_PACKETS, RTX_AGE, Some(0.15));
+                                tx.set_unpaced(true);
+                            }
                         }
                     }
                 }
@@ -295,7 +328,7 @@ impl Sfu {
     }
 
     /// A new publisher track of `kind`: every viewer starts a new segment on it.
-    fn attach_track(&mut self, room: &RoomName, kind: MediaKind, rids: &[Rid]) {
+    pub(super) fn attach_track(&mut self, room: &RoomName, kind: MediaKind, rids: &[Rid]) {
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
@@ -304,6 +337,7 @@ impl Sfu {
             if let Some(v) = self.sessions.get_mut(sub) {
                 if kind == MediaKind::Video {
                     v.sel.detach();
+                    v.relay_layers.iter_mut().for_each(|(_, o)| o.detach());
                 }
                 if let Some(o) = v.outs[kind].as_mut() {
                     o.detach();
@@ -313,7 +347,7 @@ impl Sfu {
     }
 
     /// A quoted strong ETag, unique per ICE session.
-    fn new_etag(&mut self) -> String {
+    pub(super) fn new_etag(&mut self) -> String {
         format!("\"{:08x}{:08x}\"", self.ids.u32(), self.ids.u32())
     }
 
@@ -328,7 +362,8 @@ impl Sfu {
     ) -> Result<SessionId, ApiError> {
         let id = self.tokens.get(&token).copied().ok_or(ApiError::NotFound)?;
         let s = &self.sessions[&id];
-        if s.role != role || s.room != *room {
+        // An upstream is no WHIP session: its token is the relay driver's.
+        if s.role != role || s.room != *room || s.pull.is_some() {
             return Err(ApiError::NotFound);
         }
         Ok(id)
@@ -446,11 +481,14 @@ impl Sfu {
         };
         match drained {
             Drained::Until(t) => {
-                let t = if s.connected {
+                let mut t = if s.connected {
                     t
                 } else {
                     t.min(s.created + self.config.connect_timeout)
                 };
+                if let Some(idle) = s.pull.as_ref().and_then(|p| p.idle_deadline()) {
+                    t = t.min(idle);
+                }
                 self.timers.schedule(id, &mut s.timer, t);
             }
             Drained::Dead { panicked: true } => self.out.doom(s, Why::Panic("str0m")),
@@ -519,8 +557,16 @@ impl Sfu {
     /// Close a room: end its publisher and every viewer. Returns how many sessions ended.
     pub fn close_room(&mut self, now: Instant, room: &RoomName) -> Result<usize, ApiError> {
         let r = self.rooms.get(room).ok_or(ApiError::NotFound)?;
-        let ids: Vec<SessionId> = r.publisher.iter().chain(&r.subscribers).copied().collect();
+        let ids: Vec<SessionId> = r
+            .source_id()
+            .iter()
+            .chain(&r.subscribers)
+            .copied()
+            .collect();
         for id in &ids {
+            if let Some(p) = self.sessions.get_mut(id).and_then(|s| s.pull.as_mut()) {
+                p.end.get_or_insert(UpstreamEnd::RoomClosed);
+            }
             self.remember_ended(now, *id);
             self.close_session(now, *id);
         }
@@ -574,11 +620,26 @@ impl Sfu {
         });
         self.tokens.remove(&s.token);
         self.demux.remove_session(id, &s.ufrag);
-        self.out.stats.sessions_closed[role_index(s.role)] += 1;
+        if let Some(p) = s.pull.take() {
+            self.release_upstream_addr(id, &p);
+            // Every upstream ends with one event, whatever ended it.
+            let why = p.end.unwrap_or(UpstreamEnd::Failed);
+            let viewers = self.rooms.get(&s.room).map_or(0, |r| r.subscribers.len());
+            log::info!("room {}: upstream {id:?} ended ({})", s.room, why.label());
+            self.out.stats.relay_upstreams_ended += 1;
+            self.out.upstream.push_back(UpstreamEvent::Ended {
+                room: s.room.clone(),
+                token: s.token,
+                why,
+                viewers,
+            });
+        } else {
+            self.out.stats.sessions_closed[role_index(s.role)] += 1;
+        }
         if let Some(r) = self.rooms.get_mut(&s.room) {
             match s.role {
                 Role::Publisher => {
-                    if let Some(recs) = r.close_publisher(id) {
+                    if let Some(recs) = r.close_source(id) {
                         for id in recs {
                             self.out.records.push_back(RecordEvent::Stop { id });
                         }
@@ -586,6 +647,7 @@ impl Sfu {
                         for sub in &r.subscribers {
                             if let Some(v) = self.sessions.get_mut(sub) {
                                 v.outs.values_mut().flatten().for_each(OutStream::detach);
+                                v.relay_layers.iter_mut().for_each(|(_, o)| o.detach());
                                 v.sel.detach();
                             }
                         }
@@ -600,6 +662,10 @@ impl Sfu {
                 self.rooms.remove(&s.room);
                 self.keyframe_timers.retain(|(_, n, _)| *n != s.room);
             }
+        }
+        if s.role == Role::Subscriber {
+            // The last viewer gone starts an upstream's idle time.
+            self.upstream_viewers_changed(now, &s.room);
         }
         log::info!(
             "room {}: {} {id:?} closed after {:.1}s",

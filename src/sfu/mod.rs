@@ -10,21 +10,30 @@
 //! 1. `ingress.rs`: [`Sfu::handle_receive`] classifies the datagram and finds
 //!    its session in `demux.rs` (by ICE ufrag for STUN, by address for DTLS and
 //!    SRTP; STUN that str0m would refuse is shimmed there too), then hands it
-//!    to the publisher's `Rtc` through the one guarded call ([`session::guarded`]).
+//!    to the source's `Rtc` through the one guarded call ([`session::guarded`]).
 //! 2. `session.rs`: `drain` polls that `Rtc`; the decrypted packet comes out
 //!    as an `Event::RtpPacket`, which `Sfu::process` dispatches here.
-//! 3. `forward.rs`: `Facts::of` works out the packet's facts once (kind,
+//! 3. `source.rs`: the packet becomes a [`source::SourcePacket`] (clear
+//!    header fields and the shared payload) and the source resolves its
+//!    track, layer and codec. This is where a room's source, whatever its
+//!    kind (`room.rs` states the contract), meets the fan-out.
+//! 4. `forward.rs`: `forward_in` works out the packet's facts once (kind,
 //!    layer, codec, keyframe, picture size, VP8/VP9 ids), counts it on the
 //!    room's track (`room.rs`, `simulcast.rs`) and copies it to the recorder
 //!    (`recorder_tap.rs`); `fan_out` then writes it to each viewer's `Rtc`,
 //!    renumbered by the viewer's stream (`out_stream.rs`).
-//! 4. `layers.rs`: a viewer waiting for a keyframe, or a layer whose rate
-//!    moved, leads to a keyframe request or a new layer choice.
-//! 5. `forward.rs` again: [`Sfu::poll_output`] first drains each viewer written
+//! 5. `layers.rs`: a viewer waiting for a keyframe, or a layer whose rate
+//!    moved, leads to a keyframe request (sent to the source by
+//!    `Sfu::ask_source` in `source.rs`, the one dispatch on the source's
+//!    kind) or a new layer choice.
+//! 6. `forward.rs` again: [`Sfu::poll_output`] first drains each viewer written
 //!    to, once per batch (`drain_written`), and returns the SRTP datagrams.
 //!
 //! Sessions begin and end in `lifecycle.rs` (publish, view, patch, close);
-//! SDP text is read in `sdp.rs`; timers live in `timers.rs`.
+//! an edge's pull of a room from its origin, a session in the client role
+//! that is the room's source, in `upstream.rs` (its end reaches the driver
+//! as [`Output::Upstream`]); SDP text is read in `sdp.rs`; timers live in
+//! `timers.rs`.
 
 pub mod command;
 pub mod demux;
@@ -44,8 +53,10 @@ pub mod sdp;
 pub mod session;
 pub mod shed;
 pub mod simulcast;
+pub mod source;
 pub mod stats;
 pub mod timers;
+pub mod upstream;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -60,6 +71,7 @@ use str0m::{Event, IceConnectionState, Input};
 pub use command::{ApiError, Command, Reply, Role, RoomInfo, TrackInfo};
 pub use id::{IdGen, RoomName, SessionId, SessionToken};
 pub use stats::{DropReason, Stats};
+pub use upstream::{UpstreamEnd, UpstreamEvent};
 
 use demux::Demux;
 use per_kind::kind_name;
@@ -94,6 +106,15 @@ pub struct SfuConfig {
     /// mediasoup share one per process; each answer's `a=fingerprint` is its
     /// hash. `None`: [`Sfu::new`] makes one. Saves each session a key pair.
     pub dtls_cert: Option<DtlsCert>,
+    /// Local addresses for upstreams (see [`upstream`]), one upstream on
+    /// each at a time: the driver binds a UDP socket on each, hands what
+    /// arrives there to [`Sfu::handle_receive`] with that address as the
+    /// destination, and sends each `Transmit` from the socket of its
+    /// `source`. A peer connection is one 5-tuple, so two upstreams to the
+    /// same origin need two local addresses. Empty: upstreams use the
+    /// shared socket of `candidates`, and a second upstream to an origin
+    /// address already in use is refused (`AtCapacity`).
+    pub upstream_addrs: Vec<SocketAddr>,
 }
 
 impl Default for SfuConfig {
@@ -109,6 +130,7 @@ impl Default for SfuConfig {
             recording_available: false,
             max_load: overload::DEFAULT_MAX_LOAD,
             dtls_cert: None,
+            upstream_addrs: Vec::new(),
         }
     }
 }
@@ -144,6 +166,8 @@ pub enum Output {
     Transmit(Transmit),
     /// Hand this to the recorder (never blocks forwarding: drop it if the recorder is behind).
     Record(recorder_tap::RecordEvent),
+    /// For the relay driver: an upstream ended (see [`upstream`]).
+    Upstream(UpstreamEvent),
     /// Nothing to send; call [`Sfu::handle_timeout`] at this instant (or on new input).
     Timeout(Instant),
 }
@@ -168,6 +192,8 @@ pub struct Counts {
     /// Tokens of sessions that ended by themselves, kept for a late DELETE
     /// (bounded; emptied after [`ENDED_GRACE`]).
     pub recently_ended: usize,
+    /// Upstream addresses (`SfuConfig::upstream_addrs`) in use.
+    pub upstream_addrs_used: usize,
 }
 
 /// The Manager of rooms, and owner of every session.
@@ -195,6 +221,8 @@ pub struct Sfu {
     governor: overload::Governor,
     /// `rtp_forwarded` and sessions created at the last load sample.
     load_mark: (u64, u64),
+    /// The upstream on each of `config.upstream_addrs`, if any.
+    upstream_slots: Vec<Option<SessionId>>,
 }
 
 /// What one call leaves behind: output for the driver, work to finish
@@ -207,6 +235,9 @@ struct Outbox {
     /// viewer one drain, not one each.
     written: Vec<SessionId>,
     records: VecDeque<recorder_tap::RecordEvent>,
+    /// Upstream events for the driver: at most one per upstream, and at
+    /// most one upstream per room.
+    upstream: VecDeque<UpstreamEvent>,
     next_recording: u64,
     events: VecDeque<(SessionId, Event)>,
     /// Sessions marked dead, ended at the end of the current call.
@@ -224,6 +255,8 @@ enum Why {
     Panic(&'static str),
     /// Not connected within `connect_timeout` (its length).
     ConnectTimeout(std::time::Duration),
+    /// An upstream whose room had no viewers for `timers::UPSTREAM_IDLE`.
+    Idle,
     /// The peer is gone: DTLS closed, ICE disconnected, or its `Rtc` errored.
     Gone,
 }
@@ -251,6 +284,14 @@ impl Outbox {
                 handshake::report(&mut self.stats, s, handshake::Ending::Timeout(t));
             }
             Why::Gone => handshake::report(&mut self.stats, s, handshake::Ending::Failed),
+            Why::Idle => {}
+        }
+        if let Some(p) = s.pull.as_mut() {
+            p.end.get_or_insert(match why {
+                Why::ConnectTimeout(_) => UpstreamEnd::ConnectTimeout,
+                Why::Idle => UpstreamEnd::Idle,
+                Why::Panic(_) | Why::Gone => UpstreamEnd::Failed,
+            });
         }
         if !std::mem::replace(&mut s.dead, true) {
             self.doomed.push(s.id);
@@ -275,6 +316,7 @@ impl Sfu {
             "at least one candidate address"
         );
         config.dtls_cert.get_or_insert_with(dtls::new_dtls_cert);
+        let config_upstreams = config.upstream_addrs.len();
         Sfu {
             ids: IdGen::new(config.seed),
             load: overload::Load::new(config.max_load),
@@ -291,6 +333,7 @@ impl Sfu {
                 transmits: VecDeque::new(),
                 written: Vec::new(),
                 records: VecDeque::new(),
+                upstream: VecDeque::new(),
                 next_recording: 0,
                 events: VecDeque::new(),
                 doomed: Vec::new(),
@@ -300,6 +343,7 @@ impl Sfu {
             ended: VecDeque::new(),
             governor: overload::Governor::default(),
             load_mark: (0, 0),
+            upstream_slots: vec![None; config_upstreams],
         }
     }
 
@@ -342,6 +386,13 @@ impl Sfu {
                 .map(|n| Reply::RoomClosed { sessions: n }),
             Command::ListRooms => Ok(Reply::Rooms(self.list_rooms(now))),
             Command::Stats => Ok(Reply::Stats(Box::new(self.stats()))),
+            Command::Pull { room } => self.pull(now, room),
+            Command::PullAnswer {
+                room,
+                token,
+                answer,
+            } => self.pull_answer(now, &room, token, &answer),
+            Command::PullFailed { room, token } => self.pull_failed(now, &room, token),
             Command::PinLayer {
                 role,
                 room,
@@ -385,6 +436,14 @@ impl Sfu {
                 continue;
             }
             s.timer.at = None;
+            if s.pull
+                .as_ref()
+                .and_then(|p| p.idle_deadline())
+                .is_some_and(|t| now >= t)
+            {
+                self.out.doom(s, Why::Idle);
+                continue;
+            }
             if !s.connected && now >= s.created + self.config.connect_timeout {
                 self.out
                     .doom(s, Why::ConnectTimeout(self.config.connect_timeout));
@@ -424,6 +483,9 @@ impl Sfu {
         if let Some(r) = self.out.records.pop_front() {
             return Output::Record(r);
         }
+        if let Some(u) = self.out.upstream.pop_front() {
+            return Output::Upstream(u);
+        }
         let far = self.last_now + Duration::from_secs(1);
         let next = [
             self.timers.next(),
@@ -446,7 +508,7 @@ impl Sfu {
             .map(|r| RoomInfo {
                 name: r.name.to_string(),
                 publisher_live: r
-                    .publisher
+                    .source_id()
                     .and_then(|p| self.sessions.get(&p))
                     .is_some_and(|s| s.connected),
                 tracks: r
@@ -461,7 +523,10 @@ impl Sfu {
                     })
                     .collect(),
                 viewers: r.subscribers.len(),
-                recording: r.record && r.publisher.is_some(),
+                recording: r.record && r.source.is_some(),
+                relayed: r
+                    .source
+                    .is_some_and(|s| s.kind == room::SourceKind::Upstream),
                 uptime_s: now.saturating_duration_since(r.created).as_secs_f64(),
             })
             .collect();
@@ -480,8 +545,14 @@ impl Sfu {
         s.sessions_live = [0, 0];
         s.sessions_connected = [0, 0];
         for x in self.sessions.values() {
+            if x.pull.is_some() {
+                s.relay_upstreams += 1;
+                s.relay_upstreams_connected += u64::from(x.connected);
+                continue;
+            }
             let i = role_index(x.role);
             s.sessions_live[i] += 1;
+            s.relay_downstreams += u64::from(x.downstream_edge);
             if x.connected {
                 s.sessions_connected[i] += 1;
             }
@@ -509,6 +580,7 @@ impl Sfu {
             addr_lists,
             keyframe_timers: self.keyframe_timers.len(),
             recently_ended: self.ended.len(),
+            upstream_addrs_used: self.upstream_slots.iter().flatten().count(),
         }
     }
 
@@ -550,7 +622,13 @@ impl Sfu {
                 log::info!("room {}: {} {id:?} connected", s.room, s.role.path_prefix());
                 if s.role == Role::Subscriber {
                     let room = s.room.clone();
-                    if self.is_simulcast(&room) {
+                    if !s.relay_layers.is_empty() {
+                        // Every layer it takes starts on a keyframe.
+                        let n = s.relay_layers.len() as u8;
+                        for layer in 0..n {
+                            self.request_keyframe(now, &room, layer);
+                        }
+                    } else if self.is_simulcast(&room) {
                         // Chooses a target and asks for its keyframe.
                         self.select_layers(now, &room, Some(id));
                     } else {
@@ -582,7 +660,16 @@ impl Sfu {
                 let is_video = s.outs.video.as_ref().is_some_and(|o| o.mid == r.mid);
                 if s.role == Role::Subscriber && is_video {
                     let room = s.room.clone();
-                    let layer = s.sel.current.or(s.sel.target).unwrap_or(0);
+                    let layer = if s.relay_layers.is_empty() {
+                        s.sel.current.or(s.sel.target).unwrap_or(0)
+                    } else {
+                        // The layer of the rid asked for, by position.
+                        let at = s
+                            .relay_layers
+                            .iter()
+                            .position(|(rid, _)| r.rid == Some(*rid));
+                        at.unwrap_or(0) as u8
+                    };
                     self.request_keyframe(now, &room, layer);
                 }
             }

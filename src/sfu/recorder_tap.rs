@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use str0m::format::{Codec, PayloadParams};
 use str0m::media::MediaKind;
-use str0m::rtp::RtpPacket;
 
 use super::id::RoomName;
 use super::per_kind::kind_name;
 use super::room::Track;
+use super::source::SourcePacket;
 
 /// One recorded track of one publisher: one output file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -59,7 +59,7 @@ pub enum RecordEvent {
     },
 }
 
-/// Copy one publisher packet of `track` out to the recorder (the payload
+/// Copy one source packet of `track` out to the recorder (the payload
 /// `Arc` is shared, nothing is copied). A `Start` goes first when the track
 /// has no recording yet, or after a `Stop` when its codec changed.
 /// `next_recording` numbers the recordings.
@@ -68,7 +68,7 @@ pub(super) fn tap(
     room: &RoomName,
     kind: MediaKind,
     params: &PayloadParams,
-    pkt: &RtpPacket,
+    pkt: &SourcePacket<'_>,
     records: &mut VecDeque<RecordEvent>,
     next_recording: &mut u64,
 ) {
@@ -95,9 +95,9 @@ pub(super) fn tap(
     };
     records.push_back(RecordEvent::Packet {
         id,
-        seq: *pkt.seq_no,
-        ts: pkt.header.timestamp,
-        marker: pkt.header.marker,
+        seq: pkt.seq,
+        ts: pkt.ts,
+        marker: pkt.marker,
         payload: pkt.payload.clone(),
     });
 }

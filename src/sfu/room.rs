@@ -1,4 +1,44 @@
-//! A room: at most one publisher, any number of viewers, one track per kind.
+//! A room: at most one source, any number of viewers, one track per kind.
+//!
+//! # The room's source
+//!
+//! "Where this room's packets come from" is one notion, [`Source`]: a
+//! [`SourceKind`] and an id. Everything downstream of the source is the
+//! same whatever its kind:
+//!
+//! - **Packets in.** The source hands each packet to the fan-out as a
+//!   [`super::source::SourcePacket`] (clear RTP header fields and the shared
+//!   payload, never SRTP) plus what it resolved about it
+//!   ([`super::source::Resolved`]: kind, layer, negotiated codec). The
+//!   fan-out (`forward.rs`) reads nothing else of the source: its per-viewer
+//!   loop never looks at the source's kind.
+//! - **Feedback out.** Keyframe requests (and, for kinds that can use them,
+//!   layer needs) go to the source through one dispatch function,
+//!   `Sfu::ask_source` in `source.rs`, the only `match` on the kind.
+//! - **Identity.** `Source::id` plus the packet's SSRC is what a viewer's
+//!   stream is mapped from (`out_stream.rs`): a new id or SSRC starts a new
+//!   segment, numbered on from the last packet the viewer got, so viewers
+//!   keep continuous numbering when one source ends and another takes over.
+//!
+//! The session-backed kinds (a WHIP publisher, an edge's upstream) have
+//! their `Rtc` in the session map under `id`, resolve packets from that
+//! `Rtc`, and take keyframe requests as RTCP PLI. A kind with no session
+//! of its own (packets pushed in from elsewhere, e.g. another event loop's
+//! room) would:
+//!
+//! 1. take an id from the core's session id counter, so that it never
+//!    equals a session's, and hold the room's source slot with it (one
+//!    source per room, as for the others);
+//! 2. attach the room's tracks (`Sfu::attach_track`, with the layers'
+//!    rids) when it starts, and close the slot (`Room::close_source`, and
+//!    detach viewers' streams as `Sfu::close_session` does) when it ends;
+//! 3. for each packet pushed in: count it (`Stats::rtp_in`), build a
+//!    `SourcePacket` from its header fields and payload and a `Resolved`
+//!    from what the pusher knows (track kind, layer index, the
+//!    `PayloadParams` of its payload type), then call `forward_in` and
+//!    `Sfu::after_forward` (`forward.rs`);
+//! 4. add its arm to `Sfu::ask_source`, turning the `Feedback` into an
+//!    output for its driver.
 
 use std::time::Instant;
 
@@ -57,16 +97,36 @@ impl Track {
     }
 }
 
+/// What kind of source feeds a room (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A WHIP publisher session on this core.
+    Whip,
+    /// An edge's pull of the room from its origin: a WHEP client session of
+    /// this core (`upstream.rs`).
+    Upstream,
+}
+
+/// A room's source: its kind, and the id its packets are known by (a
+/// session id for the kinds that are sessions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source {
+    /// The session (or pseudo-session) the packets come from.
+    pub id: SessionId,
+    /// What it is.
+    pub kind: SourceKind,
+}
+
 /// One room of the Manager.
 #[derive(Debug)]
 pub struct Room {
     /// Its name.
     pub name: RoomName,
-    /// The publisher session, if any.
-    pub publisher: Option<SessionId>,
+    /// Where its packets come from, if anywhere yet.
+    pub source: Option<Source>,
     /// The viewer sessions, in join order.
     pub subscribers: Vec<SessionId>,
-    /// The publisher's tracks, per kind.
+    /// The source's tracks, per kind.
     pub tracks: PerKind<Option<Track>>,
     /// When the room was created.
     pub created: Instant,
@@ -79,7 +139,7 @@ impl Room {
     pub fn new(name: RoomName, now: Instant) -> Room {
         Room {
             name,
-            publisher: None,
+            source: None,
             subscribers: Vec::new(),
             tracks: PerKind::default(),
             created: now,
@@ -87,9 +147,14 @@ impl Room {
         }
     }
 
-    /// Take `id` as the publisher (the caller has checked the slot is free).
-    pub fn publish(&mut self, id: SessionId) {
-        self.publisher = Some(id);
+    /// Take `id` as the source (the caller has checked the slot is free).
+    pub fn set_source(&mut self, id: SessionId, kind: SourceKind) {
+        self.source = Some(Source { id, kind });
+    }
+
+    /// The source's id, if the room has a source.
+    pub fn source_id(&self) -> Option<SessionId> {
+        self.source.map(|s| s.id)
     }
 
     /// Add `id` as a viewer.
@@ -97,9 +162,9 @@ impl Room {
         self.subscribers.push(id);
     }
 
-    /// Neither a publisher nor a viewer: the room can be pruned.
+    /// Neither a source nor a viewer: the room can be pruned.
     pub fn is_empty(&self) -> bool {
-        self.publisher.is_none() && self.subscribers.is_empty()
+        self.source.is_none() && self.subscribers.is_empty()
     }
 
     /// Remove a viewer. Returns whether it was there.
@@ -109,14 +174,14 @@ impl Room {
         before != self.subscribers.len()
     }
 
-    /// Close the publisher slot if `id` holds it; its tracks go with it.
+    /// Close the source slot if `id` holds it; its tracks go with it.
     /// Returns the recordings those tracks fed (to be stopped), or `None` if
-    /// `id` was not the publisher.
-    pub fn close_publisher(&mut self, id: SessionId) -> Option<Vec<RecordingId>> {
-        if self.publisher != Some(id) {
+    /// `id` was not the source.
+    pub fn close_source(&mut self, id: SessionId) -> Option<Vec<RecordingId>> {
+        if self.source_id() != Some(id) {
             return None;
         }
-        self.publisher = None;
+        self.source = None;
         let recs = self
             .tracks
             .values_mut()

@@ -177,6 +177,21 @@ pub fn one_way_offer(offer: &str, publisher: bool) -> String {
     out
 }
 
+/// The offer without its simulcast (`a=simulcast:` and `a=rid:` lines), so
+/// the answer offers one plain stream: what a viewer that asked for every
+/// layer gets of a room whose video has none. Other lines are kept.
+pub fn without_simulcast(offer: &str) -> String {
+    let mut out = String::with_capacity(offer.len());
+    for l in offer.lines() {
+        if l.starts_with("a=simulcast:") || l.starts_with("a=rid:") {
+            continue;
+        }
+        out.push_str(l.trim_end_matches('\r'));
+        out.push_str("\r\n");
+    }
+    out
+}
+
 /// Rewrite a previously accepted offer for a remote ICE restart: new
 /// ufrag/pwd everywhere, old candidates gone, the new ones in the first media section.
 pub fn restart_offer(offer: &str, frag: &Frag) -> Option<String> {
@@ -333,6 +348,16 @@ pub fn one_line(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn simulcast_lines_go() {
+        let offer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=recvonly\r\n\
+                     a=rid:h recv\r\na=rid:l recv\r\na=simulcast:recv h;l\r\na=rtpmap:96 VP8/90000\r\n";
+        assert_eq!(
+            without_simulcast(offer),
+            "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=recvonly\r\na=rtpmap:96 VP8/90000\r\n"
+        );
+    }
 
     #[test]
     fn frag_parse() {

@@ -96,6 +96,19 @@ pub struct Session {
     pub handshake: super::handshake::Handshake,
     /// Viewer: paused by overload control (see `super::shed`).
     pub shed: super::shed::ShedState,
+    /// An upstream (an edge's pull of its room from the origin; see
+    /// `super::upstream`): what it has beyond any session. Its role is
+    /// `Publisher`, as the room's source.
+    pub pull: Option<Box<super::upstream::Pull>>,
+    /// Viewer whose offer asked for simulcast (`a=simulcast:recv`, an
+    /// edge's upstream): its rids in offer order, each with the stream the
+    /// room's video layer of the same position goes out on (a plain track
+    /// goes out on the first). It gets every layer and makes no layer
+    /// choice; the edge's viewers make theirs. Empty for other viewers.
+    pub relay_layers: Vec<(str0m::media::Rid, OutStream)>,
+    /// Viewer whose offer asked for every simulcast layer, whatever the
+    /// room has: another node's upstream.
+    pub downstream_edge: bool,
 }
 
 impl Session {

@@ -131,12 +131,24 @@ pub struct Stats {
     pub connect_timeouts: u64,
     /// Panics caught in one session's work (each ended that session).
     pub caught_panics: u64,
-    /// Live sessions now, by role: publishers, viewers.
+    /// Live sessions now, by role: publishers, viewers (upstreams are
+    /// counted in `relay_upstreams` only).
     pub sessions_live: [u64; 2],
     /// Live sessions that completed ICE+DTLS, by role.
     pub sessions_connected: [u64; 2],
     /// Rooms now.
     pub rooms: u64,
+    /// Upstreams now (this node's pulls of rooms from their origins;
+    /// `wisp_relay_upstreams`).
+    pub relay_upstreams: u64,
+    /// Upstreams connected now (ICE and DTLS up).
+    pub relay_upstreams_connected: u64,
+    /// Upstreams ended so far (each one `Output::Upstream` event).
+    pub relay_upstreams_ended: u64,
+    /// Viewers now that are other nodes' upstreams (their offer asked for
+    /// every simulcast layer, as an upstream's does); counted in
+    /// `sessions_live` too. The origin's cost per edge shows against it.
+    pub relay_downstreams: u64,
     /// Round-trip times reported once a second per session, by role (publishers, viewers).
     pub rtt: [Histogram; 2],
     /// Loss ratio once a second per session, by role: from a publisher

@@ -7,6 +7,12 @@ use std::time::Instant;
 
 use super::id::SessionId;
 
+/// An upstream (an edge's pull of a room) is closed when its room has had
+/// no viewers this long: a viewer that reloads keeps the stream warm, an
+/// abandoned room stops costing the origin. Fired by the upstream
+/// session's own entry in [`Timers`].
+pub const UPSTREAM_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Pending deadlines. A session has at most one *live* entry (its generation
 /// matches); older entries are skipped when popped and purged when the heap
 /// grows past a bound.

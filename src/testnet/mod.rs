@@ -42,6 +42,21 @@ pub fn server_addr() -> SocketAddr {
     SocketAddr::from(SERVER)
 }
 
+/// `n` local addresses for upstreams of core `k` (its
+/// `SfuConfig::upstream_addrs`): its address with ports 9000.. .
+pub fn upstream_addrs(k: usize, n: usize) -> Vec<SocketAddr> {
+    (0..n)
+        .map(|i| SocketAddr::new(core_addr(k).ip(), 9000 + i as u16))
+        .collect()
+}
+
+/// The address of core `k` of a net with several ([`TestNet::add_core`]):
+/// core 0 is [`server_addr`], core k the next documentation address.
+pub fn core_addr(k: usize) -> SocketAddr {
+    let (ip, port) = SERVER;
+    SocketAddr::from(([ip[0], ip[1], ip[2], ip[3] + k as u8], port))
+}
+
 /// The DTLS certificate of every test core in this process, made once (as
 /// the server makes one per process): a key pair costs about a millisecond.
 pub fn server_cert() -> DtlsCert {
@@ -70,6 +85,8 @@ pub struct Got {
 pub struct Client {
     pub rtc: Rtc,
     pub addr: SocketAddr,
+    /// The core it joined (0: `TestNet::sfu`).
+    pub core: usize,
     pub token: Option<SessionToken>,
     pub room: String,
     pub publisher: bool,
@@ -165,7 +182,11 @@ pub struct TestNet {
     pub last_etag: String,
     pub now: Instant,
     pub start: Instant,
+    /// Core 0, at [`server_addr`].
     pub sfu: Sfu,
+    /// Cores 1.. ([`TestNet::add_core`]), core k at [`core_addr`]`(k)`: nodes
+    /// of one cluster, linked by the same net.
+    pub cores: Vec<Sfu>,
     pub clients: Vec<Client>,
     queue: BTreeMap<(Instant, u64), Datagram>,
     seq: u64,
@@ -180,6 +201,10 @@ pub struct TestNet {
     pub tap: Option<Vec<Datagram>>,
     /// Destinations of datagrams the server sent to an address that is no client.
     pub stray: Vec<SocketAddr>,
+    /// Every upstream event of every core, with the core's index, in order.
+    pub upstream_events: Vec<(usize, crate::sfu::UpstreamEvent)>,
+    /// Cores killed ([`TestNet::kill_core`]).
+    pub cores_down: Vec<usize>,
     /// A client error ends that client (`alive` false, like a closed browser
     /// tab) instead of failing: for the fuzz bodies, whose inputs end
     /// sessions and silence clients at any moment (a client whose server
@@ -214,6 +239,7 @@ impl TestNet {
             now,
             start: now,
             sfu: Sfu::new(config, now),
+            cores: Vec::new(),
             clients: Vec::new(),
             queue: BTreeMap::new(),
             seq: 0,
@@ -224,8 +250,94 @@ impl TestNet {
             media_every: Duration::from_millis(33),
             tap: None,
             stray: Vec::new(),
+            upstream_events: Vec::new(),
+            cores_down: Vec::new(),
             client_errors_end_clients: false,
         }
+    }
+
+    /// Add a core (a node of a cluster) with `config`, at [`core_addr`] of
+    /// its index, which is returned.
+    pub fn add_core(&mut self, config: SfuConfig) -> usize {
+        let k = self.cores.len() + 1;
+        let config = SfuConfig {
+            candidates: vec![core_addr(k)],
+            seed: [(self.rng as u8).wrapping_add(k as u8); 32],
+            dtls_cert: config.dtls_cert.or_else(|| Some(server_cert())),
+            ..config
+        };
+        self.cores.push(Sfu::new(config, self.now));
+        k
+    }
+
+    /// Kill core `k` (SIGKILL of its node): from now on it runs nothing,
+    /// sends nothing, and what is sent to it is lost.
+    pub fn kill_core(&mut self, k: usize) {
+        self.cores_down.push(k);
+    }
+
+    /// Core `k` (0: [`TestNet::sfu`]).
+    pub fn core(&mut self, k: usize) -> &mut Sfu {
+        match k {
+            0 => &mut self.sfu,
+            k => &mut self.cores[k - 1],
+        }
+    }
+
+    /// The relay driver's exchange, played in memory: core `edge` pulls
+    /// `room` from core `origin` (its `Pull` offer becomes a WHEP
+    /// `Subscribe` on the origin, whose answer goes back as `PullAnswer`;
+    /// a refused subscribe becomes `PullFailed`). Returns the upstream's
+    /// token and the origin's session token.
+    pub fn pull(
+        &mut self,
+        edge: usize,
+        origin: usize,
+        room: &str,
+    ) -> Result<(SessionToken, SessionToken), crate::sfu::ApiError> {
+        let now = self.now;
+        let room = RoomName::new(room).unwrap();
+        let (token, offer) = match self
+            .core(edge)
+            .handle_command(now, Command::Pull { room: room.clone() })?
+        {
+            Reply::PullOffer { token, offer } => (token, offer),
+            other => panic!("unexpected reply {other:?}"),
+        };
+        let sub = Command::Subscribe {
+            room: room.clone(),
+            offer,
+        };
+        match self.core(origin).handle_command(now, sub) {
+            Ok(Reply::Created {
+                token: origin_token,
+                answer,
+                ..
+            }) => {
+                self.last_answer = answer.clone();
+                let cmd = Command::PullAnswer {
+                    room,
+                    token,
+                    answer,
+                };
+                self.core(edge).handle_command(now, cmd)?;
+                Ok((token, origin_token))
+            }
+            Ok(other) => panic!("unexpected reply {other:?}"),
+            Err(e) => {
+                let cmd = Command::PullFailed { room, token };
+                self.core(edge).handle_command(now, cmd)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Which core listens on `addr` (its candidate or an upstream address).
+    fn core_at(&self, addr: SocketAddr) -> Option<usize> {
+        std::iter::once(&self.sfu).chain(&self.cores).position(|c| {
+            let cfg = c.config();
+            cfg.candidates.contains(&addr) || cfg.upstream_addrs.contains(&addr)
+        })
     }
 
     fn random(&mut self) -> f64 {
@@ -306,6 +418,18 @@ impl TestNet {
         kinds: &[(MediaKind, Direction)],
         opts: &JoinOpts,
     ) -> Result<usize, crate::sfu::ApiError> {
+        self.join_on(0, room, publisher, kinds, opts)
+    }
+
+    /// [`TestNet::join_opts`] on core `core`.
+    pub fn join_on(
+        &mut self,
+        core: usize,
+        room: &str,
+        publisher: bool,
+        kinds: &[(MediaKind, Direction)],
+        opts: &JoinOpts,
+    ) -> Result<usize, crate::sfu::ApiError> {
         let (mut rtc, addr, offer, pending, mids) = self.offer(kinds, opts);
         let offer = match opts.mangle {
             Some(f) => f(offer),
@@ -325,7 +449,8 @@ impl TestNet {
                 offer,
             }
         };
-        let (token, answer, etag) = match self.sfu.handle_command(self.now, cmd)? {
+        let now = self.now;
+        let (token, answer, etag) = match self.core(core).handle_command(now, cmd)? {
             Reply::Created {
                 token,
                 answer,
@@ -348,6 +473,7 @@ impl TestNet {
         self.clients.push(Client {
             rtc,
             addr,
+            core,
             token: Some(token),
             room: room.into(),
             publisher,
@@ -425,15 +551,37 @@ impl TestNet {
     }
 
     pub fn view(&mut self, room: &str) -> usize {
-        self.join(
+        self.view_on(0, room)
+    }
+
+    /// A viewer of audio and video on core `core`.
+    pub fn view_on(&mut self, core: usize, room: &str) -> usize {
+        self.join_on(
+            core,
             room,
             false,
             &[
                 (MediaKind::Audio, Direction::RecvOnly),
                 (MediaKind::Video, Direction::RecvOnly),
             ],
+            &JoinOpts::default(),
         )
         .expect("subscribe")
+    }
+
+    /// A publisher of audio and video on core `core`.
+    pub fn publish_on(&mut self, core: usize, room: &str) -> usize {
+        self.join_on(
+            core,
+            room,
+            true,
+            &[
+                (MediaKind::Audio, Direction::SendOnly),
+                (MediaKind::Video, Direction::SendOnly),
+            ],
+            &JoinOpts::default(),
+        )
+        .expect("publish")
     }
 
     /// DELETE the client's session through the core and drop the client peer.
@@ -451,7 +599,8 @@ impl TestNet {
             token: c.token.unwrap(),
         };
         c.rtc.disconnect();
-        self.sfu.handle_command(self.now, cmd)
+        let (core, now) = (c.core, self.now);
+        self.core(core).handle_command(now, cmd)
     }
 
     /// PATCH the client's session with an sdpfrag.
@@ -474,7 +623,8 @@ impl TestNet {
             if_match: if_match.map(str::to_string),
             fragment: fragment.to_string(),
         };
-        self.sfu.handle_command(self.now, cmd)
+        let (core, now) = (c.core, self.now);
+        self.core(core).handle_command(now, cmd)
     }
 
     /// Deliver a raw datagram to the server now; returns the datagrams the
@@ -492,6 +642,7 @@ impl TestNet {
                     self.push(server_addr(), t.destination, t.contents.to_vec())
                 }
                 crate::sfu::Output::Record(r) => self.recorded.push(r),
+                crate::sfu::Output::Upstream(u) => self.upstream_events.push((0, u)),
                 crate::sfu::Output::Timeout(_) => return back,
             }
         }
@@ -529,6 +680,9 @@ impl TestNet {
         self.now += d;
         self.next_media = self.now;
         self.sfu.handle_timeout(self.now);
+        for c in self.cores.iter_mut() {
+            c.handle_timeout(self.now);
+        }
         self.settle();
     }
 
@@ -616,11 +770,30 @@ impl TestNet {
         }
     }
 
+    /// Drain every core; returns the earliest next timeout.
     fn drain_sfu(&mut self) -> Instant {
+        let mut next = self.now + Duration::from_secs(1);
+        for k in 0..=self.cores.len() {
+            if !self.cores_down.contains(&k) {
+                next = next.min(self.drain_core(k));
+            }
+        }
+        next
+    }
+
+    /// Queue everything core `k` sends: to a client (with its loss and
+    /// link), to another core, or stray.
+    fn drain_core(&mut self, k: usize) -> Instant {
+        let from = core_addr(k);
         for _ in 0..MAX_ITER {
-            match self.sfu.poll_output() {
+            match self.core(k).poll_output() {
                 crate::sfu::Output::Transmit(t) => {
                     let to = t.destination;
+                    if self.core_at(to).is_some() {
+                        // From the socket it names: an upstream may have its own.
+                        self.push(t.source, to, t.contents.to_vec());
+                        continue;
+                    }
                     let target = self
                         .clients
                         .iter()
@@ -642,7 +815,7 @@ impl TestNet {
                     let now = self.now;
                     let len = t.contents.len();
                     match self.clients[i].downlink.as_mut() {
-                        None => self.push(server_addr(), to, t.contents.to_vec()),
+                        None => self.push(from, to, t.contents.to_vec()),
                         Some(link) => {
                             let start = link.busy_until.max(now);
                             if start - now > link.max_queue {
@@ -655,22 +828,26 @@ impl TestNet {
                                 start + Duration::from_nanos(bits * 1_000_000_000 / link.rate_bps);
                             link.delivered_bytes += len as u64;
                             let at = link.busy_until + self.latency;
-                            self.push_at(at, server_addr(), to, t.contents.to_vec());
+                            self.push_at(at, from, to, t.contents.to_vec());
                         }
                     }
                 }
                 crate::sfu::Output::Record(r) => self.recorded.push(r),
+                crate::sfu::Output::Upstream(u) => self.upstream_events.push((k, u)),
                 crate::sfu::Output::Timeout(t) => return t,
             }
         }
-        panic!("the core never reached a timeout");
+        panic!("core {k} never reached a timeout");
     }
 
     /// Hand a datagram that is due to its receiver, the core or a client
     /// (nothing to or from a blackholed client arrives).
     fn deliver(&mut self, d: Datagram) {
         let now = self.now;
-        if d.to == server_addr() {
+        if let Some(k) = self.core_at(d.to) {
+            if self.cores_down.contains(&k) {
+                return;
+            }
             if self
                 .clients
                 .iter()
@@ -678,7 +855,7 @@ impl TestNet {
             {
                 return;
             }
-            self.sfu.handle_receive(now, d.from, d.to, &d.bytes);
+            self.core(k).handle_receive(now, d.from, d.to, &d.bytes);
         } else if let Some(i) = self
             .clients
             .iter()
@@ -730,7 +907,11 @@ impl TestNet {
             self.deliver(d);
         }
         // Timers.
-        self.sfu.handle_timeout(now);
+        for k in 0..=self.cores.len() {
+            if !self.cores_down.contains(&k) {
+                self.core(k).handle_timeout(now);
+            }
+        }
         for i in 0..self.clients.len() {
             if self.clients[i].alive && self.clients[i].next <= now {
                 let _ = self.clients[i].rtc.handle_input(Input::Timeout(now));

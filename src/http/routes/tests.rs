@@ -379,6 +379,7 @@ fn rooms() -> Vec<RoomInfo> {
             viewers: 2,
             uptime_s: 1.5,
             recording: false,
+            relayed: false,
         },
         RoomInfo {
             name: "b".into(),
@@ -387,6 +388,7 @@ fn rooms() -> Vec<RoomInfo> {
             viewers: 0,
             uptime_s: 0.0,
             recording: false,
+            relayed: false,
         },
     ]
 }
