@@ -98,6 +98,9 @@ fn measured_phase(
                 SfuOutput::Record(r) => {
                     black_box(&r);
                 }
+                SfuOutput::Relay { msg, .. } => {
+                    black_box(&msg);
+                }
                 SfuOutput::Upstream(u) => {
                     black_box(&u);
                 }

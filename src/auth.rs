@@ -66,6 +66,12 @@ impl Token {
         Ok(Token(s.to_string()))
     }
 
+    /// The secret itself, to present to another server (a cluster pull's
+    /// `Authorization` header). Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
     /// Constant-time comparison with a presented token.
     pub fn matches(&self, presented: &str) -> bool {
         ct_eq(presented.as_bytes(), self.0.as_bytes())

@@ -33,28 +33,45 @@ pub enum CoreError {
     Busy,
 }
 
-/// The way to the core: the command channel, the event loop's waker, and
-/// how long to wait for a reply.
+/// The way to the core: one event loop's command channel, its waker and
+/// how long to wait for a reply; or, with several workers, the
+/// [`crate::workers::Dispatcher`] that routes each command.
 #[derive(Debug, Clone)]
 pub struct CoreLink {
+    route: Route,
+}
+
+#[derive(Debug, Clone)]
+enum Route {
+    One(Link),
+    Workers(Arc<crate::workers::Dispatcher>),
+}
+
+/// One event loop's command channel and waker.
+#[derive(Debug, Clone)]
+pub struct Link {
     tx: Sender<CoreRequest>,
     waker: Arc<mio::Waker>,
     reply_timeout: Duration,
 }
 
-impl CoreLink {
+impl Link {
     /// Commands go to `tx`, then `waker` is woken; replies are awaited for
     /// at most `reply_timeout`.
-    pub fn new(tx: Sender<CoreRequest>, waker: Arc<mio::Waker>, reply_timeout: Duration) -> Self {
-        CoreLink {
+    pub fn new(tx: Sender<CoreRequest>, waker: Arc<mio::Waker>, reply_timeout: Duration) -> Link {
+        Link {
             tx,
             waker,
             reply_timeout,
         }
     }
 
-    /// Send `command` to the core and wait for the reply (at most the reply timeout).
-    pub fn call(&self, command: Command) -> Result<Result<Reply, ApiError>, CoreError> {
+    /// Queue `command` and ring the waker; the reply comes on the returned
+    /// receiver. Never waits.
+    pub fn send(
+        &self,
+        command: Command,
+    ) -> Result<crossbeam_channel::Receiver<Result<Reply, ApiError>>, CoreError> {
         let (reply, rx) = bounded(1);
         match self.tx.try_send(CoreRequest { command, reply }) {
             Ok(()) => {}
@@ -67,12 +84,61 @@ impl CoreLink {
                 return Err(CoreError::Busy);
             }
         }
+        self.wake();
+        Ok(rx)
+    }
+
+    /// Ring the loop's waker.
+    pub fn wake(&self) {
         if let Err(e) = self.waker.wake() {
             warn!("waking the event loop failed: {e}");
         }
-        rx.recv_timeout(self.reply_timeout).map_err(|e| {
+    }
+
+    /// Wait for the reply of [`Link::send`] until `deadline`.
+    pub fn wait(
+        rx: &crossbeam_channel::Receiver<Result<Reply, ApiError>>,
+        deadline: std::time::Instant,
+    ) -> Result<Result<Reply, ApiError>, CoreError> {
+        rx.recv_deadline(deadline).map_err(|e| {
             warn!("no reply from the core: {e}");
             CoreError::Busy
         })
+    }
+
+    /// Send `command` and wait for the reply (at most the reply timeout).
+    pub fn call(&self, command: Command) -> Result<Result<Reply, ApiError>, CoreError> {
+        let rx = self.send(command)?;
+        Link::wait(&rx, std::time::Instant::now() + self.reply_timeout)
+    }
+
+    /// How long a caller waits for a reply.
+    pub fn reply_timeout(&self) -> Duration {
+        self.reply_timeout
+    }
+}
+
+impl CoreLink {
+    /// One event loop: commands go to `tx`, then `waker` is woken; replies
+    /// are awaited for at most `reply_timeout`.
+    pub fn new(tx: Sender<CoreRequest>, waker: Arc<mio::Waker>, reply_timeout: Duration) -> Self {
+        CoreLink {
+            route: Route::One(Link::new(tx, waker, reply_timeout)),
+        }
+    }
+
+    /// Several workers: `dispatcher` routes every command.
+    pub fn workers(dispatcher: Arc<crate::workers::Dispatcher>) -> Self {
+        CoreLink {
+            route: Route::Workers(dispatcher),
+        }
+    }
+
+    /// Send `command` to the core and wait for the reply (at most the reply timeout).
+    pub fn call(&self, command: Command) -> Result<Result<Reply, ApiError>, CoreError> {
+        match &self.route {
+            Route::One(l) => l.call(command),
+            Route::Workers(d) => d.call(command),
+        }
     }
 }

@@ -13,13 +13,17 @@ use mio::{Events, Interest, Poll, Token};
 use crate::channel::CoreRequest;
 use crate::sfu::overload::LoadSample;
 use crate::sfu::recorder_tap::RecordEvent;
-use crate::sfu::{Output, Reply, Sfu};
+use crate::sfu::relay::RelayMsg;
+use crate::sfu::{Output, Reply, Sfu, UpstreamEvent};
 use crate::udp::BatchSocket;
+use crate::upstream_udp::UpstreamSockets;
 
 /// Token of the UDP socket.
 pub const SOCKET: Token = Token(0);
 /// Token of the waker the HTTP thread rings after queueing a command.
 pub const WAKER: Token = Token(1);
+/// Tokens of the upstream sockets (cluster mode) start here.
+pub const FIRST_UPSTREAM: usize = 2;
 
 /// Most datagrams read per loop turn, so commands are served under a flood.
 /// Value: large enough to amortise a `poll` call.
@@ -31,6 +35,26 @@ const RECV_BUDGET: usize = 256;
 const RECV_TIME_BUDGET: Duration = Duration::from_millis(2);
 /// Most commands handled per loop turn (each may build an `Rtc`, ~2 ms).
 const COMMAND_BUDGET: usize = 16;
+/// Most relayed messages (packets from other workers) handled per loop
+/// turn, and per flush within it.
+const RELAY_BUDGET: usize = 512;
+const RELAY_BATCH: usize = 32;
+
+/// This loop's ends of the relay between workers (`src/sfu/relay.rs`): a
+/// bounded queue to and from each other worker, and their wakers. Only
+/// `try_send` and `try_recv` are used, so no side ever blocks and the
+/// channel's own lock (taken only to wake a blocked side) is never taken:
+/// the packet path is lock-free. A worker is woken once per flush.
+pub struct RelayPorts {
+    /// To worker i (`None`: this worker).
+    pub tx: Vec<Option<Sender<RelayMsg>>>,
+    /// Worker i's waker.
+    pub wakers: Vec<Arc<mio::Waker>>,
+    /// From each other worker.
+    pub rx: Vec<Receiver<RelayMsg>>,
+    /// Scratch: workers sent to since the last wake.
+    pub wake: Vec<bool>,
+}
 
 /// Length of one load window (see [`LoadMeter`]).
 const LOAD_WINDOW: Duration = Duration::from_secs(1);
@@ -94,6 +118,16 @@ pub struct EventLoop {
     recorder: Option<(Sender<RecordEvent>, Arc<crate::record::RecorderStats>)>,
     /// The socket is registered for WRITABLE too (while sends wait for room).
     write_interest: bool,
+    /// Where the core's upstream events go (cluster mode's relay manager).
+    upstream: Option<Box<dyn FnMut(UpstreamEvent) + Send>>,
+    /// The upstreams' own sockets, the media socket's port (a `Transmit`
+    /// from another port is an upstream's), and the sockets to read again
+    /// (their read budget ran out).
+    upstream_sockets: Option<(UpstreamSockets, u16, Vec<Token>)>,
+    /// Figures published for placement and `/metrics` (several workers).
+    gauges: Option<Arc<crate::workers::WorkerGauges>>,
+    /// The relay to and from the other workers (several workers).
+    relay: Option<RelayPorts>,
 }
 
 impl EventLoop {
@@ -117,6 +151,10 @@ impl EventLoop {
             stop,
             recorder: None,
             write_interest: false,
+            upstream: None,
+            upstream_sockets: None,
+            gauges: None,
+            relay: None,
         })
     }
 
@@ -128,6 +166,32 @@ impl EventLoop {
         stats: Arc<crate::record::RecorderStats>,
     ) {
         self.recorder = Some((tx, stats));
+    }
+
+    /// Hand the core's upstream events to `f` (it must not block: the relay
+    /// manager queues them). Without it they are only logged.
+    pub fn set_upstream_handler(&mut self, f: impl FnMut(UpstreamEvent) + Send + 'static) {
+        self.upstream = Some(Box::new(f));
+    }
+
+    /// Serve the core's upstream addresses (`SfuConfig::upstream_addrs`,
+    /// from [`UpstreamSockets::addrs`]) with these sockets.
+    pub fn set_upstream_sockets(&mut self, mut sockets: UpstreamSockets) -> io::Result<()> {
+        sockets.register(self.poll.registry(), FIRST_UPSTREAM)?;
+        let port = self.socket.socket_mut().local_addr()?.port();
+        self.upstream_sockets = Some((sockets, port, Vec::new()));
+        Ok(())
+    }
+
+    /// Publish this loop's figures to `gauges` (sessions and rooms after
+    /// every turn, rates once per load window).
+    pub fn set_gauges(&mut self, gauges: Arc<crate::workers::WorkerGauges>) {
+        self.gauges = Some(gauges);
+    }
+
+    /// Exchange relayed packets and feedback with the other workers.
+    pub fn set_relay(&mut self, ports: RelayPorts) {
+        self.relay = Some(ports);
     }
 
     /// Run until the stop flag is set (ring the waker after setting it); then
@@ -163,9 +227,31 @@ impl EventLoop {
             // Edge-triggered: read until WouldBlock, or come back at once if the budget ran out.
             busy = self.read_socket();
             let now = Instant::now();
+            if let Some((up, _, again)) = &mut self.upstream_sockets {
+                // Edge-triggered: a socket whose read budget ran out is read
+                // again next turn without a new event.
+                let sfu = &mut self.sfu;
+                let mut todo = std::mem::take(again);
+                todo.extend(events.iter().map(|e| e.token()).filter(|t| up.owns(*t)));
+                todo.sort_unstable();
+                todo.dedup();
+                for token in todo {
+                    if up.read(token, |src, dst, bytes| {
+                        sfu.handle_receive(now, src, dst, bytes)
+                    }) {
+                        again.push(token);
+                    }
+                }
+                busy |= !again.is_empty();
+            }
             busy |= self.read_commands(now);
+            busy |= self.read_relays();
             self.sfu.handle_timeout(now);
-            if let Some(sample) = meter.take(now) {
+            let sample = meter.take(now);
+            if let Some(g) = &self.gauges {
+                g.publish(&self.sfu, now, sample.as_ref());
+            }
+            if let Some(sample) = sample {
                 self.sfu.handle_load(now, sample);
             }
         }
@@ -179,7 +265,14 @@ impl EventLoop {
     fn flush(&mut self) -> Instant {
         let next = loop {
             match self.sfu.poll_output() {
-                Output::Transmit(t) => self.socket.queue(t),
+                Output::Transmit(t) => match &mut self.upstream_sockets {
+                    Some((up, port, _)) if t.source.port() != *port => {
+                        if let Some(t) = up.send(t) {
+                            self.socket.queue(t);
+                        }
+                    }
+                    _ => self.socket.queue(t),
+                },
                 Output::Record(ev) => {
                     if let Some((tx, stats)) = &self.recorder {
                         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
@@ -189,12 +282,36 @@ impl EventLoop {
                         }
                     }
                 }
-                // Until the relay driver (issue 15) takes them: no pull is
-                // made without it, so no upstream exists to end.
-                Output::Upstream(ev) => log::debug!("upstream event: {ev:?}"),
+                Output::Relay { to, msg } => {
+                    let Some(ports) = self.relay.as_mut() else {
+                        self.sfu.relay_dropped(msg);
+                        continue;
+                    };
+                    match ports.tx.get(to) {
+                        Some(Some(tx)) => match tx.try_send(msg) {
+                            Ok(()) => ports.wake[to] = true,
+                            Err(TrySendError::Full(m) | TrySendError::Disconnected(m)) => {
+                                self.sfu.relay_dropped(m)
+                            }
+                        },
+                        _ => self.sfu.relay_dropped(msg),
+                    }
+                }
+                Output::Upstream(ev) => match &mut self.upstream {
+                    Some(f) => f(ev),
+                    None => log::debug!("upstream event: {ev:?}"),
+                },
                 Output::Timeout(t) => break t,
             }
         };
+        if let Some(ports) = self.relay.as_mut() {
+            // One wake per worker per flush, however many packets it got.
+            for (w, waker) in ports.wake.iter_mut().zip(&ports.wakers) {
+                if std::mem::take(w) {
+                    let _ = waker.wake();
+                }
+            }
+        }
         self.socket.send_queued();
         self.watch_writable();
         next
@@ -245,6 +362,38 @@ impl EventLoop {
             }
             read += n;
             self.sfu.handle_timeout(now);
+            self.flush();
+            now = Instant::now();
+        }
+        true
+    }
+
+    /// Hand the other workers' relayed messages to the core, in batches
+    /// (each batch's fan-out is sent before the next). Returns true if the
+    /// budget ran out with messages still queued.
+    fn read_relays(&mut self) -> bool {
+        let Some(n) = self.relay.as_ref().map(|p| p.rx.len()) else {
+            return false;
+        };
+        let start = Instant::now();
+        let mut now = start;
+        let mut handled = 0;
+        while handled < RELAY_BUDGET && now.saturating_duration_since(start) < RECV_TIME_BUDGET {
+            let mut batch = 0;
+            for i in 0..n {
+                while batch < RELAY_BATCH {
+                    let Some(msg) = self.relay.as_ref().and_then(|p| p.rx[i].try_recv().ok())
+                    else {
+                        break;
+                    };
+                    self.sfu.handle_relay(now, msg);
+                    batch += 1;
+                }
+            }
+            if batch == 0 {
+                return false;
+            }
+            handled += batch;
             self.flush();
             now = Instant::now();
         }

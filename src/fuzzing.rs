@@ -202,7 +202,7 @@ impl Harness {
                 Output::Transmit(t) => {
                     assert!(!t.contents.is_empty(), "empty datagram queued");
                 }
-                Output::Record(_) | Output::Upstream(_) => {}
+                Output::Record(_) | Output::Relay { .. } | Output::Upstream(_) => {}
                 Output::Timeout(t) => return t,
             }
         }

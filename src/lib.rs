@@ -23,6 +23,9 @@
 //!   [`channel`] (commands in, one reply each, a waker for the loop).
 //!   [`http::routes`] is the pure request → command → response mapping; the
 //!   rest of [`http`] is listed there. [`config`] reads flags and environment.
+//! - [`workers`] runs N event loops (`WISP_WORKERS`), one UDP port each: it
+//!   places sessions, routes commands and merges replies; a room with viewers
+//!   on several workers reaches them through the core's relay (`sfu::relay`).
 //! - [`cluster`] is the optional Redis directory and redirect policy (issue 15).
 // Denied, not forbidden: `udp::sys` alone allows it, for one `sendmmsg` call.
 #![deny(unsafe_code)]
@@ -44,3 +47,5 @@ pub mod sfu;
 #[doc(hidden)]
 pub mod testnet;
 pub mod udp;
+pub mod upstream_udp;
+pub mod workers;

@@ -1,19 +1,21 @@
 //! The `wisp` binary: read the configuration, bind the sockets, start the HTTP
-//! thread and run the event loop.
+//! thread and run the event loops (`src/workers.rs`).
 
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use wisp::auth::Auth;
-use wisp::channel::CoreRequest;
+use wisp::channel::CoreLink;
+use wisp::cluster::relay::UPSTREAM_SOCKETS;
+use wisp::cluster::{ClusterNode, RelayHandle};
 use wisp::config::{Config, ConfigOutcome};
-use wisp::event_loop::{EventLoop, WAKER};
 use wisp::http::HttpConfig;
 use wisp::record::RecorderConfig;
-use wisp::sfu::Command;
-use wisp::sfu::{Sfu, SfuConfig};
+use wisp::sfu::SfuConfig;
+use wisp::upstream_udp::UpstreamSockets;
+use wisp::workers::{Configure, Dispatcher, Plan};
 
 fn main() -> ExitCode {
     let cfg = match Config::from_args_and_env(std::env::args().skip(1), |k| std::env::var(k).ok()) {
@@ -52,37 +54,32 @@ const RECORD_QUEUE: usize = 4096;
 fn run(cfg: Config, auth: Auth) -> Result<(), Box<dyn std::error::Error>> {
     str0m::crypto::from_feature_flags().install_process_default();
 
-    let udp = std::net::UdpSocket::bind(cfg.udp_addr)
-        .map_err(|e| format!("cannot bind UDP {}: {e}", cfg.udp_addr))?;
-    let udp_port = udp.local_addr()?.port();
-    let mut candidates = cfg.advertised_addrs();
-    for c in &mut candidates {
-        if c.port() == 0 {
-            c.set_port(udp_port);
-        }
-    }
+    let n = cfg.workers.resolve();
+    let mut plan = Plan::bind(
+        n,
+        cfg.udp_addr,
+        &cfg.advertised_addrs(),
+        wisp::http::PoolConfig::default().reply_timeout,
+    )?;
+    let random = || -> Result<[u8; 32], &'static str> {
+        let mut b = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut b).map_err(|_| "no OS randomness")?;
+        Ok(b)
+    };
+    let key = random()?;
+    let seeds = (0..n).map(|_| random()).collect::<Result<Vec<_>, _>>()?;
+    let base = SfuConfig {
+        max_rooms: cfg.max_rooms,
+        max_sessions: cfg.max_sessions,
+        max_load: cfg.max_load.0,
+        record_default: cfg.record_dir.is_some(),
+        recording_available: cfg.record_dir.is_some(),
+        // One certificate for every worker's sessions, as for one worker's.
+        dtls_cert: Some(wisp::sfu::dtls::new_dtls_cert()),
+        ..SfuConfig::default()
+    };
+    let dispatcher = Arc::new(plan.dispatcher(key, cfg.max_sessions, cfg.max_rooms));
 
-    let mut seed = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut seed).map_err(|_| "no OS randomness")?;
-    let now = Instant::now();
-    let sfu = Sfu::new(
-        SfuConfig {
-            candidates: candidates.clone(),
-            max_rooms: cfg.max_rooms,
-            max_sessions: cfg.max_sessions,
-            max_load: cfg.max_load.0,
-            seed,
-            record_default: cfg.record_dir.is_some(),
-            recording_available: cfg.record_dir.is_some(),
-            ..SfuConfig::default()
-        },
-        now,
-    );
-
-    let poll = mio::Poll::new()?;
-    let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER)?);
-    // Bounded: a full queue answers 503 at the HTTP side instead of piling up.
-    let (tx, rx) = crossbeam_channel::bounded(64);
     // The front owns the public socket (timeouts, connection cap); tiny_http
     // serves it through a private Unix socket.
     let (server, front) = wisp::http::bind_fronted(cfg.http_addr, cfg.tls())?;
@@ -91,23 +88,46 @@ fn run(cfg: Config, auth: Auth) -> Result<(), Box<dyn std::error::Error>> {
         log::warn!("no tokens configured: anyone who reaches the HTTP port can publish and view");
     }
     let mut http_cfg = HttpConfig::new(cfg.ice_server_links()).with_auth(auth);
+    // Cluster mode (issue 15): the directory, its reporter and the relay
+    // manager on their own threads; each worker's upstreams on sockets of
+    // their own.
+    let cluster = match &cfg.cluster {
+        Some(c) => {
+            let link = CoreLink::workers(dispatcher.clone());
+            let token = c.cluster_token.as_ref().map(|t| t.expose().to_string());
+            let relay = Arc::new(RelayHandle::start(link.clone(), token, &c.node_url)?);
+            let node = ClusterNode::start(c, cfg.max_sessions, link, Some(relay.clone()))?;
+            http_cfg = http_cfg.with_cluster(node.clone());
+            let mut sockets = Vec::with_capacity(n);
+            for i in 0..n {
+                let ip = cfg.udp_addr.ip();
+                let advertised = plan.candidates()[i].first().map_or(ip, |c| c.ip());
+                let s = UpstreamSockets::bind(ip, advertised, UPSTREAM_SOCKETS)?;
+                plan.set_upstream_addrs(i, s.addrs());
+                sockets.push(Some(s));
+            }
+            let sockets = Mutex::new(sockets);
+            let configure: Configure = Arc::new(move |i, lp| {
+                let mine = sockets.lock().unwrap_or_else(|e| e.into_inner())[i].take();
+                if let Some(s) = mine {
+                    lp.set_upstream_sockets(s)?;
+                }
+                let relay = relay.clone();
+                lp.set_upstream_handler(move |ev| relay.upstream_event(ev));
+                Ok(())
+            });
+            Some((node, configure))
+        }
+        None => None,
+    };
 
-    // The recorder thread, fed by a bounded queue; it asks for keyframes
-    // through the same command channel as the HTTP thread.
+    // The recorder thread, fed by a bounded queue from every worker; it asks
+    // the room's home worker for keyframes.
     let recorder = match &cfg.record_dir {
         Some(dir) => {
             let (rec_tx, rec_rx) = crossbeam_channel::bounded(RECORD_QUEUE);
-            let (cmd, wake) = (tx.clone(), waker.clone());
-            let keyframe = move |room| {
-                let (reply, _) = crossbeam_channel::bounded(1);
-                let req = CoreRequest {
-                    command: Command::RequestKeyframe { room },
-                    reply,
-                };
-                if cmd.try_send(req).is_ok() {
-                    let _ = wake.wake();
-                }
-            };
+            let d = dispatcher.clone();
+            let keyframe = move |room| d.request_keyframe(room);
             let (handle, stats) =
                 wisp::record::spawn(RecorderConfig::new(dir), rec_rx, keyframe)
                     .map_err(|e| format!("cannot record into {}: {e}", dir.display()))?;
@@ -117,27 +137,58 @@ fn run(cfg: Config, auth: Auth) -> Result<(), Box<dyn std::error::Error>> {
         }
         None => None,
     };
-    let waker_for_signals = waker.clone();
     front.spawn(http_cfg.counters.clone())?;
-    wisp::http::spawn(server, http_cfg, tx, waker)?;
+    wisp::http::spawn_link(
+        server,
+        http_cfg,
+        CoreLink::workers(dispatcher.clone()),
+        wisp::http::PoolConfig::default(),
+    )?;
 
-    let list: Vec<String> = candidates.iter().map(|c| c.to_string()).collect();
+    let udp: Vec<String> = plan.local_addrs().iter().map(|a| a.to_string()).collect();
+    let list: Vec<String> = plan
+        .candidates()
+        .iter()
+        .flatten()
+        .map(|c| c.to_string())
+        .collect();
     log::info!(
-        "wisp listening: {}={http_addr} udp={} candidates={}",
+        "wisp listening: {}={http_addr} udp={} candidates={} workers={n}",
         if cfg.tls().is_some() { "https" } else { "http" },
-        udp.local_addr()?,
+        udp.join(","),
         list.join(",")
     );
     let stop = Arc::new(AtomicBool::new(false));
-    spawn_signal_thread(stop.clone(), waker_for_signals)?;
-    let mut event_loop = EventLoop::new(poll, udp, rx, sfu, stop)?;
-    let recorder_thread = recorder.map(|(tx, stats, handle)| {
-        event_loop.set_recorder(tx, stats);
-        handle
-    });
-    event_loop.run()?;
-    // Dropping the loop drops the recorder's sender: it finalises every file and ends.
-    drop(event_loop);
+    spawn_signal_thread(stop.clone(), dispatcher.clone())?;
+    let (rec_tx, recorder_thread) = match recorder {
+        Some((tx, stats, handle)) => (Some((tx, stats)), Some(handle)),
+        None => (None, None),
+    };
+    let configure = cluster.as_ref().map(|(_, c)| c.clone());
+    let loops = plan.start(base, key, seeds, stop.clone(), rec_tx, configure)?;
+    let mut result = Ok(());
+    for h in loops {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                // One loop failed: stop the others too.
+                stop.store(true, Ordering::SeqCst);
+                dispatcher.wake_all();
+                result = Err(e);
+            }
+            Err(_) => {
+                stop.store(true, Ordering::SeqCst);
+                dispatcher.wake_all();
+                result = Err(std::io::Error::other("a worker panicked"));
+            }
+        }
+    }
+    if let Some((node, _)) = cluster {
+        // Every session is closed: release this node's claims and record.
+        node.shutdown();
+    }
+    // Every loop is gone, and with it every sender of the recorder's queue:
+    // the recorder finalises every file and ends.
     if let Some(handle) = recorder_thread {
         let deadline = Instant::now() + std::time::Duration::from_millis(1500);
         while !handle.is_finished() && Instant::now() < deadline {
@@ -149,13 +200,14 @@ fn run(cfg: Config, auth: Auth) -> Result<(), Box<dyn std::error::Error>> {
             log::warn!("recorder did not finish in time; files are valid up to their last flush");
         }
     }
+    result?;
     log::info!("wisp stopped: every session closed");
     Ok(())
 }
 
 /// SIGTERM or SIGINT: stop the loop (which closes every session and finalises
 /// recordings). A second signal exits at once.
-fn spawn_signal_thread(stop: Arc<AtomicBool>, waker: Arc<mio::Waker>) -> std::io::Result<()> {
+fn spawn_signal_thread(stop: Arc<AtomicBool>, workers: Arc<Dispatcher>) -> std::io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
     std::thread::Builder::new()
@@ -167,7 +219,7 @@ fn spawn_signal_thread(stop: Arc<AtomicBool>, waker: Arc<mio::Waker>) -> std::io
                     std::process::exit(130);
                 }
                 log::info!("signal {sig}: shutting down");
-                let _ = waker.wake();
+                workers.wake_all();
             }
         })?;
     Ok(())

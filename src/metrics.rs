@@ -254,6 +254,100 @@ impl Out {
 
 const ROLES: [&str; 2] = ["publisher", "viewer"];
 
+/// Cluster mode's figures (issue 15; names are contracts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClusterFigures {
+    /// Live node records in the directory, this node's included.
+    pub nodes: u64,
+    /// Upstreams this node pulls (rooms it relays).
+    pub upstreams: u64,
+    /// `307`s answered.
+    pub redirects: u64,
+    /// Failed directory operations.
+    pub directory_errors: u64,
+}
+
+/// Append cluster mode's families to a page from [`render`].
+pub fn render_cluster(page: &mut String, c: &ClusterFigures) {
+    let mut o = Out(std::mem::take(page));
+    o.single(
+        "wisp_cluster_nodes",
+        "gauge",
+        "Live nodes in the cluster directory, this one included.",
+        c.nodes,
+    );
+    o.single(
+        "wisp_relay_upstreams",
+        "gauge",
+        "Rooms this node pulls from another node.",
+        c.upstreams,
+    );
+    o.single(
+        "wisp_redirects_total",
+        "counter",
+        "WHIP/WHEP POSTs sent to another node with 307.",
+        c.redirects,
+    );
+    o.single(
+        "wisp_directory_errors_total",
+        "counter",
+        "Failed cluster directory (Redis) operations.",
+        c.directory_errors,
+    );
+    *page = o.0;
+}
+
+/// The per-worker gauges, labelled `worker="i"`. A snapshot without
+/// per-worker figures (straight from one core) is worker 0.
+fn workers(o: &mut Out, s: &Stats) {
+    let one = [stats::WorkerFigures {
+        sessions: s.sessions_live.iter().sum(),
+        forwarded: s.rtp_forwarded,
+        busy_ratio: s.loop_busy_ratio,
+    }];
+    let list: &[stats::WorkerFigures] = if s.workers.is_empty() {
+        &one
+    } else {
+        &s.workers
+    };
+    o.family(
+        "wisp_worker_sessions",
+        "gauge",
+        "Live sessions on each worker (event loop).",
+    );
+    for (i, w) in list.iter().enumerate() {
+        o.sample(
+            "wisp_worker_sessions",
+            &[("worker", &i.to_string())],
+            w.sessions,
+        );
+    }
+    o.family(
+        "wisp_worker_forwarded_packets_total",
+        "counter",
+        "RTP packets each worker wrote to its viewers.",
+    );
+    for (i, w) in list.iter().enumerate() {
+        o.sample(
+            "wisp_worker_forwarded_packets_total",
+            &[("worker", &i.to_string())],
+            w.forwarded,
+        );
+    }
+    o.family(
+        "wisp_worker_busy_ratio",
+        "gauge",
+        "Share of the last load window each worker's loop spent working.",
+    );
+    for (i, w) in list.iter().enumerate() {
+        let _ = writeln!(
+            o.0,
+            "wisp_worker_busy_ratio{{worker=\"{i}\"}} {}",
+            w.busy_ratio
+        );
+    }
+}
+
 /// Render the metrics page.
 pub fn render(
     s: &Stats,
@@ -262,6 +356,12 @@ pub fn render(
 ) -> String {
     let mut o = Out(String::with_capacity(4096));
     o.single("wisp_rooms", "gauge", "Rooms that exist now.", s.rooms);
+    o.single(
+        "wisp_relay_downstreams",
+        "gauge",
+        "Viewers that are other nodes' upstreams (edges pulling rooms from this node).",
+        s.relay_downstreams,
+    );
 
     o.family("wisp_sessions", "gauge", "Live sessions by role and state.");
     for (i, role) in ROLES.iter().enumerate() {
@@ -338,6 +438,12 @@ pub fn render(
             s.dropped(r),
         );
     }
+    o.sample(
+        "wisp_packets_dropped_total",
+        &[("reason", "relay_queue_full")],
+        s.relay_queue_full,
+    );
+    workers(&mut o, s);
 
     o.family(
         "wisp_keyframe_requests_total",

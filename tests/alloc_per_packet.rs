@@ -124,6 +124,97 @@ fn forwarding_allocates_only_what_str0m_does() {
     );
 }
 
+#[test]
+fn relaying_between_workers_allocates_nothing_more() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    const VIEWERS: usize = 10;
+    const PACKETS: u64 = 2000;
+    let mut net = TestNet::workers(79, 2, wisp::sfu::SfuConfig::default());
+    net.media_on = false;
+    let p = net.publish_on(0, "alloc");
+    // One viewer at the home, the rest on worker 1 through the relay.
+    let mut vs = vec![net.view_on(0, "alloc")];
+    vs.extend((1..VIEWERS).map(|_| net.view_relayed(1, 0, "alloc")));
+    net.run_until(Duration::from_secs(5), |n| {
+        n.connected(p) && vs.iter().all(|v| n.connected(*v))
+    });
+    let server = common::server_addr();
+    let from = net.clients[p].addr;
+    let mut datagrams = vec![];
+    let mut now = net.now;
+    {
+        let c = &mut net.clients[p];
+        let (mid, _) = *c.mids.iter().find(|(_, k)| *k == MediaKind::Video).unwrap();
+        let pt = c.rtc.media(mid).unwrap().remote_pts()[0];
+        for i in 0..PACKETS {
+            now += Duration::from_micros(500);
+            let mut payload = vec![0u8; 1000];
+            payload[0] = 0x10;
+            payload[1] = if i == 0 { 0 } else { 1 };
+            let mut api = c.rtc.direct_api();
+            api.stream_tx_by_mid(mid, None).unwrap().write_rtp(
+                RtpWrite::new(pt, SeqNo::from(50_000 + i), (i * 100) as u32, now, payload)
+                    .marker(true),
+            );
+            let _ = c.rtc.handle_input(str0m::Input::Timeout(now));
+            while let Ok(o) = c.rtc.poll_output() {
+                match o {
+                    str0m::Output::Transmit(t) if t.destination == server => {
+                        datagrams.push((now, t.contents.to_vec()))
+                    }
+                    str0m::Output::Timeout(_) => break,
+                    _ => {}
+                }
+            }
+        }
+    }
+    // The home's relayed copies go straight to worker 1, as the loops'
+    // queues would hand them over.
+    let feed = |net: &mut TestNet, ds: &[(std::time::Instant, Vec<u8>)]| {
+        for (at, d) in ds {
+            net.sfu.handle_receive(*at, from, server, d);
+            net.sfu.handle_timeout(*at);
+            loop {
+                match net.sfu.poll_output() {
+                    Output::Relay { msg, .. } => net.core(1).handle_relay(*at, msg),
+                    Output::Timeout(_) => break,
+                    _ => {}
+                }
+            }
+            net.core(1).handle_timeout(*at);
+            while let Output::Transmit(_) | Output::Record(_) | Output::Relay { .. } =
+                net.core(1).poll_output()
+            {}
+        }
+    };
+    let warm = datagrams.len() / 4;
+    feed(&mut net, &datagrams[..warm]);
+    let stats = |net: &TestNet| {
+        let mut s = net.core_ref(0).stats();
+        s.absorb(&net.core_ref(1).stats());
+        s
+    };
+    let b = stats(&net);
+    let before = ALLOCS.load(Relaxed);
+    feed(&mut net, &datagrams[warm..]);
+    let allocs = ALLOCS.load(Relaxed) - before;
+    let s = stats(&net);
+    let ingress = s.rtp_in - b.rtp_in;
+    let forwarded = s.rtp_forwarded - b.rtp_forwarded;
+    let out = s.datagrams_out - b.datagrams_out;
+    let per_ingress = allocs as f64 / ingress as f64;
+    let str0m_floor = 2.0 + out as f64 / ingress as f64;
+    eprintln!(
+        "relayed: {ingress} packets in, {forwarded} forwarded, {out} datagrams out: {allocs} \
+         allocations, {per_ingress:.2} per packet in (str0m alone: ~{str0m_floor:.2})"
+    );
+    assert_eq!(forwarded, ingress * VIEWERS as u64);
+    assert!(
+        per_ingress <= str0m_floor + 0.5,
+        "the relay adds allocations per packet: {per_ingress:.2} > {str0m_floor:.2}"
+    );
+}
+
 /// Heap bytes held per idle, connected viewer session in the core, as the Rust
 /// allocator sees them: 66 KiB, of which str0m's connected `Rtc` holds ~62 KiB
 /// (RTX history slots 12.7, the `Rtc` struct 9.8, DTLS state 9.1, send streams

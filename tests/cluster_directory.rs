@@ -7,11 +7,10 @@
 
 mod support;
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier, Mutex, Once};
 use std::time::{Duration, Instant};
+
+use support::redis::Redis;
 
 use wisp::cluster::{Claim, DirError, DirEvent, Directory, DirectoryConfig};
 
@@ -52,102 +51,10 @@ fn logged(a: &str, b: &str) -> usize {
         .count()
 }
 
-/// Whether `redis-server` runs; otherwise SKIPPED (or a failure under `CI`).
+/// Whether `redis-server` runs (see `support::redis`); starts the log capture.
 fn have_redis(test: &str) -> bool {
-    let ok = Command::new("redis-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        support::skip_unless_ci(
-            test,
-            "redis-server is not installed (apt-get install redis-server)",
-        );
-    }
-    ok
-}
-
-fn free_port() -> u16 {
     capture_logs();
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A throwaway redis-server, killed on drop.
-struct Redis {
-    port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl Redis {
-    fn new() -> Redis {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("wisp-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut r = Redis {
-            port,
-            dir,
-            child: None,
-        };
-        r.start();
-        r
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Start (again) on the same port; waits until it answers PING.
-    fn start(&mut self) {
-        assert!(self.child.is_none());
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        self.child = Some(child);
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(5) {
-            if let Ok(mut c) = redis::Client::open(self.url()).unwrap().get_connection() {
-                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("redis-server did not answer on port {}", self.port);
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn conn(&self) -> redis::Connection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_connection()
-            .unwrap()
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    support::redis::have_redis(test)
 }
 
 fn node(url: &str, id: &str) -> Directory {

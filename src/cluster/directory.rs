@@ -284,9 +284,8 @@ pub struct Directory {
     shared: Arc<Shared>,
     tx: Sender<Cmd>,
     events: Receiver<DirEvent>,
-    threads: Vec<JoinHandle<()>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
     wait: Duration,
-    cleanup_on_drop: bool,
 }
 
 impl fmt::Debug for Directory {
@@ -371,9 +370,8 @@ impl Directory {
             shared,
             tx,
             events,
-            threads,
+            threads: Mutex::new(threads),
             wait: cfg.op_timeout * 2 + Duration::from_millis(100),
-            cleanup_on_drop: true,
         })
     }
 
@@ -535,23 +533,34 @@ impl Directory {
 
     /// Stop: release every claim this node holds and delete its record
     /// (best effort, bounded by the operation timeout), then join the threads.
-    pub fn shutdown(mut self) {
+    pub fn shutdown(self) {
+        self.stop(true);
+    }
+
+    /// [`Directory::shutdown`] through a shared handle (the HTTP threads
+    /// keep theirs for the life of the process): later calls fail fast.
+    pub fn close(&self) {
         self.stop(true);
     }
 
     /// Stop as if the process were killed: records and claims stay in Redis
     /// until they expire (for tests of a node's death).
     #[doc(hidden)]
-    pub fn abandon(mut self) {
+    pub fn abandon(self) {
         self.stop(false);
     }
 
-    fn stop(&mut self, cleanup: bool) {
-        self.cleanup_on_drop = false;
+    /// Stop the threads once (later calls do nothing).
+    fn stop(&self, cleanup: bool) {
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        if threads.is_empty() {
+            return;
+        }
         self.shared.stop.store(true, Ordering::Relaxed);
+        self.shared.connected.store(false, Ordering::Relaxed);
         // `send` may wait for room in a full queue; the driver drains it.
         let _ = self.tx.send(Cmd::Stop { cleanup });
-        for t in self.threads.drain(..) {
+        for t in threads {
             let _ = t.join();
         }
     }
@@ -564,10 +573,7 @@ impl Directory {
 
 impl Drop for Directory {
     fn drop(&mut self) {
-        if !self.threads.is_empty() {
-            let cleanup = self.cleanup_on_drop;
-            self.stop(cleanup);
-        }
+        self.stop(true);
     }
 }
 

@@ -35,8 +35,11 @@ pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
 pub struct Config {
     /// Address of the HTTP (WHIP/WHEP/API) listener.
     pub http_addr: SocketAddr,
-    /// Address of the single UDP media socket.
+    /// Address of the UDP media socket (worker i: this port + i; port 0:
+    /// each worker an ephemeral port).
     pub udp_addr: SocketAddr,
+    /// How many event loops (workers) to run.
+    pub workers: Workers,
     /// IPs to advertise as host candidates instead of the discovered ones (NAT, containers).
     pub public_ips: Vec<IpAddr>,
     /// `stun:`/`stuns:` URLs handed to clients; empty means none.
@@ -78,6 +81,7 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("http_addr", &self.http_addr)
             .field("udp_addr", &self.udp_addr)
+            .field("workers", &self.workers)
             .field("public_ips", &self.public_ips)
             .field("stun_urls", &self.stun_urls)
             .field("turn_urls", &self.turn_urls)
@@ -106,6 +110,7 @@ impl Default for Config {
         Config {
             http_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
             udp_addr: SocketAddr::from(([0, 0, 0, 0], 8189)),
+            workers: Workers::Count(1),
             public_ips: Vec::new(),
             stun_urls: vec![DEFAULT_STUN_URL.to_string()],
             turn_urls: Vec::new(),
@@ -259,6 +264,46 @@ impl MaxLoad {
             Ok(x) if x > 0.0 && x <= 1.0 => Ok(MaxLoad(x)),
             Ok(_) => Err("must be in (0, 1] (a share of one core) or \"off\"".to_string()),
             Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// Most workers `WISP_WORKERS` accepts (UDP ports and threads per process).
+pub const MAX_WORKERS: usize = 256;
+
+/// `WISP_WORKERS`: a number of event loops, or one per CPU this process
+/// may run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    /// Exactly this many (1..=[`MAX_WORKERS`]).
+    Count(usize),
+    /// One per CPU in the process's affinity mask.
+    Auto,
+}
+
+impl Workers {
+    /// Parse `auto` or a number in 1..=[`MAX_WORKERS`].
+    pub fn parse(v: &str) -> Result<Workers, String> {
+        let v = v.trim();
+        if v.eq_ignore_ascii_case("auto") {
+            return Ok(Workers::Auto);
+        }
+        match v.parse::<usize>() {
+            Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(Workers::Count(n)),
+            Ok(_) => Err(format!("must be 1 to {MAX_WORKERS}, or \"auto\"")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// The number of workers. `Auto` counts the CPUs of the process's
+    /// affinity mask: `std::thread::available_parallelism` reads
+    /// `sched_getaffinity` (and cgroup CPU quotas) on Linux; 1 if unknown.
+    pub fn resolve(self) -> usize {
+        match self {
+            Workers::Count(n) => n,
+            Workers::Auto => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_WORKERS),
         }
     }
 }

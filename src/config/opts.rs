@@ -23,7 +23,7 @@ pub(super) struct Opt {
 }
 
 /// Every setting, in the order `--help` lists them.
-pub(super) const OPTS: [Opt; 21] = [
+pub(super) const OPTS: [Opt; 22] = [
     Opt {
         flag: "--http-addr",
         env: "WISP_HTTP_ADDR",
@@ -43,6 +43,17 @@ pub(super) const OPTS: [Opt; 21] = [
         secret: false,
         set: |c, v| {
             c.udp_addr = v.trim().parse().map_err(|e| format!("{e}"))?;
+            Ok(())
+        },
+    },
+    Opt {
+        flag: "--workers",
+        env: "WISP_WORKERS",
+        default: "1",
+        help: "event loops (each with its own UDP port: WISP_UDP_ADDR's port + i); auto: one per CPU this process may run on",
+        secret: false,
+        set: |c, v| {
+            c.workers = super::Workers::parse(v)?;
             Ok(())
         },
     },

@@ -258,3 +258,18 @@ fn max_load_is_a_share_of_one_core_or_off() {
         assert!(MaxLoad::parse(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn workers_are_a_count_or_auto() {
+    assert_eq!(run(&[], &[]).workers, Workers::Count(1));
+    assert_eq!(
+        run(&["--workers", "4"], &[("WISP_WORKERS", "2")]).workers,
+        Workers::Count(4)
+    );
+    assert_eq!(run(&[], &[("WISP_WORKERS", "AUTO")]).workers, Workers::Auto);
+    for bad in ["0", "-1", "x", "257"] {
+        assert!(parse(&["--workers", bad], &[]).is_err(), "{bad}");
+    }
+    assert_eq!(Workers::Count(3).resolve(), 3);
+    assert!(Workers::Auto.resolve() >= 1);
+}

@@ -80,13 +80,13 @@ fn fake_core(cmd: &Command, pick: u8, hostile: &str) -> Result<Result<Reply, Api
         }
         _ => {
             let reply = match cmd {
-                Command::Publish { offer, .. } | Command::Subscribe { offer, .. } => {
-                    Reply::Created {
-                        token,
-                        answer: format!("v=0\r\n{}\r\n", offer.len()),
-                        etag: "\"0011aabb\"".into(),
-                    }
-                }
+                Command::Publish { offer, .. }
+                | Command::Subscribe { offer, .. }
+                | Command::SubscribeRelayed { offer, .. } => Reply::Created {
+                    token,
+                    answer: format!("v=0\r\n{}\r\n", offer.len()),
+                    etag: "\"0011aabb\"".into(),
+                },
                 Command::Patch { fragment, .. } => Reply::Patched {
                     fragment: (pick & 0x80 != 0)
                         .then(|| format!("a=ice-ufrag:{}\r\n", fragment.len())),

@@ -11,12 +11,15 @@
 //!   [`routes`] (request → command → response), [`extensions`] and [`sse`]
 //!   (the WHEP extensions; an event stream is written over any `Write`),
 //!   [`page`] (the browser page), and the front's head parser.
+//! - `cluster`: placement, claims and the cluster admin routes, used
+//!   only in cluster mode (it reaches the directory's threads).
 //! - Drivers: [`server`] (tiny_http, the bounded worker pool), [`listen`]
 //!   (plain or TLS listener, direct or behind the front), [`front`] (the TCP
 //!   front: request deadline, connection cap).
 //!
 //! The core is reached through [`crate::channel`], shared with the event loop.
 
+mod cluster;
 pub mod extensions;
 pub mod front;
 pub mod listen;
@@ -30,7 +33,7 @@ pub use crate::channel::CoreError;
 pub use extensions::{parse_layer_request, LAYER_REL, SSE_REL};
 pub use listen::{bind, bind_fronted};
 pub use routes::{api_error, handle, handle_streaming, Handled};
-pub use server::{spawn, spawn_with, PoolConfig, MAX_DRAIN};
+pub use server::{spawn, spawn_link, spawn_with, PoolConfig, MAX_DRAIN};
 pub use sse::{
     layers_json, sse_events, write_stream, AttachError, EventSet, Pace, SseLease, SseStart,
     SseState, SseStreams, DEFAULT_MAX_SSE_STREAMS, MAX_SSE_ENTRIES, MAX_SSE_PER_SESSION,

@@ -52,6 +52,10 @@ enum Route<'a> {
     Layer(&'a str, &'a str),
     Rooms,
     Room(&'a str),
+    /// `/api/drain` (cluster mode).
+    Drain,
+    /// `/api/cluster` (cluster mode).
+    Cluster,
     Unknown,
 }
 
@@ -76,6 +80,8 @@ fn route(url: &str) -> Route<'_> {
         (Some(Role::Subscriber), [_, room, token, "layer"]) => Route::Layer(room, token),
         (None, ["api", "rooms"]) => Route::Rooms,
         (None, ["api", "rooms", room]) => Route::Room(room),
+        (None, ["api", "drain"]) => Route::Drain,
+        (None, ["api", "cluster"]) => Route::Cluster,
         _ => Route::Unknown,
     }
 }
@@ -94,6 +100,9 @@ pub(super) fn deny(
     need: Need,
     room: Option<&RoomName>,
 ) -> Option<HttpResponse> {
+    if need == Need::View && is_cluster_pull(req, cfg) {
+        return None;
+    }
     let decision = cfg.auth.check(
         need,
         room.map(RoomName::as_str),
@@ -116,6 +125,23 @@ pub(super) fn deny(
             ),
         ),
     }
+}
+
+/// Whether `req` carries the cluster token (`WISP_CLUSTER_TOKEN`): another
+/// node pulling a room, accepted whatever the view tokens say.
+fn is_cluster_pull(req: &HttpRequest, cfg: &HttpConfig) -> bool {
+    let Some(token) = cfg
+        .cluster
+        .as_ref()
+        .and_then(|c| c.config.cluster_token.as_ref())
+    else {
+        return false;
+    };
+    let Some(value) = req.header("Authorization").map(str::trim) else {
+        return false;
+    };
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    scheme.eq_ignore_ascii_case("Bearer") && token.matches(rest.trim_start())
 }
 
 /// Handle one request. `core` is called at most once.
@@ -191,10 +217,13 @@ fn handle_plain(req: &HttpRequest, cfg: &HttpConfig, core: &mut CoreFn<'_>) -> H
                     return r;
                 }
                 match core(Command::Stats) {
-                    Ok(Ok(Reply::Stats(s))) => HttpResponse::new(200).body(
-                        metrics::CONTENT_TYPE,
-                        metrics::render(&s, &cfg.counters, cfg.recorder.as_deref()),
-                    ),
+                    Ok(Ok(Reply::Stats(s))) => {
+                        let mut text = metrics::render(&s, &cfg.counters, cfg.recorder.as_deref());
+                        if let Some(node) = &cfg.cluster {
+                            metrics::render_cluster(&mut text, &super::cluster::figures(node));
+                        }
+                        HttpResponse::new(200).body(metrics::CONTENT_TYPE, text)
+                    }
                     other => from_failure(other, "Stats"),
                 }
             }
@@ -210,7 +239,10 @@ fn handle_plain(req: &HttpRequest, cfg: &HttpConfig, core: &mut CoreFn<'_>) -> H
                         if let Some(r) = deny(req, cfg, need(role), Some(&room)) {
                             return r;
                         }
-                        post_offer(req, cfg, core, role, room)
+                        match &cfg.cluster {
+                            Some(node) => super::cluster::post(req, cfg, core, role, room, node),
+                            None => post_offer(req, cfg, core, role, room),
+                        }
                     }
                     "OPTIONS" => {
                         // ICE servers (TURN credentials) only to authorised callers.
@@ -259,6 +291,9 @@ fn handle_plain(req: &HttpRequest, cfg: &HttpConfig, core: &mut CoreFn<'_>) -> H
             }
             _ => not_allowed(SESSION_ALLOW),
         },
+        Route::Drain | Route::Cluster => {
+            super::cluster::admin(req, cfg, route(&req.url) == Route::Drain)
+        }
         Route::Rooms => match m {
             "OPTIONS" => options(req, cfg, ROOMS_ALLOW, ROOMS_ALLOW, false),
             "GET" | "HEAD" => {
@@ -332,7 +367,7 @@ fn text_body<'r>(
 }
 
 /// POST of an SDP offer to a WHIP or WHEP endpoint.
-fn post_offer(
+pub(super) fn post_offer(
     req: &HttpRequest,
     cfg: &HttpConfig,
     core: &mut CoreFn<'_>,
@@ -538,14 +573,20 @@ fn room_json(r: &RoomInfo, cfg: &HttpConfig) -> serde_json::Value {
             })
         })
         .collect();
-    json!({
+    let mut v = json!({
         "name": r.name,
         "publisher_live": r.publisher_live,
         "tracks": tracks,
         "viewers": r.viewers,
         "uptime_s": r.uptime_s,
         "recording": recording_json(r, cfg),
-    })
+    });
+    if let (Some(node), serde_json::Value::Object(m)) = (&cfg.cluster, &mut v) {
+        let (origin, relayed) = super::cluster::room_origin(node, r);
+        m.insert("origin".into(), origin.into());
+        m.insert("relayed".into(), relayed.into());
+    }
+    v
 }
 
 /// The room's recording state: whether its publisher is recorded, and the

@@ -116,6 +116,18 @@ pub fn spawn_with(
     waker: Arc<mio::Waker>,
     pool: PoolConfig,
 ) -> std::io::Result<JoinHandle<()>> {
+    let core = CoreLink::new(tx, waker, pool.reply_timeout);
+    spawn_link(server, cfg, core, pool)
+}
+
+/// [`spawn_with`] on any [`CoreLink`] (e.g. several workers'); the link's
+/// own reply timeout applies, not `pool.reply_timeout`.
+pub fn spawn_link(
+    server: tiny_http::Server,
+    cfg: HttpConfig,
+    core: CoreLink,
+    pool: PoolConfig,
+) -> std::io::Result<JoinHandle<()>> {
     let (work_tx, work_rx) = bounded::<Job>(pool.queue);
     let (reject_tx, reject_rx) = bounded::<tiny_http::Request>(pool.reject_queue);
     let cfg = Arc::new(cfg);
@@ -124,7 +136,7 @@ pub fn spawn_with(
     for i in 0..pool.workers.max(1) {
         let ctx = Worker {
             cfg: cfg.clone(),
-            core: CoreLink::new(tx.clone(), waker.clone(), pool.reply_timeout),
+            core: core.clone(),
         };
         let rx = work_rx.clone();
         thread::Builder::new()

@@ -156,6 +156,8 @@ pub struct HttpConfig {
     pub recorder: Option<Arc<crate::record::RecorderStats>>,
     /// The WHEP event streams (server-sent events extension).
     pub sse: Arc<SseStreams>,
+    /// Cluster mode (`WISP_REDIS_URL`); `None`: a single node.
+    pub cluster: Option<Arc<crate::cluster::ClusterNode>>,
 }
 
 impl HttpConfig {
@@ -168,7 +170,14 @@ impl HttpConfig {
             counters: Arc::new(HttpCounters::new()),
             recorder: None,
             sse: Arc::new(SseStreams::new(DEFAULT_MAX_SSE_STREAMS)),
+            cluster: None,
         }
+    }
+
+    /// The same configuration in cluster mode.
+    pub fn with_cluster(mut self, node: Arc<crate::cluster::ClusterNode>) -> HttpConfig {
+        self.cluster = Some(node);
+        self
     }
 
     /// The same configuration with these tokens.

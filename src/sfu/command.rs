@@ -47,6 +47,18 @@ pub enum Command {
         /// The SDP offer text.
         offer: String,
     },
+    /// WHEP POST placed on a worker other than the room's home (several
+    /// workers): like [`Command::Subscribe`], but the room's packets come
+    /// from worker `home` through the relay (`src/sfu/relay.rs`) unless
+    /// this worker has the room's publisher.
+    SubscribeRelayed {
+        /// The room to watch.
+        room: RoomName,
+        /// The SDP offer text.
+        offer: String,
+        /// The room's home worker.
+        home: usize,
+    },
     /// DELETE on a session URL.
     DeleteSession {
         /// Role from the URL; a token of the other role is "not found".

@@ -18,6 +18,7 @@ use str0m::Input;
 
 use super::id::IdMap;
 use super::out_stream::{Source, Verdict};
+use super::relay::{MediaExt, RelayBody, RelayMsg, RelayPacket};
 use super::room::Room;
 use super::session::{self, guarded, Drained, Session};
 use super::source::{self, Resolved, SourcePacket};
@@ -193,6 +194,9 @@ impl Sfu {
             &mut self.out,
             now,
         );
+        if !room.relays.is_empty() {
+            relay_out(room, what, &view, &mut self.out, self.config.shard.index);
+        }
         self.after_forward(now, after);
     }
 
@@ -281,6 +285,41 @@ pub(super) fn forward_in(
         after.rates_changed = Some(room.name.clone());
     }
     after
+}
+
+/// The home side of the relay between workers (`relay.rs`): `pkt` once to
+/// each other worker with viewers of `room`, in the clear (the payload is
+/// shared, not copied).
+fn relay_out(room: &Room, what: Resolved, pkt: &SourcePacket<'_>, out: &mut Outbox, me: usize) {
+    let track = room.tracks[what.kind].as_ref();
+    let rid = track
+        .and_then(|t| t.layers.get(usize::from(what.layer)))
+        .and_then(|l| l.rid);
+    let simulcast = what.kind == MediaKind::Video && track.is_some_and(|t| t.simulcast);
+    for &to in &room.relays {
+        out.relays.push_back((
+            to,
+            RelayMsg {
+                from: me,
+                to,
+                room: room.name.clone(),
+                body: RelayBody::Packet(RelayPacket {
+                    ssrc: pkt.ssrc,
+                    kind: what.kind,
+                    layer: what.layer,
+                    rid,
+                    simulcast,
+                    params: what.params,
+                    pt: pkt.pt,
+                    seq: pkt.seq,
+                    ts: pkt.ts,
+                    marker: pkt.marker,
+                    payload: pkt.payload.clone(),
+                    ext: MediaExt::of(pkt.ext),
+                }),
+            },
+        ));
+    }
 }
 
 /// A VP9 payload rewritten with (picture id, TL0PICIDX), shared by viewers.

@@ -95,6 +95,61 @@ impl fmt::Display for SessionToken {
     }
 }
 
+/// Which worker of the process owns a session token: a keyed hash of the
+/// token (HMAC-SHA256 under a per-process key) modulo the worker count.
+///
+/// Each core makes only tokens it owns (it draws again otherwise, `count`
+/// draws on average), so the HTTP side routes a session URL to its worker
+/// without a map, while the token stays 128 random bits that say nothing
+/// of the worker to anyone without the key.
+#[derive(Clone)]
+pub struct TokenShard {
+    key: aws_lc_rs::hmac::Key,
+    /// This core's index (the owner of the tokens it makes).
+    pub index: usize,
+    /// Workers in the process (1: every token is this core's).
+    pub count: usize,
+}
+
+impl fmt::Debug for TokenShard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenShard")
+            .field("index", &self.index)
+            .field("count", &self.count)
+            .finish()
+    }
+}
+
+impl Default for TokenShard {
+    /// One worker: every token is its own.
+    fn default() -> Self {
+        TokenShard::new([0; 32], 0, 1)
+    }
+}
+
+impl TokenShard {
+    /// Worker `index` of `count`, under the process's `key`.
+    pub fn new(key: [u8; 32], index: usize, count: usize) -> TokenShard {
+        assert!(index < count.max(1), "worker {index} of {count}");
+        TokenShard {
+            key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &key),
+            index,
+            count: count.max(1),
+        }
+    }
+
+    /// The worker that owns `t`.
+    pub fn owner(&self, t: SessionToken) -> usize {
+        if self.count == 1 {
+            return 0;
+        }
+        let tag = aws_lc_rs::hmac::sign(&self.key, &t.0);
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&tag.as_ref()[..8]);
+        (u64::from_be_bytes(b) % self.count as u64) as usize
+    }
+}
+
 /// Deterministic generator of unguessable bytes: HMAC-SHA256(seed, counter).
 ///
 /// With a random 32-byte seed (the binary reads one from the OS) the output is
@@ -137,6 +192,16 @@ impl IdGen {
         SessionToken(t)
     }
 
+    /// A fresh session token owned by `shard`'s worker.
+    pub fn token_for(&mut self, shard: &TokenShard) -> SessionToken {
+        loop {
+            let t = self.token();
+            if shard.owner(t) == shard.index {
+                return t;
+            }
+        }
+    }
+
     /// A random u32 (initial RTP timestamps).
     pub fn u32(&mut self) -> u32 {
         let b = self.next_block();
@@ -164,6 +229,23 @@ mod tests {
         ] {
             assert!(RoomName::new(bad).is_none(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn shards_own_their_tokens() {
+        let shards: Vec<TokenShard> = (0..3).map(|i| TokenShard::new([7; 32], i, 3)).collect();
+        let mut g = IdGen::new([1; 32]);
+        let mut seen = [0; 3];
+        for s in &shards {
+            for _ in 0..20 {
+                let t = g.token_for(s);
+                // Every worker's routing agrees with the maker.
+                assert!(shards.iter().all(|o| o.owner(t) == s.index));
+                seen[s.index] += 1;
+            }
+        }
+        assert_eq!(seen, [20, 20, 20]);
+        assert_eq!(TokenShard::default().owner(g.token()), 0);
     }
 
     #[test]

@@ -46,7 +46,7 @@ impl Sfu {
         }
         l.last_keyframe_request = Some(now);
         l.keyframe_pending = false;
-        self.ask_source(src, Feedback::Keyframe { layer });
+        self.ask_source(room, src, Feedback::Keyframe { layer });
     }
 
     /// The layer a keyframe is wanted on for the room as a whole (the
@@ -330,10 +330,14 @@ impl Sfu {
         let id = self.viewer_session(role, room, token)?;
         let s = &self.sessions[&id];
         let r = self.rooms.get(room);
-        let publisher_active = r
-            .and_then(|r| r.source_id())
-            .and_then(|p| self.sessions.get(&p))
-            .is_some_and(|p| p.connected && !p.dead)
+        // A relayed room's publisher is on its home worker: active while
+        // its tracks are (they go with a `PublisherGone`).
+        let relayed_live =
+            r.is_some_and(|r| r.relay_home().is_some() && r.tracks.values().any(Option::is_some));
+        let publisher_active = (relayed_live
+            || r.and_then(|r| r.source_session())
+                .and_then(|p| self.sessions.get(&p))
+                .is_some_and(|p| p.connected && !p.dead))
             && s.shed.paused.is_none();
         let name = |r: Option<Rid>| r.map(|r| r.to_string());
         let mut state = command::ViewerState {

@@ -48,7 +48,8 @@ impl Sfu {
         }
         self.check_capacity(&room)?;
         self.admit_publisher(now)?;
-        let (id, token, answer, etag) = self.create_session(now, Role::Publisher, &room, offer)?;
+        let (id, token, answer, etag) =
+            self.create_session(now, Role::Publisher, &room, offer, false)?;
         let s = &self.sessions[&id];
         if s.track_mid.values().all(Option::is_none) {
             self.close_session(now, id);
@@ -76,15 +77,71 @@ impl Sfu {
         room: RoomName,
         offer: &str,
     ) -> Result<Reply, ApiError> {
+        self.subscribe_via(now, room, offer, None)
+    }
+
+    /// [`Sfu::subscribe`] where the room's packets come from worker `home`
+    /// (`relay.rs`), unless the room's publisher is here. A new copy of the
+    /// room counts against this core's `max_rooms` (`AtCapacity` past it),
+    /// not the process's (see the room limits in `relay.rs`).
+    pub fn subscribe_relayed(
+        &mut self,
+        now: Instant,
+        room: RoomName,
+        offer: &str,
+        home: usize,
+    ) -> Result<Reply, ApiError> {
+        let home =
+            (home != self.config.shard.index && home < self.config.shard.count).then_some(home);
+        self.subscribe_via(now, room, offer, home)
+    }
+
+    fn subscribe_via(
+        &mut self,
+        now: Instant,
+        room: RoomName,
+        offer: &str,
+        home: Option<usize>,
+    ) -> Result<Reply, ApiError> {
         self.check_capacity(&room)?;
         self.admit_viewer(now, &room)?;
-        let (id, token, answer, etag) = self.create_session(now, Role::Subscriber, &room, offer)?;
+        // A relayed room's shape is unknown here before its first packets
+        // come: its viewers get an estimator in case it is simulcast.
+        let unknown = home.is_some()
+            && self
+                .rooms
+                .get(&room)
+                .is_none_or(|r| r.tracks.video.is_none());
+        let (id, token, answer, etag) =
+            self.create_session(now, Role::Subscriber, &room, offer, unknown)?;
         let s = &self.sessions[&id];
         if s.outs.values().all(Option::is_none) {
             self.close_session(now, id);
             return Err(ApiError::Unsupported(
                 "the offer has no audio or video the server can send".into(),
             ));
+        }
+        if let Some(h) = home {
+            let fresh = self.next_id + 1;
+            if let Some(r) = self
+                .rooms
+                .get_mut(&room)
+                .filter(|r| r.source_session().is_none())
+            {
+                if r.relay_home() != Some(h) {
+                    // The relay is the room's source here, with an id from
+                    // the sessions' counter. A new home (the room moved):
+                    // its copy of the tracks is stale.
+                    self.next_id = fresh;
+                    r.set_source(SessionId(fresh), SourceKind::Relay { home: h });
+                    for t in r.tracks.values_mut() {
+                        *t = None;
+                    }
+                }
+                // Every relayed join says so: idempotent at the home, and
+                // it restores a home that lost the room.
+                self.relay_send(h, &room, super::relay::RelayBody::Want(true));
+            }
         }
         log::info!("room {room}: viewer {id:?} created");
         Ok(Reply::Created {
@@ -125,6 +182,7 @@ impl Sfu {
         role: Role,
         room: &RoomName,
         offer: &str,
+        maybe_simulcast: bool,
     ) -> Result<(SessionId, SessionToken, String, String), ApiError> {
         sdp::check_offer(offer)?;
         // RFC 9725: a WHIP answer is recvonly, a WHEP answer sendonly, even
@@ -147,7 +205,9 @@ impl Sfu {
         // padding and probes would only cost the viewer's link and our CPU.
         // A viewer that asks for every layer (`a=simulcast:recv`, an edge's
         // upstream) makes no choice.
-        let bwe = role == Role::Subscriber && self.is_simulcast(room) && !downstream_edge;
+        let bwe = role == Role::Subscriber
+            && (maybe_simulcast || self.is_simulcast(room))
+            && !downstream_edge;
         let built = guard(move || {
             let mut cfg = Self::rtc_config();
             if let Some(cert) = cert {
@@ -186,7 +246,7 @@ impl Sfu {
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
         self.next_id += 1;
         let id = SessionId(self.next_id);
-        let token = self.ids.token();
+        let token = self.ids.token_for(&self.config.shard);
         let etag = self.new_etag();
         let session = Session {
             id,
@@ -558,7 +618,7 @@ impl Sfu {
     pub fn close_room(&mut self, now: Instant, room: &RoomName) -> Result<usize, ApiError> {
         let r = self.rooms.get(room).ok_or(ApiError::NotFound)?;
         let ids: Vec<SessionId> = r
-            .source_id()
+            .source_session()
             .iter()
             .chain(&r.subscribers)
             .copied()
@@ -570,7 +630,9 @@ impl Sfu {
             self.remember_ended(now, *id);
             self.close_session(now, *id);
         }
-        self.rooms.remove(room);
+        if self.rooms.remove(room).is_some() {
+            self.rooms_removed += 1;
+        }
         Ok(ids.len())
     }
 
@@ -640,6 +702,18 @@ impl Sfu {
             match s.role {
                 Role::Publisher => {
                     if let Some(recs) = r.close_source(id) {
+                        // Other workers relaying the room start a new segment too.
+                        for &w in &r.relays {
+                            self.out.relays.push_back((
+                                w,
+                                super::relay::RelayMsg {
+                                    from: self.config.shard.index,
+                                    to: w,
+                                    room: s.room.clone(),
+                                    body: super::relay::RelayBody::PublisherGone,
+                                },
+                            ));
+                        }
                         for id in recs {
                             self.out.records.push_back(RecordEvent::Stop { id });
                         }
@@ -659,7 +733,20 @@ impl Sfu {
                 }
             }
             if r.is_empty() {
+                if let Some(h) = r.relay_home() {
+                    // The last viewer here: the home may stop relaying.
+                    self.out.relays.push_back((
+                        h,
+                        super::relay::RelayMsg {
+                            from: self.config.shard.index,
+                            to: h,
+                            room: s.room.clone(),
+                            body: super::relay::RelayBody::Want(false),
+                        },
+                    ));
+                }
                 self.rooms.remove(&s.room);
+                self.rooms_removed += 1;
                 self.keyframe_timers.retain(|(_, n, _)| *n != s.room);
             }
         }

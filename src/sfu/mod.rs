@@ -21,7 +21,11 @@
 //!    layer, codec, keyframe, picture size, VP8/VP9 ids), counts it on the
 //!    room's track (`room.rs`, `simulcast.rs`) and copies it to the recorder
 //!    (`recorder_tap.rs`); `fan_out` then writes it to each viewer's `Rtc`,
-//!    renumbered by the viewer's stream (`out_stream.rs`).
+//!    renumbered by the viewer's stream (`out_stream.rs`). With several
+//!    workers, the room's home core then queues one clear copy per other
+//!    worker with viewers of the room (`relay.rs`, [`Output::Relay`]); that
+//!    worker's core takes it in through [`Sfu::handle_relay`], where the
+//!    relay is the room's source, and runs steps 4 to 6 for its own viewers.
 //! 5. `layers.rs`: a viewer waiting for a keyframe, or a layer whose rate
 //!    moved, leads to a keyframe request (sent to the source by
 //!    `Sfu::ask_source` in `source.rs`, the one dispatch on the source's
@@ -48,6 +52,7 @@ pub mod out_stream;
 pub mod overload;
 pub mod per_kind;
 pub mod recorder_tap;
+pub mod relay;
 pub mod room;
 pub mod sdp;
 pub mod session;
@@ -69,7 +74,7 @@ use str0m::net::Transmit;
 use str0m::{Event, IceConnectionState, Input};
 
 pub use command::{ApiError, Command, Reply, Role, RoomInfo, TrackInfo};
-pub use id::{IdGen, RoomName, SessionId, SessionToken};
+pub use id::{IdGen, RoomName, SessionId, SessionToken, TokenShard};
 pub use stats::{DropReason, Stats};
 pub use upstream::{UpstreamEnd, UpstreamEvent};
 
@@ -106,6 +111,10 @@ pub struct SfuConfig {
     /// mediasoup share one per process; each answer's `a=fingerprint` is its
     /// hash. `None`: [`Sfu::new`] makes one. Saves each session a key pair.
     pub dtls_cert: Option<DtlsCert>,
+    /// This core's place among the process's workers: it makes only session
+    /// tokens its worker owns, and numbers its recordings apart from the
+    /// other workers'. Default: the only worker.
+    pub shard: id::TokenShard,
     /// Local addresses for upstreams (see [`upstream`]), one upstream on
     /// each at a time: the driver binds a UDP socket on each, hands what
     /// arrives there to [`Sfu::handle_receive`] with that address as the
@@ -130,6 +139,7 @@ impl Default for SfuConfig {
             recording_available: false,
             max_load: overload::DEFAULT_MAX_LOAD,
             dtls_cert: None,
+            shard: id::TokenShard::default(),
             upstream_addrs: Vec::new(),
         }
     }
@@ -160,12 +170,22 @@ pub struct ViewerLayers {
 }
 
 /// What [`Sfu::poll_output`] returns.
+// Not boxed: a box would be one allocation per relayed packet.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Output {
     /// Send this datagram.
     Transmit(Transmit),
     /// Hand this to the recorder (never blocks forwarding: drop it if the recorder is behind).
     Record(recorder_tap::RecordEvent),
+    /// Hand this to worker `to`'s core ([`Sfu::handle_relay`]) without
+    /// blocking; if its queue is full, give it back to [`Sfu::relay_dropped`].
+    Relay {
+        /// The worker.
+        to: usize,
+        /// The message.
+        msg: relay::RelayMsg,
+    },
     /// For the relay driver: an upstream ended (see [`upstream`]).
     Upstream(UpstreamEvent),
     /// Nothing to send; call [`Sfu::handle_timeout`] at this instant (or on new input).
@@ -208,6 +228,8 @@ pub struct Sfu {
     sessions: id::IdMap<Session>,
     tokens: HashMap<SessionToken, SessionId>,
     rooms: HashMap<RoomName, Room>,
+    /// Rooms removed so far (for the dispatcher's map of homes, `src/workers.rs`).
+    rooms_removed: u64,
     demux: Demux,
     timers: Timers,
     /// Video layers (room, layer index) that owe a keyframe request, with when it is allowed.
@@ -235,6 +257,11 @@ struct Outbox {
     /// viewer one drain, not one each.
     written: Vec<SessionId>,
     records: VecDeque<recorder_tap::RecordEvent>,
+    /// Messages for other workers' cores: (worker, message).
+    relays: VecDeque<(usize, relay::RelayMsg)>,
+    /// Control messages a full queue refused, sent again at the next
+    /// timeout (at most `relay::MAX_RETRY`).
+    relay_retry: Vec<relay::RelayMsg>,
     /// Upstream events for the driver: at most one per upstream, and at
     /// most one upstream per room.
     upstream: VecDeque<UpstreamEvent>,
@@ -316,6 +343,8 @@ impl Sfu {
             "at least one candidate address"
         );
         config.dtls_cert.get_or_insert_with(dtls::new_dtls_cert);
+        // Recording ids are unique in the process: workers share one recorder.
+        let recording_base = (config.shard.index as u64) << 40;
         let config_upstreams = config.upstream_addrs.len();
         Sfu {
             ids: IdGen::new(config.seed),
@@ -326,6 +355,7 @@ impl Sfu {
             sessions: id::IdMap::default(),
             tokens: HashMap::new(),
             rooms: HashMap::new(),
+            rooms_removed: 0,
             demux: Demux::default(),
             timers: Timers::default(),
             keyframe_timers: Vec::new(),
@@ -333,8 +363,10 @@ impl Sfu {
                 transmits: VecDeque::new(),
                 written: Vec::new(),
                 records: VecDeque::new(),
+                relays: VecDeque::new(),
+                relay_retry: Vec::new(),
+                next_recording: recording_base,
                 upstream: VecDeque::new(),
-                next_recording: 0,
                 events: VecDeque::new(),
                 doomed: Vec::new(),
                 stats: Stats::default(),
@@ -368,6 +400,9 @@ impl Sfu {
                 Ok(Reply::Done)
             }
             Command::Subscribe { room, offer } => self.subscribe(now, room, &offer),
+            Command::SubscribeRelayed { room, offer, home } => {
+                self.subscribe_relayed(now, room, &offer, home)
+            }
             Command::DeleteSession { role, room, token } => self.delete(now, role, &room, token),
             Command::Patch {
                 role,
@@ -467,6 +502,9 @@ impl Sfu {
             sessions.get(&id).is_some_and(|s| s.timer.gen == gen)
         });
         self.fire_keyframe_timers(now);
+        if !self.out.relay_retry.is_empty() {
+            self.relay_retry();
+        }
         self.process(now);
     }
 
@@ -482,6 +520,9 @@ impl Sfu {
         }
         if let Some(r) = self.out.records.pop_front() {
             return Output::Record(r);
+        }
+        if let Some((to, msg)) = self.out.relays.pop_front() {
+            return Output::Relay { to, msg };
         }
         if let Some(u) = self.out.upstream.pop_front() {
             return Output::Upstream(u);
@@ -534,9 +575,34 @@ impl Sfu {
         v
     }
 
-    /// Number of rooms.
+    /// RTP packets written to viewers so far (cheap: no snapshot).
+    pub fn forwarded(&self) -> u64 {
+        self.out.stats.rtp_forwarded
+    }
+
+    /// Live sessions (cheap: no snapshot).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Rooms whose packets do not come from another worker: summed over
+    /// the workers, each room of the process once.
+    pub fn home_room_count(&self) -> usize {
+        self.rooms
+            .values()
+            .filter(|r| r.relay_home().is_none())
+            .count()
+    }
+
+    /// Number of rooms (a relayed room's copy on this worker included).
     pub fn room_count(&self) -> usize {
         self.rooms.len()
+    }
+
+    /// Rooms (and relayed copies) removed since the core started: when it
+    /// moves, some room ended here (cheap: no snapshot).
+    pub fn rooms_removed(&self) -> u64 {
+        self.rooms_removed
     }
 
     /// A snapshot of the counters, with the live gauges filled in.
@@ -560,7 +626,7 @@ impl Sfu {
                 s.viewers_paused += 1;
             }
         }
-        s.rooms = self.rooms.len() as u64;
+        s.rooms = self.home_room_count() as u64;
         s.admission_refusals = self.load.refusals;
         s.loop_busy_ratio = self.load.busy_ratio;
         s.load_headroom = self.load.headroom(self.last_now);

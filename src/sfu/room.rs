@@ -22,23 +22,25 @@
 //!
 //! The session-backed kinds (a WHIP publisher, an edge's upstream) have
 //! their `Rtc` in the session map under `id`, resolve packets from that
-//! `Rtc`, and take keyframe requests as RTCP PLI. A kind with no session
-//! of its own (packets pushed in from elsewhere, e.g. another event loop's
-//! room) would:
+//! `Rtc`, and take keyframe requests as RTCP PLI. The kind with no session
+//! of its own, [`SourceKind::Relay`] (another worker's room, pushed in by
+//! `Sfu::handle_relay` in `relay.rs`):
 //!
-//! 1. take an id from the core's session id counter, so that it never
-//!    equals a session's, and hold the room's source slot with it (one
-//!    source per room, as for the others);
-//! 2. attach the room's tracks (`Sfu::attach_track`, with the layers'
-//!    rids) when it starts, and close the slot (`Room::close_source`, and
-//!    detach viewers' streams as `Sfu::close_session` does) when it ends;
-//! 3. for each packet pushed in: count it (`Stats::rtp_in`), build a
-//!    `SourcePacket` from its header fields and payload and a `Resolved`
-//!    from what the pusher knows (track kind, layer index, the
-//!    `PayloadParams` of its payload type), then call `forward_in` and
-//!    `Sfu::after_forward` (`forward.rs`);
-//! 4. add its arm to `Sfu::ask_source`, turning the `Feedback` into an
-//!    output for its driver.
+//! 1. takes an id from the core's session id counter, so that it never
+//!    equals a session's, and holds the room's source slot with it (one
+//!    source per room, as for the others); a new id per publisher of the
+//!    home, so viewers start a new segment even on the same SSRCs;
+//! 2. attaches the room's tracks (and detaches viewers' streams) when its
+//!    first packet of a kind comes, with the layers' rids, and drops them
+//!    when the home's publisher ends; the slot goes with the last viewer;
+//! 3. for each packet pushed in builds a `SourcePacket` from its header
+//!    fields and payload and a `Resolved` from what the home resolved
+//!    (track kind, layer index, the `PayloadParams` of its payload type),
+//!    then calls `forward_in` and `Sfu::after_forward` (`forward.rs`). It
+//!    does not count `Stats::rtp_in`: the home did, and `/metrics` sums
+//!    the workers;
+//! 4. has its arm in `Sfu::ask_source`, which turns the `Feedback` into an
+//!    [`super::Output::Relay`] to the home.
 
 use std::time::Instant;
 
@@ -102,9 +104,24 @@ impl Track {
 pub enum SourceKind {
     /// A WHIP publisher session on this core.
     Whip,
+    /// Another worker of this process (the room's home, which has its
+    /// publisher) relays the room's packets in the clear (`relay.rs`): no
+    /// session here; the id is a pseudo-session's, a new one per publisher
+    /// of the home; feedback goes out as [`super::Output::Relay`].
+    Relay {
+        /// The home worker.
+        home: usize,
+    },
     /// An edge's pull of the room from its origin: a WHEP client session of
     /// this core (`upstream.rs`).
     Upstream,
+}
+
+impl SourceKind {
+    /// A session of this core (its `Rtc` is in the session map).
+    pub fn is_session(self) -> bool {
+        matches!(self, SourceKind::Whip | SourceKind::Upstream)
+    }
 }
 
 /// A room's source: its kind, and the id its packets are known by (a
@@ -132,6 +149,10 @@ pub struct Room {
     pub created: Instant,
     /// Record the current publisher's tracks.
     pub record: bool,
+    /// The other workers of this process with viewers of this room (home
+    /// side of the relay, `relay.rs`): each gets every packet once. At most
+    /// one entry per worker.
+    pub relays: Vec<usize>,
 }
 
 impl Room {
@@ -144,6 +165,7 @@ impl Room {
             tracks: PerKind::default(),
             created: now,
             record: false,
+            relays: Vec::new(),
         }
     }
 
@@ -162,9 +184,23 @@ impl Room {
         self.subscribers.push(id);
     }
 
-    /// Neither a source nor a viewer: the room can be pruned.
+    /// The session that is the room's source, if its source is a session.
+    pub fn source_session(&self) -> Option<SessionId> {
+        self.source.filter(|s| s.kind.is_session()).map(|s| s.id)
+    }
+
+    /// The worker that relays this room's packets here, if any.
+    pub fn relay_home(&self) -> Option<usize> {
+        match self.source?.kind {
+            SourceKind::Relay { home } => Some(home),
+            SourceKind::Whip | SourceKind::Upstream => None,
+        }
+    }
+
+    /// No source session, no viewer, and no other worker relaying from
+    /// here: the room can be pruned (a relayed room goes with its last viewer).
     pub fn is_empty(&self) -> bool {
-        self.source.is_none() && self.subscribers.is_empty()
+        self.source_session().is_none() && self.subscribers.is_empty() && self.relays.is_empty()
     }
 
     /// Remove a viewer. Returns whether it was there.

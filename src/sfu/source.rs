@@ -11,7 +11,7 @@ use str0m::rtp::{ExtensionValues, RtpPacket, Ssrc};
 
 use super::room::{Room, Source, SourceKind};
 use super::session::{guarded, Session};
-use super::{simulcast, DropReason, Outbox, Sfu};
+use super::{simulcast, DropReason, Outbox, RoomName, Sfu};
 
 /// One packet of a room's source, in the clear: everything the fan-out
 /// reads of it. Borrowed, so building it costs nothing. str0m's
@@ -162,13 +162,20 @@ fn classify_ssrc(
 }
 
 impl Sfu {
-    /// Send `fb` to the room's source `src`, whatever its kind: the one
+    /// Send `fb` to `room`'s source `src`, whatever its kind: the one
     /// place feedback is dispatched by kind. Returns whether it was sent.
-    pub(super) fn ask_source(&mut self, src: Source, fb: Feedback) -> bool {
+    pub(super) fn ask_source(&mut self, room: &RoomName, src: Source, fb: Feedback) -> bool {
         match src.kind {
             SourceKind::Whip | SourceKind::Upstream => {
                 let Feedback::Keyframe { layer } = fb;
                 self.keyframe_from_session(src, layer)
+            }
+            SourceKind::Relay { home } => {
+                // To the home worker, which asks its publisher (with its
+                // own throttle) for every worker at once.
+                let Feedback::Keyframe { layer } = fb;
+                self.relay_send(home, room, super::relay::RelayBody::Keyframe { layer });
+                true
             }
         }
     }

@@ -86,6 +86,18 @@ pub struct Histogram {
 }
 
 impl Histogram {
+    /// Add `o`'s observations (same bounds) to these.
+    pub fn merge(&mut self, o: &Histogram) {
+        if self.buckets.len() < o.buckets.len() {
+            self.buckets.resize(o.buckets.len(), 0);
+        }
+        for (a, b) in self.buckets.iter_mut().zip(&o.buckets) {
+            *a += b;
+        }
+        self.sum += o.sum;
+        self.count += o.count;
+    }
+
     /// Record `v` against `bounds`.
     pub fn observe(&mut self, bounds: &[f64], v: f64) {
         if self.buckets.len() != bounds.len() + 1 {
@@ -183,6 +195,23 @@ pub struct Stats {
     pub io_send_errors: u64,
     /// Filled in by the event loop: `recv_from` errors other than WouldBlock.
     pub io_recv_errors: u64,
+    /// Filled in by the workers' driver: each worker's own figures, in
+    /// worker order (empty from a core).
+    pub workers: Vec<WorkerFigures>,
+    /// Filled in by the workers' driver: packets the relay between workers
+    /// dropped because a worker's queue was full.
+    pub relay_queue_full: u64,
+}
+
+/// One worker's figures (the per-worker gauges of `/metrics`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkerFigures {
+    /// Live sessions on the worker.
+    pub sessions: u64,
+    /// RTP packets it wrote to its viewers.
+    pub forwarded: u64,
+    /// Its loop's busy ratio in the last load window.
+    pub busy_ratio: f64,
 }
 
 impl Stats {
@@ -191,8 +220,141 @@ impl Stats {
         self.dropped[r as usize] += 1;
     }
 
+    /// Add another worker's snapshot to this one: counters and gauges of
+    /// counts add up, histograms merge bucket by bucket; of the load
+    /// figures the busiest worker's are kept (busy ratio and cost: the
+    /// highest; headroom: the lowest).
+    pub fn absorb(&mut self, o: &Stats) {
+        // Every field named (no `..`): a new counter cannot be forgotten here.
+        let Stats {
+            datagrams_in,
+            bytes_in,
+            datagrams_out,
+            bytes_out,
+            rtp_in,
+            rtp_forwarded,
+            fanout_attempts,
+            dropped,
+            keyframe_requests_sent,
+            keyframe_requests_received,
+            sessions_created,
+            sessions_closed,
+            connect_timeouts,
+            caught_panics,
+            sessions_live,
+            sessions_connected,
+            rooms,
+            relay_upstreams,
+            relay_upstreams_connected,
+            relay_upstreams_ended,
+            relay_downstreams,
+            rtt,
+            loss,
+            layer_switches,
+            vp9_payload_copies,
+            nacks_sent,
+            nacks_received,
+            handshake_failures,
+            shed,
+            admission_refusals,
+            loop_busy_ratio,
+            load_headroom,
+            cost_per_packet_s,
+            viewers_paused,
+            io_send_errors,
+            io_recv_errors,
+            workers: _,
+            relay_queue_full,
+        } = o;
+        fn add<const N: usize>(a: &mut [u64; N], b: &[u64; N]) {
+            for (a, b) in a.iter_mut().zip(b) {
+                *a += b;
+            }
+        }
+        for (a, b) in [
+            (&mut self.datagrams_in, datagrams_in),
+            (&mut self.bytes_in, bytes_in),
+            (&mut self.datagrams_out, datagrams_out),
+            (&mut self.bytes_out, bytes_out),
+            (&mut self.rtp_in, rtp_in),
+            (&mut self.rtp_forwarded, rtp_forwarded),
+            (&mut self.fanout_attempts, fanout_attempts),
+            (&mut self.keyframe_requests_sent, keyframe_requests_sent),
+            (
+                &mut self.keyframe_requests_received,
+                keyframe_requests_received,
+            ),
+            (&mut self.connect_timeouts, connect_timeouts),
+            (&mut self.caught_panics, caught_panics),
+            (&mut self.rooms, rooms),
+            (&mut self.relay_upstreams, relay_upstreams),
+            (
+                &mut self.relay_upstreams_connected,
+                relay_upstreams_connected,
+            ),
+            (&mut self.relay_upstreams_ended, relay_upstreams_ended),
+            (&mut self.relay_downstreams, relay_downstreams),
+            (&mut self.layer_switches, layer_switches),
+            (&mut self.vp9_payload_copies, vp9_payload_copies),
+            (&mut self.nacks_sent, nacks_sent),
+            (&mut self.nacks_received, nacks_received),
+            (&mut self.viewers_paused, viewers_paused),
+            (&mut self.io_send_errors, io_send_errors),
+            (&mut self.io_recv_errors, io_recv_errors),
+            (&mut self.relay_queue_full, relay_queue_full),
+        ] {
+            *a += b;
+        }
+        add(&mut self.dropped, dropped);
+        add(&mut self.sessions_created, sessions_created);
+        add(&mut self.sessions_closed, sessions_closed);
+        add(&mut self.sessions_live, sessions_live);
+        add(&mut self.sessions_connected, sessions_connected);
+        add(&mut self.handshake_failures, handshake_failures);
+        add(&mut self.shed, shed);
+        add(&mut self.admission_refusals, admission_refusals);
+        for i in 0..2 {
+            self.rtt[i].merge(&rtt[i]);
+            self.loss[i].merge(&loss[i]);
+        }
+        self.loop_busy_ratio = self.loop_busy_ratio.max(*loop_busy_ratio);
+        self.load_headroom = self.load_headroom.min(*load_headroom);
+        self.cost_per_packet_s = self.cost_per_packet_s.max(*cost_per_packet_s);
+    }
+
     /// Drops for one reason.
     pub fn dropped(&self, r: DropReason) -> u64 {
         self.dropped[r as usize]
+    }
+}
+
+#[cfg(test)]
+mod absorb_tests {
+    use super::*;
+
+    #[test]
+    fn workers_snapshots_add_up() {
+        let mut a = Stats {
+            rtp_forwarded: 10,
+            sessions_live: [1, 2],
+            relay_upstreams: 1,
+            loop_busy_ratio: 0.2,
+            load_headroom: 0.5,
+            ..Stats::default()
+        };
+        a.rtt[1].observe(&RTT_BUCKETS_S, 0.02);
+        a.drop(DropReason::ViewerPaused);
+        let mut b = a.clone();
+        b.loop_busy_ratio = 0.7;
+        b.load_headroom = 0.1;
+        b.relay_queue_full = 3;
+        a.absorb(&b);
+        assert_eq!(a.rtp_forwarded, 20);
+        assert_eq!(a.sessions_live, [2, 4]);
+        assert_eq!(a.relay_upstreams, 2);
+        assert_eq!(a.relay_queue_full, 3);
+        assert_eq!(a.dropped(DropReason::ViewerPaused), 2);
+        assert_eq!(a.rtt[1].count, 2);
+        assert_eq!((a.loop_busy_ratio, a.load_headroom), (0.7, 0.1));
     }
 }

@@ -193,17 +193,13 @@ impl TestNet {
 
     /// The simulcast layer (rid) the core forwards to viewer `i`.
     pub fn current_layer(&self, i: usize) -> Option<String> {
-        self.current_layer_on(0, i)
+        self.current_layer_on(self.clients[i].core, i)
     }
 
     /// The simulcast layer (rid) core `core` forwards to viewer `i`.
     pub fn current_layer_on(&self, core: usize, i: usize) -> Option<String> {
-        let sfu = if core == 0 {
-            &self.sfu
-        } else {
-            &self.cores[core - 1]
-        };
-        sfu.viewer_layers(self.clients[i].token.unwrap())
+        self.core_ref(core)
+            .viewer_layers(self.clients[i].token.unwrap())
             .and_then(|v| v.current.map(|r| r.to_string()))
     }
 

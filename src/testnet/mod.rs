@@ -187,6 +187,15 @@ pub struct TestNet {
     /// Cores 1.. ([`TestNet::add_core`]), core k at [`core_addr`]`(k)`: nodes
     /// of one cluster, linked by the same net.
     pub cores: Vec<Sfu>,
+    /// The relay between workers of one process ([`TestNet::workers`]):
+    /// one bounded queue per (from, to) pair of cores.
+    pub relay: BTreeMap<(usize, usize), std::collections::VecDeque<crate::sfu::relay::RelayMsg>>,
+    /// Capacity of each relay queue.
+    pub relay_capacity: usize,
+    /// Cores whose relay queues are not read (a stalled loop).
+    pub relay_stalled: Vec<usize>,
+    /// The home worker the next join is relayed from ([`TestNet::view_relayed`]).
+    join_home: Option<usize>,
     pub clients: Vec<Client>,
     queue: BTreeMap<(Instant, u64), Datagram>,
     seq: u64,
@@ -240,6 +249,10 @@ impl TestNet {
             start: now,
             sfu: Sfu::new(config, now),
             cores: Vec::new(),
+            relay: BTreeMap::new(),
+            relay_capacity: 1024,
+            relay_stalled: Vec::new(),
+            join_home: None,
             clients: Vec::new(),
             queue: BTreeMap::new(),
             seq: 0,
@@ -284,6 +297,66 @@ impl TestNet {
         }
     }
 
+    /// Core `k`, read only.
+    pub fn core_ref(&self, k: usize) -> &Sfu {
+        match k {
+            0 => &self.sfu,
+            k => &self.cores[k - 1],
+        }
+    }
+
+    /// A net of `n` workers' cores of one process, linked by the relay
+    /// between workers (`src/sfu/relay.rs`) as the binary's `--workers n`
+    /// links its loops: core k is worker k, with its share of the tokens.
+    pub fn workers(seed: u64, n: usize, config: SfuConfig) -> TestNet {
+        let key = [seed as u8 ^ 0x5a; 32];
+        let shard = |i| crate::sfu::TokenShard::new(key, i, n);
+        let mut net = Self::with_config(
+            seed,
+            SfuConfig {
+                shard: shard(0),
+                ..config.clone()
+            },
+        );
+        for w in 1..n {
+            net.add_core(SfuConfig {
+                shard: shard(w),
+                ..config.clone()
+            });
+        }
+        net
+    }
+
+    /// A viewer of audio and video on worker `core`, relayed from worker
+    /// `home` (the room's publisher's).
+    pub fn view_relayed(&mut self, core: usize, home: usize, room: &str) -> usize {
+        self.try_view_relayed(core, home, room)
+            .expect("relayed subscribe")
+    }
+
+    /// [`TestNet::view_relayed`], with the core's refusal.
+    pub fn try_view_relayed(
+        &mut self,
+        core: usize,
+        home: usize,
+        room: &str,
+    ) -> Result<usize, crate::sfu::ApiError> {
+        self.join_home = Some(home);
+        let v = self.join_on(
+            core,
+            room,
+            false,
+            &[
+                (MediaKind::Audio, Direction::RecvOnly),
+                (MediaKind::Video, Direction::RecvOnly),
+            ],
+            &JoinOpts::default(),
+        );
+        self.join_home = None;
+        v
+    }
+
+    /// Which core listens on `addr`.
     /// The relay driver's exchange, played in memory: core `edge` pulls
     /// `room` from core `origin` (its `Pull` offer becomes a WHEP
     /// `Subscribe` on the origin, whose answer goes back as `PullAnswer`;
@@ -442,6 +515,12 @@ impl TestNet {
                 room: room_name,
                 offer,
                 record: opts.record,
+            }
+        } else if let Some(home) = self.join_home {
+            Command::SubscribeRelayed {
+                room: room_name,
+                offer,
+                home,
             }
         } else {
             Command::Subscribe {
@@ -642,6 +721,7 @@ impl TestNet {
                     self.push(server_addr(), t.destination, t.contents.to_vec())
                 }
                 crate::sfu::Output::Record(r) => self.recorded.push(r),
+                crate::sfu::Output::Relay { to, msg } => self.relay_push(0, to, msg),
                 crate::sfu::Output::Upstream(u) => self.upstream_events.push((0, u)),
                 crate::sfu::Output::Timeout(_) => return back,
             }
@@ -770,15 +850,56 @@ impl TestNet {
         }
     }
 
-    /// Drain every core; returns the earliest next timeout.
+    /// Drain every core (not a killed one), and hand relayed messages between workers over
+    /// until none is left to hand (a stalled worker's wait in their queue).
     fn drain_sfu(&mut self) -> Instant {
-        let mut next = self.now + Duration::from_secs(1);
-        for k in 0..=self.cores.len() {
-            if !self.cores_down.contains(&k) {
-                next = next.min(self.drain_core(k));
+        for _ in 0..MAX_ITER {
+            let mut next = self.now + Duration::from_secs(1);
+            for k in 0..=self.cores.len() {
+                if !self.cores_down.contains(&k) {
+                    next = next.min(self.drain_core(k));
+                }
+            }
+            if !self.deliver_relayed() {
+                return next;
             }
         }
-        next
+        panic!("the workers never went quiet");
+    }
+
+    /// Queue a relay message from core `from` to core `to`; a full queue
+    /// hands it back to the sender (which counts it).
+    fn relay_push(&mut self, from: usize, to: usize, msg: crate::sfu::relay::RelayMsg) {
+        let (cap, n) = (self.relay_capacity, self.cores.len() + 1);
+        let q = self.relay.entry((from, to)).or_default();
+        if q.len() >= cap || to >= n {
+            self.core(from).relay_dropped(msg);
+        } else {
+            q.push_back(msg);
+        }
+    }
+
+    /// Hand every queued relay message to its core (not a stalled one's);
+    /// returns whether any was handed.
+    fn deliver_relayed(&mut self) -> bool {
+        let now = self.now;
+        let mut any = false;
+        let pairs: Vec<(usize, usize)> = self.relay.keys().copied().collect();
+        for (from, to) in pairs {
+            if self.relay_stalled.contains(&to) || self.cores_down.contains(&to) {
+                continue;
+            }
+            let msgs: Vec<_> = self
+                .relay
+                .get_mut(&(from, to))
+                .map(|q| q.drain(..).collect())
+                .unwrap_or_default();
+            for m in msgs {
+                any = true;
+                self.core(to).handle_relay(now, m);
+            }
+        }
+        any
     }
 
     /// Queue everything core `k` sends: to a client (with its loss and
@@ -833,6 +954,7 @@ impl TestNet {
                     }
                 }
                 crate::sfu::Output::Record(r) => self.recorded.push(r),
+                crate::sfu::Output::Relay { to, msg } => self.relay_push(k, to, msg),
                 crate::sfu::Output::Upstream(u) => self.upstream_events.push((k, u)),
                 crate::sfu::Output::Timeout(t) => return t,
             }
@@ -950,6 +1072,21 @@ impl TestNet {
     /// Every map of the core is empty (the short grace list of ended
     /// sessions aside).
     pub fn assert_maps_empty(&self) {
+        for k in 1..=self.cores.len() {
+            let c = self.core_ref(k).counts();
+            assert_eq!(
+                (
+                    c.sessions,
+                    c.rooms,
+                    c.tokens,
+                    c.addrs,
+                    c.ufrags,
+                    c.keyframe_timers
+                ),
+                (0, 0, 0, 0, 0, 0),
+                "core {k}: {c:?}"
+            );
+        }
         let c = self.sfu.counts();
         assert_eq!(
             (
@@ -969,7 +1106,10 @@ impl TestNet {
     /// Exact packet accounting: every (packet, viewer) pair the fan-out saw was
     /// forwarded or dropped with a counted per-viewer reason.
     pub fn assert_accounting(&self) {
-        let s = self.sfu.stats();
+        let mut s = self.sfu.stats();
+        for k in 1..=self.cores.len() {
+            s.absorb(&self.core_ref(k).stats());
+        }
         let per_viewer: u64 = crate::sfu::DropReason::ALL
             .iter()
             .filter(|r| r.is_per_viewer())

@@ -56,8 +56,12 @@ pub struct Peer {
     pub addr: SocketAddr,
     pub mids: Vec<(Mid, MediaKind)>,
     pub location: String,
+    /// The server's SDP answer.
+    pub answer: String,
     pub connected: bool,
     pub got_video: Vec<Vec<u8>>,
+    /// The RTP sequence number of each packet in `got_video`.
+    pub got_video_seq: Vec<u16>,
     pub got_audio: usize,
     pub closed: bool,
 }
@@ -92,6 +96,7 @@ impl Peer {
         let location = header(&headers, "location").expect("Location").to_string();
         assert!(location.starts_with(path), "{location}");
         assert!(body.contains("a=candidate"), "answer has candidates");
+        let answer_text = body.clone();
         let answer = SdpAnswer::from_sdp_string(&body).unwrap();
         rtc.sdp_api().accept_answer(pending, answer).unwrap();
         Peer {
@@ -100,8 +105,10 @@ impl Peer {
             addr,
             mids,
             location,
+            answer: answer_text,
             connected: false,
             got_video: vec![],
+            got_video_seq: vec![],
             got_audio: 0,
             closed: false,
         }
@@ -141,13 +148,29 @@ impl Peer {
                         .find(|(m, _)| Some(*m) == mid)
                         .map(|(_, k)| *k)
                     {
-                        Some(MediaKind::Video) => self.got_video.push(p.payload.to_vec()),
+                        Some(MediaKind::Video) => {
+                            self.got_video_seq.push(p.header.sequence_number);
+                            self.got_video.push(p.payload.to_vec());
+                        }
                         _ => self.got_audio += 1,
                     }
                 }
                 Output::Event(_) => {}
             }
         }
+    }
+
+    /// The UDP ports of the server's candidates in its answer.
+    pub fn server_ports(&self) -> Vec<u16> {
+        let mut ports: Vec<u16> = self
+            .answer
+            .lines()
+            .filter_map(|l| l.strip_prefix("a=candidate:"))
+            .filter_map(|c| c.split_whitespace().nth(5)?.parse().ok())
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
     }
 
     pub fn send_frame(&mut self, n: u64) {

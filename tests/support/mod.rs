@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use wisp::http::HttpRequest;
 
+pub mod redis;
+
 // ---- requests for the pure handler ----------------------------------------------------
 
 /// A request for `wisp::http::handle`: these headers, in order, and this body.

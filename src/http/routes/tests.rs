@@ -301,6 +301,19 @@ fn unknown_paths() {
 }
 
 #[test]
+fn cluster_routes_are_404_on_a_single_node() {
+    for (m, url) in [
+        ("POST", "/api/drain"),
+        ("DELETE", "/api/drain"),
+        ("GET", "/api/cluster"),
+    ] {
+        let resp = run_no_core(&req(m, url, &[], b""));
+        assert_eq!(resp.status, 404, "{m} {url}");
+        check_invariants(&resp);
+    }
+}
+
+#[test]
 fn healthz() {
     let resp = run_no_core(&req("GET", "/healthz", &[], b""));
     assert_eq!((resp.status, &resp.body[..]), (200, &b"ok"[..]));

@@ -1,0 +1,643 @@
+//! DRIVER: the relay manager (thread `wisp-relay`). An edge pulls a room
+//! from the node that has it over standard WHEP: the core makes the
+//! upstream's offer ([`PullCore::pull`]), this thread POSTs it to
+//! `{origin}/whep/{room}` with `Authorization: Bearer <cluster token>` and
+//! hands the answer back ([`PullCore::answer`]). When the core reports the
+//! upstream ended ([`RelayHandle::ended`]), the session is DELETEd at the
+//! origin and the room is free to be pulled again (the reporter in
+//! [`super::node`] asks again while viewers wait).
+//!
+//! Contracts: at most one upstream per room; every HTTP request has a
+//! timeout ([`HTTP_TIMEOUT`]); the request queue is bounded ([`QUEUE`],
+//! excess wants are dropped: the reporter repeats them every second); a
+//! room whose pull failed is not tried again before [`RETRY_AFTER_FAILURE`].
+//! Never on the media loop: the core is reached through the command channel.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Debug;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+
+use crate::channel::{CoreError, CoreLink};
+use crate::sfu::command::{ApiError, Command, Reply};
+use crate::sfu::id::{RoomName, SessionToken};
+use crate::sfu::UpstreamEvent;
+
+/// Upstream sockets a node binds in cluster mode (`crate::upstream_udp`):
+/// the most rooms it pulls at once (a pull beyond is refused by the core
+/// and retried).
+pub const UPSTREAM_SOCKETS: usize = 64;
+/// Timeout of every HTTP request to another node (connect to last byte).
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Requests waiting for the manager; more are dropped.
+pub const QUEUE: usize = 256;
+/// Pause before a room whose pull failed is pulled again.
+pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+/// Longest the manager spends DELETEing upstreams at shutdown.
+const SHUTDOWN_DELETES: Duration = Duration::from_secs(2);
+/// Largest SDP answer read from an origin.
+const MAX_ANSWER: u64 = 64 * 1024;
+
+/// What the relay manager needs of the core (through the command channel).
+pub trait PullCore: Send + 'static {
+    /// The core's handle of one upstream session.
+    type Token: Copy + Eq + Debug + Send + ToString;
+    /// Create an upstream session for `room`; its SDP offer.
+    fn pull(&self, room: &RoomName) -> Result<(Self::Token, String), String>;
+    /// The origin's SDP answer for the upstream `token`.
+    fn answer(&self, room: &RoomName, token: Self::Token, answer: String) -> Result<(), String>;
+    /// The origin refused the offer or could not be reached: drop the upstream.
+    fn failed(&self, room: &RoomName, token: Self::Token);
+}
+
+/// The core through the command channel: `Pull`, `PullAnswer`, `PullFailed`.
+impl PullCore for CoreLink {
+    type Token = SessionToken;
+
+    fn pull(&self, room: &RoomName) -> Result<(SessionToken, String), String> {
+        match self.call(Command::Pull { room: room.clone() }) {
+            Ok(Ok(Reply::PullOffer { token, offer })) => Ok((token, offer)),
+            other => Err(refusal(other)),
+        }
+    }
+
+    fn answer(&self, room: &RoomName, token: SessionToken, answer: String) -> Result<(), String> {
+        let cmd = Command::PullAnswer {
+            room: room.clone(),
+            token,
+            answer,
+        };
+        match self.call(cmd) {
+            Ok(Ok(_)) => Ok(()),
+            other => Err(refusal(other)),
+        }
+    }
+
+    fn failed(&self, room: &RoomName, token: SessionToken) {
+        let _ = self.call(Command::PullFailed {
+            room: room.clone(),
+            token,
+        });
+    }
+}
+
+fn refusal(r: Result<Result<Reply, ApiError>, CoreError>) -> String {
+    match r {
+        Ok(Err(e)) => e.to_string(),
+        Ok(Ok(reply)) => format!("unexpected reply {reply:?}"),
+        Err(CoreError::Busy) => "the core is busy".to_string(),
+    }
+}
+
+/// A pull wanted: `room` from node `node` at base URL `url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayRequest {
+    pub room: String,
+    pub node: String,
+    pub url: String,
+}
+
+enum Msg {
+    Want(RelayRequest),
+    /// The room went live on `node`: an upstream from another node is stale.
+    Moved(RelayRequest),
+    Ended {
+        room: String,
+        token: String,
+    },
+}
+
+#[derive(Default)]
+struct Shared {
+    /// Rooms with an upstream (or a pull under way), by origin node id.
+    active: Mutex<HashMap<String, String>>,
+    stop: AtomicBool,
+}
+
+/// The handle the reporter, the HTTP side and the event loop use.
+pub struct RelayHandle {
+    tx: Sender<Msg>,
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl RelayHandle {
+    /// Start the manager thread: pulls through `core`, presenting
+    /// `cluster_token` (if any) to origins. `self_url` is this node's base
+    /// URL: a redirect there is refused (this node cannot feed itself). The
+    /// directory learns of the upstreams from the reporter
+    /// ([`RelayHandle::rooms`]).
+    pub fn start<C: PullCore>(
+        core: C,
+        cluster_token: Option<String>,
+        self_url: &str,
+    ) -> Result<RelayHandle, String> {
+        let (tx, rx) = bounded(QUEUE);
+        let shared = Arc::new(Shared::default());
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(HTTP_TIMEOUT))
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .build()
+            .into();
+        let mut m = Manager {
+            core,
+            agent,
+            token: cluster_token,
+            self_url: self_url.trim_end_matches('/').to_string(),
+            shared: shared.clone(),
+            ups: HashMap::new(),
+            retry: HashMap::new(),
+            failing: HashSet::new(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("wisp-relay".into())
+            .spawn(move || m.run(rx))
+            .map_err(|e| format!("cannot start the relay manager: {e}"))?;
+        Ok(RelayHandle {
+            tx,
+            shared,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Pull `req.room` unless it has an upstream already. Non-blocking.
+    pub fn want(&self, req: RelayRequest) {
+        if self.origin_of(&req.room).is_none() {
+            let _ = self.tx.try_send(Msg::Want(req));
+        }
+    }
+
+    /// `req.room` went live on `req.node`: an upstream of it from another
+    /// node (an origin that died, its claim expired) is ended and the room
+    /// pulled from `req.node` at once. Non-blocking.
+    pub fn moved(&self, req: RelayRequest) {
+        let _ = self.tx.try_send(Msg::Moved(req));
+    }
+
+    /// The core's upstream event (from the event loop; non-blocking).
+    pub fn upstream_event(&self, ev: UpstreamEvent) {
+        match ev {
+            UpstreamEvent::Ended {
+                room, token, why, ..
+            } => {
+                log::debug!("relay: upstream of room {room} ended ({})", why.label());
+                self.ended(room.as_str(), &token.to_string());
+            }
+        }
+    }
+
+    /// The core ended the upstream `token` of `room` (from the event loop).
+    /// Non-blocking; a full queue loses it only until the origin's own
+    /// session times out.
+    pub fn ended(&self, room: &str, token: &str) {
+        let _ = self.tx.try_send(Msg::Ended {
+            room: room.to_string(),
+            token: token.to_string(),
+        });
+    }
+
+    /// The origin node of `room`'s upstream, if it has one (or one is being made).
+    pub fn origin_of(&self, room: &str) -> Option<String> {
+        self.shared
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(room)
+            .cloned()
+    }
+
+    /// The rooms with an upstream (or a pull under way), with their origins.
+    pub fn rooms(&self) -> HashMap<String, String> {
+        self.shared
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Upstreams now.
+    pub fn count(&self) -> usize {
+        self.shared
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// Stop the thread (bounded by one HTTP timeout).
+    pub fn shutdown(&self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What one POST to a node gave.
+enum Posted {
+    /// `201`: the session's URL (as sent) and the SDP answer.
+    Created {
+        location: Option<String>,
+        answer: String,
+    },
+    /// `307` to this absolute URL.
+    Redirect(String),
+}
+
+/// One upstream.
+struct Up<T> {
+    token: T,
+    /// The node pulled from.
+    node: String,
+    /// The session URL at the origin, for the DELETE.
+    location: Option<String>,
+}
+
+struct Manager<C: PullCore> {
+    core: C,
+    agent: ureq::Agent,
+    token: Option<String>,
+    self_url: String,
+    shared: Arc<Shared>,
+    ups: HashMap<String, Up<C::Token>>,
+    /// Rooms whose pull from a node failed, paused until then.
+    retry: HashMap<String, (Instant, String)>,
+    /// Rooms whose last pull failed (warned once until one succeeds).
+    failing: HashSet<String>,
+}
+
+impl<C: PullCore> Manager<C> {
+    fn run(&mut self, rx: Receiver<Msg>) {
+        while !self.shared.stop.load(Ordering::Relaxed) {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(Msg::Want(req)) => self.pull(req),
+                Ok(Msg::Moved(req)) => self.moved(req),
+                Ok(Msg::Ended { room, token }) => self.end(&room, &token),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        // The core closes the upstreams at shutdown; close them at the
+        // origins too, for at most SHUTDOWN_DELETES (the origins' sessions
+        // time out by themselves anyway).
+        let until = Instant::now() + SHUTDOWN_DELETES;
+        for (_, up) in self.ups.drain() {
+            if Instant::now() >= until {
+                break;
+            }
+            delete(&self.agent, self.token.as_deref(), &up);
+        }
+    }
+
+    fn set_active(&self, room: &str, origin: Option<&str>) {
+        let mut a = self.shared.active.lock().unwrap_or_else(|e| e.into_inner());
+        match origin {
+            Some(o) => a.insert(room.to_string(), o.to_string()),
+            None => a.remove(room),
+        };
+    }
+
+    fn pull(&mut self, req: RelayRequest) {
+        let now = Instant::now();
+        // The pause after a failure is for the node that failed: a room
+        // that went live elsewhere meanwhile is pulled at once.
+        let paused = self
+            .retry
+            .get(&req.room)
+            .is_some_and(|(t, node)| *t > now && *node == req.node);
+        if self.ups.contains_key(&req.room) || paused {
+            return;
+        }
+        self.retry.retain(|_, (t, _)| *t > now);
+        if self.failing.len() > QUEUE {
+            self.failing.clear();
+        }
+        let Some(room) = RoomName::new(&req.room) else {
+            return;
+        };
+        self.set_active(&req.room, Some(&req.node));
+        match self.exchange(&room, &req) {
+            Ok(up) => {
+                self.failing.remove(&req.room);
+                log::info!("relay: pulling room {room} from node {}", req.node);
+                self.ups.insert(req.room.clone(), up);
+            }
+            Err(why) => {
+                // Retried every second while viewers wait: warned once a run.
+                let (node, first) = (&req.node, self.failing.insert(req.room.clone()));
+                if first {
+                    log::warn!("relay: pull of room {room} from node {node} failed: {why}");
+                } else {
+                    log::debug!("relay: pull of room {room} from node {node} failed: {why}");
+                }
+                self.set_active(&req.room, None);
+                let until = Instant::now() + RETRY_AFTER_FAILURE;
+                self.retry
+                    .insert(req.room.clone(), (until, req.node.clone()));
+            }
+        }
+    }
+
+    /// Offer from the core → POST to the origin → answer to the core. An
+    /// origin that is full answers `307` to a node that has the room (a
+    /// tree); that one redirect is followed (the target never bounces it).
+    fn exchange(&self, room: &RoomName, req: &RelayRequest) -> Result<Up<C::Token>, String> {
+        let (token, offer) = self.core.pull(room)?;
+        let mut url = format!("{}/whep/{room}", req.url.trim_end_matches('/'));
+        let mut result = self.post(&url, &offer);
+        if let Ok(Posted::Redirect(to)) = &result {
+            if base_of(to) == self.self_url {
+                self.core.failed(room, token);
+                return Err(format!("POST {url}: redirected to this node"));
+            }
+            url = to.clone();
+            result = self.post(&url, &offer);
+        }
+        match result {
+            Ok(Posted::Created { location, answer }) => {
+                let up = Up {
+                    token,
+                    node: req.node.clone(),
+                    location: location.map(|l| resolve(base_of(&url), &l)),
+                };
+                if let Err(e) = self.core.answer(room, token, answer) {
+                    self.delete(&up);
+                    return Err(format!("the core refused the answer: {e}"));
+                }
+                Ok(up)
+            }
+            Ok(Posted::Redirect(_)) => {
+                self.core.failed(room, token);
+                Err(format!("POST {url}: redirected twice"))
+            }
+            Err(e) => {
+                self.core.failed(room, token);
+                Err(e)
+            }
+        }
+    }
+
+    /// One POST of `offer` to `url`.
+    fn post(&self, url: &str, offer: &str) -> Result<Posted, String> {
+        let mut post = self.agent.post(url).content_type("application/sdp");
+        if let Some(t) = &self.token {
+            post = post.header("Authorization", format!("Bearer {t}"));
+        }
+        let mut resp = post
+            .send(offer.as_bytes())
+            .map_err(|e| format!("POST {url}: {e}"))?;
+        let status = resp.status().as_u16();
+        let location = resp
+            .headers()
+            .get("Location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        match (status, location) {
+            (201, location) => {
+                let answer = resp
+                    .body_mut()
+                    .with_config()
+                    .limit(MAX_ANSWER)
+                    .read_to_string()
+                    .map_err(|e| format!("reading the answer: {e}"))?;
+                Ok(Posted::Created { location, answer })
+            }
+            (307, Some(to)) if to.starts_with("http://") || to.starts_with("https://") => {
+                Ok(Posted::Redirect(to))
+            }
+            (status, _) => Err(format!("POST {url}: status {status}")),
+        }
+    }
+
+    fn moved(&mut self, req: RelayRequest) {
+        let stale = self.ups.get(&req.room).is_some_and(|u| u.node != req.node);
+        if !stale {
+            return;
+        }
+        let Some(old) = self.ups.remove(&req.room) else {
+            return;
+        };
+        log::info!(
+            "relay: room {} moved from node {} to node {}",
+            req.room,
+            old.node,
+            req.node
+        );
+        if let Some(room) = RoomName::new(&req.room) {
+            // Frees the room's source for the new upstream; its Ended is
+            // then ignored (no longer in `ups`).
+            self.core.failed(&room, old.token);
+        }
+        self.set_active(&req.room, None);
+        self.retry.remove(&req.room);
+        self.pull(req);
+        self.delete(&old);
+    }
+
+    fn end(&mut self, room: &str, token: &str) {
+        let Some(up) = self.ups.get(room) else {
+            return;
+        };
+        if up.token.to_string() != token {
+            return;
+        }
+        if let Some(up) = self.ups.remove(room) {
+            log::info!("relay: upstream of room {room} ended");
+            self.delete(&up);
+        }
+        self.set_active(room, None);
+    }
+
+    /// DELETE the upstream's session at the origin (best effort, bounded).
+    fn delete(&self, up: &Up<C::Token>) {
+        delete(&self.agent, self.token.as_deref(), up);
+    }
+}
+
+/// DELETE `up`'s session at its origin, presenting `token` (best effort,
+/// bounded by the agent's timeout).
+fn delete<T>(agent: &ureq::Agent, token: Option<&str>, up: &Up<T>) {
+    let Some(url) = &up.location else { return };
+    let mut del = agent.delete(url);
+    if let Some(t) = token {
+        del = del.header("Authorization", format!("Bearer {t}"));
+    }
+    if let Err(e) = del.call() {
+        log::debug!("relay: DELETE {url}: {e}");
+    }
+}
+
+/// The node's base URL (its `WISP_NODE_URL`, path prefix included) in the
+/// URL of one of its WHEP endpoints: what its session `Location`s are
+/// relative to.
+fn base_of(url: &str) -> &str {
+    url.rfind("/whep/").map_or(url, |i| &url[..i])
+}
+
+/// A `Location` from an origin at `base`: absolute as given, or `base` + path.
+fn resolve(base: &str, location: &str) -> String {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        location.to_string()
+    } else {
+        let sep = if location.starts_with('/') { "" } else { "/" };
+        format!("{base}{sep}{location}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// What the fake core was asked.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Call {
+        Pull(String),
+        Answer(String, u32, String),
+        Failed(String, u32),
+    }
+
+    struct FakeCore(mpsc::Sender<Call>);
+
+    impl PullCore for FakeCore {
+        type Token = u32;
+        fn pull(&self, room: &RoomName) -> Result<(u32, String), String> {
+            self.0.send(Call::Pull(room.to_string())).unwrap();
+            Ok((7, "v=0 offer".into()))
+        }
+        fn answer(&self, room: &RoomName, token: u32, answer: String) -> Result<(), String> {
+            self.0
+                .send(Call::Answer(room.to_string(), token, answer))
+                .unwrap();
+            Ok(())
+        }
+        fn failed(&self, room: &RoomName, token: u32) {
+            self.0.send(Call::Failed(room.to_string(), token)).unwrap();
+        }
+    }
+
+    /// A fake origin: answers every request with `status` (201: an answer
+    /// and a Location) and reports (method, url, authorization, body).
+    fn origin(status: u16) -> (String, mpsc::Receiver<(String, String, String, String)>) {
+        let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", server.server_addr().to_ip().unwrap());
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for mut rq in server.incoming_requests() {
+                let mut body = String::new();
+                let _ = std::io::Read::read_to_string(rq.as_reader(), &mut body);
+                let auth = rq
+                    .headers()
+                    .iter()
+                    .find(|h| h.field.equiv("Authorization"))
+                    .map(|h| h.value.to_string())
+                    .unwrap_or_default();
+                let _ = tx.send((rq.method().to_string(), rq.url().to_string(), auth, body));
+                let resp = tiny_http::Response::from_string("v=0 answer")
+                    .with_status_code(status)
+                    .with_header(tiny_http::Header::from_bytes("Location", "/whep/r/tok").unwrap());
+                let _ = rq.respond(resp);
+            }
+        });
+        (url, rx)
+    }
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn pulls_answers_and_deletes_at_the_origin() {
+        let (url, seen) = origin(201);
+        let (tx, calls) = mpsc::channel();
+        let h = RelayHandle::start(FakeCore(tx), Some("c1".into()), "http://self:1").unwrap();
+        let want = RelayRequest {
+            room: "r".into(),
+            node: "a".into(),
+            url: url.clone(),
+        };
+        h.want(want.clone());
+        assert_eq!(calls.recv_timeout(WAIT).unwrap(), Call::Pull("r".into()));
+        let (m, path, auth, body) = seen.recv_timeout(WAIT).unwrap();
+        assert_eq!((m.as_str(), path.as_str()), ("POST", "/whep/r"));
+        assert_eq!((auth.as_str(), body.as_str()), ("Bearer c1", "v=0 offer"));
+        assert_eq!(
+            calls.recv_timeout(WAIT).unwrap(),
+            Call::Answer("r".into(), 7, "v=0 answer".into())
+        );
+        assert_eq!(h.origin_of("r").as_deref(), Some("a"));
+        // At most one upstream per room.
+        h.want(want);
+        assert!(calls.recv_timeout(Duration::from_millis(300)).is_err());
+        assert_eq!(h.count(), 1);
+        // Another token's end is not this upstream's.
+        h.ended("r", "8");
+        h.ended("r", "7");
+        let (m, path, auth, _) = seen.recv_timeout(WAIT).unwrap();
+        assert_eq!((m.as_str(), path.as_str()), ("DELETE", "/whep/r/tok"));
+        assert_eq!(auth, "Bearer c1");
+        let t = Instant::now();
+        while h.count() > 0 {
+            assert!(t.elapsed() < WAIT);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        h.shutdown();
+    }
+
+    #[test]
+    fn a_refused_pull_is_dropped_in_the_core_and_retried_later() {
+        let (url, seen) = origin(503);
+        let (tx, calls) = mpsc::channel();
+        let h = RelayHandle::start(FakeCore(tx), None, "http://self:1").unwrap();
+        let want = RelayRequest {
+            room: "r".into(),
+            node: "a".into(),
+            url,
+        };
+        h.want(want.clone());
+        assert_eq!(calls.recv_timeout(WAIT).unwrap(), Call::Pull("r".into()));
+        let (_, _, auth, _) = seen.recv_timeout(WAIT).unwrap();
+        assert_eq!(auth, "");
+        assert_eq!(
+            calls.recv_timeout(WAIT).unwrap(),
+            Call::Failed("r".into(), 7)
+        );
+        // Not again within RETRY_AFTER_FAILURE...
+        let t = Instant::now();
+        while h.origin_of("r").is_some() {
+            assert!(t.elapsed() < WAIT);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        h.want(want.clone());
+        assert!(calls.recv_timeout(Duration::from_millis(200)).is_err());
+        // ... unless the room is now on another node ...
+        let elsewhere = RelayRequest {
+            node: "b".into(),
+            ..want.clone()
+        };
+        h.want(elsewhere);
+        assert_eq!(calls.recv_timeout(WAIT).unwrap(), Call::Pull("r".into()));
+        let _ = seen.recv_timeout(WAIT).unwrap();
+        assert_eq!(
+            calls.recv_timeout(WAIT).unwrap(),
+            Call::Failed("r".into(), 7)
+        );
+        // ... and again after it.
+        std::thread::sleep(RETRY_AFTER_FAILURE);
+        h.want(want);
+        assert_eq!(calls.recv_timeout(WAIT).unwrap(), Call::Pull("r".into()));
+        h.shutdown();
+    }
+
+    #[test]
+    fn locations() {
+        assert_eq!(resolve("http://a:1", "/whep/r/t"), "http://a:1/whep/r/t");
+        assert_eq!(resolve("http://a:1", "whep/r/t"), "http://a:1/whep/r/t");
+        assert_eq!(resolve("http://a:1", "http://b:2/x"), "http://b:2/x");
+        assert_eq!(base_of("http://a:1/whep/r?x=1"), "http://a:1");
+        assert_eq!(base_of("https://a/p/whep/r"), "https://a/p");
+    }
+}
