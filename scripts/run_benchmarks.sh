@@ -13,6 +13,8 @@
 # disables overload control); step 5 (not in the default STEPS) runs the
 # overload curve at OVERLOAD_VIEWERS × 500 video + 50 audio pps and tags its
 # rooms with MAX_LOAD, e.g. `MAX_LOAD=off STEPS=5 scripts/run_benchmarks.sh`.
+# WISP_LOG (default warn) is the server's RUST_LOG, e.g. `warn,wisp::sfu::shed=debug`
+# for its load model once a second.
 set -euo pipefail
 # A session of its own, so that its scheduler autogroup can be given the same
 # priority: with autogroups, nice values count only inside a session.
@@ -36,7 +38,7 @@ if ! nice -n "$NICE" true 2>/dev/null; then NICE=0; fi
 echo "$NICE" > /proc/self/autogroup 2>/dev/null || true
 
 [ -n "${MAX_LOAD:-}" ] && export WISP_MAX_LOAD=$MAX_LOAD
-WISP_HTTP_ADDR=$HTTP WISP_UDP_ADDR=127.0.0.1:18189 RUST_LOG=warn \
+WISP_HTTP_ADDR=$HTTP WISP_UDP_ADDR=127.0.0.1:18189 RUST_LOG=${WISP_LOG:-warn} \
   nice -n "$NICE" taskset -c 0 "$BIN/wisp" 2>"$OUT/server.log" &
 PID=$!
 SCRAPER=
@@ -68,7 +70,7 @@ if [[ $STEPS == *5* ]]; then
   CFG=${MAX_LOAD:-default}; CFG=${CFG//./_}  # room names take no dots
   while :; do
     echo "t $(date +%s.%N)"
-    curl -sf "http://$HTTP/metrics" | grep -E '^wisp_(loop_busy_ratio|load_headroom|viewers_paused|shed_actions_total|admission_refusals_total|sessions)' || true
+    curl -sf "http://$HTTP/metrics" | grep -E '^wisp_(loop_busy_ratio|loop_load_ratio|send_batch|cost_per|load_headroom|viewers_paused|shed_actions_total|admission_refusals_total|sessions|udp_receive)' || true
     sleep 1
   done > "$OUT/overload-metrics-$CFG.log" 2>/dev/null &
   SCRAPER=$!

@@ -15,7 +15,7 @@ use crate::sfu::overload::LoadSample;
 use crate::sfu::recorder_tap::RecordEvent;
 use crate::sfu::relay::RelayMsg;
 use crate::sfu::{Output, Reply, Sfu, UpstreamEvent};
-use crate::udp::BatchSocket;
+use crate::udp::{BatchSocket, UdpStats};
 use crate::upstream_udp::UpstreamSockets;
 
 /// Token of the UDP socket.
@@ -63,35 +63,56 @@ const LOAD_WINDOW: Duration = Duration::from_secs(1);
 /// spent waiting in `poll`, but never more than the CPU time the loop's
 /// thread got (`/proc/thread-self/stat`), so time the host gave to other
 /// processes does not count as work. The core's overload control reads it.
+/// The socket's send counters at the window's start tell how much of the
+/// busy time went to send calls and how many messages they carried.
 #[derive(Debug)]
 struct LoadMeter {
     start: Instant,
     idle: Duration,
     cpu: Option<Duration>,
+    sent: UdpStats,
 }
 
 impl LoadMeter {
-    fn new(now: Instant) -> LoadMeter {
+    fn new(now: Instant, sent: UdpStats) -> LoadMeter {
         LoadMeter {
             start: now,
             idle: Duration::ZERO,
             cpu: thread_cpu_time(),
+            sent,
         }
     }
 
     /// The window's sample once it is [`LOAD_WINDOW`] long; a new one starts.
-    fn take(&mut self, now: Instant) -> Option<LoadSample> {
+    fn take(&mut self, now: Instant, sent: UdpStats) -> Option<LoadSample> {
         let elapsed = now.saturating_duration_since(self.start);
         if elapsed < LOAD_WINDOW {
             return None;
         }
-        let mut busy = elapsed.saturating_sub(self.idle);
-        let next = LoadMeter::new(now);
+        let wall = elapsed.saturating_sub(self.idle);
+        let mut busy = wall;
+        let next = LoadMeter::new(now, sent);
         if let (Some(a), Some(b)) = (self.cpu, next.cpu) {
             busy = busy.min(b.saturating_sub(a));
         }
-        *self = next;
-        Some(LoadSample { busy, elapsed })
+        let was = std::mem::replace(self, next).sent;
+        // Send calls are timed by the wall clock too: scaled like the busy
+        // time, so the host's other processes count in neither.
+        let send = sent.send_time.saturating_sub(was.send_time).min(wall);
+        let send = if wall.is_zero() {
+            Duration::ZERO
+        } else {
+            send.mul_f64(busy.as_secs_f64() / wall.as_secs_f64())
+        };
+        let sample = LoadSample {
+            busy,
+            elapsed,
+            send,
+            messages: sent.messages_sent - was.messages_sent,
+            datagrams: sent.datagrams_sent - was.datagrams_sent,
+        };
+        log::debug!("load window: {sample:?}");
+        Some(sample)
     }
 }
 
@@ -143,6 +164,10 @@ impl EventLoop {
         let mut socket = BatchSocket::new(mio::net::UdpSocket::from_std(socket))?;
         poll.registry()
             .register(socket.socket_mut(), SOCKET, Interest::READABLE)?;
+        log::info!(
+            "UDP receive buffer: {} bytes",
+            socket.recv_buffer_size().unwrap_or(0)
+        );
         Ok(EventLoop {
             poll,
             socket,
@@ -199,7 +224,7 @@ impl EventLoop {
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(64);
         let mut busy = false;
-        let mut meter = LoadMeter::new(Instant::now());
+        let mut meter = LoadMeter::new(Instant::now(), self.socket.stats);
         while !self.stop.load(Ordering::Relaxed) {
             let deadline = self.flush();
             let wait = if busy {
@@ -247,7 +272,7 @@ impl EventLoop {
             busy |= self.read_commands(now);
             busy |= self.read_relays();
             self.sfu.handle_timeout(now);
-            let sample = meter.take(now);
+            let sample = meter.take(now, self.socket.stats);
             if let Some(g) = &self.gauges {
                 g.publish(&self.sfu, now, sample.as_ref());
             }
@@ -409,6 +434,8 @@ impl EventLoop {
                     if let Ok(Reply::Stats(s)) = &mut reply {
                         s.io_send_errors = self.socket.stats.send_errors;
                         s.io_recv_errors = self.socket.stats.recv_errors;
+                        s.io_recv_drops = self.socket.recv_drops().unwrap_or(0);
+                        s.io_recv_buffer_bytes = self.socket.recv_buffer_size().unwrap_or(0) as u64;
                     }
                     // The HTTP side may have timed out and gone. A session it
                     // will never hear about must not linger until its timeout.

@@ -515,13 +515,33 @@ pub fn render(
         s.loop_busy_ratio,
     );
     o.gauge_f64(
+        "wisp_loop_load_ratio",
+        "The busy ratio less the share of send calls (which batching amortizes): what WISP_MAX_LOAD bounds.",
+        s.loop_load_ratio,
+    );
+    o.gauge_f64(
+        "wisp_load_headroom_pps",
+        "wisp_load_headroom in forwarded packets/s at the measured cost per packet (0 when over).",
+        s.load_headroom_pps,
+    );
+    o.gauge_f64(
+        "wisp_send_batch",
+        "Datagrams per send message (a GSO run to one destination) in the last load window.",
+        s.send_batch,
+    );
+    o.gauge_f64(
+        "wisp_cost_per_send_message_seconds",
+        "Loop time per send message (a datagram or a GSO run), measured.",
+        s.cost_per_message_s,
+    );
+    o.gauge_f64(
         "wisp_load_headroom",
-        "WISP_MAX_LOAD minus the predicted busy ratio (admitted sessions included); negative when over.",
+        "WISP_MAX_LOAD minus the predicted load (admitted sessions included); negative when over.",
         s.load_headroom,
     );
     o.gauge_f64(
         "wisp_cost_per_packet_seconds",
-        "Loop time per forwarded packet, measured (the admission cost model).",
+        "Loop time per forwarded packet, send calls excluded, measured (the admission cost model).",
         s.cost_per_packet_s,
     );
     o.family(
@@ -560,6 +580,18 @@ pub fn render(
     );
     o.sample("wisp_udp_errors_total", &[("op", "send")], s.io_send_errors);
     o.sample("wisp_udp_errors_total", &[("op", "recv")], s.io_recv_errors);
+    o.single(
+        "wisp_udp_receive_drops_total",
+        "counter",
+        "Datagrams the kernel dropped at wisp's UDP socket, its receive buffer full (ingress lost).",
+        s.io_recv_drops,
+    );
+    o.single(
+        "wisp_udp_receive_buffer_bytes",
+        "gauge",
+        "Receive buffer of wisp's UDP socket (SO_RCVBUF as the kernel reports it).",
+        s.io_recv_buffer_bytes,
+    );
 
     o.family(
         "wisp_nacks_total",

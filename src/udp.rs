@@ -41,6 +41,12 @@ pub struct UdpStats {
     pub send_calls: u64,
     /// Datagrams sent (a GSO call sends several).
     pub datagrams_sent: u64,
+    /// Messages sent: single datagrams or GSO runs (one per destination and
+    /// flush). Their cost is per message, so it shrinks per datagram as
+    /// batches grow (the overload cost model, `src/sfu/overload.rs`).
+    pub messages_sent: u64,
+    /// Time spent in `sendmmsg` calls.
+    pub send_time: std::time::Duration,
 }
 
 /// The socket, its quinn-udp state and reusable buffers.
@@ -85,6 +91,15 @@ impl BatchSocket {
                 log::warn!("cannot set the UDP {what} buffer: {e}");
             }
         }
+        // The kernel caps SO_RCVBUF at net.core.rmem_max (208 KiB by default:
+        // 170 full-size datagrams, 0.3 s of one 550 packets/s publisher).
+        // Root may go past it (SO_RCVBUFFORCE); anyone else keeps the cap.
+        let granted = state
+            .recv_buffer_size(UdpSockRef::from(&socket))
+            .unwrap_or(0);
+        if granted < 2 * SOCKET_BUFFER && sys::force_recv_buffer(socket.as_fd(), SOCKET_BUFFER) {
+            log::debug!("UDP receive buffer forced past net.core.rmem_max");
+        }
         let local = socket.local_addr()?;
         let gso_segments = state.max_gso_segments().clamp(1, u16::MAX as usize);
         Ok(BatchSocket {
@@ -110,6 +125,20 @@ impl BatchSocket {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// The kernel's receive buffer size (`SO_RCVBUF`, as the kernel reports
+    /// it: twice what was granted), if it can be read.
+    pub fn recv_buffer_size(&self) -> Option<usize> {
+        self.state
+            .recv_buffer_size(UdpSockRef::from(&self.socket))
+            .ok()
+    }
+
+    /// Datagrams the kernel dropped at this socket since it was opened
+    /// (receive buffer full), from `SO_MEMINFO`; `None` where unsupported.
+    pub fn recv_drops(&self) -> Option<u64> {
+        sys::socket_drops(self.socket.as_fd())
     }
 
     /// One `recvmmsg` batch: calls `f(source, destination, datagram)` for each
@@ -240,9 +269,13 @@ impl BatchSocket {
                 };
             }
             self.stats.send_calls += 1;
-            match sys::sendmmsg(fd, &msgs[..nruns]) {
+            let t = std::time::Instant::now();
+            let r = sys::sendmmsg(fd, &msgs[..nruns]);
+            self.stats.send_time += t.elapsed();
+            match r {
                 Ok(k) => {
                     let sent = runs[k.min(nruns) - 1].1;
+                    self.stats.messages_sent += k.min(nruns) as u64;
                     self.stats.datagrams_sent += sent as u64;
                     pos += sent;
                 }
@@ -309,8 +342,8 @@ impl Default for Msg<'_> {
     }
 }
 
-/// The only `unsafe` code of the crate: one `sendmmsg` call, behind a safe
-/// function.
+/// The only `unsafe` code of the crate: `sendmmsg`, `SO_RCVBUFFORCE` and
+/// `getsockopt(SO_MEMINFO)`, behind safe functions.
 #[allow(unsafe_code)]
 mod sys {
     use std::io;
@@ -401,6 +434,42 @@ mod sys {
             r => Ok(r as usize),
         }
     }
+
+    /// `SO_RCVBUFFORCE`: a receive buffer of `bytes` regardless of
+    /// net.core.rmem_max; needs CAP_NET_ADMIN. True if the kernel took it.
+    pub(super) fn force_recv_buffer(fd: BorrowedFd<'_>, bytes: usize) -> bool {
+        let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        // SAFETY: the option value is one c_int, passed with its size.
+        let r = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        r == 0
+    }
+
+    /// The socket's drop counter (`SK_MEMINFO_DROPS` of `SO_MEMINFO`).
+    pub(super) fn socket_drops(fd: BorrowedFd<'_>) -> Option<u64> {
+        let mut info = [0u32; libc::SK_MEMINFO_DROPS as usize + 1];
+        let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+        // SAFETY: `info` is a writable buffer of `len` bytes that the kernel
+        // fills (and `len` is updated to what it wrote).
+        let r = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_MEMINFO,
+                info.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let need = (libc::SK_MEMINFO_DROPS as usize + 1) * std::mem::size_of::<u32>();
+        (r == 0 && len as usize >= need).then(|| u64::from(info[libc::SK_MEMINFO_DROPS as usize]))
+    }
 }
 
 #[cfg(test)]
@@ -436,6 +505,10 @@ mod tests {
         s.send_queued();
         assert_eq!(s.stats.datagrams_sent, 21);
         assert_eq!(s.stats.send_calls, 1, "one sendmmsg");
+        // Three GSO runs (a's ten, b's ten, a's last), or one message each.
+        let runs = if s.gso_segments > 1 { 3 } else { 21 };
+        assert_eq!(s.stats.messages_sent, runs);
+        assert!(s.stats.send_time > Duration::ZERO);
         assert!(s.queue.is_empty());
         for (sock, expect) in [
             (&a, (0..10).chain([99]).collect::<Vec<u8>>()),
@@ -453,6 +526,24 @@ mod tests {
             }
             assert_eq!(got, expect);
         }
+    }
+
+    #[test]
+    fn receive_drops_and_buffer_are_reported() {
+        let std_sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        std_sock.set_nonblocking(true).unwrap();
+        let s = BatchSocket::new(mio::net::UdpSocket::from_std(std_sock)).unwrap();
+        assert!(s.recv_buffer_size().unwrap() > 0);
+        assert_eq!(s.recv_drops(), Some(0));
+        // Shrink the buffer to the kernel's minimum and overflow it unread.
+        s.state
+            .set_recv_buffer_size(UdpSockRef::from(&s.socket), 1)
+            .unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..64 {
+            tx.send_to(&[7u8; 1200], s.local_addr()).unwrap();
+        }
+        assert!(s.recv_drops().unwrap() > 0, "{:?}", s.recv_drops());
     }
 
     fn recv_all(sock: &std::net::UdpSocket, n: usize) -> Vec<u8> {

@@ -19,7 +19,11 @@
 //! - room-level commands (close a room, list rooms, stats) go to every
 //!   worker, and the replies are merged;
 //! - the session and room limits apply to the process: a POST is refused
-//!   (`AtCapacity`) when the workers' live totals reach them.
+//!   (`AtCapacity`) when the workers' live sessions reach `max_sessions`,
+//!   or when it would make a new room and the map of homes (the live
+//!   rooms, each once: [`Dispatcher::sweep`]) holds `max_rooms`. A relayed
+//!   copy of a room is bounded by its worker's own `max_rooms` instead
+//!   (see `src/sfu/relay.rs`); a viewer refused a copy goes home.
 //!
 //! With one worker (the default) this is the single loop of old: one port,
 //! every command to that loop.
@@ -81,6 +85,9 @@ pub struct WorkerGauges {
     rooms: AtomicU64,
     /// `room_count()` at the last publish.
     rooms_seen: AtomicU64,
+    /// `rooms_removed()` at the last publish: the dispatcher sweeps its
+    /// homes when the sum over the workers moves.
+    rooms_ended: AtomicU64,
     forwarded: AtomicU64,
     /// Forwarded packets per second over the last load window.
     forwarded_pps: AtomicU64,
@@ -102,6 +109,8 @@ impl WorkerGauges {
             self.rooms
                 .store(sfu.home_room_count() as u64, Ordering::Relaxed);
         }
+        self.rooms_ended
+            .store(sfu.rooms_removed(), Ordering::Relaxed);
         let fwd = sfu.forwarded();
         self.forwarded.store(fwd, Ordering::Relaxed);
         if let Some(s) = sample {
@@ -139,9 +148,14 @@ pub struct Dispatcher {
     links: Vec<Link>,
     gauges: Vec<Arc<WorkerGauges>>,
     shard: TokenShard,
-    /// The home worker of each room placed so far. Bounded: at most twice
-    /// `max_rooms`; past that it is rebuilt from the workers' room lists.
-    homes: Mutex<HashMap<RoomName, usize>>,
+    /// The home worker of each live room: the process's rooms, so its
+    /// length is what `max_rooms` bounds (see [`Dispatcher::sweep`] for its
+    /// removal path).
+    homes: Mutex<HashMap<RoomName, Home>>,
+    /// The workers' `rooms_ended` summed at the last sweep.
+    ended_seen: AtomicU64,
+    /// A placement failed: its entry may name a room no worker has.
+    dirty: AtomicBool,
     /// Viewers per room over every worker, and when they were read (see
     /// `room_viewers`). Bounded by the rooms of the process.
     viewer_counts: Mutex<(Option<Instant>, HashMap<String, usize>)>,
@@ -155,6 +169,18 @@ impl std::fmt::Debug for Dispatcher {
             .field("workers", &self.links.len())
             .finish()
     }
+}
+
+/// A room's entry in the dispatcher's map of homes.
+#[derive(Debug)]
+struct Home {
+    /// Its home worker.
+    worker: usize,
+    /// Placements into it not yet answered (their worker may not have
+    /// the room yet: a sweep keeps it).
+    pending: u32,
+    /// When the last placement was answered.
+    settled: Instant,
 }
 
 /// What one worker answered.
@@ -177,6 +203,8 @@ impl Dispatcher {
             gauges,
             shard: TokenShard::new(key, 0, n),
             homes: Mutex::new(HashMap::new()),
+            ended_seen: AtomicU64::new(0),
+            dirty: AtomicBool::new(false),
             viewer_counts: Mutex::new((None, HashMap::new())),
             max_sessions,
             max_rooms,
@@ -188,9 +216,15 @@ impl Dispatcher {
         self.links.len()
     }
 
-    /// The home worker of `room`, if one was placed.
+    /// The home worker of `room`, if it is live (or being placed).
     pub fn home(&self, room: &RoomName) -> Option<usize> {
-        self.lock_homes().get(room).copied()
+        self.sweep();
+        self.lock_homes().get(room).map(|h| h.worker)
+    }
+
+    /// Number of rooms in the map of homes.
+    pub fn homes_len(&self) -> usize {
+        self.lock_homes().len()
     }
 
     /// Route `cmd` and wait for the (merged) reply.
@@ -288,10 +322,12 @@ impl Dispatcher {
         if live >= self.max_sessions as u64 {
             return Ok(Err(ApiError::AtCapacity));
         }
+        self.sweep();
         let w = {
             let mut homes = self.lock_homes();
-            match homes.get(&room) {
-                Some(&home) => {
+            match homes.get_mut(&room) {
+                Some(h) => {
+                    let home = h.worker;
                     let w = self.least_loaded();
                     // A viewer goes to the home unless the home is busier
                     // than the least loaded worker by more than `SPREAD`;
@@ -303,10 +339,27 @@ impl Dispatcher {
                         let Command::Subscribe { room, offer } = cmd else {
                             unreachable!("matched above");
                         };
+                        h.pending += 1;
                         drop(homes);
                         self.gauges[w].sessions.fetch_add(1, Ordering::Relaxed);
-                        return self.links[w].call(Command::SubscribeRelayed { room, offer, home });
+                        let cmd = Command::SubscribeRelayed {
+                            room: room.clone(),
+                            offer: offer.clone(),
+                            home,
+                        };
+                        let mut r = self.links[w].call(cmd);
+                        if matches!(r, Ok(Err(ApiError::AtCapacity))) {
+                            // That worker is at its own room or session
+                            // limit (its copies count there): the home
+                            // serves the viewer instead.
+                            self.gauges[home].sessions.fetch_add(1, Ordering::Relaxed);
+                            let room = room.clone();
+                            r = self.links[home].call(Command::Subscribe { room, offer });
+                        }
+                        self.settle(&room, &r);
+                        return r;
                     }
+                    h.pending += 1;
                     home
                 }
                 None => {
@@ -315,18 +368,22 @@ impl Dispatcher {
                         .iter()
                         .map(|g| g.rooms.load(Ordering::Relaxed))
                         .sum();
-                    if rooms >= self.max_rooms as u64 {
+                    // The map counts the rooms being placed too: exact
+                    // under concurrent POSTs, where the gauges lag.
+                    if rooms >= self.max_rooms as u64 || homes.len() >= self.max_rooms {
                         return Ok(Err(ApiError::AtCapacity));
-                    }
-                    if homes.len() >= self.max_rooms.saturating_mul(2).max(16) {
-                        drop(homes);
-                        self.prune_homes();
-                        homes = self.lock_homes();
                     }
                     // Decided under the lock: two first POSTs of one room
                     // (its publisher and a viewer) land on the same worker.
                     let w = self.least_loaded();
-                    homes.insert(room, w);
+                    homes.insert(
+                        room.clone(),
+                        Home {
+                            worker: w,
+                            pending: 1,
+                            settled: Instant::now(),
+                        },
+                    );
                     w
                 }
             }
@@ -334,7 +391,21 @@ impl Dispatcher {
         // Counted at once, so a burst of POSTs spreads before the loops
         // publish their next figures.
         self.gauges[w].sessions.fetch_add(1, Ordering::Relaxed);
-        self.links[w].call(cmd)
+        let r = self.links[w].call(cmd);
+        self.settle(&room, &r);
+        r
+    }
+
+    /// A placement into `room` answered `r`: its entry may be swept from
+    /// now on (and soon, if the placement failed).
+    fn settle(&self, room: &RoomName, r: &Answer) {
+        if let Some(h) = self.lock_homes().get_mut(room) {
+            h.pending = h.pending.saturating_sub(1);
+            h.settled = Instant::now();
+        }
+        if !matches!(r, Ok(Ok(Reply::Created { .. }))) {
+            self.dirty.store(true, Ordering::Relaxed);
+        }
     }
 
     /// The worker with the lowest load (the first among equals).
@@ -344,16 +415,45 @@ impl Dispatcher {
             .unwrap_or(0)
     }
 
-    /// Keep only the homes of rooms some worker still has.
-    fn prune_homes(&self) {
-        if let Ok(Ok(Reply::Rooms(list))) = merge_rooms(self.all(|| Command::ListRooms)) {
-            let live: std::collections::HashSet<&str> =
-                list.iter().map(|r| r.name.as_str()).collect();
-            self.lock_homes().retain(|r, _| live.contains(r.as_str()));
+    /// The removal path of the map of homes: keep only the rooms some
+    /// worker still lists (a home keeps its room while another worker
+    /// relays it), and those a placement is creating. Runs before each
+    /// placement and lookup, but does work only when a worker removed a
+    /// room since the last sweep (its `rooms_ended` moved) or a placement
+    /// failed: one room list from every worker (a worker that does not
+    /// answer keeps every entry, until the next sweep); otherwise it costs
+    /// one load per worker. So an ended room's name is free, and counts no
+    /// more against `max_rooms`, from the next POST on.
+    fn sweep(&self) {
+        let ended: u64 = self
+            .gauges
+            .iter()
+            .map(|g| g.rooms_ended.load(Ordering::Relaxed))
+            .sum();
+        let dirty = self.dirty.swap(false, Ordering::Relaxed);
+        if !dirty && self.ended_seen.load(Ordering::Relaxed) == ended {
+            return;
         }
+        // A placement answered before this instant was handled by its
+        // worker before the room list was asked for: the list shows it.
+        let start = Instant::now();
+        let mut live = std::collections::HashSet::new();
+        for a in self.all(|| Command::ListRooms) {
+            match a {
+                Ok(Ok(Reply::Rooms(list))) => live.extend(list.into_iter().map(|r| r.name)),
+                _ => {
+                    self.dirty.store(dirty, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+        // Rooms that end from now on move `rooms_ended` again.
+        self.ended_seen.store(ended, Ordering::Relaxed);
+        self.lock_homes()
+            .retain(|r, h| h.pending > 0 || h.settled >= start || live.contains(r.as_str()));
     }
 
-    fn lock_homes(&self) -> std::sync::MutexGuard<'_, HashMap<RoomName, usize>> {
+    fn lock_homes(&self) -> std::sync::MutexGuard<'_, HashMap<RoomName, Home>> {
         self.homes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -650,6 +750,12 @@ mod tests {
     /// the sessions it made in its gauges, answers a session command with
     /// `Deleted` only for its own tokens, and lists one room per POST.
     fn fake(n: usize, max_sessions: usize) -> Dispatcher {
+        fake_rooms(n, max_sessions, 100, usize::MAX)
+    }
+
+    /// [`fake`] with a room limit, whose cores refuse a relayed copy
+    /// (`AtCapacity`) when they have `copy_cap` rooms.
+    fn fake_rooms(n: usize, max_sessions: usize, max_rooms: usize, copy_cap: usize) -> Dispatcher {
         let key = [9; 32];
         let mut links = Vec::new();
         let mut gauges = Vec::new();
@@ -663,9 +769,16 @@ mod tests {
                 let _poll = poll;
                 let mut ids = IdGen::new([i as u8; 32]);
                 let mut mine = Vec::new();
-                let mut rooms = Vec::new();
+                let mut rooms: Vec<RoomName> = Vec::new();
                 for r in rx {
+                    let distinct = |rooms: &[RoomName]| {
+                        let set: std::collections::HashSet<_> = rooms.iter().collect();
+                        set.len()
+                    };
                     let reply = match r.command {
+                        Command::SubscribeRelayed { .. } if distinct(&rooms) >= copy_cap => {
+                            Err(ApiError::AtCapacity)
+                        }
                         Command::Publish { room, .. }
                         | Command::Subscribe { room, .. }
                         | Command::SubscribeRelayed { room, .. } => {
@@ -680,6 +793,14 @@ mod tests {
                             })
                         }
                         Command::DeleteSession { token, .. } if mine.contains(&token) => {
+                            // The session goes, and its room with its last one.
+                            let i = mine.iter().position(|t| *t == token).unwrap();
+                            mine.remove(i);
+                            let room = rooms.remove(i);
+                            gg.sessions.store(mine.len() as u64, Ordering::Relaxed);
+                            if !rooms.contains(&room) {
+                                gg.rooms_ended.fetch_add(1, Ordering::Relaxed);
+                            }
                             Ok(Reply::Deleted)
                         }
                         Command::ViewerState { token, .. } if mine.contains(&token) => Ok(
@@ -710,7 +831,7 @@ mod tests {
             links.push(Link::new(tx, waker, Duration::from_secs(5)));
             gauges.push(g);
         }
-        Dispatcher::new(links, gauges, key, max_sessions, 100)
+        Dispatcher::new(links, gauges, key, max_sessions, max_rooms)
     }
 
     fn post(d: &Dispatcher, room: &str) -> Result<(crate::sfu::SessionToken, String), ApiError> {
@@ -752,7 +873,7 @@ mod tests {
         match d.call(Command::ListRooms) {
             Ok(Ok(Reply::Rooms(r))) => {
                 let names: Vec<_> = r.iter().map(|r| (r.name.as_str(), r.viewers)).collect();
-                assert_eq!(names, [("a", 2), ("b", 1), ("c", 1)]);
+                assert_eq!(names, [("a", 1), ("b", 1), ("c", 1)]);
             }
             other => panic!("{other:?}"),
         }
@@ -791,5 +912,65 @@ mod tests {
         }
         assert_eq!(post(&d, "d"), Err(ApiError::AtCapacity));
         assert_eq!(post(&d, "a"), Err(ApiError::AtCapacity));
+    }
+
+    fn delete(d: &Dispatcher, room: &str, token: crate::sfu::SessionToken) {
+        let cmd = Command::DeleteSession {
+            role: crate::sfu::Role::Subscriber,
+            room: RoomName::new(room).unwrap(),
+            token,
+        };
+        assert!(matches!(d.call(cmd), Ok(Ok(Reply::Deleted))));
+    }
+
+    #[test]
+    fn a_room_that_came_and_went_leaves_no_entry_and_is_placed_anew() {
+        let d = fake(2, 100);
+        let (ta, a) = post(&d, "a").unwrap();
+        let placed: Vec<String> = ["b", "c", "c"].map(|r| post(&d, r).unwrap().1).into();
+        assert_eq!(a, "worker 0");
+        assert_eq!(placed, ["worker 1", "worker 0", "worker 0"]);
+        assert_eq!(d.homes_len(), 3);
+        // Room "a" ends on its home: its entry goes.
+        delete(&d, "a", ta);
+        assert_eq!(d.home(&RoomName::new("a").unwrap()), None);
+        assert_eq!(d.homes_len(), 2);
+        // A new room of that name goes to the least loaded worker, not the
+        // old home (two sessions there, one on worker 1).
+        assert_eq!(post(&d, "a").unwrap().1, "worker 1");
+        assert_eq!(d.home(&RoomName::new("a").unwrap()), Some(1));
+    }
+
+    #[test]
+    fn the_room_limit_is_the_process_s_and_relayed_copies_do_not_count() {
+        let d = fake_rooms(2, 100, 2, usize::MAX);
+        let (_, a) = post(&d, "a").unwrap();
+        let (tb, b) = post(&d, "b").unwrap();
+        assert_eq!((a.as_str(), b.as_str()), ("worker 0", "worker 1"));
+        // The fake's gauges publish no room count: the map's length is the limit.
+        assert_eq!(post(&d, "c"), Err(ApiError::AtCapacity));
+        // Viewers of "a" until one is relayed to worker 1 (a copy of "a" there).
+        let placed: Vec<String> = (0..3).map(|_| post(&d, "a").unwrap().1).collect();
+        assert_eq!(placed, ["worker 0", "worker 0", "worker 1"]);
+        // The copy is not a room of the process, and takes no room's place.
+        assert_eq!(d.homes_len(), 2);
+        assert_eq!(post(&d, "c"), Err(ApiError::AtCapacity));
+        // Room "b" ends (worker 1 keeps its copy of "a"): "c" fits now.
+        delete(&d, "b", tb);
+        assert_eq!(post(&d, "c").unwrap().1, "worker 1");
+        assert_eq!(d.homes_len(), 2);
+        assert_eq!(d.home(&RoomName::new("a").unwrap()), Some(0));
+    }
+
+    #[test]
+    fn a_viewer_refused_a_copy_is_served_from_the_home() {
+        let d = fake_rooms(2, 100, 2, 1);
+        post(&d, "a").unwrap();
+        post(&d, "b").unwrap();
+        // The third viewer of "a" would be relayed to worker 1, which has
+        // a room already and refuses a copy: the home takes it.
+        let placed: Vec<String> = (0..3).map(|_| post(&d, "a").unwrap().1).collect();
+        assert_eq!(placed, ["worker 0", "worker 0", "worker 0"]);
+        assert_eq!(d.homes_len(), 2);
     }
 }

@@ -27,7 +27,14 @@ fn tick(net: &mut TestNet, cost: Duration, marks: &mut (u64, u64)) -> f64 {
     *marks = (s.rtp_forwarded, s.datagrams_in);
     let elapsed = Duration::from_secs(1);
     let busy = (cost * work as u32).min(elapsed);
-    net.sfu.handle_load(net.now, LoadSample { busy, elapsed });
+    net.sfu.handle_load(
+        net.now,
+        LoadSample {
+            busy,
+            elapsed,
+            ..LoadSample::default()
+        },
+    );
     busy.as_secs_f64()
 }
 

@@ -328,3 +328,41 @@ fn a_join_refused_by_a_full_queue_is_sent_again() {
         net.clients[v].got.len()
     );
 }
+
+/// Relayed copies are bounded per worker: each core's `max_rooms` counts
+/// its own rooms and its copies together (the process's limit counts each
+/// room once, in the dispatcher: src/workers.rs), and a home restores a
+/// room a copy asks for only within it.
+#[test]
+fn relayed_copies_count_against_their_worker_s_room_limit() {
+    let config = SfuConfig {
+        max_rooms: 1,
+        ..SfuConfig::default()
+    };
+    let mut net = TestNet::workers(17, 2, config);
+    let p = net.publish_on(0, "r");
+    let x = net.publish_on(1, "x");
+    // Worker 1 has its own room: a copy of "r" would be its second.
+    assert_eq!(
+        net.try_view_relayed(1, 0, "r"),
+        Err(wisp::sfu::ApiError::AtCapacity)
+    );
+    assert_eq!(net.core_ref(1).room_count(), 1);
+    // Once its room has gone, the copy fits, and its viewer gets "r".
+    net.delete(x).unwrap();
+    assert_eq!(net.core_ref(1).room_count(), 0);
+    let v = net.view_relayed(1, 0, "r");
+    assert!(net.run_until(Duration::from_secs(5), |n| n.connected(p) && n.connected(v)));
+    net.run_for(Duration::from_secs(2));
+    assert!(!net.counters(v, MediaKind::Video).is_empty());
+    assert_eq!(net.core_ref(1).room_count(), 1);
+    // A copy of a room its home does not have ("s": a stale placement)
+    // makes the home no second room past its limit.
+    net.delete(v).unwrap();
+    net.run_for(Duration::from_millis(100));
+    let s = net.view_relayed(1, 0, "s");
+    net.run_for(Duration::from_millis(500));
+    assert_eq!(net.core_ref(0).room_count(), 1);
+    assert_eq!(net.core_ref(0).rooms_removed(), 0);
+    net.delete(s).unwrap();
+}

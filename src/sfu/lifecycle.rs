@@ -81,7 +81,9 @@ impl Sfu {
     }
 
     /// [`Sfu::subscribe`] where the room's packets come from worker `home`
-    /// (`relay.rs`), unless the room's publisher is here.
+    /// (`relay.rs`), unless the room's publisher is here. A new copy of the
+    /// room counts against this core's `max_rooms` (`AtCapacity` past it),
+    /// not the process's (see the room limits in `relay.rs`).
     pub fn subscribe_relayed(
         &mut self,
         now: Instant,
@@ -628,7 +630,9 @@ impl Sfu {
             self.remember_ended(now, *id);
             self.close_session(now, *id);
         }
-        self.rooms.remove(room);
+        if self.rooms.remove(room).is_some() {
+            self.rooms_removed += 1;
+        }
         Ok(ids.len())
     }
 
@@ -742,6 +746,7 @@ impl Sfu {
                     ));
                 }
                 self.rooms.remove(&s.room);
+                self.rooms_removed += 1;
                 self.keyframe_timers.retain(|(_, n, _)| *n != s.room);
             }
         }

@@ -228,6 +228,8 @@ pub struct Sfu {
     sessions: id::IdMap<Session>,
     tokens: HashMap<SessionToken, SessionId>,
     rooms: HashMap<RoomName, Room>,
+    /// Rooms removed so far (for the dispatcher's map of homes, `src/workers.rs`).
+    rooms_removed: u64,
     demux: Demux,
     timers: Timers,
     /// Video layers (room, layer index) that owe a keyframe request, with when it is allowed.
@@ -353,6 +355,7 @@ impl Sfu {
             sessions: id::IdMap::default(),
             tokens: HashMap::new(),
             rooms: HashMap::new(),
+            rooms_removed: 0,
             demux: Demux::default(),
             timers: Timers::default(),
             keyframe_timers: Vec::new(),
@@ -596,6 +599,12 @@ impl Sfu {
         self.rooms.len()
     }
 
+    /// Rooms (and relayed copies) removed since the core started: when it
+    /// moves, some room ended here (cheap: no snapshot).
+    pub fn rooms_removed(&self) -> u64 {
+        self.rooms_removed
+    }
+
     /// A snapshot of the counters, with the live gauges filled in.
     pub fn stats(&self) -> Stats {
         let mut s = self.out.stats.clone();
@@ -620,8 +629,12 @@ impl Sfu {
         s.rooms = self.home_room_count() as u64;
         s.admission_refusals = self.load.refusals;
         s.loop_busy_ratio = self.load.busy_ratio;
+        s.loop_load_ratio = self.load.load;
         s.load_headroom = self.load.headroom(self.last_now);
+        s.load_headroom_pps = self.load.headroom_pps(self.last_now);
         s.cost_per_packet_s = self.load.cost_s;
+        s.cost_per_message_s = self.load.message_cost_s;
+        s.send_batch = self.load.batch;
         s
     }
 

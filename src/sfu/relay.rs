@@ -21,6 +21,14 @@
 //!   out through `Sfu::ask_source` as `Keyframe`. It sends `Want(true)`
 //!   with every relayed subscribe and `Want(false)` when its last viewer
 //!   leaves.
+//! - Room limits: the process's (`max_rooms`) counts each room once, in the
+//!   dispatcher's map of homes (`src/workers.rs`); a relay join only copies
+//!   a room that has an entry there, so it adds no room to the process. A
+//!   copy is not counted again there (it would make the limit shrink as
+//!   viewers spread over workers), but each core's own `max_rooms` counts
+//!   its homes and copies together, so copies are bounded per worker: a
+//!   relayed subscribe that would make one past it is `AtCapacity`, and a
+//!   `Want(true)` that would restore a lost room past it is dropped.
 //! - A home core keeps a room while any worker wants it, and tells them
 //!   `PublisherGone` when its publisher leaves (viewers start a new segment).
 //! - The driver moves messages between cores through a bounded queue per
@@ -149,6 +157,15 @@ impl Sfu {
                 if from == self.config.shard.index || from >= self.config.shard.count {
                     return;
                 }
+                // A home that lost the room restores it only within its
+                // room limit (its copies' viewers get nothing until a
+                // publisher comes: the dispatcher counted the room once).
+                if !self.rooms.contains_key(&room) && self.rooms.len() >= self.config.max_rooms {
+                    log::warn!(
+                        "room {room}: worker {from} wants it, but this worker is at its room limit"
+                    );
+                    return;
+                }
                 let r = self
                     .rooms
                     .entry(room.clone())
@@ -162,6 +179,7 @@ impl Sfu {
                     r.relays.retain(|w| *w != from);
                     if r.is_empty() {
                         self.rooms.remove(&room);
+                        self.rooms_removed += 1;
                         self.keyframe_timers.retain(|(_, n, _)| *n != room);
                     }
                 }

@@ -91,6 +91,17 @@ impl Sfu {
         let setups = created - self.load_mark.1;
         self.load_mark = (self.out.stats.rtp_forwarded, created);
         self.load.on_sample(now, sample, forwarded, setups);
+        log::debug!(
+            "load: busy {:.3}, load {:.3}, {} setups, {:.0} forwarded/s, cost {:.2} us + {:.2} us a message, batch {:.2}, headroom {:.3}",
+            self.load.busy_ratio,
+            self.load.load,
+            setups,
+            self.load.forwarded_pps,
+            self.load.cost_s * 1e6,
+            self.load.message_cost_s * 1e6,
+            self.load.batch,
+            self.load.headroom(now)
+        );
         let secs = sample.elapsed.as_secs_f64();
         if secs > 0.0 {
             for r in self.rooms.values_mut() {

@@ -185,8 +185,20 @@ pub struct Stats {
     pub admission_refusals: [u64; 2],
     /// The event loop's busy ratio in the last load sample.
     pub loop_busy_ratio: f64,
+    /// The load of the last sample: the busy ratio less its send calls'
+    /// share, which batching amortizes (what admission and shedding compare
+    /// with `max_load`; see [`super::overload::Load`]).
+    pub loop_load_ratio: f64,
     /// `max_load` minus the predicted load (negative when over).
     pub load_headroom: f64,
+    /// [`Stats::load_headroom`] in forwarded packets/s at the measured cost:
+    /// how much more fan-out this node admits (a 550 packets/s viewer needs
+    /// 550). Zero when over; summed over the workers (each has its core).
+    pub load_headroom_pps: f64,
+    /// Seconds per send message (a datagram or a GSO run), measured.
+    pub cost_per_message_s: f64,
+    /// Datagrams per send message in the last sample (1: no batching).
+    pub send_batch: f64,
     /// Seconds of loop time per forwarded packet (the cost model).
     pub cost_per_packet_s: f64,
     /// Viewers paused by overload control now.
@@ -195,6 +207,12 @@ pub struct Stats {
     pub io_send_errors: u64,
     /// Filled in by the event loop: `recv_from` errors other than WouldBlock.
     pub io_recv_errors: u64,
+    /// Filled in by the event loop: datagrams the kernel dropped at the UDP
+    /// socket because its receive buffer was full (ingress lost before wisp saw it).
+    pub io_recv_drops: u64,
+    /// Filled in by the event loop: the UDP socket's receive buffer, bytes
+    /// (`SO_RCVBUF` as the kernel reports it).
+    pub io_recv_buffer_bytes: u64,
     /// Filled in by the workers' driver: each worker's own figures, in
     /// worker order (empty from a core).
     pub workers: Vec<WorkerFigures>,
@@ -258,11 +276,17 @@ impl Stats {
             shed,
             admission_refusals,
             loop_busy_ratio,
+            loop_load_ratio,
             load_headroom,
+            load_headroom_pps,
             cost_per_packet_s,
+            cost_per_message_s,
+            send_batch,
             viewers_paused,
             io_send_errors,
             io_recv_errors,
+            io_recv_drops,
+            io_recv_buffer_bytes,
             workers: _,
             relay_queue_full,
         } = o;
@@ -301,6 +325,7 @@ impl Stats {
             (&mut self.viewers_paused, viewers_paused),
             (&mut self.io_send_errors, io_send_errors),
             (&mut self.io_recv_errors, io_recv_errors),
+            (&mut self.io_recv_drops, io_recv_drops),
             (&mut self.relay_queue_full, relay_queue_full),
         ] {
             *a += b;
@@ -318,8 +343,15 @@ impl Stats {
             self.loss[i].merge(&loss[i]);
         }
         self.loop_busy_ratio = self.loop_busy_ratio.max(*loop_busy_ratio);
+        self.loop_load_ratio = self.loop_load_ratio.max(*loop_load_ratio);
         self.load_headroom = self.load_headroom.min(*load_headroom);
+        // Each worker has a core of its own: the node takes their sum.
+        self.load_headroom_pps += load_headroom_pps;
         self.cost_per_packet_s = self.cost_per_packet_s.max(*cost_per_packet_s);
+        self.cost_per_message_s = self.cost_per_message_s.max(*cost_per_message_s);
+        self.send_batch = self.send_batch.max(*send_batch);
+        // Every worker's socket asks for the same buffer.
+        self.io_recv_buffer_bytes = self.io_recv_buffer_bytes.max(*io_recv_buffer_bytes);
     }
 
     /// Drops for one reason.
@@ -348,7 +380,10 @@ mod absorb_tests {
         b.loop_busy_ratio = 0.7;
         b.load_headroom = 0.1;
         b.relay_queue_full = 3;
+        b.load_headroom_pps = 1000.0;
+        b.io_recv_drops = 4;
         a.absorb(&b);
+        assert_eq!((a.load_headroom_pps, a.io_recv_drops), (1000.0, 4));
         assert_eq!(a.rtp_forwarded, 20);
         assert_eq!(a.sessions_live, [2, 4]);
         assert_eq!(a.relay_upstreams, 2);

@@ -203,6 +203,8 @@ pub struct TestNet {
     pub latency: Duration,
     pub next_media: Instant,
     pub media_on: bool,
+    /// Time between two media ticks of every publisher (33 ms: 30 frames/s).
+    pub media_every: Duration,
     /// When `Some`, every datagram delivered (to the server or to a client)
     /// is appended.
     pub tap: Option<Vec<Datagram>>,
@@ -258,6 +260,7 @@ impl TestNet {
             latency: Duration::from_millis(5),
             next_media: now,
             media_on: true,
+            media_every: Duration::from_millis(33),
             tap: None,
             stray: Vec::new(),
             upstream_events: Vec::new(),
@@ -327,8 +330,28 @@ impl TestNet {
     /// A viewer of audio and video on worker `core`, relayed from worker
     /// `home` (the room's publisher's).
     pub fn view_relayed(&mut self, core: usize, home: usize, room: &str) -> usize {
+        self.try_view_relayed(core, home, room)
+            .expect("relayed subscribe")
+    }
+
+    /// [`TestNet::view_relayed`], with the core's refusal.
+    pub fn try_view_relayed(
+        &mut self,
+        core: usize,
+        home: usize,
+        room: &str,
+    ) -> Result<usize, crate::sfu::ApiError> {
         self.join_home = Some(home);
-        let v = self.view_on(core, room);
+        let v = self.join_on(
+            core,
+            room,
+            false,
+            &[
+                (MediaKind::Audio, Direction::RecvOnly),
+                (MediaKind::Video, Direction::RecvOnly),
+            ],
+            &JoinOpts::default(),
+        );
         self.join_home = None;
         v
     }
@@ -1018,7 +1041,7 @@ impl TestNet {
             }
         }
         if self.media_on && self.next_media <= now {
-            self.next_media = now + Duration::from_millis(33);
+            self.next_media = now + self.media_every;
             self.send_media();
         }
     }

@@ -323,8 +323,14 @@ pub fn run_load(args: &Args, n: usize, room: &str) -> Result<Value, String> {
         "server_forwarded_total": mdelta("wisp_rtp_packets_forwarded_total"),
         "server_udp_send_errors": mdelta("wisp_udp_errors_total"),
         "server_packets_dropped": mdelta("wisp_packets_dropped_total"),
+        "server_udp_receive_drops": mdelta("wisp_udp_receive_drops_total"),
+        "server_udp_receive_buffer_bytes": gauge("wisp_udp_receive_buffer_bytes"),
         "server_loop_busy_ratio": gauge("wisp_loop_busy_ratio"),
+        "server_loop_load_ratio": gauge("wisp_loop_load_ratio"),
+        "server_send_batch": gauge("wisp_send_batch"),
         "server_load_headroom": gauge("wisp_load_headroom"),
+        "server_load_headroom_pps": gauge("wisp_load_headroom_pps"),
+        "server_cost_per_packet_s": gauge("wisp_cost_per_packet_seconds"),
         "server_viewers_paused": gauge("wisp_viewers_paused"),
         "server_admission_refusals": (!s0.metrics.is_empty() && !s2.metrics.is_empty()).then(|| {
             metric_sum(&s2.metrics, "wisp_admission_refusals_total")
