@@ -377,6 +377,7 @@ impl TestNet {
         let sub = Command::Subscribe {
             room: room.clone(),
             offer,
+            edge: true,
         };
         match self.core(origin).handle_command(now, sub) {
             Ok(Reply::Created {
@@ -518,11 +519,13 @@ impl TestNet {
                 room: room_name,
                 offer,
                 home,
+                edge: false,
             }
         } else {
             Command::Subscribe {
                 room: room_name,
                 offer,
+                edge: false,
             }
         };
         let now = self.now;
