@@ -777,6 +777,55 @@ mod tests {
     }
 
     #[test]
+    fn an_edge_pull_is_never_moved_down_and_is_shed_after_every_ordinary_viewer() {
+        let t0 = Instant::now();
+        let mut l = Load::new(0.85);
+        l.cost_s = 1e-4;
+        // The newest viewer, of the heaviest room, is an edge's pull that
+        // could go down a layer; two ordinary viewers in another room.
+        let pull = ViewerLoad {
+            down_pps: Some(100.0),
+            edge: true,
+            ..viewer(3, 0, 2000.0)
+        };
+        let mut vs = vec![viewer(1, 1, 300.0), viewer(2, 1, 300.0), pull];
+        let mut g = Governor::default();
+        // 500 pps over: the ordinary viewers are paused, not the pull.
+        l.load = 0.90;
+        assert!(g.plan(t0, &l, &vs).is_empty());
+        assert_eq!(
+            g.plan(t0, &l, &vs),
+            vec![Action::Pause(sid(2)), Action::Pause(sid(1))]
+        );
+        assert!(g.plan(t0, &l, &vs).is_empty(), "settling");
+        // Still over with every ordinary viewer paused: now the pull.
+        for v in &mut vs[..2] {
+            v.paused_since = Some(t0);
+            v.resume_pps = Some(v.pps);
+            v.pps = 0.0;
+        }
+        assert_eq!(g.plan(t0, &l, &vs), vec![Action::Pause(sid(3))]);
+        assert!(g.plan(t0, &l, &vs).is_empty(), "settling");
+        // A paused pull is closed only once no ordinary viewer is left.
+        vs[2].paused_since = Some(t0);
+        vs[2].resume_pps = Some(2000.0);
+        vs[2].pps = 0.0;
+        vs.push(viewer(4, 1, 0.0)); // joined, no media yet
+        assert_eq!(
+            g.plan(t0, &l, &vs),
+            vec![Action::Close(sid(2)), Action::Close(sid(1))]
+        );
+        vs.pop();
+        assert!(g.plan(t0, &l, &vs).is_empty(), "settling");
+        let plan = g.plan(t0, &l, &vs);
+        assert_eq!(plan.last(), Some(&Action::Close(sid(3))), "{plan:?}");
+        // When load falls, the pull resumes first.
+        let mut g = Governor::default();
+        l.load = 0.0;
+        assert_eq!(g.plan(t0, &l, &vs)[0], Action::Resume(sid(3)));
+    }
+
+    #[test]
     fn no_shedding_while_admitted_sessions_start() {
         let t0 = Instant::now();
         let mut l = Load::new(0.85);
