@@ -137,7 +137,14 @@ pub fn sps_size(nal: &[u8]) -> Option<(u32, u32)> {
                     let (mut last, mut next) = (8i32, 8i32);
                     for _ in 0..size {
                         if next != 0 {
-                            next = (last + r.se()? + 256).rem_euclid(256);
+                            // delta_scale is -128..=127 (H.264 7.4.2.1.1.1);
+                            // anything else is a corrupt SPS (and would
+                            // overflow the sum: found by the fuzzer).
+                            let delta = r.se()?;
+                            if !(-128..=127).contains(&delta) {
+                                return None;
+                            }
+                            next = (last + delta + 256).rem_euclid(256);
                         }
                         last = if next == 0 { last } else { next };
                     }
@@ -244,6 +251,13 @@ mod tests {
         );
         assert!(has_idr(&p) && has_idr(idr) && has_idr(&[0x7c, 0x85, 0x88]));
         assert!(!has_idr(sps) && !has_idr(&[0x7c, 0x05, 0x88]) && !has_idr(&[]));
+    }
+
+    #[test]
+    fn sps_with_an_out_of_range_scaling_delta_is_refused() {
+        // High profile, scaling list 0 present, first delta_scale = 2^31 - 1:
+        // the sum overflowed before (found by the `recording` fuzz target).
+        assert_eq!(sps_size(&hex("67640028ad80000000fffffffe80")), None);
     }
 
     #[test]

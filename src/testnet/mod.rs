@@ -203,6 +203,8 @@ pub struct TestNet {
     pub latency: Duration,
     pub next_media: Instant,
     pub media_on: bool,
+    /// Time between two media ticks of every publisher (33 ms: 30 frames/s).
+    pub media_every: Duration,
     /// When `Some`, every datagram delivered (to the server or to a client)
     /// is appended.
     pub tap: Option<Vec<Datagram>>,
@@ -258,6 +260,7 @@ impl TestNet {
             latency: Duration::from_millis(5),
             next_media: now,
             media_on: true,
+            media_every: Duration::from_millis(33),
             tap: None,
             stray: Vec::new(),
             upstream_events: Vec::new(),
@@ -1060,7 +1063,7 @@ impl TestNet {
             }
         }
         if self.media_on && self.next_media <= now {
-            self.next_media = now + Duration::from_millis(33);
+            self.next_media = now + self.media_every;
             self.send_media();
         }
     }
