@@ -238,6 +238,7 @@ impl Harness {
             Command::Subscribe {
                 room: room.clone(),
                 offer: offer.to_string(),
+                edge: false,
             }
         };
         let created = match self.sfu.handle_command(self.now, cmd) {

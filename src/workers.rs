@@ -336,7 +336,7 @@ impl Dispatcher {
                         && matches!(cmd, Command::Subscribe { .. })
                         && self.gauges[home].load() > self.gauges[w].load() + SPREAD;
                     if relay {
-                        let Command::Subscribe { room, offer } = cmd else {
+                        let Command::Subscribe { room, offer, edge } = cmd else {
                             unreachable!("matched above");
                         };
                         h.pending += 1;
@@ -346,6 +346,7 @@ impl Dispatcher {
                             room: room.clone(),
                             offer: offer.clone(),
                             home,
+                            edge,
                         };
                         let mut r = self.links[w].call(cmd);
                         if matches!(r, Ok(Err(ApiError::AtCapacity))) {
@@ -354,7 +355,7 @@ impl Dispatcher {
                             // serves the viewer instead.
                             self.gauges[home].sessions.fetch_add(1, Ordering::Relaxed);
                             let room = room.clone();
-                            r = self.links[home].call(Command::Subscribe { room, offer });
+                            r = self.links[home].call(Command::Subscribe { room, offer, edge });
                         }
                         self.settle(&room, &r);
                         return r;
@@ -838,6 +839,7 @@ mod tests {
         let cmd = Command::Subscribe {
             room: RoomName::new(room).unwrap(),
             offer: String::new(),
+            edge: false,
         };
         match d.call(cmd) {
             Ok(Ok(Reply::Created { token, answer, .. })) => Ok((token, answer)),

@@ -212,6 +212,12 @@ fn cluster_token_rule_and_admin_routes() {
     );
     let r = a.post("/whep/r", &[("Authorization", "Bearer c1uster")], &view);
     assert_eq!(r.status, 201, "{}", r.text());
+    // It counts as an edge's pull (shed last under load) though its offer
+    // asks for no simulcast layers; a viewer with the view token does not.
+    let r = a.post("/whep/r", &[("Authorization", "Bearer view")], &view);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let m = a.get("/metrics", &admin).text();
+    assert!(m.lines().any(|l| l == "wisp_relay_downstreams 1"), "{m}");
     // ... but it is no publish or admin token.
     let r = a.post(
         "/whip/r",

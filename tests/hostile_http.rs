@@ -346,6 +346,7 @@ fn malformed_sdp_is_refused_by_the_real_core() {
                 _ => Command::Subscribe {
                     room: room.clone(),
                     offer: bad.clone(),
+                    edge: false,
                 },
             };
             let r = sfu.handle_command(Instant::now(), cmd);

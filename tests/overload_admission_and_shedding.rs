@@ -291,3 +291,89 @@ fn simulcast_viewers_move_down_a_layer_newest_first_before_anyone_is_paused() {
     net.settle_on_layer(viewers[2], "h", Duration::from_secs(20))
         .expect("climbs back to h");
 }
+
+/// Whether the origin's viewer with session `token` of `room` is paused.
+fn paused(net: &TestNet, room: &str, token: wisp::sfu::SessionToken) -> bool {
+    !net.sfu
+        .viewer_state(
+            wisp::sfu::Role::Subscriber,
+            &wisp::sfu::RoomName::new(room).unwrap(),
+            token,
+        )
+        .unwrap()
+        .publisher_active
+}
+
+#[test]
+fn rising_load_pauses_ordinary_viewers_and_not_an_edge_pull() {
+    let mut net = TestNet::new(23);
+    let edge = net.add_core(SfuConfig::default());
+    let mut marks = (0, 0);
+    let p = net.publish("hub");
+    assert!(net.run_until(Duration::from_secs(5), |n| n.connected(p)));
+    let viewers: Vec<usize> = (0..4)
+        .map(|_| view(&mut net, "hub").expect("admitted"))
+        .collect();
+    // The edge's pull of this plain room, offered without
+    // `a=simulcast:recv`, is the origin's newest viewer: known as an edge
+    // by its cluster token only.
+    let far = net.view_on(edge, "hub");
+    let (_, pull) = net.pull_with(edge, 0, "hub", true).expect("pull");
+    assert!(net.run_until(Duration::from_secs(5), |n| viewers
+        .iter()
+        .all(|v| n.connected(*v))
+        && video(n, far) > 0));
+    for _ in 0..4 {
+        tick(&mut net, Duration::from_micros(200), &mut marks);
+    }
+    assert_eq!(net.sfu.stats().shed, [0; 5]);
+
+    // Media gets ten times as expensive: the origin pauses the newest
+    // ordinary viewers until the rest fit, never the (newer) pull.
+    let dear = Duration::from_millis(2);
+    for _ in 0..14 {
+        tick(&mut net, dear, &mut marks);
+        assert!(!paused(&net, "hub", pull), "the edge's pull was paused");
+    }
+    let s = net.sfu.stats();
+    let state: Vec<bool> = viewers
+        .iter()
+        .map(|v| paused(&net, "hub", net.clients[*v].token.unwrap()))
+        .collect();
+    eprintln!("paused: {state:?}, shed {:?}", s.shed);
+    let n_paused = state.iter().filter(|p| **p).count();
+    assert!(n_paused >= 2, "{state:?}");
+    // A suffix: exactly the newest ordinary viewers.
+    assert!(state.windows(2).all(|w| w[0] <= w[1]), "{state:?}");
+    assert_eq!(s.shed, [0, n_paused as u64, 0, 0, 0]);
+    // The edge's viewer keeps getting all the video.
+    let before = video(&net, far);
+    tick(&mut net, dear, &mut marks);
+    assert!(video(&net, far) >= before + 80, "edge viewer starved");
+}
+
+#[test]
+fn an_edge_pull_is_charged_every_layer_at_admission() {
+    let mut net = TestNet::new(24);
+    let edge = net.add_core(SfuConfig::default());
+    let mut marks = (0, 0);
+    let p = net.publish_simulcast("sc", LAYERS);
+    assert!(net.run_until(Duration::from_secs(5), |n| n.connected(p)));
+    // Measure the room's layer rates, and let the publisher's admission
+    // stop counting as pending.
+    for _ in 0..4 {
+        tick(&mut net, Duration::from_micros(100), &mut marks);
+    }
+    let headroom = |net: &TestNet| net.sfu.stats().load_headroom;
+    let h0 = headroom(&net);
+    view(&mut net, "sc").expect("admitted");
+    let h1 = headroom(&net);
+    net.pull(edge, 0, "sc").expect("pull");
+    let h2 = headroom(&net);
+    let (viewer, pull) = (h0 - h1, h1 - h2);
+    eprintln!("charged: viewer {viewer:.4}, edge pull {pull:.4}");
+    // A viewer is charged its top layer (h: 180 packets/s) and audio; the
+    // pull every layer (h + m + l: 270 packets/s) and audio.
+    assert!(viewer > 0.0);
+    assert!(pull > viewer * 1.3, "viewer {viewer}, pull {pull}");
+}

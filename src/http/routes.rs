@@ -391,6 +391,8 @@ pub(super) fn post_offer(
         Role::Subscriber => Command::Subscribe {
             room: room.clone(),
             offer,
+            // Another node pulling the room: its viewers' one session here.
+            edge: is_cluster_pull(req, cfg),
         },
     };
     match core(cmd) {

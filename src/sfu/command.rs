@@ -46,6 +46,9 @@ pub enum Command {
         room: RoomName,
         /// The SDP offer text.
         offer: String,
+        /// The POST authenticated with the cluster token: another node
+        /// pulling the room for its viewers (a downstream edge, shed last).
+        edge: bool,
     },
     /// WHEP POST placed on a worker other than the room's home (several
     /// workers): like [`Command::Subscribe`], but the room's packets come
@@ -58,6 +61,8 @@ pub enum Command {
         offer: String,
         /// The room's home worker.
         home: usize,
+        /// As in [`Command::Subscribe`].
+        edge: bool,
     },
     /// DELETE on a session URL.
     DeleteSession {

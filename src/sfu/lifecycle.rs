@@ -49,7 +49,7 @@ impl Sfu {
         self.check_capacity(&room)?;
         self.admit_publisher(now)?;
         let (id, token, answer, etag) =
-            self.create_session(now, Role::Publisher, &room, offer, false)?;
+            self.create_session(now, Role::Publisher, &room, offer, false, false)?;
         let s = &self.sessions[&id];
         if s.track_mid.values().all(Option::is_none) {
             self.close_session(now, id);
@@ -70,14 +70,16 @@ impl Sfu {
     }
 
     /// The Manager's subscribe: a WHEP offer into `room` (created if new; a
-    /// publisher may come later).
+    /// publisher may come later). `edge`: the offer comes from another node
+    /// pulling the room (the cluster token), a downstream edge.
     pub fn subscribe(
         &mut self,
         now: Instant,
         room: RoomName,
         offer: &str,
+        edge: bool,
     ) -> Result<Reply, ApiError> {
-        self.subscribe_via(now, room, offer, None)
+        self.subscribe_via(now, room, offer, None, edge)
     }
 
     /// [`Sfu::subscribe`] where the room's packets come from worker `home`
@@ -90,10 +92,11 @@ impl Sfu {
         room: RoomName,
         offer: &str,
         home: usize,
+        edge: bool,
     ) -> Result<Reply, ApiError> {
         let home =
             (home != self.config.shard.index && home < self.config.shard.count).then_some(home);
-        self.subscribe_via(now, room, offer, home)
+        self.subscribe_via(now, room, offer, home, edge)
     }
 
     fn subscribe_via(
@@ -102,9 +105,13 @@ impl Sfu {
         room: RoomName,
         offer: &str,
         home: Option<usize>,
+        edge: bool,
     ) -> Result<Reply, ApiError> {
         self.check_capacity(&room)?;
-        self.admit_viewer(now, &room)?;
+        // An edge's pull: told by the HTTP side (cluster token), or an
+        // offer asking for every simulcast layer.
+        let edge = edge || sdp::asks_every_layer(offer);
+        self.admit_viewer(now, &room, edge)?;
         // A relayed room's shape is unknown here before its first packets
         // come: its viewers get an estimator in case it is simulcast.
         let unknown = home.is_some()
@@ -113,7 +120,7 @@ impl Sfu {
                 .get(&room)
                 .is_none_or(|r| r.tracks.video.is_none());
         let (id, token, answer, etag) =
-            self.create_session(now, Role::Subscriber, &room, offer, unknown)?;
+            self.create_session(now, Role::Subscriber, &room, offer, unknown, edge)?;
         let s = &self.sessions[&id];
         if s.outs.values().all(Option::is_none) {
             self.close_session(now, id);
@@ -176,6 +183,7 @@ impl Sfu {
 
     /// Build an `Rtc` for `offer` and register it. The session is complete
     /// (maps, room, timer) before the answer leaves, so the first STUN finds it.
+    /// `edge`: a viewer that is another node's pull (a downstream edge).
     fn create_session(
         &mut self,
         now: Instant,
@@ -183,16 +191,18 @@ impl Sfu {
         room: &RoomName,
         offer: &str,
         maybe_simulcast: bool,
+        edge: bool,
     ) -> Result<(SessionId, SessionToken, String, String), ApiError> {
         sdp::check_offer(offer)?;
         // RFC 9725: a WHIP answer is recvonly, a WHEP answer sendonly, even
         // when the client offered sendrecv (aiortc's and browsers' addTrack).
         let mut offer_text = sdp::one_way_offer(offer, role == Role::Publisher);
-        let downstream_edge = role == Role::Subscriber && offer_text.contains("a=simulcast:recv");
+        let every_layer = role == Role::Subscriber && sdp::asks_every_layer(&offer_text);
+        let downstream_edge = role == Role::Subscriber && (edge || every_layer);
         // A viewer asking for every simulcast layer (an edge's upstream)
         // of a room whose video has none gets the plain stream, so that
         // the edge's track has the origin's shape.
-        if downstream_edge && !self.is_simulcast(room) {
+        if every_layer && !self.is_simulcast(room) {
             offer_text = sdp::without_simulcast(&offer_text);
         }
         let offer = offer_text.as_str();

@@ -399,10 +399,13 @@ impl Sfu {
                 self.room_keyframe(now, &room);
                 Ok(Reply::Done)
             }
-            Command::Subscribe { room, offer } => self.subscribe(now, room, &offer),
-            Command::SubscribeRelayed { room, offer, home } => {
-                self.subscribe_relayed(now, room, &offer, home)
-            }
+            Command::Subscribe { room, offer, edge } => self.subscribe(now, room, &offer, edge),
+            Command::SubscribeRelayed {
+                room,
+                offer,
+                home,
+                edge,
+            } => self.subscribe_relayed(now, room, &offer, home, edge),
             Command::DeleteSession { role, room, token } => self.delete(now, role, &room, token),
             Command::Patch {
                 role,

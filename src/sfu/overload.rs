@@ -17,6 +17,11 @@
 //! 3. viewers paused for [`PAUSE_LIMIT`] while the node stays loaded, or when
 //!    nothing else is left to shed, are closed, newest first.
 //!
+//! A downstream edge (another node's pull of a room, [`ViewerLoad::edge`])
+//! carries every viewer of that edge, so it is never moved down (it takes
+//! every layer), paused only once every ordinary viewer is, and closed only
+//! once no ordinary viewer is left; it resumes first.
+//!
 //! Each step takes as many viewers as its predicted saving needs, then the
 //! governor waits one sample for the effect ([`Governor::plan`]). When the
 //! load falls below [`RESUME_MARGIN`] under the ceiling, paused viewers
@@ -325,6 +330,8 @@ pub struct ViewerLoad {
     pub resume_pps: Option<f64>,
     /// Since when it has been paused.
     pub paused_since: Option<Instant>,
+    /// Another node's pull of the room (a downstream edge): shed last.
+    pub edge: bool,
 }
 
 /// What the core should do to one viewer.
@@ -398,7 +405,11 @@ impl Governor {
                 })
                 .collect();
             stale.retain(|v| !closing.contains(&v.id));
-            stale.sort_by_key(|v| std::cmp::Reverse(v.joined));
+            // An edge's pull only once no ordinary viewer stays unpaused.
+            if ordinary_active(viewers) {
+                stale.retain(|v| !v.edge);
+            }
+            stale.sort_by_key(|v| (v.edge, std::cmp::Reverse(v.joined)));
             out.extend(stale.iter().map(|v| Action::Close(v.id)));
         }
         for a in &out {
@@ -430,13 +441,14 @@ impl Governor {
         let mut newest: Vec<&ViewerLoad> = viewers.iter().collect();
         newest.sort_by_key(|v| std::cmp::Reverse(v.joined));
 
-        // 1. Simulcast viewers one layer down, newest first.
+        // 1. Simulcast viewers one layer down, newest first (an edge's pull
+        // takes every layer).
         let mut downed = HashSet::new();
         for v in &newest {
             if need <= 0.0 {
                 return;
             }
-            if let Some(down) = v.down_pps.filter(|_| v.paused_since.is_none()) {
+            if let Some(down) = v.down_pps.filter(|_| v.paused_since.is_none() && !v.edge) {
                 let saving = v.pps - down;
                 if saving > 0.0 {
                     out.push(Action::Down(v.id));
@@ -448,9 +460,13 @@ impl Governor {
         // 2. Pause the newest viewers of the heaviest room, then the next
         // room: rooms ranked by what their viewers are sent, then a stable
         // sort keeps newest first within each room (no scan per room).
+        // Edges' pulls come after every ordinary viewer.
         let rooms = viewers.iter().map(|v| v.room + 1).max().unwrap_or(0);
         let mut room_pps = vec![0.0; rooms];
-        for v in viewers.iter().filter(|v| v.paused_since.is_none()) {
+        for v in viewers
+            .iter()
+            .filter(|v| v.paused_since.is_none() && !v.edge)
+        {
             room_pps[v.room] += v.pps;
         }
         let mut order: Vec<usize> = (0..rooms).collect();
@@ -464,7 +480,7 @@ impl Governor {
             .filter(|v| v.paused_since.is_none() && v.pps > 0.0)
             .copied()
             .collect();
-        candidates.sort_by_key(|v| rank[v.room]);
+        candidates.sort_by_key(|v| (v.edge, rank[v.room]));
         for v in candidates {
             if need <= 0.0 {
                 return;
@@ -478,11 +494,18 @@ impl Governor {
             out.push(Action::Pause(v.id));
             need -= saving;
         }
-        // 3. Nothing left to pause and still over: close the newest paused.
+        // 3. Nothing left to pause and still over: close the newest paused,
+        // an edge's pull only once no ordinary viewer stays unpaused (they
+        // close now or already have).
         if need > 0.0 {
-            for v in newest.iter().filter(|v| v.paused_since.is_some()) {
-                out.push(Action::Close(v.id));
-            }
+            let edges_too = !ordinary_active(viewers);
+            let mut paused: Vec<&ViewerLoad> = newest
+                .iter()
+                .filter(|v| v.paused_since.is_some() && (edges_too || !v.edge))
+                .copied()
+                .collect();
+            paused.sort_by_key(|v| v.edge);
+            out.extend(paused.iter().map(|v| Action::Close(v.id)));
         }
     }
 
@@ -492,8 +515,9 @@ impl Governor {
             return;
         }
         let mut budget = room / load.packet_cost().max(1e-9); // packets/s we may add
+                                                              // Edges' pulls first: each serves a whole edge node.
         let mut oldest: Vec<&ViewerLoad> = viewers.iter().collect();
-        oldest.sort_by_key(|v| v.joined);
+        oldest.sort_by_key(|v| (!v.edge, v.joined));
         for v in &oldest {
             if let Some(pps) = v.resume_pps {
                 if pps > budget {
@@ -514,6 +538,11 @@ impl Governor {
             }
         }
     }
+}
+
+/// Whether an ordinary viewer (not an edge's pull) is not paused.
+fn ordinary_active(viewers: &[ViewerLoad]) -> bool {
+    viewers.iter().any(|v| !v.edge && v.paused_since.is_none())
 }
 
 #[cfg(test)]
@@ -542,6 +571,7 @@ mod tests {
             uncapped_pps: None,
             resume_pps: None,
             paused_since: None,
+            edge: false,
         }
     }
 
@@ -744,6 +774,55 @@ mod tests {
         assert_eq!(plan.first(), Some(&Action::Close(sid(5))));
         assert_eq!(plan.len(), 5);
         assert_eq!(g.counts, [5, 3, 5, 0, 0]);
+    }
+
+    #[test]
+    fn an_edge_pull_is_never_moved_down_and_is_shed_after_every_ordinary_viewer() {
+        let t0 = Instant::now();
+        let mut l = Load::new(0.85);
+        l.cost_s = 1e-4;
+        // The newest viewer, of the heaviest room, is an edge's pull that
+        // could go down a layer; two ordinary viewers in another room.
+        let pull = ViewerLoad {
+            down_pps: Some(100.0),
+            edge: true,
+            ..viewer(3, 0, 2000.0)
+        };
+        let mut vs = vec![viewer(1, 1, 300.0), viewer(2, 1, 300.0), pull];
+        let mut g = Governor::default();
+        // 500 pps over: the ordinary viewers are paused, not the pull.
+        l.load = 0.90;
+        assert!(g.plan(t0, &l, &vs).is_empty());
+        assert_eq!(
+            g.plan(t0, &l, &vs),
+            vec![Action::Pause(sid(2)), Action::Pause(sid(1))]
+        );
+        assert!(g.plan(t0, &l, &vs).is_empty(), "settling");
+        // Still over with every ordinary viewer paused: now the pull.
+        for v in &mut vs[..2] {
+            v.paused_since = Some(t0);
+            v.resume_pps = Some(v.pps);
+            v.pps = 0.0;
+        }
+        assert_eq!(g.plan(t0, &l, &vs), vec![Action::Pause(sid(3))]);
+        assert!(g.plan(t0, &l, &vs).is_empty(), "settling");
+        // A paused pull is closed only once no ordinary viewer is left.
+        vs[2].paused_since = Some(t0);
+        vs[2].resume_pps = Some(2000.0);
+        vs[2].pps = 0.0;
+        vs.push(viewer(4, 1, 0.0)); // joined, no media yet
+        assert_eq!(
+            g.plan(t0, &l, &vs),
+            vec![Action::Close(sid(2)), Action::Close(sid(1))]
+        );
+        vs.pop();
+        assert!(g.plan(t0, &l, &vs).is_empty(), "settling");
+        let plan = g.plan(t0, &l, &vs);
+        assert_eq!(plan.last(), Some(&Action::Close(sid(3))), "{plan:?}");
+        // When load falls, the pull resumes first.
+        let mut g = Governor::default();
+        l.load = 0.0;
+        assert_eq!(g.plan(t0, &l, &vs)[0], Action::Resume(sid(3)));
     }
 
     #[test]

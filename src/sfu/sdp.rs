@@ -177,6 +177,12 @@ pub fn one_way_offer(offer: &str, publisher: bool) -> String {
     out
 }
 
+/// Whether a WHEP offer asks for every simulcast layer (`a=simulcast:recv`):
+/// what an edge's pull of a simulcast room sends.
+pub fn asks_every_layer(offer: &str) -> bool {
+    offer.contains("a=simulcast:recv")
+}
+
 /// The offer without its simulcast (`a=simulcast:` and `a=rid:` lines), so
 /// the answer offers one plain stream: what a viewer that asked for every
 /// layer gets of a room whose video has none. Other lines are kept.

@@ -36,6 +36,20 @@ fn media_pps(room: &Room, layer: Option<u8>, audio: bool) -> f64 {
     a + v
 }
 
+/// Packets/s of one room's media as a downstream edge gets it: audio and
+/// every simulcast layer (or the whole video track).
+fn edge_pps(room: &Room) -> f64 {
+    let a = room.tracks.audio.as_ref().map_or(0.0, |t| t.pps);
+    let v = room.tracks.video.as_ref().map_or(0.0, |t| {
+        if t.simulcast {
+            t.layers.iter().map(|l| l.pps).sum()
+        } else {
+            t.pps
+        }
+    });
+    a + v
+}
+
 /// The top usable layer of a simulcast video track whose rate is at most
 /// `cap` (bit/s), or the top one without a cap.
 fn top_layer(room: &Room, cap: Option<u64>) -> Option<u8> {
@@ -52,12 +66,24 @@ fn top_layer(room: &Room, cap: Option<u64>) -> Option<u8> {
 impl Sfu {
     /// Refuse a new viewer of `room` when one more would push the predicted
     /// load over `max_load` (its cost: the room's packet rate, at the top
-    /// layer for simulcast; [`QUIET_ROOM_PPS`] before the room has media).
-    pub(super) fn admit_viewer(&mut self, now: Instant, room: &RoomName) -> Result<(), ApiError> {
+    /// layer for simulcast, every layer for a downstream `edge`;
+    /// [`QUIET_ROOM_PPS`] before the room has media).
+    pub(super) fn admit_viewer(
+        &mut self,
+        now: Instant,
+        room: &RoomName,
+        edge: bool,
+    ) -> Result<(), ApiError> {
         let pps = self
             .rooms
             .get(room)
-            .map(|r| media_pps(r, top_layer(r, None), true))
+            .map(|r| {
+                if edge {
+                    edge_pps(r)
+                } else {
+                    media_pps(r, top_layer(r, None), true)
+                }
+            })
             .filter(|p| *p > 0.0)
             .unwrap_or(QUIET_ROOM_PPS);
         self.admit(now, pps, Refusal::ViewerLoad)
@@ -133,6 +159,25 @@ impl Sfu {
                 let Some(s) = self.sessions.get(id).filter(|s| !s.dead && s.connected) else {
                     continue;
                 };
+                let paused = s.shed.paused;
+                let edge = s.downstream_edge;
+                if edge {
+                    // Every layer, never moved down: it serves all of an
+                    // edge node's viewers.
+                    let pps = edge_pps(r);
+                    out.push(ViewerLoad {
+                        id: *id,
+                        room: ix,
+                        joined: id.0,
+                        pps: if paused.is_some() { 0.0 } else { pps },
+                        down_pps: None,
+                        uncapped_pps: None,
+                        resume_pps: paused.map(|_| pps),
+                        paused_since: paused,
+                        edge,
+                    });
+                    continue;
+                }
                 let audio = s.outs.audio.is_some();
                 let layer = s.sel.current.or(s.sel.target);
                 let pps = media_pps(r, layer, audio);
@@ -151,7 +196,6 @@ impl Sfu {
                         }
                     }
                 }
-                let paused = s.shed.paused;
                 out.push(ViewerLoad {
                     id: *id,
                     room: ix,
@@ -161,6 +205,7 @@ impl Sfu {
                     uncapped_pps: s.sel.cap.map(|_| media_pps(r, top_layer(r, None), audio)),
                     resume_pps: paused.map(|_| media_pps(r, top_layer(r, s.sel.cap), audio)),
                     paused_since: paused,
+                    edge,
                 });
             }
         }
@@ -186,6 +231,9 @@ impl Sfu {
         let room = s.room.clone();
         match a {
             Action::Down(_) => {
+                if s.downstream_edge {
+                    return; // it takes every layer
+                }
                 let Some(t) = self.rooms.get(&room).and_then(|r| r.tracks.video.as_ref()) else {
                     return;
                 };

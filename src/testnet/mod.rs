@@ -368,6 +368,19 @@ impl TestNet {
         origin: usize,
         room: &str,
     ) -> Result<(SessionToken, SessionToken), crate::sfu::ApiError> {
+        self.pull_with(edge, origin, room, false)
+    }
+
+    /// [`TestNet::pull`]; `plain`: the offer reaches the origin without its
+    /// `a=simulcast:recv`, so only the cluster token (`edge` in the
+    /// `Subscribe`) tells the origin it is an edge's pull.
+    pub fn pull_with(
+        &mut self,
+        edge: usize,
+        origin: usize,
+        room: &str,
+        plain: bool,
+    ) -> Result<(SessionToken, SessionToken), crate::sfu::ApiError> {
         let now = self.now;
         let room = RoomName::new(room).unwrap();
         let (token, offer) = match self
@@ -377,9 +390,16 @@ impl TestNet {
             Reply::PullOffer { token, offer } => (token, offer),
             other => panic!("unexpected reply {other:?}"),
         };
+        let offer = if plain {
+            crate::sfu::sdp::without_simulcast(&offer)
+        } else {
+            offer
+        };
+        // What the HTTP side sets for a POST with the cluster token.
         let sub = Command::Subscribe {
             room: room.clone(),
             offer,
+            edge: true,
         };
         match self.core(origin).handle_command(now, sub) {
             Ok(Reply::Created {
@@ -521,11 +541,13 @@ impl TestNet {
                 room: room_name,
                 offer,
                 home,
+                edge: false,
             }
         } else {
             Command::Subscribe {
                 room: room_name,
                 offer,
+                edge: false,
             }
         };
         let now = self.now;
