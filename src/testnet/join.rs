@@ -1,0 +1,289 @@
+//! Clients joining: offers shaped like real clients, WHIP/WHEP through the
+//! core, DELETE and PATCH of a client's session.
+
+use super::*;
+
+impl TestNet {
+    /// Create a client Rtc and an offer with the given media.
+    pub(super) fn offer(
+        &mut self,
+        kinds: &[(MediaKind, Direction)],
+        opts: &JoinOpts,
+    ) -> (
+        Rtc,
+        SocketAddr,
+        String,
+        SdpPendingOffer,
+        Vec<(Mid, MediaKind)>,
+    ) {
+        // Unique for any number of clients: the port carries the index.
+        let n = self.clients.len() + 1;
+        let addr = SocketAddr::from(([192, 0, 2, (n % 250) as u8 + 1], 5000 + n as u16));
+        let mut b = Rtc::builder()
+            .set_rtp_mode(true)
+            .set_dtls_cert(client_cert())
+            .set_crypto_provider(crypto_provider());
+        if let Some(f) = opts.config {
+            b = f(b);
+        }
+        let mut rtc = b.build(self.now);
+        if opts.candidate_in_offer {
+            rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        }
+        let mut api = rtc.sdp_api();
+        let mut mids = vec![];
+        for (k, d) in kinds {
+            let sim = match (opts.simulcast, *k) {
+                (Some(layers), MediaKind::Video) => {
+                    let mut s = str0m::media::Simulcast::new();
+                    for (rid, _, _) in layers {
+                        s.add_send_layer(str0m::media::SimulcastLayer::new(rid));
+                    }
+                    Some(s)
+                }
+                _ => None,
+            };
+            mids.push((
+                api.add_media(*k, *d, Some("wisp-test".into()), None, sim),
+                *k,
+            ));
+        }
+        let (offer, pending) = api.apply().expect("offer");
+        (rtc, addr, offer.to_sdp_string(), pending, mids)
+    }
+
+    /// POST an offer through the core; returns the client's index or the error.
+    pub fn join(
+        &mut self,
+        room: &str,
+        publisher: bool,
+        kinds: &[(MediaKind, Direction)],
+    ) -> Result<usize, crate::sfu::ApiError> {
+        self.join_opts(room, publisher, kinds, &JoinOpts::default())
+    }
+
+    /// [`TestNet::join`] with the offer shaped like a particular client.
+    pub fn join_opts(
+        &mut self,
+        room: &str,
+        publisher: bool,
+        kinds: &[(MediaKind, Direction)],
+        opts: &JoinOpts,
+    ) -> Result<usize, crate::sfu::ApiError> {
+        self.join_on(0, room, publisher, kinds, opts)
+    }
+
+    /// [`TestNet::join_opts`] on core `core`.
+    pub fn join_on(
+        &mut self,
+        core: usize,
+        room: &str,
+        publisher: bool,
+        kinds: &[(MediaKind, Direction)],
+        opts: &JoinOpts,
+    ) -> Result<usize, crate::sfu::ApiError> {
+        let (mut rtc, addr, offer, pending, mids) = self.offer(kinds, opts);
+        let offer = match opts.mangle {
+            Some(f) => f(offer),
+            None => offer,
+        };
+        self.last_offer = offer.clone();
+        let room_name = RoomName::new(room).unwrap();
+        let cmd = if publisher {
+            Command::Publish {
+                room: room_name,
+                offer,
+                record: opts.record,
+            }
+        } else if let Some(home) = self.join_home {
+            Command::SubscribeRelayed {
+                room: room_name,
+                offer,
+                home,
+                edge: false,
+            }
+        } else {
+            Command::Subscribe {
+                room: room_name,
+                offer,
+                edge: false,
+            }
+        };
+        let now = self.now;
+        let (token, answer, etag) = match self.core(core).handle_command(now, cmd)? {
+            Reply::Created {
+                token,
+                answer,
+                etag,
+            } => (token, answer, etag),
+            other => panic!("unexpected reply {other:?}"),
+        };
+        let server_ice = ice_of(&answer);
+        let ufrag = ice_of(&self.last_offer).0;
+        self.last_answer = answer.clone();
+        self.last_etag = etag.clone();
+        let answer = SdpAnswer::from_sdp_string(&answer).expect("answer parses");
+        rtc.sdp_api()
+            .accept_answer(pending, answer)
+            .expect("answer accepted");
+        if !opts.candidate_in_offer {
+            // The client still has an address; it just did not announce it (OBS).
+            rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        }
+        self.clients.push(Client {
+            rtc,
+            addr,
+            core,
+            token: Some(token),
+            room: room.into(),
+            publisher,
+            mids,
+            got: vec![],
+            keyframe_requests: 0,
+            connected_at: None,
+            alive: true,
+            inbound_loss: 0.0,
+            blackholed: false,
+            next: self.now,
+            video_seq: 1,
+            audio_seq: 1,
+            frame: 0,
+            counter: 0,
+            want_keyframe: true,
+            sim: opts
+                .simulcast
+                .unwrap_or(&[])
+                .iter()
+                .enumerate()
+                .map(|(n, (rid, packets, size))| SimLayer {
+                    rid,
+                    packets: *packets,
+                    size: *size,
+                    short_picture_id: false,
+                    paused: false,
+                    want_keyframe: true,
+                    keyframe_requests: 0,
+                    seq: 1 + 10_000 * n as u64,
+                    picture_id: 1000 + 7919 * n as u16,
+                    tl0: 50 * n as u8,
+                    ts_offset: 0x1234_5678u32.wrapping_mul(n as u32 + 1),
+                    frames_sent: 0,
+                })
+                .collect(),
+            downlink: None,
+            nat: None,
+            uplink_loss: 0.0,
+            uplink_jitter: Duration::ZERO,
+            ignore_keyframe_requests: false,
+            etag,
+            server_ice,
+            ufrag,
+        });
+        let i = self.clients.len() - 1;
+        self.drain_client(i);
+        Ok(i)
+    }
+
+    pub fn publish(&mut self, room: &str) -> usize {
+        self.publish_with(room, &JoinOpts::default())
+    }
+
+    /// Publish audio + video with the offer shaped by `opts`.
+    pub fn publish_with(&mut self, room: &str, opts: &JoinOpts) -> usize {
+        self.join_opts(
+            room,
+            true,
+            &[
+                (MediaKind::Audio, Direction::SendOnly),
+                (MediaKind::Video, Direction::SendOnly),
+            ],
+            opts,
+        )
+        .expect("publish")
+    }
+
+    pub fn publish_opts_record(&mut self, room: &str, record: Option<bool>) -> usize {
+        let opts = JoinOpts {
+            record,
+            ..JoinOpts::default()
+        };
+        self.publish_with(room, &opts)
+    }
+
+    pub fn view(&mut self, room: &str) -> usize {
+        self.view_on(0, room)
+    }
+
+    /// A viewer of audio and video on core `core`.
+    pub fn view_on(&mut self, core: usize, room: &str) -> usize {
+        self.join_on(
+            core,
+            room,
+            false,
+            &[
+                (MediaKind::Audio, Direction::RecvOnly),
+                (MediaKind::Video, Direction::RecvOnly),
+            ],
+            &JoinOpts::default(),
+        )
+        .expect("subscribe")
+    }
+
+    /// A publisher of audio and video on core `core`.
+    pub fn publish_on(&mut self, core: usize, room: &str) -> usize {
+        self.join_on(
+            core,
+            room,
+            true,
+            &[
+                (MediaKind::Audio, Direction::SendOnly),
+                (MediaKind::Video, Direction::SendOnly),
+            ],
+            &JoinOpts::default(),
+        )
+        .expect("publish")
+    }
+
+    /// DELETE the client's session through the core and drop the client peer.
+    pub fn delete(&mut self, i: usize) -> Result<Reply, crate::sfu::ApiError> {
+        let c = &mut self.clients[i];
+        c.alive = false;
+        let role = if c.publisher {
+            crate::sfu::Role::Publisher
+        } else {
+            crate::sfu::Role::Subscriber
+        };
+        let cmd = Command::DeleteSession {
+            role,
+            room: RoomName::new(&c.room).unwrap(),
+            token: c.token.unwrap(),
+        };
+        c.rtc.disconnect();
+        let (core, now) = (c.core, self.now);
+        self.core(core).handle_command(now, cmd)
+    }
+
+    /// PATCH the client's session with an sdpfrag.
+    pub fn patch(
+        &mut self,
+        i: usize,
+        if_match: Option<&str>,
+        fragment: &str,
+    ) -> Result<Reply, crate::sfu::ApiError> {
+        let c = &self.clients[i];
+        let role = if c.publisher {
+            crate::sfu::Role::Publisher
+        } else {
+            crate::sfu::Role::Subscriber
+        };
+        let cmd = Command::Patch {
+            role,
+            room: RoomName::new(&c.room).unwrap(),
+            token: c.token.unwrap(),
+            if_match: if_match.map(str::to_string),
+            fragment: fragment.to_string(),
+        };
+        let (core, now) = (c.core, self.now);
+        self.core(core).handle_command(now, cmd)
+    }
+}
