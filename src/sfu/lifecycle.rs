@@ -13,13 +13,13 @@ use str0m::media::{MediaKind, Mid, Rid};
 use str0m::{Candidate, Rtc, RtcConfig};
 
 use super::out_stream::OutStream;
-use super::per_kind::{kind_name, PerKind};
+use super::per_kind::kind_name;
 use super::recorder_tap::RecordEvent;
 use super::room::{Room, SourceKind, Track};
 use super::sdp::{self, one_line};
 use super::session::{self, drain, guard, guarded, Drained, Session};
 use super::upstream::{UpstreamEnd, UpstreamEvent};
-use super::{demux, role_index, simulcast, Why};
+use super::{role_index, simulcast, Why};
 use super::{ApiError, Reply, Role, RoomName, SessionId, SessionToken, Sfu, INITIAL_ESTIMATE};
 
 /// Resend history per viewer video stream: packets, and age.
@@ -258,41 +258,22 @@ impl Sfu {
         let id = SessionId(self.next_id);
         let token = self.ids.token_for(&self.config.shard);
         let etag = self.new_etag();
-        let session = Session {
+        let mut session = Session::new(
             id,
             token,
-            etag: etag.clone(),
-            remote_ufrag: sdp::attr(&offer_text, "ice-ufrag")
-                .unwrap_or("")
-                .to_string(),
-            offer: session::StoredOffer::new(&offer_text),
+            etag.clone(),
             role,
-            room: room.clone(),
-            rtc: Box::new(rtc),
-            ufrag: ufrag.clone(),
-            created: now,
-            connected: false,
-            dead: false,
-            timer: Default::default(),
-            ssrc_kind: Vec::new(),
-            track_mid: PerKind::default(),
-            outs: PerKind::default(),
-            sel: simulcast::Selection {
-                bwe,
-                ..Default::default()
-            },
-            nacks_seen: PerKind::default(),
-            rebinds: 0,
-            inject_panic: false,
-            queued: false,
-            observed: None,
-            recent_txids: demux::RecentTxids::default(),
-            shed: Default::default(),
-            handshake: Default::default(),
-            pull: None,
-            relay_layers: Vec::new(),
-            downstream_edge,
-        };
+            room.clone(),
+            rtc,
+            ufrag.clone(),
+            &offer_text,
+            now,
+        );
+        session.remote_ufrag = sdp::attr(&offer_text, "ice-ufrag")
+            .unwrap_or("")
+            .to_string();
+        session.sel.bwe = bwe;
+        session.downstream_edge = downstream_edge;
         self.sessions.insert(id, session);
         self.tokens.insert(token, id);
         self.demux.add_ufrag(ufrag, id);

@@ -112,6 +112,53 @@ pub struct Session {
 }
 
 impl Session {
+    /// A new session in `room` with its `rtc` and its local ICE `ufrag`, not
+    /// yet connected; every per-role field starts empty (the caller sets
+    /// what its role needs). The one place a `Session` is built.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: SessionId,
+        token: SessionToken,
+        etag: String,
+        role: Role,
+        room: RoomName,
+        rtc: Rtc,
+        ufrag: String,
+        offer: &str,
+        now: Instant,
+    ) -> Session {
+        Session {
+            id,
+            token,
+            etag,
+            remote_ufrag: String::new(),
+            offer: StoredOffer::new(offer),
+            role,
+            room,
+            rtc: Box::new(rtc),
+            ufrag,
+            created: now,
+            connected: false,
+            dead: false,
+            timer: Default::default(),
+            ssrc_kind: Vec::new(),
+            track_mid: PerKind::default(),
+            outs: PerKind::default(),
+            sel: Selection::default(),
+            nacks_seen: PerKind::default(),
+            rebinds: 0,
+            inject_panic: false,
+            queued: false,
+            observed: None,
+            recent_txids: RecentTxids::default(),
+            handshake: Default::default(),
+            shed: Default::default(),
+            pull: None,
+            relay_layers: Vec::new(),
+            downstream_edge: false,
+        }
+    }
+
     /// Publisher: the kind of its track on `mid` (audio unless it is the video track's).
     pub fn kind_of_track(&self, mid: Mid) -> MediaKind {
         if self.track_mid.video == Some(mid) {

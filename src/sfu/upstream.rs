@@ -30,12 +30,11 @@ use str0m::media::{Direction, MediaKind, Mid, Rids, Simulcast, SimulcastLayer};
 use str0m::Candidate;
 
 use super::id::{RoomName, SessionId, SessionToken};
-use super::per_kind::PerKind;
 use super::room::{Room, SourceKind};
 use super::sdp::{self, one_line};
-use super::session::{self, guard, guarded, Session};
+use super::session::{guard, guarded, Session};
 use super::timers::UPSTREAM_IDLE;
-use super::{demux, simulcast, ApiError, Reply, Role, Sfu};
+use super::{ApiError, Reply, Role, Sfu};
 
 /// The rids an upstream asks the origin for (`a=simulcast:recv`), one per
 /// layer of the origin's video in the origin's order; a plain track comes
@@ -204,43 +203,25 @@ impl Sfu {
             .rooms
             .get(&room)
             .is_none_or(|r| r.subscribers.is_empty());
-        let session = Session {
+        let mut session = Session::new(
             id,
             token,
             etag,
-            remote_ufrag: String::new(),
-            offer: session::StoredOffer::new(&offer),
-            role: Role::Publisher,
-            room: room.clone(),
-            rtc: Box::new(rtc),
-            ufrag: ufrag.clone(),
-            created: now,
-            connected: false,
-            dead: false,
-            timer: Default::default(),
-            ssrc_kind: Vec::new(),
-            track_mid: PerKind::default(),
-            outs: PerKind::default(),
-            sel: simulcast::Selection::default(),
-            nacks_seen: PerKind::default(),
-            rebinds: 0,
-            inject_panic: false,
-            queued: false,
-            observed: None,
-            recent_txids: demux::RecentTxids::default(),
-            shed: Default::default(),
-            handshake: Default::default(),
-            relay_layers: Vec::new(),
-            downstream_edge: false,
-            pull: Some(Box::new(Pull {
-                pending: Some(pending),
-                mids,
-                idle_since: idle.then_some(now),
-                end: None,
-                local: slot,
-                remotes: Vec::new(),
-            })),
-        };
+            Role::Publisher,
+            room.clone(),
+            rtc,
+            ufrag.clone(),
+            &offer,
+            now,
+        );
+        session.pull = Some(Box::new(Pull {
+            pending: Some(pending),
+            mids,
+            idle_since: idle.then_some(now),
+            end: None,
+            local: slot,
+            remotes: Vec::new(),
+        }));
         if let Some(i) = slot {
             self.upstream_slots[i] = Some(id);
         }
