@@ -281,22 +281,10 @@ fn starts_with_redis_down_serves_local_rooms_and_catches_up() {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    loop {
-        let owner: Option<String> = redis::cmd("GET")
-            .arg("wisp:room:local")
-            .query(&mut c)
-            .unwrap();
-        let record: Option<String> = redis::cmd("GET")
-            .arg(format!("wisp:node:{}", a.id()))
-            .query(&mut c)
-            .unwrap();
-        if owner.as_deref() == Some(a.id().as_str()) && record.is_some() {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(3), "{owner:?} {record:?}");
+    claim_and_record_within(&mut c, "local", &a.id(), t, || {
         std::thread::sleep(Duration::from_millis(20));
         publisher.pump();
-    }
+    });
 }
 
 /// The core refusing a session for overload (or capacity) in cluster mode
@@ -432,26 +420,14 @@ fn redis_stopped_local_rooms_flow_and_everything_is_rewritten_after() {
     redis.start();
     let t = Instant::now();
     let mut c = redis.conn();
-    loop {
-        let owner: Option<String> = redis::cmd("GET")
-            .arg("wisp:room:live")
-            .query(&mut c)
-            .unwrap();
-        let record: Option<String> = redis::cmd("GET")
-            .arg(format!("wisp:node:{}", a.id()))
-            .query(&mut c)
-            .unwrap();
-        if owner.as_deref() == Some(a.id().as_str()) && record.is_some() {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(3), "{owner:?} {record:?}");
+    claim_and_record_within(&mut c, "live", &a.id(), t, || {
         pump_for(
             &mut publisher,
             &mut viewer,
             &mut frame,
             Duration::from_millis(20),
         );
-    }
+    });
     eprintln!("rewritten {:?} after Redis came back", t.elapsed());
 }
 
@@ -487,4 +463,30 @@ fn sigterm_releases_claims_and_record() {
     }
     assert!(!exists(&mut c, "wisp:room:bye"), "claim left behind");
     assert!(!exists(&mut c, &node_key), "record left behind");
+}
+
+/// Wait (at most 3 s from `t`, calling `between` between reads) until Redis
+/// holds `node`'s claim of `room` and its node record again.
+fn claim_and_record_within(
+    c: &mut redis::Connection,
+    room: &str,
+    node: &str,
+    t: Instant,
+    mut between: impl FnMut(),
+) {
+    loop {
+        let owner: Option<String> = redis::cmd("GET")
+            .arg(format!("wisp:room:{room}"))
+            .query(c)
+            .unwrap();
+        let record: Option<String> = redis::cmd("GET")
+            .arg(format!("wisp:node:{node}"))
+            .query(c)
+            .unwrap();
+        if owner.as_deref() == Some(node) && record.is_some() {
+            return;
+        }
+        assert!(t.elapsed() < Duration::from_secs(3), "{owner:?} {record:?}");
+        between();
+    }
 }
