@@ -61,34 +61,7 @@ fn forwarding_allocates_only_what_str0m_does() {
     // The publisher's datagrams, made before counting.
     let server = common::server_addr();
     let from = net.clients[p].addr;
-    let mut datagrams = vec![];
-    let mut now = net.now;
-    {
-        let c = &mut net.clients[p];
-        let (mid, _) = *c.mids.iter().find(|(_, k)| *k == MediaKind::Video).unwrap();
-        let pt = c.rtc.media(mid).unwrap().remote_pts()[0];
-        for i in 0..PACKETS {
-            now += Duration::from_micros(500);
-            let mut payload = vec![0u8; 1000];
-            payload[0] = 0x10;
-            payload[1] = if i == 0 { 0 } else { 1 };
-            let mut api = c.rtc.direct_api();
-            api.stream_tx_by_mid(mid, None).unwrap().write_rtp(
-                RtpWrite::new(pt, SeqNo::from(50_000 + i), (i * 100) as u32, now, payload)
-                    .marker(true),
-            );
-            let _ = c.rtc.handle_input(str0m::Input::Timeout(now));
-            while let Ok(o) = c.rtc.poll_output() {
-                match o {
-                    str0m::Output::Transmit(t) if t.destination == server => {
-                        datagrams.push((now, t.contents.to_vec()))
-                    }
-                    str0m::Output::Timeout(_) => break,
-                    _ => {}
-                }
-            }
-        }
-    }
+    let datagrams = publisher_datagrams(&mut net, p, PACKETS);
     // Warm up the queues' capacity with the first quarter, then count.
     let warm = datagrams.len() / 4;
     let feed = |sfu: &mut wisp::sfu::Sfu, ds: &[(std::time::Instant, Vec<u8>)]| {
@@ -140,34 +113,7 @@ fn relaying_between_workers_allocates_nothing_more() {
     });
     let server = common::server_addr();
     let from = net.clients[p].addr;
-    let mut datagrams = vec![];
-    let mut now = net.now;
-    {
-        let c = &mut net.clients[p];
-        let (mid, _) = *c.mids.iter().find(|(_, k)| *k == MediaKind::Video).unwrap();
-        let pt = c.rtc.media(mid).unwrap().remote_pts()[0];
-        for i in 0..PACKETS {
-            now += Duration::from_micros(500);
-            let mut payload = vec![0u8; 1000];
-            payload[0] = 0x10;
-            payload[1] = if i == 0 { 0 } else { 1 };
-            let mut api = c.rtc.direct_api();
-            api.stream_tx_by_mid(mid, None).unwrap().write_rtp(
-                RtpWrite::new(pt, SeqNo::from(50_000 + i), (i * 100) as u32, now, payload)
-                    .marker(true),
-            );
-            let _ = c.rtc.handle_input(str0m::Input::Timeout(now));
-            while let Ok(o) = c.rtc.poll_output() {
-                match o {
-                    str0m::Output::Transmit(t) if t.destination == server => {
-                        datagrams.push((now, t.contents.to_vec()))
-                    }
-                    str0m::Output::Timeout(_) => break,
-                    _ => {}
-                }
-            }
-        }
-    }
+    let datagrams = publisher_datagrams(&mut net, p, PACKETS);
     // The home's relayed copies go straight to worker 1, as the loops'
     // queues would hand them over.
     let feed = |net: &mut TestNet, ds: &[(std::time::Instant, Vec<u8>)]| {
@@ -248,4 +194,37 @@ fn idle_viewer_session_memory() {
         per_session < 68 * 1024,
         "{per_session} bytes per idle session"
     );
+}
+
+/// `n` of publisher `p`'s video datagrams to the server (one 1,000 B VP8
+/// frame each, 0.5 ms apart; the first a keyframe), made before counting,
+/// each with the instant it is due.
+fn publisher_datagrams(net: &mut TestNet, p: usize, n: u64) -> Vec<(std::time::Instant, Vec<u8>)> {
+    let server = common::server_addr();
+    let mut datagrams = vec![];
+    let mut now = net.now;
+    let c = &mut net.clients[p];
+    let (mid, _) = *c.mids.iter().find(|(_, k)| *k == MediaKind::Video).unwrap();
+    let pt = c.rtc.media(mid).unwrap().remote_pts()[0];
+    for i in 0..n {
+        now += Duration::from_micros(500);
+        let mut payload = vec![0u8; 1000];
+        payload[0] = 0x10;
+        payload[1] = if i == 0 { 0 } else { 1 };
+        let mut api = c.rtc.direct_api();
+        api.stream_tx_by_mid(mid, None).unwrap().write_rtp(
+            RtpWrite::new(pt, SeqNo::from(50_000 + i), (i * 100) as u32, now, payload).marker(true),
+        );
+        let _ = c.rtc.handle_input(str0m::Input::Timeout(now));
+        while let Ok(o) = c.rtc.poll_output() {
+            match o {
+                str0m::Output::Transmit(t) if t.destination == server => {
+                    datagrams.push((now, t.contents.to_vec()))
+                }
+                str0m::Output::Timeout(_) => break,
+                _ => {}
+            }
+        }
+    }
+    datagrams
 }
