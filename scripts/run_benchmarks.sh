@@ -16,26 +16,19 @@
 # WISP_LOG (default warn) is the server's RUST_LOG, e.g. `warn,wisp::sfu::shed=debug`
 # for its load model once a second.
 set -euo pipefail
-# A session of its own, so that its scheduler autogroup can be given the same
-# priority: with autogroups, nice values count only inside a session.
-if [ -z "${WISP_BENCH_SETSID:-}" ]; then
-  WISP_BENCH_SETSID=1 exec setsid --wait "$0" "$@"
-fi
+# shellcheck source=scripts/bench_session.sh
+source "$(dirname "$0")/bench_session.sh"
 BIN=${1:-target/release}
 OUT=${2:-bench-results}
-LABEL=${LABEL:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 TARGET_PPS=${TARGET_PPS:-250000}
 DURATION=${DURATION:-10}
 VIEWERS=${VIEWERS:-"10 50 100 200 500 1000"}
-NICE=${NICE:--19}
 STEPS=${STEPS:-1234}  # which of the numbered steps below to run
 OVERLOAD_VIEWERS=${OVERLOAD_VIEWERS:-"100 200 400 800 1600"}
 HTTP=127.0.0.1:18080
 mkdir -p "$OUT"
 JSONL="$OUT/runs.jsonl"
 
-if ! nice -n "$NICE" true 2>/dev/null; then NICE=0; fi
-echo "$NICE" > /proc/self/autogroup 2>/dev/null || true
 
 [ -n "${MAX_LOAD:-}" ] && export WISP_MAX_LOAD=$MAX_LOAD
 WISP_HTTP_ADDR=$HTTP WISP_UDP_ADDR=127.0.0.1:18189 RUST_LOG=${WISP_LOG:-warn} \

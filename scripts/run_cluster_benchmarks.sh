@@ -29,18 +29,15 @@
 # loss, latency) and nodes[] (per node: utime+stime from /proc/PID/stat and
 # /metrics deltas over the send period).
 set -euo pipefail
-if [ -z "${WISP_BENCH_SETSID:-}" ]; then
-  WISP_BENCH_SETSID=1 exec setsid --wait "$0" "$@"
-fi
+# shellcheck source=scripts/bench_session.sh
+source "$(dirname "$0")/bench_session.sh"
 BIN=${1:-target/release}
 OUT=${2:-bench-results}
-LABEL=${LABEL:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 VIEWERS=${VIEWERS:-100}
 VIDEO_PPS=${VIDEO_PPS:-400}
 DURATION=${DURATION:-10}
 FULL=${FULL:-2}
 EDGE_VIEWERS=${EDGE_VIEWERS:-"1 10 100"}
-NICE=${NICE:--19}
 STEPS=${STEPS:-123}
 ORIGIN_CORE=${ORIGIN_CORE:-0}
 EDGE_CORE=${EDGE_CORE:-1}
@@ -50,8 +47,6 @@ mkdir -p "$OUT"
 JSONL="$OUT/cluster-runs.jsonl"
 
 command -v redis-server >/dev/null || { echo "redis-server is not installed (apt-get install redis-server)" >&2; exit 1; }
-if ! nice -n "$NICE" true 2>/dev/null; then NICE=0; fi
-echo "$NICE" > /proc/self/autogroup 2>/dev/null || true
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 REDIS_PORT=$(free_port)

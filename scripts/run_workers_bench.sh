@@ -10,20 +10,15 @@
 # (default 10) the load. Neither process is pinned: two workers need both
 # cores. Overload control is off, so both runs carry the same load.
 set -euo pipefail
-if [ -z "${WISP_BENCH_SETSID:-}" ]; then
-  WISP_BENCH_SETSID=1 exec setsid --wait "$0" "$@"
-fi
+# shellcheck source=scripts/bench_session.sh
+source "$(dirname "$0")/bench_session.sh"
 BIN=${1:-target/release}
 OUT=${2:-bench-results/workers}
 ORDER=${ORDER:-"1 2 2 1"}
 VIEWERS=${VIEWERS:-400}
 DURATION=${DURATION:-10}
-NICE=${NICE:--19}
-LABEL=${LABEL:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 HTTP=127.0.0.1:18080
 mkdir -p "$OUT"
-if ! nice -n "$NICE" true 2>/dev/null; then NICE=0; fi
-echo "$NICE" > /proc/self/autogroup 2>/dev/null || true
 PID=
 trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null' EXIT
 run=0
