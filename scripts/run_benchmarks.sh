@@ -63,7 +63,7 @@ if [[ $STEPS == *5* ]]; then
   CFG=${MAX_LOAD:-default}; CFG=${CFG//./_}  # room names take no dots
   while :; do
     echo "t $(date +%s.%N)"
-    curl -sf "http://$HTTP/metrics" | grep -E '^wisp_(loop_busy_ratio|loop_load_ratio|send_batch|cost_per|load_headroom|viewers_paused|shed_actions_total|admission_refusals_total|sessions|udp_receive)' || true
+    curl -sf "http://$HTTP/metrics" | grep -E '^wisp_(loop_busy_ratio|loop_load_ratio|send_batch|cost_per|load_headroom|viewers_paused|shed_actions_total|admission_refusals_total|sessions|udp_receive|ingress_delay|fanout_skip|packets_dropped_total\{reason="overload"\})' || true
     sleep 1
   done > "$OUT/overload-metrics-$CFG.log" 2>/dev/null &
   SCRAPER=$!

@@ -385,6 +385,11 @@ impl EventLoop {
             if n == 0 {
                 return false;
             }
+            // How far behind its ingress the loop reads: the fan-out serves
+            // fewer viewers while it falls behind (`overload::Catchup`).
+            if let Some(delay) = self.socket.ingress_delay() {
+                self.sfu.handle_ingress_delay(now, delay);
+            }
             read += n;
             self.sfu.handle_timeout(now);
             self.flush();

@@ -573,6 +573,16 @@ pub fn render(
         "Viewers paused by overload control now (session kept, no media).",
         s.viewers_paused,
     );
+    o.gauge_f64(
+        "wisp_ingress_delay_seconds",
+        "Age of the oldest datagram a read found in wisp's UDP socket, the largest in the last load window: how far the loop was behind its ingress.",
+        s.ingress_delay_s,
+    );
+    o.gauge_f64(
+        "wisp_fanout_skip_ratio",
+        "Share of each room's newest viewers the fan-out skips now so that the loop catches up with its ingress (0: none; the copies count as dropped, reason overload).",
+        s.fanout_skip_ratio,
+    );
     o.family(
         "wisp_udp_errors_total",
         "counter",

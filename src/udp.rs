@@ -67,6 +67,10 @@ pub struct BatchSocket {
     gso_segments: usize,
     /// The last send hit a full send buffer: the rest waits for writability.
     blocked: bool,
+    /// When the kernel received the first (oldest) datagram of the last
+    /// batch, as a Unix time (`SO_TIMESTAMPNS`, which quinn-udp turns on);
+    /// `None` where the platform gives none.
+    oldest_received: Option<std::time::Duration>,
     /// Counters.
     pub stats: UdpStats,
 }
@@ -113,6 +117,7 @@ impl BatchSocket {
             keep: Vec::with_capacity(1024),
             gso_segments,
             blocked: false,
+            oldest_received: None,
             stats: UdpStats::default(),
         })
     }
@@ -145,6 +150,7 @@ impl BatchSocket {
     /// datagram (GRO batches are split). Returns how many arrived; 0 means
     /// WouldBlock (nothing more to read now).
     pub fn recv_batch(&mut self, mut f: impl FnMut(SocketAddr, SocketAddr, &[u8])) -> usize {
+        self.oldest_received = None;
         let n = {
             let mut it = self.bufs.iter_mut();
             // An array, not a Vec: no allocation per receive.
@@ -164,6 +170,7 @@ impl BatchSocket {
                 }
             }
         };
+        self.oldest_received = self.metas[..n].first().and_then(|m| m.timestamp);
         let mut count = 0;
         for (meta, buf) in self.metas[..n].iter().zip(&self.bufs) {
             let dst = match meta.dst_ip {
@@ -177,6 +184,20 @@ impl BatchSocket {
             }
         }
         count.max(1)
+    }
+
+    /// How long the oldest datagram of the last [`BatchSocket::recv_batch`]
+    /// waited in the socket before it was read (the kernel's receive time
+    /// against the system clock now); `None` without timestamps. The
+    /// socket's queue is in arrival order, so this is how far the reader is
+    /// behind its ingress.
+    pub fn ingress_delay(&self) -> Option<std::time::Duration> {
+        let received = self.oldest_received?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?;
+        // A clock stepped back reads as no delay.
+        Some(now.saturating_sub(received))
     }
 
     /// Queue a datagram for the next [`BatchSocket::send_queued`]. Dropped

@@ -22,7 +22,7 @@ use super::relay::{MediaExt, RelayBody, RelayMsg, RelayPacket};
 use super::room::Room;
 use super::session::{self, guarded, Drained, Session};
 use super::source::{self, Resolved, SourcePacket};
-use super::{recorder_tap, simulcast};
+use super::{overload, recorder_tap, simulcast};
 use super::{DropReason, Outbox, RoomName, SessionId, Sfu, Why};
 use crate::codec::{self, Ids};
 
@@ -267,11 +267,12 @@ pub(super) fn forward_in(
     now: Instant,
 ) -> After {
     let facts = Facts::of(source, what, room, pkt, out, now);
+    let served = overload::served(room.subscribers.len(), out.fanout_keep);
     let want_keyframe = fan_out(
         &facts,
         pkt,
         &room.name,
-        &room.subscribers,
+        (&room.subscribers, served),
         sessions,
         out,
         now,
@@ -325,13 +326,16 @@ fn relay_out(room: &Room, what: Resolved, pkt: &SourcePacket<'_>, out: &mut Outb
 /// A VP9 payload rewritten with (picture id, TL0PICIDX), shared by viewers.
 type SharedVp9 = Option<((Option<u16>, Option<u8>), Arc<[u8]>)>;
 
-/// Write one packet, described by `f`, to every viewer in `subscribers`.
-/// Returns whether a viewer waits for a keyframe of the packet's layer.
+/// Write one packet, described by `f`, to the first `served` viewers of
+/// `subscribers` (in join order); the copies of the rest that would have
+/// been written are dropped as [`DropReason::Overload`] (the loop is behind:
+/// `overload::Catchup`). Returns whether a viewer waits for a keyframe of
+/// the packet's layer.
 fn fan_out(
     f: &Facts,
     pkt: &SourcePacket<'_>,
     room_name: &RoomName,
-    subscribers: &[SessionId],
+    (subscribers, served): (&[SessionId], usize),
     sessions: &mut IdMap<Session>,
     out: &mut Outbox,
     now: Instant,
@@ -341,7 +345,7 @@ fn fan_out(
     // needs the same picture id and TL0PICIDX (str0m patches only VP8
     // descriptors, so a rewrite is a copy; most viewers share one).
     let mut vp9_copies: [SharedVp9; 4] = Default::default();
-    for sub_id in subscribers {
+    for (i, sub_id) in subscribers.iter().enumerate() {
         let Some(sub) = sessions.get_mut(sub_id) else {
             out.stats.fanout_attempts += 1;
             out.stats.drop(DropReason::NoViewerTrack);
@@ -369,6 +373,10 @@ fn fan_out(
         }
         if sub.shed.paused.is_some() {
             out.stats.drop(DropReason::ViewerPaused);
+            continue;
+        }
+        if i >= served {
+            out.stats.drop(DropReason::Overload);
             continue;
         }
         let (stream, rid) = if relay {

@@ -284,7 +284,7 @@ impl Sfu {
             .or_insert_with(|| Room::new(room.clone(), now));
         match role {
             Role::Publisher => r.set_source(id, SourceKind::Whip),
-            Role::Subscriber => r.subscribe(id),
+            Role::Subscriber => r.subscribe(id, downstream_edge),
         }
         if role == Role::Subscriber {
             self.upstream_viewers_changed(now, room);

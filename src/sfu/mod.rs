@@ -243,6 +243,11 @@ pub struct Sfu {
     governor: overload::Governor,
     /// `rtp_forwarded` and sessions created at the last load sample.
     load_mark: (u64, u64),
+    /// The fan-out's catch-up with ingress (overload control); its share is
+    /// copied to `Outbox::fanout_keep` when it changes.
+    catchup: overload::Catchup,
+    /// Copies dropped for `DropReason::Overload` at the last load sample.
+    skipped_mark: u64,
     /// The upstream on each of `config.upstream_addrs`, if any.
     upstream_slots: Vec<Option<SessionId>>,
 }
@@ -273,6 +278,9 @@ struct Outbox {
     /// The error of the last drain that ended a session (its handshake
     /// failure's reason); taken by `settle`.
     rtc_error: Option<String>,
+    /// Of each room's viewers (in join order) the fan-out serves the first
+    /// `overload::served(n, fanout_keep)` ([`overload::KEEP_ALL`]: all).
+    fanout_keep: u32,
 }
 
 /// Why a session is ended (see [`Outbox::doom`]).
@@ -371,10 +379,13 @@ impl Sfu {
                 doomed: Vec::new(),
                 stats: Stats::default(),
                 rtc_error: None,
+                fanout_keep: overload::KEEP_ALL,
             },
             ended: VecDeque::new(),
             governor: overload::Governor::default(),
             load_mark: (0, 0),
+            catchup: overload::Catchup::default(),
+            skipped_mark: 0,
             upstream_slots: vec![None; config_upstreams],
         }
     }
@@ -638,6 +649,8 @@ impl Sfu {
         s.cost_per_packet_s = self.load.cost_s;
         s.cost_per_message_s = self.load.message_cost_s;
         s.send_batch = self.load.batch;
+        s.fanout_skip_ratio = 1.0 - self.catchup.keep();
+        s.ingress_delay_s = self.load.lag.max_delay.as_secs_f64();
         s
     }
 

@@ -11,7 +11,18 @@
 //! Pure policy: no clock, no sessions, no `Rtc`. The core turns the actions
 //! into layer caps, paused viewers and closed sessions.
 //!
-//! Shedding order, when the measured load is above the ceiling:
+//! Overload is told from saturation by whether the loop falls behind its
+//! ingress, not by its busy ratio: a loop that is 0.99 busy but reads every
+//! datagram soon after it arrived loses nothing, and pausing viewers there
+//! costs more than it saves. The driver reports the age of the oldest
+//! datagram each read finds in the socket ([`Catchup::on_delay`]); while it
+//! exceeds [`BEHIND_DELAY`] and does not fall fast, the fan-out serves only
+//! the oldest share [`Catchup::keep`] of each room's viewers, so the loop
+//! catches up, loss falls on the newest viewers' copies and never on the
+//! publishers' packets at the socket. The governor sheds only after windows
+//! in which the loop was behind ([`Load::behind`]).
+//!
+//! Shedding order, when the loop fell behind:
 //! 1. simulcast viewers move down one layer, newest first;
 //! 2. the newest viewers of the heaviest room are paused (session kept, no media);
 //! 3. viewers paused for [`PAUSE_LIMIT`] while the node stays loaded, or when
@@ -36,10 +47,32 @@ use super::id::SessionId;
 /// Default ceiling on the loop's load (`WISP_MAX_LOAD`): 0.85 of a core
 /// leaves room for bursts (keyframes, joins) before packets wait in the socket.
 pub const DEFAULT_MAX_LOAD: f64 = 0.85;
-/// Shedding needs the ceiling (plus [`SHED_MARGIN`]) exceeded in this many
-/// samples in a row: one long turn (a stall of the host, a burst of joins)
-/// must not pause viewers.
+/// Shedding needs the loop behind ([`Load::behind`]) in this many samples
+/// in a row: one long stall (of the host, a burst of joins) must not pause
+/// viewers.
 pub const SHED_AFTER: u32 = 2;
+/// The loop is behind when the oldest datagram a read finds has waited
+/// longer than this in the socket. A loop that keeps up reads a datagram
+/// within a turn (a few ms; a burst of 16 joins, ~35 ms); the unprivileged
+/// receive buffer (208 KiB) holds about 0.3 s of one 550 packets/s publisher.
+pub const BEHIND_DELAY: Duration = Duration::from_millis(100);
+/// Below this delay the loop has caught up and the fan-out serves more
+/// viewers again.
+pub const CAUGHT_UP_DELAY: Duration = Duration::from_millis(20);
+/// The fan-out's share of viewers changes at most once per step.
+pub const CATCHUP_STEP: Duration = Duration::from_millis(20);
+/// While behind and not draining fast, each step keeps this share of the
+/// viewers served (multiplicative decrease: 20 steps take it to 1 %).
+pub const CATCHUP_CUT: f64 = 0.8;
+/// Once caught up, each step adds this share of the viewers back (from none
+/// to all in a second).
+pub const CATCHUP_RAISE: f64 = 0.02;
+/// Draining is fast enough when the delay falls by this share of the time
+/// that passed (the loop reads 1.25 s of ingress per second): then the
+/// share of viewers is held, not cut further.
+pub const FAST_DRAIN: f64 = 0.25;
+/// [`Catchup::keep_fixed`] when every viewer is served.
+pub const KEEP_ALL: u32 = 1 << 16;
 /// Resume only below `max_load - RESUME_MARGIN`, so one resumed viewer does
 /// not push the node straight back over (hysteresis).
 pub const RESUME_MARGIN: f64 = 0.10;
@@ -63,12 +96,6 @@ pub const BATCH_UNDER_LOAD: f64 = 4.0;
 pub const QUIET_ROOM_PPS: f64 = 550.0;
 /// Packets/s assumed for a publish (ingress) before its media is known.
 pub const PUBLISH_PPS: f64 = 550.0;
-/// Shedding starts only when the measured load is this far over the
-/// ceiling: admission fills a node up to the ceiling, and keyframes and joins
-/// make the measurement wobble around it. It then sheds down to the ceiling.
-/// A ceiling within twice this of 1 uses half its distance to 1 instead (the
-/// load never passes 1).
-pub const SHED_MARGIN: f64 = 0.05;
 /// Loop time one session's setup costs (offer, `Rtc`, answer, ICE, DTLS):
 /// 0.84–1.02 ms of server CPU measured with `wisp-load --setup-rate`.
 /// Subtracted from a window's busy time before the per-packet cost is
@@ -170,6 +197,15 @@ pub struct Load {
     measured: bool,
     /// `message_cost_s` comes from a measurement, not the prior.
     messages_measured: bool,
+    /// The loop fell behind its ingress in the last sample: the fan-out
+    /// skipped copies, or every read found a datagram older than
+    /// [`BEHIND_DELAY`] ([`Load::on_lag`]). Only then does the governor shed.
+    pub behind: bool,
+    /// Copies per second the fan-out skipped to catch up in the last sample
+    /// (`wisp_packets_dropped_total{reason="overload"}`).
+    pub skipped_pps: f64,
+    /// The ingress delays of the last sample.
+    pub lag: LagWindow,
 }
 
 impl Load {
@@ -188,7 +224,19 @@ impl Load {
             samples: 0,
             measured: false,
             messages_measured: false,
+            behind: false,
+            skipped_pps: 0.0,
+            lag: LagWindow::default(),
         }
+    }
+
+    /// Record whether the loop fell behind in the sample just taken, from
+    /// the catch-up's window ([`Catchup::take_window`]) and the copies the
+    /// fan-out skipped per second.
+    pub fn on_lag(&mut self, window: LagWindow, skipped_pps: f64) {
+        self.skipped_pps = skipped_pps;
+        self.lag = window;
+        self.behind = skipped_pps > 0.0 || window.min_delay.is_some_and(|d| d > BEHIND_DELAY);
     }
 
     /// Take a sample covering `forwarded` packets sent to viewers. All the
@@ -370,22 +418,23 @@ impl Governor {
         }
         let mut out = Vec::new();
         let excess = load.load - load.max_load;
-        // The load cannot pass 1: a ceiling near it keeps half its room.
-        let margin = SHED_MARGIN.min((1.0 - load.max_load) / 2.0).max(0.0);
+        // Shed only when the loop fell behind: a loop over the ceiling that
+        // keeps up loses nothing (`WISP_MAX_LOAD=off`: never).
+        let behind = load.behind && load.max_load.is_finite();
         // Sessions admitted in the last PENDING_FOR are still starting: their
         // first seconds (keyframes, first reports, repairs) cost more than
         // their media will. Admission already counted them, and it refuses
         // everyone while the load is over, so this wait ends within
-        // PENDING_FOR.
+        // PENDING_FOR (the fan-out's catch-up keeps ingress safe meanwhile).
         let starting = load.starting(now);
-        self.over = match (excess > margin, starting) {
+        self.over = match (behind, starting) {
             (false, _) => 0,
             (true, false) => self.over + 1,
             (true, true) => self.over,
         };
         if self.over >= SHED_AFTER && !starting {
             self.shed(now, load, excess, viewers, &mut out);
-        } else {
+        } else if !load.behind {
             self.restore(load, viewers, &mut out);
         }
         // Paused too long while the node is still loaded: end them.
@@ -436,8 +485,13 @@ impl Governor {
         viewers: &[ViewerLoad],
         out: &mut Vec<Action>,
     ) {
-        // Packets/s to remove; within half a packet/s counts as done.
-        let mut need = excess / load.packet_cost().max(1e-9) - 0.5;
+        // Packets/s to remove: what the fan-out skipped to catch up (its
+        // cost is not in the measured load), plus what takes the measured
+        // load down to the ceiling. A load under the ceiling while the loop
+        // is behind (a busy host takes time from it) still sheds what was
+        // skipped. Within half a packet/s counts as done.
+        let mut need =
+            (load.skipped_pps + (excess / load.packet_cost().max(1e-9)).max(0.0)).max(1.0) - 0.5;
         let mut newest: Vec<&ViewerLoad> = viewers.iter().collect();
         newest.sort_by_key(|v| std::cmp::Reverse(v.joined));
 
@@ -537,6 +591,117 @@ impl Governor {
                 out.push(Action::Lift(v.id));
             }
         }
+    }
+}
+
+/// The ingress delays one load window saw ([`Catchup::take_window`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LagWindow {
+    /// The largest delay reported in the window.
+    pub max_delay: Duration,
+    /// The smallest (`None`: no datagram was read): above [`BEHIND_DELAY`],
+    /// the loop never caught up in the whole window.
+    pub min_delay: Option<Duration>,
+}
+
+/// The fan-out's catch-up: how much of each room's viewer list the fan-out
+/// serves, from the age of the datagrams the loop reads.
+///
+/// A read that finds a datagram which waited more than [`BEHIND_DELAY`] in
+/// the socket, with the delay not falling by [`FAST_DRAIN`] of the time that
+/// passed, cuts the share by [`CATCHUP_CUT`] (at most once per
+/// [`CATCHUP_STEP`]); a delay under [`CAUGHT_UP_DELAY`] adds
+/// [`CATCHUP_RAISE`] back; in between the share holds. The fan-out serves a
+/// room's viewers in join order and stops at the share, so the copies
+/// skipped are the newest viewers' (the governor then pauses those), and the
+/// loop reads its ingress before the socket overflows. Under a steady
+/// overload the share settles where the loop keeps up: the most the core
+/// can carry, delivered whole to the oldest viewers.
+#[derive(Debug, Clone)]
+pub struct Catchup {
+    /// Share of each room's viewers served (1: all).
+    keep: f64,
+    /// When the share last moved (or was held), and the delay then.
+    step: Option<(Instant, Duration)>,
+    /// This window's delays.
+    window: LagWindow,
+    /// Steps that cut the share, so far.
+    pub cuts: u64,
+}
+
+impl Default for Catchup {
+    fn default() -> Self {
+        Catchup {
+            keep: 1.0,
+            step: None,
+            window: LagWindow::default(),
+            cuts: 0,
+        }
+    }
+}
+
+impl Catchup {
+    /// A read at `now` found a datagram that had waited `delay` in the
+    /// socket (the oldest of its batch). Returns whether the share changed.
+    pub fn on_delay(&mut self, now: Instant, delay: Duration) -> bool {
+        let w = &mut self.window;
+        w.max_delay = w.max_delay.max(delay);
+        w.min_delay = Some(w.min_delay.map_or(delay, |m| m.min(delay)));
+        let Some((at, before)) = self.step else {
+            self.step = Some((now, delay));
+            return false;
+        };
+        let passed = now.saturating_duration_since(at);
+        if passed < CATCHUP_STEP {
+            return false;
+        }
+        self.step = Some((now, delay));
+        let was = self.keep;
+        if delay > BEHIND_DELAY {
+            let fell = before.saturating_sub(delay).as_secs_f64();
+            if fell < FAST_DRAIN * passed.as_secs_f64() {
+                self.keep *= CATCHUP_CUT;
+                // Below one viewer in 65,536: none.
+                if self.keep < 1.0 / f64::from(KEEP_ALL) {
+                    self.keep = 0.0;
+                }
+                self.cuts += 1;
+            }
+        } else if delay < CAUGHT_UP_DELAY {
+            self.keep = (self.keep + CATCHUP_RAISE).min(1.0);
+        }
+        self.keep != was
+    }
+
+    /// Share of each room's viewers the fan-out serves (1: all).
+    pub fn keep(&self) -> f64 {
+        self.keep
+    }
+
+    /// [`Catchup::keep`] in 1/65,536ths ([`KEEP_ALL`]: all), for the fan-out:
+    /// of `n` viewers it serves the first `n * keep_fixed >> 16`.
+    pub fn keep_fixed(&self) -> u32 {
+        if self.keep >= 1.0 {
+            KEEP_ALL
+        } else {
+            (self.keep * f64::from(KEEP_ALL)) as u32
+        }
+    }
+
+    /// The delays seen since the last call (one load window); a new window
+    /// starts.
+    pub fn take_window(&mut self) -> LagWindow {
+        std::mem::take(&mut self.window)
+    }
+}
+
+/// Of `n` viewers in join order, how many the fan-out serves at `keep`
+/// ([`Catchup::keep_fixed`]).
+pub fn served(n: usize, keep: u32) -> usize {
+    if keep >= KEEP_ALL {
+        n
+    } else {
+        ((n as u64 * u64::from(keep)) >> 16) as usize
     }
 }
 

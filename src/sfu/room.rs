@@ -141,8 +141,13 @@ pub struct Room {
     pub name: RoomName,
     /// Where its packets come from, if anywhere yet.
     pub source: Option<Source>,
-    /// The viewer sessions, in join order.
+    /// The viewer sessions: downstream edges' pulls first, then viewers,
+    /// each in join order. The fan-out serves them in this order and, when
+    /// the loop falls behind, skips the tail (`overload::Catchup`): an edge
+    /// serves a whole node, so it is skipped last.
     pub subscribers: Vec<SessionId>,
+    /// How many of `subscribers` are downstream edges (at the front).
+    edges: usize,
     /// The source's tracks, per kind.
     pub tracks: PerKind<Option<Track>>,
     /// When the room was created.
@@ -162,6 +167,7 @@ impl Room {
             name,
             source: None,
             subscribers: Vec::new(),
+            edges: 0,
             tracks: PerKind::default(),
             created: now,
             record: false,
@@ -179,9 +185,15 @@ impl Room {
         self.source.map(|s| s.id)
     }
 
-    /// Add `id` as a viewer.
-    pub fn subscribe(&mut self, id: SessionId) {
-        self.subscribers.push(id);
+    /// Add `id` as a viewer (`edge`: a downstream edge's pull, which goes
+    /// after the other edges and before every viewer).
+    pub fn subscribe(&mut self, id: SessionId, edge: bool) {
+        if edge {
+            self.subscribers.insert(self.edges, id);
+            self.edges += 1;
+        } else {
+            self.subscribers.push(id);
+        }
     }
 
     /// The session that is the room's source, if its source is a session.
@@ -205,9 +217,14 @@ impl Room {
 
     /// Remove a viewer. Returns whether it was there.
     pub fn remove_subscriber(&mut self, id: SessionId) -> bool {
-        let before = self.subscribers.len();
-        self.subscribers.retain(|s| *s != id);
-        before != self.subscribers.len()
+        let Some(i) = self.subscribers.iter().position(|s| *s == id) else {
+            return false;
+        };
+        self.subscribers.remove(i);
+        if i < self.edges {
+            self.edges -= 1;
+        }
+        true
     }
 
     /// Close the source slot if `id` holds it; its tracks go with it.

@@ -7,14 +7,14 @@
 //! waits for the keyframe wisp asks for. A capped viewer's layer choice is
 //! limited to rates below its cap.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::command::{ApiError, Role};
 use super::id::RoomName;
 use super::overload::{Action, LoadSample, Refusal, ViewerLoad, PUBLISH_PPS, QUIET_ROOM_PPS};
 use super::room::Room;
 use super::simulcast::ranked;
-use super::Sfu;
+use super::{DropReason, Sfu};
 
 /// Packets/s of one room's media as a viewer would get it: audio, plus video
 /// at `layer` (simulcast) or the whole video track.
@@ -117,8 +117,15 @@ impl Sfu {
         let setups = created - self.load_mark.1;
         self.load_mark = (self.out.stats.rtp_forwarded, created);
         self.load.on_sample(now, sample, forwarded, setups);
+        let skipped = self.out.stats.dropped(DropReason::Overload);
+        let skipped_pps = match sample.elapsed.as_secs_f64() {
+            secs if secs > 0.0 => (skipped - self.skipped_mark) as f64 / secs,
+            _ => 0.0,
+        };
+        self.skipped_mark = skipped;
+        self.load.on_lag(self.catchup.take_window(), skipped_pps);
         log::debug!(
-            "load: busy {:.3}, load {:.3}, {} setups, {:.0} forwarded/s, cost {:.2} us + {:.2} us a message, batch {:.2}, headroom {:.3}",
+            "load: busy {:.3}, load {:.3}, {} setups, {:.0} forwarded/s, cost {:.2} us + {:.2} us a message, batch {:.2}, headroom {:.3}, ingress delay {:.1}-{:.1} ms, skipped {:.0}/s (serving {:.3}), behind {}",
             self.load.busy_ratio,
             self.load.load,
             setups,
@@ -126,7 +133,12 @@ impl Sfu {
             self.load.cost_s * 1e6,
             self.load.message_cost_s * 1e6,
             self.load.batch,
-            self.load.headroom(now)
+            self.load.headroom(now),
+            self.load.lag.min_delay.unwrap_or_default().as_secs_f64() * 1e3,
+            self.load.lag.max_delay.as_secs_f64() * 1e3,
+            skipped_pps,
+            self.catchup.keep(),
+            self.load.behind,
         );
         let secs = sample.elapsed.as_secs_f64();
         if secs > 0.0 {
@@ -146,6 +158,22 @@ impl Sfu {
             self.shed_apply(now, a);
         }
         self.process(now);
+    }
+
+    /// Driver input, once per socket read under load: the oldest datagram
+    /// the read found had waited `delay` in the socket. Moves the share of
+    /// viewers the fan-out serves ([`super::overload::Catchup`]). Cheap: a
+    /// few comparisons, at most one change per
+    /// [`super::overload::CATCHUP_STEP`].
+    pub fn handle_ingress_delay(&mut self, now: Instant, delay: Duration) {
+        if self.catchup.on_delay(now, delay) {
+            self.out.fanout_keep = self.catchup.keep_fixed();
+            log::debug!(
+                "ingress delay {:.1} ms: the fan-out serves {:.3} of each room's viewers",
+                delay.as_secs_f64() * 1e3,
+                self.catchup.keep()
+            );
+        }
     }
 
     /// Every viewer with its cost now and after each possible action.

@@ -23,11 +23,15 @@ pub enum DropReason {
     UnknownPayloadType,
     /// The viewer is paused by overload control.
     ViewerPaused,
+    /// The loop fell behind its ingress: the fan-out skipped this copy, one
+    /// of the newest viewers' of its room, to catch up (see
+    /// [`super::overload::Catchup`]).
+    Overload,
 }
 
 impl DropReason {
     /// All reasons, for metrics output.
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::UnknownSource,
         DropReason::StunRejected,
         DropReason::RtcError,
@@ -38,6 +42,7 @@ impl DropReason {
         DropReason::ViewerNotConnected,
         DropReason::UnknownPayloadType,
         DropReason::ViewerPaused,
+        DropReason::Overload,
     ];
 
     /// Drops counted once per (packet, viewer) rather than once per datagram.
@@ -49,6 +54,7 @@ impl DropReason {
                 | DropReason::NoViewerTrack
                 | DropReason::ViewerNotConnected
                 | DropReason::ViewerPaused
+                | DropReason::Overload
         )
     }
 
@@ -65,6 +71,7 @@ impl DropReason {
             DropReason::ViewerNotConnected => "viewer_not_connected",
             DropReason::UnknownPayloadType => "unknown_payload_type",
             DropReason::ViewerPaused => "viewer_paused",
+            DropReason::Overload => "overload",
         }
     }
 }
@@ -130,7 +137,7 @@ pub struct Stats {
     /// ([`DropReason::is_per_viewer`]).
     pub fanout_attempts: u64,
     /// Dropped datagrams and per-viewer packet drops, indexed like [`DropReason::ALL`].
-    pub dropped: [u64; 10],
+    pub dropped: [u64; DropReason::ALL.len()],
     /// Keyframe requests sent to publishers.
     pub keyframe_requests_sent: u64,
     /// Keyframe requests (PLI/FIR) received from viewers.
@@ -203,6 +210,12 @@ pub struct Stats {
     pub cost_per_packet_s: f64,
     /// Viewers paused by overload control now.
     pub viewers_paused: u64,
+    /// Age of the oldest datagram a read found in the socket, the largest in
+    /// the last load window, seconds: how far the loop was behind its ingress.
+    pub ingress_delay_s: f64,
+    /// Share of each room's newest viewers the fan-out skips now to catch
+    /// up with its ingress (0: it serves everyone).
+    pub fanout_skip_ratio: f64,
     /// Filled in by the event loop: `send_to` failures (datagram dropped).
     pub io_send_errors: u64,
     /// Filled in by the event loop: `recv_from` errors other than WouldBlock.
@@ -283,6 +296,8 @@ impl Stats {
             cost_per_message_s,
             send_batch,
             viewers_paused,
+            ingress_delay_s,
+            fanout_skip_ratio,
             io_send_errors,
             io_recv_errors,
             io_recv_drops,
@@ -350,6 +365,8 @@ impl Stats {
         self.cost_per_packet_s = self.cost_per_packet_s.max(*cost_per_packet_s);
         self.cost_per_message_s = self.cost_per_message_s.max(*cost_per_message_s);
         self.send_batch = self.send_batch.max(*send_batch);
+        self.ingress_delay_s = self.ingress_delay_s.max(*ingress_delay_s);
+        self.fanout_skip_ratio = self.fanout_skip_ratio.max(*fanout_skip_ratio);
         // Every worker's socket asks for the same buffer.
         self.io_recv_buffer_bytes = self.io_recv_buffer_bytes.max(*io_recv_buffer_bytes);
     }

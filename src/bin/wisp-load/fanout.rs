@@ -218,12 +218,18 @@ pub fn run_load(args: &Args, n: usize, room: &str) -> Result<Value, String> {
     let expected = sent * admitted as u64;
     let received = rx.media();
     let loss = loss_ratio(received, expected);
-    let worst_viewer_loss = load
+    // Each admitted viewer's loss, sorted: under overload, wisp's fan-out
+    // concentrates loss on its newest viewers, which the mean hides.
+    let mut viewer_loss: Vec<f64> = load
         .peers
         .iter()
         .filter(|p| p.kind != Kind::Publisher)
         .map(|p| 1.0 - p.rx.media() as f64 / sent.max(1) as f64)
-        .fold(0.0f64, f64::max);
+        .collect();
+    viewer_loss.sort_unstable_by(f64::total_cmp);
+    let worst_viewer_loss = viewer_loss.last().copied().unwrap_or(0.0).max(0.0);
+    let viewers_under_half_percent = viewer_loss.iter().filter(|l| **l < 0.005).count();
+    let viewer_loss_p50 = viewer_loss.get(viewer_loss.len() / 2).copied();
     // The full viewers' decrypt check: every media datagram they counted by
     // header must have come out of str0m with a valid payload.
     let full: Vec<&Peer> = load.peers.iter().filter(|p| p.kind == Kind::Full).collect();
@@ -299,6 +305,8 @@ pub fn run_load(args: &Args, n: usize, room: &str) -> Result<Value, String> {
         "forwarded_pps": received as f64 / dur,
         "loss_ratio": loss,
         "worst_viewer_loss_ratio": worst_viewer_loss,
+        "median_viewer_loss_ratio": viewer_loss_p50,
+        "viewers_loss_under_0_5_pct": viewers_under_half_percent,
         "full_viewer_header_counted": full_hdr,
         "full_viewer_decrypted_ok": full_dec,
         "full_viewer_decrypted_other": dec.other,

@@ -184,10 +184,14 @@ fn sheds_down_then_pause_heaviest_room_newest_first_then_close() {
     vs.push(viewer(5, 1, 300.0));
     let mut g = Governor::default();
 
-    // Over the ceiling by less than the margin: nothing yet.
-    l.load = 0.895;
-    assert!(g.plan(t0, &l, &vs).is_empty());
-    // Over by 0.055 = 550 pps: two down-switches (newest first) cover it.
+    // Over the ceiling but keeping up with ingress: nothing, ever.
+    l.load = 0.99;
+    for _ in 0..5 {
+        assert!(g.plan(t0, &l, &vs).is_empty());
+    }
+    // Behind, over by 0.055 = 550 pps: two down-switches (newest first)
+    // cover it.
+    l.behind = true;
     l.load = 0.905;
     assert!(
         g.plan(t0, &l, &vs).is_empty(),
@@ -243,7 +247,8 @@ fn an_edge_pull_is_never_moved_down_and_is_shed_after_every_ordinary_viewer() {
     };
     let mut vs = vec![viewer(1, 1, 300.0), viewer(2, 1, 300.0), pull];
     let mut g = Governor::default();
-    // 500 pps over: the ordinary viewers are paused, not the pull.
+    // Behind, 500 pps over: the ordinary viewers are paused, not the pull.
+    l.behind = true;
     l.load = 0.90;
     assert!(g.plan(t0, &l, &vs).is_empty());
     assert_eq!(
@@ -275,6 +280,7 @@ fn an_edge_pull_is_never_moved_down_and_is_shed_after_every_ordinary_viewer() {
     // When load falls, the pull resumes first.
     let mut g = Governor::default();
     l.load = 0.0;
+    l.behind = false;
     assert_eq!(g.plan(t0, &l, &vs)[0], Action::Resume(sid(3)));
 }
 
@@ -285,6 +291,7 @@ fn no_shedding_while_admitted_sessions_start() {
     l.cost_s = 1e-4;
     l.admit(t0, 100.0, Refusal::ViewerLoad).unwrap();
     l.load = 0.95; // their first seconds cost more: 1,000 pps over
+    l.behind = true;
     let vs = vec![viewer(1, 0, 1200.0), viewer(2, 0, 1200.0)];
     let mut g = Governor::default();
     let t1 = t0 + Duration::from_secs(1);
@@ -298,21 +305,52 @@ fn no_shedding_while_admitted_sessions_start() {
 }
 
 #[test]
-fn a_ceiling_near_one_still_sheds() {
+fn a_saturated_loop_that_keeps_up_sheds_nothing_one_behind_sheds_what_it_skipped() {
     let t0 = Instant::now();
-    let mut l = Load::new(0.95);
-    l.cost_s = 1e-4;
-    l.load = 0.98; // 0.03 over: more than half of the 0.05 left to 1
-    let vs = vec![viewer(1, 0, 300.0), viewer(2, 0, 300.0)];
-    let mut g = Governor::default();
-    assert!(g.plan(t0, &l, &vs).is_empty());
-    assert_eq!(g.plan(t0, &l, &vs), vec![Action::Pause(sid(2))]);
-    // At the default ceiling 0.04 over is within the margin.
     let mut l = Load::new(DEFAULT_MAX_LOAD);
-    l.load = DEFAULT_MAX_LOAD + 0.04;
+    l.cost_s = 1e-4;
+    let vs = vec![
+        viewer(1, 0, 300.0),
+        viewer(2, 0, 300.0),
+        viewer(3, 0, 300.0),
+    ];
     let mut g = Governor::default();
+    // 0.99 of a core, reading every datagram in time: nothing.
+    l.load = 0.99;
+    let keeping_up = LagWindow {
+        max_delay: Duration::from_millis(30),
+        min_delay: Some(Duration::ZERO),
+    };
+    l.on_lag(keeping_up, 0.0);
+    assert!(!l.behind);
+    for _ in 0..10 {
+        assert!(g.plan(t0, &l, &vs).is_empty());
+    }
+    // Under the ceiling by the model, but the fan-out skipped 500 copies/s
+    // to catch up (a host taking time from the loop): two windows in a row,
+    // then the newest viewers worth 500 pps are paused.
+    l.load = 0.8;
+    l.on_lag(keeping_up, 500.0);
+    assert!(l.behind);
     assert!(g.plan(t0, &l, &vs).is_empty());
-    assert!(g.plan(t0, &l, &vs).is_empty());
+    assert_eq!(
+        g.plan(t0, &l, &vs),
+        vec![Action::Pause(sid(3)), Action::Pause(sid(2))]
+    );
+    // Every read found a datagram over BEHIND_DELAY old: behind too.
+    let never_caught_up = LagWindow {
+        max_delay: Duration::from_millis(900),
+        min_delay: Some(BEHIND_DELAY + Duration::from_millis(1)),
+    };
+    l.on_lag(never_caught_up, 0.0);
+    assert!(l.behind);
+    // With overload control off, nothing even then.
+    let mut off = Load::new(f64::INFINITY);
+    off.on_lag(never_caught_up, 500.0);
+    let mut g = Governor::default();
+    for _ in 0..5 {
+        assert!(g.plan(t0, &off, &vs).is_empty());
+    }
 }
 
 #[test]
@@ -320,6 +358,7 @@ fn pauses_the_heaviest_room_first() {
     let t0 = Instant::now();
     let mut l = Load::new(0.85);
     l.cost_s = 3.5e-4;
+    l.behind = true;
     l.load = 0.92; // 200 pps over
                    // Room 0: one 550 pps viewer (the newest); room 1: two 300 pps viewers.
     let vs = vec![
@@ -374,6 +413,10 @@ fn resumes_oldest_first_within_budget_then_lifts_caps() {
     let mut g = Governor::default();
     l.load = 0.8;
     assert!(g.plan(t0, &l, &vs).is_empty());
+    // Nor while the loop is behind, however low the model reads.
+    l.load = 0.2;
+    l.behind = true;
+    assert!(g.plan(t0, &l, &vs).is_empty());
 }
 
 #[test]
@@ -394,4 +437,100 @@ fn paused_too_long_under_load_is_closed() {
         g.plan(t0 + PAUSE_LIMIT, &l, &[v]),
         vec![Action::Close(sid(1))]
     );
+}
+
+/// A loop with `capacity` viewers' worth of fan-out per second and `n`
+/// viewers, run in 5 ms steps from `t` for `secs`: the socket's backlog (in
+/// seconds of ingress) grows while the fan-out serves more than the loop
+/// carries and drains otherwise; each step reports it as the delay.
+/// Returns (largest delay, mean viewers served over the last half).
+fn run_loop(
+    c: &mut Catchup,
+    t: &mut Instant,
+    backlog: &mut f64,
+    n: usize,
+    capacity: f64,
+    secs: u32,
+) -> (f64, f64) {
+    let dt = 0.005;
+    let steps = secs * 200;
+    let (mut worst, mut served_sum) = (0.0f64, 0.0);
+    for i in 0..steps {
+        let serving = served(n, c.keep_fixed());
+        *backlog = (*backlog + (serving as f64 / capacity - 1.0) * dt).max(0.0);
+        *t += Duration::from_millis(5);
+        c.on_delay(*t, Duration::from_secs_f64(*backlog));
+        worst = worst.max(*backlog);
+        if i >= steps / 2 {
+            served_sum += serving as f64;
+        }
+    }
+    (worst, served_sum / f64::from(steps - steps / 2))
+}
+
+#[test]
+fn a_loop_that_keeps_up_serves_everyone() {
+    let mut c = Catchup::default();
+    let t0 = Instant::now();
+    // Saturated: reads find datagrams 0-15 ms old, and a burst of joins
+    // once a second holds ingress for 60 ms.
+    for i in 0..2000u64 {
+        let d = if i % 200 < 12 { 60 } else { i % 16 };
+        c.on_delay(t0 + Duration::from_millis(5 * i), Duration::from_millis(d));
+        assert_eq!(c.keep_fixed(), KEEP_ALL, "step {i}");
+    }
+    assert_eq!(c.cuts, 0);
+    let w = c.take_window();
+    assert_eq!(w.max_delay, Duration::from_millis(60));
+    assert_eq!(w.min_delay, Some(Duration::ZERO));
+    assert_eq!(c.take_window(), LagWindow::default());
+    assert_eq!(served(800, KEEP_ALL), 800);
+}
+
+#[test]
+fn a_loop_that_falls_behind_serves_the_oldest_it_can_carry_then_everyone_again() {
+    let mut c = Catchup::default();
+    let mut t = Instant::now();
+    let mut backlog = 0.0;
+    // 800 viewers on a loop that carries 400: the backlog stays bounded (a
+    // fraction of a second, far from filling a socket buffer) and the
+    // fan-out serves about what the loop carries (the delay swings between
+    // CAUGHT_UP_DELAY and BEHIND_DELAY around it).
+    let (worst, mean) = run_loop(&mut c, &mut t, &mut backlog, 800, 400.0, 10);
+    assert!(worst < 0.2, "largest delay {worst} s");
+    assert!((360.0..=420.0).contains(&mean), "mean served {mean}");
+    assert!(c.keep() < 0.55 && c.cuts > 0, "{c:?}");
+    let w = c.take_window();
+    assert!(w.max_delay > BEHIND_DELAY, "{w:?}");
+    // The newest are paused (500 left, of which 350 active, at the front):
+    // the loop catches up and the fan-out serves everyone again.
+    let (worst, _) = run_loop(&mut c, &mut t, &mut backlog, 350, 400.0, 3);
+    assert!(worst < 0.25, "{worst}");
+    assert_eq!(c.keep_fixed(), KEEP_ALL);
+    assert!(backlog < CAUGHT_UP_DELAY.as_secs_f64());
+}
+
+#[test]
+fn served_counts_the_oldest_share() {
+    assert_eq!(served(800, KEEP_ALL / 2), 400);
+    assert_eq!(served(3, KEEP_ALL / 2), 1);
+    assert_eq!(served(10, 0), 0);
+    assert_eq!(served(0, 12_345), 0);
+    let mut c = Catchup::default();
+    let t0 = Instant::now();
+    // Behind and not draining: one cut per step, none between steps.
+    c.on_delay(t0, Duration::from_millis(150));
+    assert!(!c.on_delay(t0 + Duration::from_millis(10), Duration::from_millis(160)));
+    assert!(c.on_delay(t0 + CATCHUP_STEP, Duration::from_millis(170)));
+    assert!((c.keep() - CATCHUP_CUT).abs() < 1e-12);
+    // Draining fast (20 ms less in 20 ms): held.
+    assert!(!c.on_delay(t0 + 2 * CATCHUP_STEP, Duration::from_millis(150)));
+    // Draining slowly (2 ms in 20 ms): cut again.
+    assert!(c.on_delay(t0 + 3 * CATCHUP_STEP, Duration::from_millis(148)));
+    // Between caught-up and behind: held; caught up: raised.
+    assert!(!c.on_delay(t0 + 4 * CATCHUP_STEP, Duration::from_millis(50)));
+    assert!(c.on_delay(t0 + 5 * CATCHUP_STEP, Duration::from_millis(5)));
+    let k = CATCHUP_CUT * CATCHUP_CUT + CATCHUP_RAISE;
+    assert!((c.keep() - k).abs() < 1e-12, "{}", c.keep());
+    assert_eq!(c.keep_fixed(), (k * f64::from(KEEP_ALL)) as u32);
 }
