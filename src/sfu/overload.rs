@@ -62,11 +62,14 @@ pub const CAUGHT_UP_DELAY: Duration = Duration::from_millis(20);
 /// The fan-out's share of viewers changes at most once per step.
 pub const CATCHUP_STEP: Duration = Duration::from_millis(20);
 /// While behind and not draining fast, each step keeps this share of the
-/// viewers served (multiplicative decrease: 20 steps take it to 1 %).
-pub const CATCHUP_CUT: f64 = 0.8;
-/// Once caught up, each step adds this share of the viewers back (from none
-/// to all in a second).
-pub const CATCHUP_RAISE: f64 = 0.02;
+/// viewers served (multiplicative decrease), its square when the delay is
+/// over twice [`BEHIND_DELAY`]. Small steps keep the share steady under a
+/// steady overload, so that the same viewers keep getting every packet.
+pub const CATCHUP_CUT: f64 = 0.9;
+/// Once caught up, each [`CATCHUP_STEP`] of time adds this share of the
+/// viewers back (half of them in 2 s; a loop that read nothing for 4 s
+/// gets them all back at its next read).
+pub const CATCHUP_RAISE: f64 = 0.005;
 /// Draining is fast enough when the delay falls by this share of the time
 /// that passed (the loop reads 1.25 s of ingress per second): then the
 /// share of viewers is held, not cut further.
@@ -611,7 +614,7 @@ pub struct LagWindow {
 /// the socket, with the delay not falling by [`FAST_DRAIN`] of the time that
 /// passed, cuts the share by [`CATCHUP_CUT`] (at most once per
 /// [`CATCHUP_STEP`]); a delay under [`CAUGHT_UP_DELAY`] adds
-/// [`CATCHUP_RAISE`] back; in between the share holds. The fan-out serves a
+/// [`CATCHUP_RAISE`] back per step of time; in between the share holds. The fan-out serves a
 /// room's viewers in join order and stops at the share, so the copies
 /// skipped are the newest viewers' (the governor then pauses those), and the
 /// loop reads its ingress before the socket overflows. Under a steady
@@ -660,7 +663,11 @@ impl Catchup {
         if delay > BEHIND_DELAY {
             let fell = before.saturating_sub(delay).as_secs_f64();
             if fell < FAST_DRAIN * passed.as_secs_f64() {
-                self.keep *= CATCHUP_CUT;
+                self.keep *= if delay > 2 * BEHIND_DELAY {
+                    CATCHUP_CUT * CATCHUP_CUT
+                } else {
+                    CATCHUP_CUT
+                };
                 // Below one viewer in 65,536: none.
                 if self.keep < 1.0 / f64::from(KEEP_ALL) {
                     self.keep = 0.0;
@@ -668,7 +675,8 @@ impl Catchup {
                 self.cuts += 1;
             }
         } else if delay < CAUGHT_UP_DELAY {
-            self.keep = (self.keep + CATCHUP_RAISE).min(1.0);
+            let steps = passed.as_secs_f64() / CATCHUP_STEP.as_secs_f64();
+            self.keep = (self.keep + CATCHUP_RAISE * steps).min(1.0);
         }
         self.keep != was
     }
