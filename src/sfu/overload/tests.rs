@@ -497,7 +497,7 @@ fn a_loop_that_falls_behind_serves_the_oldest_it_can_carry_then_everyone_again()
     // fan-out serves about what the loop carries (the delay swings between
     // CAUGHT_UP_DELAY and BEHIND_DELAY around it).
     let (worst, mean) = run_loop(&mut c, &mut t, &mut backlog, 800, 400.0, 10);
-    assert!(worst < 0.2, "largest delay {worst} s");
+    assert!(worst < 0.25, "largest delay {worst} s");
     assert!((360.0..=420.0).contains(&mean), "mean served {mean}");
     assert!(c.keep() < 0.6 && c.cuts > 0, "{c:?}");
     let w = c.take_window();
@@ -519,28 +519,30 @@ fn served_counts_the_oldest_share() {
     let mut c = Catchup::default();
     let t0 = Instant::now();
     // Behind and not draining: one cut per step, none between steps.
-    c.on_delay(t0, Duration::from_millis(150));
-    assert!(!c.on_delay(t0 + Duration::from_millis(10), Duration::from_millis(160)));
-    assert!(c.on_delay(t0 + CATCHUP_STEP, Duration::from_millis(170)));
+    let step = |n: u32| t0 + n * CATCHUP_STEP;
+    let ms = Duration::from_millis;
+    c.on_delay(t0, ms(150));
+    assert!(!c.on_delay(t0 + ms(10), ms(160)));
+    assert!(c.on_delay(step(1), ms(170)));
     assert!((c.keep() - CATCHUP_CUT).abs() < 1e-12);
+    // The step after a cut still sees the work before it: no cut.
+    assert!(!c.on_delay(step(2), ms(180)));
     // Draining fast (20 ms less in 20 ms): held.
-    assert!(!c.on_delay(t0 + 2 * CATCHUP_STEP, Duration::from_millis(150)));
+    assert!(!c.on_delay(step(3), ms(160)));
     // Draining slowly (2 ms in 20 ms): cut again.
-    assert!(c.on_delay(t0 + 3 * CATCHUP_STEP, Duration::from_millis(148)));
+    assert!(c.on_delay(step(4), ms(158)));
     // Between caught-up and behind: held; caught up: raised.
-    assert!(!c.on_delay(t0 + 4 * CATCHUP_STEP, Duration::from_millis(50)));
-    assert!(c.on_delay(t0 + 5 * CATCHUP_STEP, Duration::from_millis(5)));
+    assert!(!c.on_delay(step(5), ms(50)));
+    assert!(c.on_delay(step(6), ms(5)));
     let k = CATCHUP_CUT * CATCHUP_CUT + CATCHUP_RAISE;
     assert!((c.keep() - k).abs() < 1e-12, "{}", c.keep());
     assert_eq!(c.keep_fixed(), (k * f64::from(KEEP_ALL)) as u32);
     // Far behind (over twice BEHIND_DELAY): cut harder.
-    assert!(c.on_delay(t0 + 6 * CATCHUP_STEP, Duration::from_millis(250)));
+    assert!(c.on_delay(step(7), ms(250)));
     let k = k * CATCHUP_CUT * CATCHUP_CUT;
     assert!((c.keep() - k).abs() < 1e-12, "{}", c.keep());
+    assert_eq!(c.cuts, 3);
     // Nothing read for 4 s, then a fresh datagram: all back.
-    assert!(c.on_delay(
-        t0 + 6 * CATCHUP_STEP + Duration::from_secs(4),
-        Duration::ZERO
-    ));
+    assert!(c.on_delay(step(7) + Duration::from_secs(4), Duration::ZERO));
     assert_eq!(c.keep_fixed(), KEEP_ALL);
 }
