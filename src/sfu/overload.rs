@@ -75,6 +75,9 @@ pub const CATCHUP_RAISE: f64 = 0.005;
 /// that passed (the loop reads 1.25 s of ingress per second): then the
 /// share of viewers is held, not cut further.
 pub const FAST_DRAIN: f64 = 0.25;
+/// Share of the copies the fan-out skipped that the governor sheds in one
+/// plan ([`Governor::plan`]).
+pub const SKIPPED_SHARE: f64 = 0.5;
 /// [`Catchup::keep_fixed`] when every viewer is served.
 pub const KEEP_ALL: u32 = 1 << 16;
 /// Resume only below `max_load - RESUME_MARGIN`, so one resumed viewer does
@@ -489,13 +492,16 @@ impl Governor {
         viewers: &[ViewerLoad],
         out: &mut Vec<Action>,
     ) {
-        // Packets/s to remove: what the fan-out skipped to catch up (its
-        // cost is not in the measured load), plus what takes the measured
-        // load down to the ceiling. A load under the ceiling while the loop
-        // is behind (a busy host takes time from it) still sheds what was
-        // skipped. Within half a packet/s counts as done.
-        let mut need =
-            (load.skipped_pps + (excess / load.packet_cost().max(1e-9)).max(0.0)).max(1.0) - 0.5;
+        // Packets/s to remove: a share of what the fan-out skipped to catch
+        // up (its cost is not in the measured load), plus what takes the
+        // measured load down to the ceiling. A load under the ceiling while
+        // the loop is behind (a busy host takes time from it) still sheds.
+        // Only a share: the catch-up cuts past what the loop lacks and
+        // comes back slowly, and a pause costs a viewer everything, so the
+        // governor sheds from below, again two samples later if still
+        // behind. Within half a packet/s counts as done.
+        let skipped = load.skipped_pps * SKIPPED_SHARE;
+        let mut need = (skipped + (excess / load.packet_cost().max(1e-9)).max(0.0)).max(1.0) - 0.5;
         let mut newest: Vec<&ViewerLoad> = viewers.iter().collect();
         newest.sort_by_key(|v| std::cmp::Reverse(v.joined));
 

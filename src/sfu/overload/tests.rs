@@ -326,11 +326,11 @@ fn a_saturated_loop_that_keeps_up_sheds_nothing_one_behind_sheds_what_it_skipped
     for _ in 0..10 {
         assert!(g.plan(t0, &l, &vs).is_empty());
     }
-    // Under the ceiling by the model, but the fan-out skipped 500 copies/s
-    // to catch up (a host taking time from the loop): two windows in a row,
-    // then the newest viewers worth 500 pps are paused.
+    // Under the ceiling by the model, but the fan-out skipped 1,000
+    // copies/s to catch up (a host taking time from the loop): two windows
+    // in a row, then the newest viewers worth half of that are paused.
     l.load = 0.8;
-    l.on_lag(keeping_up, 500.0);
+    l.on_lag(keeping_up, 1000.0);
     assert!(l.behind);
     assert!(g.plan(t0, &l, &vs).is_empty());
     assert_eq!(
