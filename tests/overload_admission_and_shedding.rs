@@ -204,7 +204,7 @@ fn rising_load_pauses_the_newest_viewers_then_resumes_them_oldest_first() {
     // Load falls back: everyone resumes, oldest first, and gets video again
     // (from a keyframe, numbering continuous).
     let mut resumed_at: Vec<Option<u32>> = vec![None; viewers.len()];
-    for second in 0..6 {
+    for second in 0..9 {
         tick(&mut net, cheap, &mut marks);
         for (i, v) in viewers.iter().enumerate() {
             if paused[i] && resumed_at[i].is_none() && video(&net, *v) > before[i] {

@@ -278,7 +278,7 @@ fn an_edge_pull_is_never_moved_down_and_is_shed_after_every_ordinary_viewer() {
     let plan = g.plan(t0, &l, &vs);
     assert_eq!(plan.last(), Some(&Action::Close(sid(3))), "{plan:?}");
     // When load falls, the pull resumes first.
-    let mut g = Governor::default();
+    let mut g = calm();
     l.load = 0.0;
     l.behind = false;
     assert_eq!(g.plan(t0, &l, &vs)[0], Action::Resume(sid(3)));
@@ -391,8 +391,12 @@ fn resumes_oldest_first_within_budget_then_lifts_caps() {
         },
     ];
     let mut g = Governor::default();
-    // At 0.85 - 0.10 - 0.012 there is room for 1,200 pps: two resumes.
+    // At 0.85 - 0.10 - 0.012 there is room for 1,200 pps: two resumes,
+    // once the loop has kept up for RESUME_AFTER samples.
     l.load = 0.738;
+    for _ in 1..RESUME_AFTER {
+        assert!(g.plan(t0, &l, &vs).is_empty());
+    }
     assert_eq!(
         g.plan(t0, &l, &vs),
         vec![Action::Resume(sid(1)), Action::Resume(sid(2))]
@@ -413,10 +417,25 @@ fn resumes_oldest_first_within_budget_then_lifts_caps() {
     let mut g = Governor::default();
     l.load = 0.8;
     assert!(g.plan(t0, &l, &vs).is_empty());
-    // Nor while the loop is behind, however low the model reads.
+    // Nor while the loop is behind, however low the model reads, nor in
+    // the samples after it was.
     l.load = 0.2;
     l.behind = true;
+    let mut g = calm();
     assert!(g.plan(t0, &l, &vs).is_empty());
+    l.behind = false;
+    for _ in 1..RESUME_AFTER {
+        assert!(g.plan(t0, &l, &vs).is_empty());
+    }
+    assert!(!g.plan(t0, &l, &vs).is_empty());
+}
+
+/// A governor whose loop has kept up long enough to resume viewers.
+fn calm() -> Governor {
+    Governor {
+        calm: RESUME_AFTER,
+        ..Governor::default()
+    }
 }
 
 #[test]
