@@ -193,13 +193,15 @@ struct Harness {
     now: Instant,
     /// Sessions created, with their role and room, for `delete_first`.
     created: Vec<(crate::sfu::Role, RoomName, crate::sfu::SessionToken)>,
-    /// str0m's parser refused the offer text: every later POST of it would
-    /// be refused the same way (the roles' texts differ in direction lines
-    /// only), so they are skipped. Parsing was most of the time per input.
+    /// str0m's parser refused the offer text, or found it inconsistent
+    /// (e.g. a BUNDLE group naming other mids than the m-lines): every later
+    /// POST of it would be refused the same way (the roles' texts differ in
+    /// direction lines only), so they are skipped. Parsing was most of the
+    /// time per input.
     unparsable: bool,
     /// The offer was refused as a bad offer for this role (publisher,
-    /// viewer) after it parsed (e.g. str0m's "No m-lines", an inconsistent
-    /// BUNDLE group): what the core does with the text of one role before
+    /// viewer) after it parsed (e.g. str0m's "No m-lines in offer"): what
+    /// the core does with the text of one role before
     /// it looks at the room does not depend on the room, so a later POST of
     /// that role would parse the same text and be refused the same way; it
     /// is skipped. Not for a viewer's offer asking for every simulcast
@@ -279,9 +281,10 @@ impl Harness {
             }
             Ok(other) => panic!("unexpected reply to a POST: {other:?}"),
             Err(ApiError::BadOffer(e)) => {
-                self.unparsable |= e.starts_with("SDP parse:");
-                self.refused[usize::from(publisher)] |=
-                    publisher || !crate::sfu::sdp::asks_every_layer(offer);
+                let same_text = publisher || !crate::sfu::sdp::asks_every_layer(offer);
+                self.unparsable |= e.starts_with("SDP parse:")
+                    || (same_text && e.starts_with("SDP inconsistent:"));
+                self.refused[usize::from(publisher)] |= same_text;
                 false
             }
             Err(ApiError::Unsupported(_)) => false,
