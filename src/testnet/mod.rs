@@ -198,6 +198,9 @@ pub struct TestNet {
     pub relay_capacity: usize,
     /// Cores whose relay queues are not read (a stalled loop).
     pub relay_stalled: Vec<usize>,
+    /// Simulcast video packets queued on the relay, per (receiving core,
+    /// rid): which layers each worker is relayed.
+    pub relayed_layers: BTreeMap<(usize, String), u64>,
     /// The home worker the next join is relayed from ([`TestNet::view_relayed`]).
     join_home: Option<usize>,
     pub clients: Vec<Client>,
@@ -256,6 +259,7 @@ impl TestNet {
             relay: BTreeMap::new(),
             relay_capacity: 1024,
             relay_stalled: Vec::new(),
+            relayed_layers: BTreeMap::new(),
             join_home: None,
             clients: Vec::new(),
             queue: BTreeMap::new(),
@@ -454,8 +458,22 @@ impl TestNet {
         if q.len() >= cap || to >= n {
             self.core(from).relay_dropped(msg);
         } else {
+            if let crate::sfu::relay::RelayBody::Packet(p) = &msg.body {
+                if p.simulcast {
+                    let rid = p.rid.map(|r| r.to_string()).unwrap_or_default();
+                    *self.relayed_layers.entry((to, rid)).or_default() += 1;
+                }
+            }
             q.push_back(msg);
         }
+    }
+
+    /// Simulcast video packets of layer `rid` relayed to core `to` so far.
+    pub fn relayed(&self, to: usize, rid: &str) -> u64 {
+        self.relayed_layers
+            .get(&(to, rid.to_string()))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Hand every queued relay message to its core (not a stalled one's);
