@@ -31,9 +31,11 @@ mod cores;
 mod faults;
 mod join;
 mod media;
+mod spread;
 
 pub use faults::Link;
 pub use media::{only_codec, sim_size, SimLayer, SimPacket, SIM_DESC_LEN, SIM_TRAILER_LEN, VP9_SS};
+pub use spread::test_workers;
 
 /// Most iterations of any loop that drains a peer or the core, or settles
 /// the net: a peer that keeps producing output forever is a bug.
@@ -203,6 +205,12 @@ pub struct TestNet {
     pub relayed_layers: BTreeMap<(usize, String), u64>,
     /// The home worker the next join is relayed from ([`TestNet::view_relayed`]).
     join_home: Option<usize>,
+    /// With `WISP_TEST_WORKERS=n` (n > 1, see [`TestNet::with_config`]):
+    /// `n`, the cores that are one process's workers, viewers spread over
+    /// them; 0 otherwise.
+    pub spread: usize,
+    /// Viewers placed so far in spread mode (round robin).
+    spread_next: usize,
     pub clients: Vec<Client>,
     queue: BTreeMap<(Instant, u64), Datagram>,
     seq: u64,
@@ -234,8 +242,27 @@ impl TestNet {
     }
 
     /// A net whose core has `config` (candidates and seed are set here).
+    ///
+    /// With the environment variable `WISP_TEST_WORKERS=n` (n > 1), the
+    /// net is instead `n` workers' cores of one process
+    /// ([`TestNet::workers`]), and joins that name core 0 are placed as the
+    /// process's dispatcher would (`src/workers.rs`): a publisher on core 0,
+    /// every room's home; viewers round robin over the cores from core 1,
+    /// relayed from core 0 when not on it, and served by the home when their
+    /// core refuses the copy; the session and room limits apply to the
+    /// cores together. So a suite written for one core runs with its
+    /// viewers on other workers, through the relay. The aggregate views
+    /// ([`TestNet::stats`], [`TestNet::counts`], [`TestNet::list_rooms`])
+    /// are the process's, as `/metrics` and `/api/rooms` show them.
     pub fn with_config(seed: u64, config: SfuConfig) -> TestNet {
-        Self::at(seed, config, Instant::now())
+        match test_workers() {
+            n if n > 1 => {
+                let mut net = Self::workers(seed, n, config);
+                net.spread = n;
+                net
+            }
+            _ => Self::at(seed, config, Instant::now()),
+        }
     }
 
     /// [`TestNet::with_config`] with the clock starting at `now` (fuzz bodies
@@ -261,6 +288,8 @@ impl TestNet {
             relay_stalled: Vec::new(),
             relayed_layers: BTreeMap::new(),
             join_home: None,
+            spread: 0,
+            spread_next: 0,
             clients: Vec::new(),
             queue: BTreeMap::new(),
             seq: 0,
@@ -667,8 +696,12 @@ impl TestNet {
     }
 
     /// Every map of the core is empty (the short grace list of ended
-    /// sessions aside).
-    pub fn assert_maps_empty(&self) {
+    /// sessions aside). With linked workers, the messages already on their
+    /// way between them are handed over first (no time passes).
+    pub fn assert_maps_empty(&mut self) {
+        if !self.cores.is_empty() {
+            self.drain_sfu();
+        }
         for k in 1..=self.cores.len() {
             let c = self.core_ref(k).counts();
             assert_eq!(
