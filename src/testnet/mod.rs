@@ -670,6 +670,12 @@ impl TestNet {
             self.next_media = now + self.media_every;
             self.send_media();
         }
+        if self.spread > 1 {
+            // What one worker's step sends another is handed over within
+            // the step (the binary's hand-over takes microseconds), so the
+            // process's views between steps are never half-way.
+            self.drain_sfu();
+        }
     }
 
     /// Run for `d` of simulated time.

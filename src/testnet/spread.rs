@@ -104,3 +104,67 @@ impl TestNet {
         crate::workers::merge_closed(all).expect("no worker is busy here")
     }
 }
+
+impl TestNet {
+    /// The core that serves client `i` (where its placement put it).
+    pub fn core_of(&mut self, i: usize) -> &mut Sfu {
+        let k = self.clients[i].core;
+        self.core(k)
+    }
+
+    /// Every core's output now, its datagrams lost (a loop that could not
+    /// send): what goes between workers and to the recorder still goes.
+    pub fn lose_datagrams_now(&mut self) {
+        for k in 0..=self.cores.len() {
+            for _ in 0..MAX_ITER {
+                match self.core(k).poll_output() {
+                    crate::sfu::Output::Transmit(_) => {}
+                    crate::sfu::Output::Record(r) => self.recorded.push(r),
+                    crate::sfu::Output::Relay { to, msg } => self.relay_push(k, to, msg),
+                    crate::sfu::Output::Upstream(u) => self.upstream_events.push((k, u)),
+                    crate::sfu::Output::Timeout(_) => break,
+                }
+            }
+        }
+    }
+}
+
+impl TestNet {
+    /// [`TestNet::core_of`], read only.
+    pub fn core_ref_of(&self, i: usize) -> &Sfu {
+        self.core_ref(self.clients[i].core)
+    }
+}
+
+impl TestNet {
+    /// `cmd` routed as the process's dispatcher routes it
+    /// (`Dispatcher::call` in `src/workers.rs`): a session's command to the
+    /// core that serves it (found by token among the clients), closing a
+    /// room to every core, anything else to core 0. A viewer's state counts
+    /// the room's viewers on every core.
+    pub fn command(&mut self, cmd: Command) -> Result<Reply, ApiError> {
+        let now = self.now;
+        let token = match &cmd {
+            Command::DeleteSession { token, .. }
+            | Command::Patch { token, .. }
+            | Command::PinLayer { token, .. }
+            | Command::ViewerState { token, .. } => Some(*token),
+            Command::CloseRoom { room } => return self.close_room(room.as_str()),
+            _ => None,
+        };
+        let core = token
+            .and_then(|t| self.clients.iter().find(|c| c.token == Some(t)))
+            .map_or(0, |c| c.core);
+        let room = match &cmd {
+            Command::ViewerState { room, .. } => Some(room.to_string()),
+            _ => None,
+        };
+        let mut r = self.core(core).handle_command(now, cmd);
+        if let (Ok(Reply::ViewerState(v)), Some(room)) = (&mut r, room) {
+            if let Some(all) = self.list_rooms().iter().find(|x| x.name == room) {
+                v.viewers = v.viewers.max(all.viewers);
+            }
+        }
+        r
+    }
+}
