@@ -421,7 +421,7 @@ fn a_worker_whose_viewers_want_the_low_layer_is_relayed_only_that_layer() {
 
 #[test]
 fn a_relayed_viewer_that_moves_up_gets_the_higher_layer_from_the_home() {
-    let (mut net, _) = simulcast_room(19, "up");
+    let (mut net, p) = simulcast_room(19, "up");
     let a = net.view_relayed(1, 0, "up");
     let b = net.view_relayed(1, 0, "up");
     for v in [a, b] {
@@ -479,6 +479,41 @@ fn a_relayed_viewer_that_moves_up_gets_the_higher_layer_from_the_home() {
     assert_eq!(after[1], before[1], "and m");
     assert!(after[2] > before[2] + 50, "l goes on");
     assert_eq!(net.current_layer(b).as_deref(), Some("l"));
+
+    // Pinned up again to h, which no longer crosses: the need goes back,
+    // the publisher is asked for a keyframe of h, and a is on h as soon as
+    // on one worker (the single-worker pin test allows 2 s).
+    let asked = net.clients[p].sim[0].keyframe_requests;
+    let from = net.sim_packets(a).len();
+    let now = net.now;
+    net.core(1)
+        .pin_layer(
+            now,
+            wisp::sfu::Role::Subscriber,
+            &room,
+            token,
+            Some("h"),
+            None,
+        )
+        .unwrap();
+    let t0 = net.elapsed();
+    assert!(
+        net.run_until(Duration::from_secs(2), |n| n.current_layer(a).as_deref()
+            == Some("h"))
+    );
+    eprintln!(
+        "relayed viewer pinned back to h: on it in {:?}",
+        net.elapsed() - t0
+    );
+    assert!(
+        net.clients[p].sim[0].keyframe_requests > asked,
+        "a keyframe of h was asked for"
+    );
+    net.run_for(Duration::from_millis(500));
+    let got: Vec<_> = net.sim_packets(a).into_iter().skip(from).collect();
+    let first_h = got.iter().position(|p| p.layer == 0).expect("h arrives");
+    assert!(got[first_h].keyframe, "h starts on a keyframe");
+    assert!(relayed_per_layer(&net, 1)[0] > after[0], "h crosses again");
     net.assert_accounting();
 }
 
