@@ -37,7 +37,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // Milliseconds: the cluster's hand-offs (directory, relay, handshake)
+    // are told apart in the log by their times.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
     match run(cfg, auth) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

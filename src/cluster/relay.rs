@@ -165,16 +165,20 @@ impl RelayHandle {
         })
     }
 
-    /// Pull `req.room` unless it has an upstream already. Non-blocking.
+    /// Pull `req.room` from `req.node` unless it has an upstream (or a pull
+    /// under way) from that node already; one from another node is
+    /// replaced. Non-blocking.
     pub fn want(&self, req: RelayRequest) {
-        if self.origin_of(&req.room).is_none() {
+        if self.origin_of(&req.room).as_deref() != Some(req.node.as_str()) {
             let _ = self.tx.try_send(Msg::Want(req));
         }
     }
 
-    /// `req.room` went live on `req.node`: an upstream of it from another
-    /// node (an origin that died, its claim expired) is ended and the room
-    /// pulled from `req.node` at once. Non-blocking.
+    /// `req.room` went live on `req.node` (a room-live notification): pulled
+    /// from there at once. An upstream of it from another node (an origin
+    /// that died, its claim expired) is ended first, and the pause after
+    /// failed pulls is lifted: they were of the room before it went live.
+    /// Non-blocking.
     pub fn moved(&self, req: RelayRequest) {
         let _ = self.tx.try_send(Msg::Moved(req));
     }
@@ -310,7 +314,13 @@ impl<C: PullCore> Manager<C> {
             .retry
             .get(&req.room)
             .is_some_and(|(t, node)| *t > now && *node == req.node);
-        if self.ups.contains_key(&req.room) || paused {
+        if paused {
+            return;
+        }
+        if let Some(up) = self.ups.get(&req.room) {
+            if up.node != req.node {
+                self.moved(req);
+            }
             return;
         }
         self.retry.retain(|_, (t, _)| *t > now);
@@ -321,10 +331,15 @@ impl<C: PullCore> Manager<C> {
             return;
         };
         self.set_active(&req.room, Some(&req.node));
+        log::debug!("relay: pull of room {room} from node {} starts", req.node);
         match self.exchange(&room, &req) {
             Ok(up) => {
                 self.failing.remove(&req.room);
-                log::info!("relay: pulling room {room} from node {}", req.node);
+                log::info!(
+                    "relay: pulling room {room} from node {} (exchange {} ms)",
+                    req.node,
+                    now.elapsed().as_millis()
+                );
                 self.ups.insert(req.room.clone(), up);
             }
             Err(why) => {
@@ -415,7 +430,16 @@ impl<C: PullCore> Manager<C> {
     }
 
     fn moved(&mut self, req: RelayRequest) {
-        let stale = self.ups.get(&req.room).is_some_and(|u| u.node != req.node);
+        let stale = match self.ups.get(&req.room) {
+            Some(u) => u.node != req.node,
+            // No upstream (an earlier one ended, or a pull from the old
+            // origin failed): pull now, not at the reporter's next round.
+            None => {
+                self.retry.remove(&req.room);
+                self.pull(req);
+                return;
+            }
+        };
         if !stale {
             return;
         }
@@ -629,6 +653,42 @@ mod tests {
         std::thread::sleep(RETRY_AFTER_FAILURE);
         h.want(want);
         assert_eq!(calls.recv_timeout(WAIT).unwrap(), Call::Pull("r".into()));
+        h.shutdown();
+    }
+
+    /// A room-live notification (`moved`) pulls at once: with no upstream,
+    /// and through the pause that failed pulls of the same node left (they
+    /// were of the room before it went live again there).
+    #[test]
+    fn a_room_live_notification_pulls_at_once_despite_the_pause() {
+        let (url, seen) = origin(503);
+        let (tx, calls) = mpsc::channel();
+        let h = RelayHandle::start(FakeCore(tx), None, "http://self:1").unwrap();
+        let want = RelayRequest {
+            room: "r".into(),
+            node: "a".into(),
+            url,
+        };
+        h.want(want.clone());
+        assert_eq!(calls.recv_timeout(WAIT).unwrap(), Call::Pull("r".into()));
+        let _ = seen.recv_timeout(WAIT).unwrap();
+        assert_eq!(
+            calls.recv_timeout(WAIT).unwrap(),
+            Call::Failed("r".into(), 7)
+        );
+        let t = Instant::now();
+        while h.origin_of("r").is_some() {
+            assert!(t.elapsed() < WAIT);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Paused for a want...
+        h.want(want.clone());
+        assert!(calls.recv_timeout(Duration::from_millis(200)).is_err());
+        // ... not for the notification, well inside RETRY_AFTER_FAILURE.
+        let asked = Instant::now();
+        h.moved(want);
+        assert_eq!(calls.recv_timeout(WAIT).unwrap(), Call::Pull("r".into()));
+        assert!(asked.elapsed() < RETRY_AFTER_FAILURE / 2);
         h.shutdown();
     }
 
