@@ -27,10 +27,6 @@ use crate::sfu::command::{ApiError, Command, Reply};
 use crate::sfu::id::{RoomName, SessionToken};
 use crate::sfu::UpstreamEvent;
 
-/// Upstream sockets a node binds in cluster mode (`crate::upstream_udp`):
-/// the most rooms it pulls at once (a pull beyond is refused by the core
-/// and retried).
-pub const UPSTREAM_SOCKETS: usize = 64;
 /// Timeout of every HTTP request to another node (connect to last byte).
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Requests waiting for the manager; more are dropped.
