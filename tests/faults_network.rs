@@ -126,7 +126,7 @@ fn nat_rebinding_of_a_publisher_resumes_media_after_its_next_check() {
 /// (valid integrity, USE-CANDIDATE) arrives from the new address within ~2 s;
 /// str0m's ICE-lite agent alone would keep the old nominated pair until its
 /// 15 s liveness ran out, so wisp re-signs such a check with a higher PRIORITY
-/// and media moves at once (reliability.md case 26: within 2 s).
+/// and media moves at once (the bound this test holds: within 2 s).
 #[test]
 fn nat_rebinding_of_a_viewer_resumes_media_after_its_next_check() {
     let mut net = TestNet::new(23);

@@ -372,8 +372,9 @@ fn malformed_sdp_is_refused_by_the_real_core() {
     assert_eq!(sfu.stats().caught_panics, 0);
 }
 
-/// Offers str0m would accept but reliability.md case 6 wants refused; the
-/// core refuses them itself.
+/// Offers str0m would accept but that can never become a working session
+/// (so they are refused with a reason, not left to time out); the core
+/// refuses them itself.
 const KNOWN_ACCEPTED: [&str; 2] = ["setup:holdconn", "candidate component 3, port 0"];
 
 /// An offer with `a=setup:holdconn` (it asks for no DTLS connection, so the
