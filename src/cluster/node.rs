@@ -11,8 +11,12 @@
 //!   connected (rooms this node relays are not its own);
 //! - rooms with viewers and no source ("waiting") whose owner is another
 //!   node: a pull is asked of the relay manager ([`super::relay`]), so an
-//!   edge pulls within a second of `RoomLive`, of a `Resync`, or of the
-//!   origin's return after a failure.
+//!   edge pulls within a second of a `Resync` or of the origin's return
+//!   after a failure.
+//!
+//! A `RoomLive` notification for a waiting room (one the last report, or
+//! a WHEP `201` since, says has viewers) starts its pull at once, on this
+//! thread between reports.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,8 +1,9 @@
 //! DRIVER: the relay manager (thread `wisp-relay`). An edge pulls a room
 //! from the node that has it over standard WHEP: the core makes the
-//! upstream's offer ([`PullCore::pull`]), this thread POSTs it to
-//! `{origin}/whep/{room}` with `Authorization: Bearer <cluster token>` and
-//! hands the answer back ([`PullCore::answer`]). When the core reports the
+//! upstream's offer ([`PullCore::pull`]), a thread of the pull's own
+//! (`wisp-relay-pull`) POSTs it to `{origin}/whep/{room}` with
+//! `Authorization: Bearer <cluster token>`, and this thread hands the
+//! answer back ([`PullCore::answer`]). When the core reports the
 //! upstream ended ([`RelayHandle::ended`]), the session is DELETEd at the
 //! origin and the room is free to be pulled again (the reporter in
 //! [`super::node`] asks again while viewers wait).
