@@ -184,7 +184,7 @@ struct Home {
 }
 
 /// What one worker answered.
-type Answer = Result<Result<Reply, ApiError>, CoreError>;
+pub type Answer = Result<Result<Reply, ApiError>, CoreError>;
 
 impl Dispatcher {
     /// A dispatcher over `links` (worker i at index i) and their gauges;
@@ -497,7 +497,7 @@ impl Dispatcher {
 }
 
 /// Sessions closed over every worker; "not found" only if no worker had the room.
-fn merge_closed(all: Vec<Answer>) -> Answer {
+pub fn merge_closed(all: Vec<Answer>) -> Answer {
     let mut closed = None;
     let mut busy = false;
     for a in all {
@@ -519,7 +519,7 @@ fn merge_closed(all: Vec<Answer>) -> Answer {
 
 /// One list of rooms: a room with sessions on several workers is one entry
 /// (its home worker's tracks, the viewers of all).
-fn merge_rooms(all: Vec<Answer>) -> Answer {
+pub fn merge_rooms(all: Vec<Answer>) -> Answer {
     let mut by_name: HashMap<String, RoomInfo> = HashMap::new();
     for a in all {
         let rooms = match a {

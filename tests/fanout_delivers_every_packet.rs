@@ -50,7 +50,7 @@ fn two_viewers_receive_every_payload_in_order() {
     let v2_video = net.counters(v2, MediaKind::Video);
     assert_eq!(v1_video.len(), v2_video.len());
     net.assert_accounting();
-    let stats = net.sfu.stats();
+    let stats = net.stats();
     eprintln!(
         "delivered: v1 video {} audio {}, v2 video {} audio {}; rtp_in {} forwarded {}",
         v1_video.len(),

@@ -24,16 +24,16 @@ fn publisher_killed_without_delete_ends_in_20s_and_viewers_stay() {
     assert!(viewers.iter().all(|v| got(&net, *v) > 50));
     net.clients[p].blackholed = true;
     let t0 = net.now;
-    assert!(net.run_until(Duration::from_secs(25), |n| n.sfu.counts().sessions == 3));
+    assert!(net.run_until(Duration::from_secs(25), |n| n.counts().sessions == 3));
     let took = net.now - t0;
     eprintln!("killed publisher noticed after {took:?}");
     assert!(took <= Duration::from_secs(20), "{took:?}");
-    let rooms = net.sfu.list_rooms(net.now);
+    let rooms = net.list_rooms();
     assert_eq!(rooms.len(), 1);
     assert_eq!(rooms[0].viewers, 3);
     assert!(!rooms[0].publisher_live && rooms[0].tracks.is_empty());
     assert_eq!(
-        net.sfu.stats().sessions_connected,
+        net.stats().sessions_connected,
         [0, 3],
         "viewers still connected"
     );
@@ -48,7 +48,7 @@ fn publisher_killed_without_delete_ends_in_20s_and_viewers_stay() {
         net.delete(v).unwrap();
     }
     net.assert_maps_empty();
-    assert_eq!(net.sfu.stats().caught_panics, 0);
+    assert_eq!(net.stats().caught_panics, 0);
 }
 
 /// Viewer 0's packet count over 5 s, with or without a third viewer whose
@@ -105,9 +105,9 @@ fn nat_rebinding_of_a_publisher_resumes_media_after_its_next_check() {
     let p = net.publish("nat");
     let v = net.view("nat");
     net.run_for(Duration::from_secs(2));
-    let u0 = net.sfu.stats().dropped(DropReason::UnknownSource);
+    let u0 = net.stats().dropped(DropReason::UnknownSource);
     let (took, _) = rebind_and_wait(&mut net, p, v, SocketAddr::from(([192, 0, 2, 201], 40_001)));
-    let refused = net.sfu.stats().dropped(DropReason::UnknownSource) - u0;
+    let refused = net.stats().dropped(DropReason::UnknownSource) - u0;
     eprintln!(
         "publisher media back {took:?} after rebinding; {refused} datagrams refused meanwhile"
     );
@@ -118,8 +118,8 @@ fn nat_rebinding_of_a_publisher_resumes_media_after_its_next_check() {
     let took = took.expect("publisher media never resumed");
     assert!(took <= Duration::from_secs(3), "{took:?}");
     net.run_for(Duration::from_secs(20));
-    assert_eq!(net.sfu.counts().sessions, 2, "both sessions live on");
-    assert!(net.sfu.counts().addrs <= 2 * wisp::sfu::demux::MAX_ADDRS_PER_SESSION);
+    assert_eq!(net.counts().sessions, 2, "both sessions live on");
+    assert!(net.counts().addrs <= 2 * wisp::sfu::demux::MAX_ADDRS_PER_SESSION);
 }
 
 /// The viewer's address changes (NAT rebinding). Its next consent check
@@ -139,7 +139,7 @@ fn nat_rebinding_of_a_viewer_resumes_media_after_its_next_check() {
         "viewer media back {took:?} after its NAT rebinding; {lost} datagrams to the old address"
     );
     let took = took.expect("viewer media never resumed");
-    assert_eq!(net.sfu.counts().sessions, 2);
+    assert_eq!(net.counts().sessions, 2);
     assert!(
         took <= Duration::from_secs(3),
         "viewer media back only after {took:?}"
@@ -160,7 +160,7 @@ fn lossy_reordering_publisher_still_reaches_viewers() {
     net.run_for(Duration::from_secs(10));
     let sent = net.clients[p].counter - sent0;
     let video = net.counters(v, MediaKind::Video);
-    let s = net.sfu.stats();
+    let s = net.stats();
     eprintln!(
         "publisher sent {sent} packets with 5 % loss and 30 ms jitter; viewer got {} video; \
          NACKs sent {}, keyframe requests reaching the publisher {}",
@@ -248,9 +248,9 @@ fn a_clock_that_jumps_an_hour_wedges_no_timer() {
     net.now += Duration::from_secs(3600);
     // Consent is long gone: every session ends, promptly and completely.
     assert!(
-        net.run_until(Duration::from_secs(20), |n| n.sfu.counts().sessions == 0),
+        net.run_until(Duration::from_secs(20), |n| n.counts().sessions == 0),
         "sessions wedged after the jump: {:?}",
-        net.sfu.counts()
+        net.counts()
     );
     net.assert_maps_empty();
     // The core works afterwards.
@@ -269,8 +269,10 @@ fn a_short_jump_and_a_stopped_clock_resume_media() {
     // The clock stands still: many timeouts and inputs at the same instant.
     let now = net.now;
     for _ in 0..1000 {
-        net.sfu.handle_timeout(now);
-        while let wisp::sfu::Output::Transmit(_) = net.sfu.poll_output() {}
+        for k in 0..=net.cores.len() {
+            net.core(k).handle_timeout(now);
+        }
+        net.lose_datagrams_now();
     }
     let before = got(&net, v);
     net.run_for(Duration::from_secs(1));
@@ -282,7 +284,7 @@ fn a_short_jump_and_a_stopped_clock_resume_media() {
     net.now += Duration::from_secs(5);
     let before = got(&net, v);
     net.run_for(Duration::from_secs(2));
-    assert_eq!(net.sfu.counts().sessions, 2);
+    assert_eq!(net.counts().sessions, 2);
     assert!(
         got(&net, v) > before + 50,
         "media resumed after a short jump"
@@ -292,7 +294,7 @@ fn a_short_jump_and_a_stopped_clock_resume_media() {
     net.clients[ghost].alive = false;
     net.now += Duration::from_secs(10);
     assert!(
-        net.run_until(Duration::from_secs(6), |n| n.sfu.counts().sessions == 2),
+        net.run_until(Duration::from_secs(6), |n| n.counts().sessions == 2),
         "the connect timeout did not fire after a jump"
     );
 }
@@ -352,22 +354,19 @@ fn a_panic_in_one_session_ends_only_that_session() {
     let a = net.view("panic");
     let b = net.view("panic");
     net.run_for(Duration::from_secs(2));
-    assert!(net.sfu.inject_panic(net.clients[a].token.unwrap()));
+    let token = net.clients[a].token.unwrap();
+    assert!(net.core_of(a).inject_panic(token));
     let before_b = got(&net, b);
     net.run_for(Duration::from_secs(2));
-    let s = net.sfu.stats();
+    let s = net.stats();
     eprintln!(
         "caught panics {}, sessions {}, viewer b got {} more",
         s.caught_panics,
-        net.sfu.counts().sessions,
+        net.counts().sessions,
         got(&net, b) - before_b
     );
     assert_eq!(s.caught_panics, 1);
-    assert_eq!(
-        net.sfu.counts().sessions,
-        2,
-        "only the panicking viewer ended"
-    );
+    assert_eq!(net.counts().sessions, 2, "only the panicking viewer ended");
     assert!(net.connected(p));
     assert!(
         got(&net, b) > before_b + 30,

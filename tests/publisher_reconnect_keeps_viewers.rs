@@ -29,7 +29,7 @@ fn viewer_first_then_publisher_leaves_and_another_arrives() {
         "second DELETE is 404"
     );
     net.run_for(Duration::from_millis(500));
-    assert_eq!(net.sfu.room_count(), 1, "the viewer keeps the room");
+    assert_eq!(net.room_count(), 1, "the viewer keeps the room");
 
     let p2 = net.publish("re");
     net.run_for(Duration::from_secs(2));

@@ -61,7 +61,7 @@ fn every_publisher_track_is_recorded_and_a_new_publisher_starts_new_files() {
     let v = net.view("rec");
     let p1 = net.publish("rec");
     net.run_for(Duration::from_secs(2));
-    assert!(net.sfu.list_rooms(net.now)[0].recording);
+    assert!(net.list_rooms()[0].recording);
     net.delete(p1).unwrap();
     let p2 = net.publish("rec");
     net.run_for(Duration::from_secs(2));
@@ -71,7 +71,7 @@ fn every_publisher_track_is_recorded_and_a_new_publisher_starts_new_files() {
 
     let s = summary(&net.recorded);
     assert_eq!(s.len(), 4, "two tracks per publisher: {s:?}");
-    let packets_in = net.sfu.stats().rtp_in as usize;
+    let packets_in = net.stats().rtp_in as usize;
     let recorded: usize = s.values().map(|e| e.2).sum();
     assert_eq!(
         recorded, packets_in,
@@ -95,7 +95,7 @@ fn record_override_turns_recording_off_for_one_publish() {
     net.run_for(Duration::from_secs(1));
     assert!(net.connected(p));
     assert!(net.recorded.is_empty());
-    assert!(!net.sfu.list_rooms(net.now)[0].recording);
+    assert!(!net.list_rooms()[0].recording);
 }
 
 #[test]

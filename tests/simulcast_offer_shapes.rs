@@ -498,7 +498,7 @@ fn run_shape(shape: &Shape) -> Run {
     // offer order, measured and active.
     let room_name = RoomName::new(room).unwrap();
     let state = net
-        .sfu
+        .core_ref_of(fast)
         .viewer_state(
             Role::Subscriber,
             &room_name,
@@ -536,7 +536,7 @@ fn run_shape(shape: &Shape) -> Run {
         let at = net.elapsed();
         let now = net.now;
         let token = net.clients[pinned].token.unwrap();
-        net.sfu
+        net.core_of(pinned)
             .pin_layer(now, Role::Subscriber, &room_name, token, Some(rid), None)
             .expect("pin");
         net.run_for(hold);
@@ -584,7 +584,7 @@ fn run_shape(shape: &Shape) -> Run {
     };
     assert!(audio(slow) > 100 && audio(fast) > 100, "{name}: audio");
     let fl = net
-        .sfu
+        .core_ref_of(fast)
         .viewer_layers(net.clients[fast].token.unwrap())
         .unwrap();
     eprintln!(
@@ -712,7 +712,7 @@ fn gstreamer_simulcast_with_rtx_declared_ssrcs_and_sim_group() {
         "{offer}"
     );
     assert!(video.contains(&"a=rtpmap:97 rtx/90000"), "{offer}");
-    let s = r.net.sfu.stats();
+    let s = r.net.stats();
     // Holes left in what the viewers got: packets lost on the way in and
     // not repaired (a retransmission can be lost too).
     let holes = |i: usize| {

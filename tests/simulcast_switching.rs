@@ -184,7 +184,7 @@ fn viewers_settle_on_the_layer_their_link_carries() {
     assert_eq!(rs.seq_gaps, 0);
     assert_eq!(rf.seq_gaps, 0);
     assert_eq!(rs.frames_lost + rf.frames_lost, 0, "frames lost");
-    let s = net.sfu.stats();
+    let s = net.stats();
     eprintln!(
         "switches: 10M viewer {} (up from l), 300k viewer {}; total {}; link drops slow {} fast {}",
         rf.switches,

@@ -52,7 +52,7 @@ fn join_leave_short() {
             net.run_for(Duration::from_millis(300));
             assert!(net.connected(p), "cycle {cycle}: publisher reconnect");
         }
-        let c = net.sfu.counts();
+        let c = net.counts();
         assert_eq!(
             (c.sessions, c.rooms, c.tokens, c.ufrags, c.addr_lists),
             (1, 1, 1, 1, 1),
@@ -66,8 +66,8 @@ fn join_leave_short() {
     net.run_for(Duration::from_secs(1));
     net.assert_maps_empty();
     net.run_for(wisp::sfu::ENDED_GRACE);
-    assert_eq!(net.sfu.counts().recently_ended, 0);
-    let s = net.sfu.stats();
+    assert_eq!(net.counts().recently_ended, 0);
+    let s = net.stats();
     assert_eq!(s.sessions_created, [51, 500]);
     assert_eq!(s.sessions_created, s.sessions_closed);
     assert_eq!(s.caught_panics, 0);

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::TestNet;
-use wisp::sfu::{ApiError, Command, RoomName};
+use wisp::sfu::ApiError;
 
 #[test]
 fn deletes_clear_every_map() {
@@ -14,8 +14,8 @@ fn deletes_clear_every_map() {
     let v1 = net.view("t");
     let v2 = net.view("t");
     net.run_for(Duration::from_secs(2));
-    assert_eq!(net.sfu.room_count(), 1);
-    assert!(net.sfu.counts().addrs >= 3);
+    assert_eq!(net.room_count(), 1);
+    assert!(net.counts().addrs >= 3);
     for i in [v1, p, v2] {
         net.delete(i).unwrap();
     }
@@ -23,7 +23,7 @@ fn deletes_clear_every_map() {
     assert_eq!(net.delete(v1).err(), Some(ApiError::NotFound));
     net.run_for(Duration::from_secs(2));
     net.assert_maps_empty();
-    let s = net.sfu.stats();
+    let s = net.stats();
     assert_eq!(s.sessions_created, s.sessions_closed);
 }
 
@@ -33,10 +33,10 @@ fn a_session_that_never_connects_is_dropped() {
     let v = net.view("ghost");
     net.clients[v].blackholed = true;
     net.run_for(Duration::from_secs(14));
-    assert_eq!(net.sfu.counts().sessions, 1);
+    assert_eq!(net.counts().sessions, 1);
     net.run_for(Duration::from_secs(2));
     net.assert_maps_empty();
-    assert_eq!(net.sfu.stats().connect_timeouts, 1);
+    assert_eq!(net.stats().connect_timeouts, 1);
 }
 
 #[test]
@@ -48,12 +48,12 @@ fn a_vanished_publisher_is_closed_and_viewers_stay() {
     assert!(net.connected(p) && net.connected(v));
     net.clients[p].blackholed = true;
     let t0 = net.now;
-    assert!(net.run_until(Duration::from_secs(25), |n| n.sfu.counts().sessions == 1));
+    assert!(net.run_until(Duration::from_secs(25), |n| n.counts().sessions == 1));
     let took = net.now - t0;
     eprintln!("vanished publisher closed after {took:?}");
     assert!(took <= Duration::from_secs(20));
-    assert_eq!(net.sfu.list_rooms(net.now)[0].viewers, 1);
-    assert!(!net.sfu.list_rooms(net.now)[0].publisher_live);
+    assert_eq!(net.list_rooms()[0].viewers, 1);
+    assert!(!net.list_rooms()[0].publisher_live);
     net.delete(v).unwrap();
     net.assert_maps_empty();
 }
@@ -65,16 +65,11 @@ fn close_room_ends_everyone() {
     net.view("c");
     net.view("c");
     net.run_for(Duration::from_secs(1));
-    let rooms = net.sfu.list_rooms(net.now);
+    let rooms = net.list_rooms();
     assert_eq!(rooms.len(), 1);
     assert_eq!(rooms[0].viewers, 2);
     assert!(rooms[0].publisher_live);
-    let r = net.sfu.handle_command(
-        net.now,
-        Command::CloseRoom {
-            room: RoomName::new("c").unwrap(),
-        },
-    );
+    let r = net.close_room("c");
     assert!(matches!(
         r,
         Ok(wisp::sfu::Reply::RoomClosed { sessions: 3 })
@@ -92,7 +87,7 @@ fn delete_after_the_peer_closed_first_is_200_once() {
     net.clients[v].rtc.close().unwrap();
     net.run_for(Duration::from_millis(200));
     assert_eq!(
-        net.sfu.counts().sessions,
+        net.counts().sessions,
         1,
         "the viewer's session ended on its close"
     );
@@ -100,10 +95,10 @@ fn delete_after_the_peer_closed_first_is_200_once() {
     assert_eq!(net.delete(v).err(), Some(ApiError::NotFound), "only once");
     // A session that ended by itself is remembered for a bounded time only.
     net.clients[p].blackholed = true;
-    assert!(net.run_until(Duration::from_secs(20), |n| n.sfu.counts().sessions == 0));
-    assert_eq!(net.sfu.counts().recently_ended, 1);
+    assert!(net.run_until(Duration::from_secs(20), |n| n.counts().sessions == 0));
+    assert_eq!(net.counts().recently_ended, 1);
     net.run_for(wisp::sfu::ENDED_GRACE);
-    assert_eq!(net.sfu.counts().recently_ended, 0);
+    assert_eq!(net.counts().recently_ended, 0);
     assert_eq!(net.delete(p).err(), Some(ApiError::NotFound));
     net.assert_maps_empty();
 }
@@ -141,9 +136,9 @@ fn capacity_limits_refuse_and_recover() {
         )],
     );
     assert_eq!(r.err(), Some(ApiError::AtCapacity));
-    assert_eq!(net.sfu.counts().sessions, 3);
+    assert_eq!(net.counts().sessions, 3);
     // A session ends: room for one more.
     net.delete(a).unwrap();
     net.view("a");
-    assert_eq!(net.sfu.counts().sessions, 3);
+    assert_eq!(net.counts().sessions, 3);
 }

@@ -35,7 +35,7 @@ fn two_percent_viewer_loss_is_repaired() {
     );
     assert!(want.len() > 500);
     assert!(missing.is_empty(), "unrepaired: {missing:?}");
-    let s = net.sfu.stats();
+    let s = net.stats();
     eprintln!(
         "NACKs received from viewers: {}; loss samples: {}",
         s.nacks_received, s.loss[1].count

@@ -444,11 +444,8 @@ fn events_say_what_changed_and_never_an_initial_inactive() {
 const LAYERS: &[(&str, usize, usize)] = &[("h", 6, 1100), ("m", 2, 1000), ("l", 1, 500)];
 
 fn core_call(net: &mut TestNet, r: &HttpRequest) -> HttpResponse {
-    let now = net.now;
-    let sfu = &mut net.sfu;
-    http::handle(r, &HttpConfig::default(), &mut |c| {
-        Ok(sfu.handle_command(now, c))
-    })
+    // Routed as the dispatcher routes it (the viewer's own worker).
+    http::handle(r, &HttpConfig::default(), &mut |c| Ok(net.command(c)))
 }
 
 #[test]
@@ -464,14 +461,11 @@ fn pinning_through_the_handler_moves_the_real_core() {
         "no layer chosen"
     );
     // The state an event stream reports.
-    let st = match net.sfu.handle_command(
-        net.now,
-        Command::ViewerState {
-            role: Role::Subscriber,
-            room: wisp::sfu::RoomName::new("sc").unwrap(),
-            token,
-        },
-    ) {
+    let st = match net.command(Command::ViewerState {
+        role: Role::Subscriber,
+        room: wisp::sfu::RoomName::new("sc").unwrap(),
+        token,
+    }) {
         Ok(Reply::ViewerState(s)) => s,
         other => panic!("{other:?}"),
     };
@@ -507,18 +501,18 @@ fn pinning_through_the_handler_moves_the_real_core() {
     let t0 = net.elapsed();
     assert!(net.run_until(Duration::from_secs(2), |n| on(n, "l")));
     let took_l = net.elapsed() - t0;
-    let vl = net.sfu.viewer_layers(token).unwrap();
+    let vl = net.core_ref_of(v).viewer_layers(token).unwrap();
     assert_eq!(vl.pinned.map(|r| r.to_string()).as_deref(), Some("l"));
     net.run_for(Duration::from_secs(4));
     assert!(on(&net, "l"));
-    let switches = net.sfu.viewer_layers(token).unwrap().switches;
+    let switches = net.core_ref_of(v).viewer_layers(token).unwrap().switches;
     assert_eq!(switches, 2, "exactly the two pinned switches");
     // Unknown rid, wrong m-line: 422, nothing changes.
     assert_eq!(core_call(&mut net, &pin("zz")).status, 422);
     let wrong = json_post(&format!("{base}/layer"), r#"{"mediaId":"0","rid":"l"}"#);
     assert_eq!(core_call(&mut net, &wrong).status, 422);
     assert_eq!(
-        net.sfu
+        net.core_ref_of(v)
             .viewer_layers(token)
             .unwrap()
             .pinned
@@ -531,7 +525,10 @@ fn pinning_through_the_handler_moves_the_real_core() {
         core_call(&mut net, &json_post(&format!("{base}/layer"), "{}")).status,
         200
     );
-    assert_eq!(net.sfu.viewer_layers(token).unwrap().pinned, None);
+    assert_eq!(
+        net.core_ref_of(v).viewer_layers(token).unwrap().pinned,
+        None
+    );
     net.run_for(Duration::from_secs(2));
     assert!(net.current_layer(v).is_some());
     eprintln!(

@@ -366,3 +366,184 @@ fn relayed_copies_count_against_their_worker_s_room_limit() {
     assert_eq!(net.core_ref(0).rooms_removed(), 0);
     net.delete(s).unwrap();
 }
+
+/// Relayed packets of each layer (h, m, l) to worker `to` so far.
+fn relayed_per_layer(net: &TestNet, to: usize) -> [u64; 3] {
+    ["h", "m", "l"].map(|rid| net.relayed(to, rid))
+}
+
+/// A simulcast room sending, with its home's own viewer on the top layer,
+/// so that the home has every layer to relay.
+fn simulcast_room(seed: u64, room: &str) -> (TestNet, usize) {
+    let mut net = TestNet::workers(seed, 2, SfuConfig::default());
+    let p = net.publish_simulcast(room, LAYERS);
+    let local = net.view_on(0, room);
+    net.set_downlink(local, Some(10_000_000));
+    assert!(net.run_until(Duration::from_secs(5), |n| n.connected(p)
+        && n.connected(local)));
+    net.run_for(Duration::from_secs(1));
+    (net, p)
+}
+
+#[test]
+fn a_worker_whose_viewers_want_the_low_layer_is_relayed_only_that_layer() {
+    let (mut net, _) = simulcast_room(18, "low");
+    let slow = [net.view_relayed(1, 0, "low"), net.view_relayed(1, 0, "low")];
+    for v in slow {
+        net.set_downlink(v, Some(300_000));
+    }
+    assert!(net.run_until(Duration::from_secs(5), |n| slow
+        .iter()
+        .all(|v| n.connected(*v))));
+    for v in slow {
+        assert!(
+            net.settle_on_layer(v, "l", Duration::from_secs(10))
+                .is_some(),
+            "viewer {v} on l"
+        );
+    }
+    let before = relayed_per_layer(&net, 1);
+    net.run_for(Duration::from_secs(3));
+    let after = relayed_per_layer(&net, 1);
+    let got = [0, 1, 2].map(|i| after[i] - before[i]);
+    assert_eq!(
+        (got[0], got[1]),
+        (0, 0),
+        "neither h nor m crosses to worker 1: {got:?}"
+    );
+    // 30 frames/s of one packet each, once per worker (not per viewer).
+    assert!((80..=100).contains(&got[2]), "l once per packet: {got:?}");
+    for v in slow {
+        assert!(net.counters(v, MediaKind::Video).len() > 100);
+    }
+    net.assert_accounting();
+}
+
+#[test]
+fn a_relayed_viewer_that_moves_up_gets_the_higher_layer_from_the_home() {
+    let (mut net, p) = simulcast_room(19, "up");
+    let a = net.view_relayed(1, 0, "up");
+    let b = net.view_relayed(1, 0, "up");
+    for v in [a, b] {
+        net.set_downlink(v, Some(300_000));
+    }
+    assert!(net.run_until(Duration::from_secs(5), |n| n.connected(a) && n.connected(b)));
+    assert!(net
+        .settle_on_layer(a, "l", Duration::from_secs(10))
+        .is_some());
+    assert_eq!(relayed_per_layer(&net, 1)[0], 0, "no h before it is needed");
+
+    // The link opens up: a climbs as far as h, each layer it goes to is
+    // asked of the home and starts on a keyframe.
+    net.set_downlink(a, Some(10_000_000));
+    let took = net
+        .settle_on_layer(a, "h", Duration::from_secs(20))
+        .expect("a reaches h");
+    assert!(took < Duration::from_secs(8), "h within {took:?}");
+    assert!(relayed_per_layer(&net, 1)[0] > 100);
+    let mut pk = net.sim_packets(a);
+    pk.sort_by_key(|p| p.seq);
+    assert!(pk[0].keyframe, "starts on a keyframe");
+    for w in pk.windows(2) {
+        assert_eq!(w[1].seq, w[0].seq + 1, "continuous sequence numbers");
+        assert!(
+            w[1].layer == w[0].layer || w[1].keyframe,
+            "a switch starts on a keyframe: {w:?}"
+        );
+    }
+    assert!(pk.last().is_some_and(|p| p.layer == 0), "ends on h");
+
+    // a moves back to l (pinned): h is no longer relayed to worker 1.
+    let now = net.now;
+    let token = net.clients[a].token.unwrap();
+    let room = wisp::sfu::RoomName::new("up").unwrap();
+    net.core(1)
+        .pin_layer(
+            now,
+            wisp::sfu::Role::Subscriber,
+            &room,
+            token,
+            Some("l"),
+            None,
+        )
+        .unwrap();
+    assert!(
+        net.run_until(Duration::from_secs(3), |n| n.current_layer(a).as_deref()
+            == Some("l"))
+    );
+    net.run_for(Duration::from_millis(100));
+    let before = relayed_per_layer(&net, 1);
+    net.run_for(Duration::from_secs(2));
+    let after = relayed_per_layer(&net, 1);
+    assert_eq!(after[0], before[0], "h stops once nobody there needs it");
+    assert_eq!(after[1], before[1], "and m");
+    assert!(after[2] > before[2] + 50, "l goes on");
+    assert_eq!(net.current_layer(b).as_deref(), Some("l"));
+
+    // Pinned up again to h, which no longer crosses: the need goes back,
+    // the publisher is asked for a keyframe of h, and a is on h as soon as
+    // on one worker (the single-worker pin test allows 2 s).
+    let asked = net.clients[p].sim[0].keyframe_requests;
+    let from = net.sim_packets(a).len();
+    let now = net.now;
+    net.core(1)
+        .pin_layer(
+            now,
+            wisp::sfu::Role::Subscriber,
+            &room,
+            token,
+            Some("h"),
+            None,
+        )
+        .unwrap();
+    let t0 = net.elapsed();
+    assert!(
+        net.run_until(Duration::from_secs(2), |n| n.current_layer(a).as_deref()
+            == Some("h"))
+    );
+    eprintln!(
+        "relayed viewer pinned back to h: on it in {:?}",
+        net.elapsed() - t0
+    );
+    assert!(
+        net.clients[p].sim[0].keyframe_requests > asked,
+        "a keyframe of h was asked for"
+    );
+    net.run_for(Duration::from_millis(500));
+    let got: Vec<_> = net.sim_packets(a).into_iter().skip(from).collect();
+    let first_h = got.iter().position(|p| p.layer == 0).expect("h arrives");
+    assert!(got[first_h].keyframe, "h starts on a keyframe");
+    assert!(relayed_per_layer(&net, 1)[0] > after[0], "h crosses again");
+    net.assert_accounting();
+}
+
+#[test]
+fn a_layer_stops_crossing_when_its_last_viewer_on_a_worker_leaves() {
+    let (mut net, _) = simulcast_room(20, "leave");
+    let slow = net.view_relayed(1, 0, "leave");
+    let fast = net.view_relayed(1, 0, "leave");
+    net.set_downlink(slow, Some(300_000));
+    net.set_downlink(fast, Some(10_000_000));
+    assert!(net.run_until(Duration::from_secs(5), |n| n.connected(slow)
+        && n.connected(fast)));
+    assert!(net
+        .settle_on_layer(fast, "h", Duration::from_secs(20))
+        .is_some());
+    assert_eq!(net.current_layer(slow).as_deref(), Some("l"));
+    let before = relayed_per_layer(&net, 1);
+    net.run_for(Duration::from_secs(1));
+    let mid = relayed_per_layer(&net, 1);
+    assert!(mid[0] > before[0] + 100 && mid[2] > before[2] + 20);
+    assert_eq!(mid[1], before[1], "m is nobody's: not relayed");
+
+    net.delete(fast).unwrap();
+    net.run_for(Duration::from_millis(100));
+    let gone = relayed_per_layer(&net, 1);
+    net.run_for(Duration::from_secs(2));
+    let after = relayed_per_layer(&net, 1);
+    assert_eq!(after[0], gone[0], "h stops with its last viewer there");
+    assert!(after[2] > gone[2] + 50, "the other viewer's l goes on");
+    let seqs: Vec<u64> = net.sim_packets(slow).iter().map(|p| p.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1));
+    net.assert_accounting();
+}

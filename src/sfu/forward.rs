@@ -75,6 +75,9 @@ impl Facts {
         let mut simulcast = false;
         let mut rates_changed = false;
         let mut au_start = true;
+        // A relayed copy takes its layers' rates from the home (its own
+        // packets are only the layers its viewers need): no windows here.
+        let measure = room.relay_home().is_none();
         if let Some(t) = room.tracks[kind].as_mut() {
             t.packets += 1;
             t.bytes += pkt.payload.len() as u64;
@@ -96,7 +99,7 @@ impl Facts {
                 }
                 let start = *t.window_start.get_or_insert(now);
                 let elapsed = now.saturating_duration_since(start);
-                if elapsed >= simulcast::RATE_WINDOW {
+                if measure && elapsed >= simulcast::RATE_WINDOW {
                     // Every window: choices are re-made (holds expire,
                     // probes are re-armed) even when no rate moved.
                     simulcast::close_window(&mut t.layers, elapsed);
@@ -207,6 +210,8 @@ impl Sfu {
             self.request_keyframe(now, room, *layer);
         }
         if let Some(room) = after.rates_changed.as_ref() {
+            // Other workers choose their viewers' layers from these.
+            self.relay_layer_states(room);
             self.select_layers(now, room, None);
         }
     }
@@ -267,7 +272,7 @@ pub(super) fn forward_in(
     now: Instant,
 ) -> After {
     let facts = Facts::of(source, what, room, pkt, out, now);
-    let want_keyframe = fan_out(
+    let (want_keyframe, switched) = fan_out(
         &facts,
         pkt,
         &room.name,
@@ -276,6 +281,10 @@ pub(super) fn forward_in(
         out,
         now,
     );
+    if switched {
+        // A viewer left a layer: a relayed copy may need less of its home.
+        super::relay::mark_need(room, out);
+    }
     let mut after = After::default();
     if want_keyframe {
         let layer = if facts.video { facts.layer } else { 0 };
@@ -296,7 +305,14 @@ fn relay_out(room: &Room, what: Resolved, pkt: &SourcePacket<'_>, out: &mut Outb
         .and_then(|t| t.layers.get(usize::from(what.layer)))
         .and_then(|l| l.rid);
     let simulcast = what.kind == MediaKind::Video && track.is_some_and(|t| t.simulcast);
-    for &to in &room.relays {
+    // A simulcast layer goes only where it is needed (`RelayBody::Need`).
+    let bit = if simulcast {
+        1u8.checked_shl(u32::from(what.layer)).unwrap_or(0)
+    } else {
+        0
+    };
+    for to in room.relays.iter().filter(|t| bit == 0 || t.need & bit != 0) {
+        let to = to.worker;
         out.relays.push_back((
             to,
             RelayMsg {
@@ -326,7 +342,8 @@ fn relay_out(room: &Room, what: Resolved, pkt: &SourcePacket<'_>, out: &mut Outb
 type SharedVp9 = Option<((Option<u16>, Option<u8>), Arc<[u8]>)>;
 
 /// Write one packet, described by `f`, to every viewer in `subscribers`.
-/// Returns whether a viewer waits for a keyframe of the packet's layer.
+/// Returns whether a viewer waits for a keyframe of the packet's layer, and
+/// whether a viewer switched layers.
 fn fan_out(
     f: &Facts,
     pkt: &SourcePacket<'_>,
@@ -335,8 +352,9 @@ fn fan_out(
     sessions: &mut IdMap<Session>,
     out: &mut Outbox,
     now: Instant,
-) -> bool {
+) -> (bool, bool) {
     let mut want_keyframe = false;
+    let mut switched = false;
     // VP9 payloads rewritten for this packet, shared by every viewer that
     // needs the same picture id and TL0PICIDX (str0m patches only VP8
     // descriptors, so a rewrite is a copy; most viewers share one).
@@ -434,6 +452,7 @@ fn fan_out(
                 out.stats.layer_switches += 1;
             }
             sub.sel.current = Some(f.layer);
+            switched = true;
         }
         let (seq, ts) = match stream.map(
             f.source,
@@ -513,5 +532,5 @@ fn fan_out(
             out.written.push(*sub_id);
         }
     }
-    want_keyframe
+    (want_keyframe, switched)
 }

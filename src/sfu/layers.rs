@@ -94,6 +94,7 @@ impl Sfu {
             return;
         };
         let mut wants: Vec<u8> = Vec::new();
+        let mut chose = false;
         let one = only.map(|id| [id]);
         let ids: &[SessionId] = match &one {
             Some(a) => a,
@@ -107,6 +108,7 @@ impl Sfu {
                 continue;
             }
             if let Some(t) = v.sel.choose(&track.layers, now) {
+                chose = true;
                 log::debug!(
                     "room {room}: viewer {id:?} layer {:?} -> {:?} (estimate {:?})",
                     v.sel.current.and_then(|c| track.layers[usize::from(c)].rid),
@@ -155,6 +157,12 @@ impl Sfu {
                 if !std::mem::replace(&mut v.queued, true) {
                     self.out.written.push(*id);
                 }
+            }
+        }
+        if chose {
+            // A relayed copy's need set follows its viewers' targets.
+            if let Some(r) = self.rooms.get_mut(room) {
+                super::relay::mark_need(r, &mut self.out);
             }
         }
         for t in wants {
@@ -236,6 +244,7 @@ impl Sfu {
                 p.rid,
                 if p.paused { "paused" } else { "resumed" }
             );
+            self.relay_layer_states(&room);
             self.select_layers(now, &room, None);
         }
     }

@@ -146,7 +146,10 @@ impl Sfu {
                     }
                 }
                 // Every relayed join says so: idempotent at the home, and
-                // it restores a home that lost the room.
+                // it restores a home that lost the room. The need set is
+                // sent again after it (a restored home starts from none).
+                r.need_sent = None;
+                super::relay::mark_need(r, &mut self.out);
                 self.relay_send(h, &room, super::relay::RelayBody::Want(true));
             }
         }
@@ -694,7 +697,7 @@ impl Sfu {
                 Role::Publisher => {
                     if let Some(recs) = r.close_source(id) {
                         // Other workers relaying the room start a new segment too.
-                        for &w in &r.relays {
+                        for w in r.relays.iter().map(|r| r.worker) {
                             self.out.relays.push_back((
                                 w,
                                 super::relay::RelayMsg {
@@ -721,6 +724,7 @@ impl Sfu {
                 }
                 Role::Subscriber => {
                     r.remove_subscriber(id);
+                    super::relay::mark_need(r, &mut self.out);
                 }
             }
             if r.is_empty() {

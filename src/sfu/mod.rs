@@ -269,6 +269,9 @@ struct Outbox {
     events: VecDeque<(SessionId, Event)>,
     /// Sessions marked dead, ended at the end of the current call.
     doomed: Vec<SessionId>,
+    /// Relayed copies whose need set may have changed (`Room::need_dirty`:
+    /// each at most once), sent by the next `poll_output`.
+    need_dirty: Vec<RoomName>,
     stats: Stats,
     /// The error of the last drain that ended a session (its handshake
     /// failure's reason); taken by `settle`.
@@ -369,6 +372,7 @@ impl Sfu {
                 upstream: VecDeque::new(),
                 events: VecDeque::new(),
                 doomed: Vec::new(),
+                need_dirty: Vec::new(),
                 stats: Stats::default(),
                 rtc_error: None,
             },
@@ -523,6 +527,9 @@ impl Sfu {
         }
         if let Some(r) = self.out.records.pop_front() {
             return Output::Record(r);
+        }
+        if !self.out.need_dirty.is_empty() {
+            self.flush_needs();
         }
         if let Some((to, msg)) = self.out.relays.pop_front() {
             return Output::Relay { to, msg };

@@ -31,7 +31,8 @@
 //!    source per room, as for the others); a new id per publisher of the
 //!    home, so viewers start a new segment even on the same SSRCs;
 //! 2. attaches the room's tracks (and detaches viewers' streams) when its
-//!    first packet of a kind comes, with the layers' rids, and drops them
+//!    first packet of a kind comes, or for simulcast video the home's layer
+//!    states (`relay.rs`), with the layers' rids, and drops them
 //!    when the home's publisher ends; the slot goes with the last viewer;
 //! 3. for each packet pushed in builds a `SourcePacket` from its header
 //!    fields and payload and a `Resolved` from what the home resolved
@@ -150,9 +151,25 @@ pub struct Room {
     /// Record the current publisher's tracks.
     pub record: bool,
     /// The other workers of this process with viewers of this room (home
-    /// side of the relay, `relay.rs`): each gets every packet once. At most
-    /// one entry per worker.
-    pub relays: Vec<usize>,
+    /// side of the relay, `relay.rs`): each gets every packet it needs
+    /// once. At most one entry per worker.
+    pub relays: Vec<RelayTo>,
+    /// A relayed copy (viewer side): the need set last sent to the home
+    /// (`None`: none yet, or it was lost), and whether it may have changed
+    /// since (the room is then in `Outbox::need_dirty`).
+    pub need_sent: Option<u8>,
+    /// See `need_sent`.
+    pub need_dirty: bool,
+}
+
+/// One other worker a home relays a room to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayTo {
+    /// The worker.
+    pub worker: usize,
+    /// The simulcast video layers its viewers need (a bit per layer index,
+    /// `relay::RelayBody::Need`); audio and a plain video track always go.
+    pub need: u8,
 }
 
 impl Room {
@@ -166,6 +183,8 @@ impl Room {
             created: now,
             record: false,
             relays: Vec::new(),
+            need_sent: None,
+            need_dirty: false,
         }
     }
 
@@ -201,6 +220,11 @@ impl Room {
     /// here: the room can be pruned (a relayed room goes with its last viewer).
     pub fn is_empty(&self) -> bool {
         self.source_session().is_none() && self.subscribers.is_empty() && self.relays.is_empty()
+    }
+
+    /// Whether worker `w` is relayed this room.
+    pub fn relays_to(&self, w: usize) -> bool {
+        self.relays.iter().any(|r| r.worker == w)
     }
 
     /// Remove a viewer. Returns whether it was there.

@@ -74,6 +74,13 @@ pub enum Feedback {
         /// Index in the room's video track layers.
         layer: u8,
     },
+    /// The simulcast video layers this core's viewers of the room need, a
+    /// bit per layer index (each viewer's current and target layer). Only
+    /// a relay uses it: a session-backed source sends every layer anyway.
+    Need {
+        /// The need set.
+        layers: u8,
+    },
 }
 
 /// Resolve one packet of a session-backed source `p` feeding `room`: its
@@ -165,16 +172,23 @@ impl Sfu {
     /// Send `fb` to `room`'s source `src`, whatever its kind: the one
     /// place feedback is dispatched by kind. Returns whether it was sent.
     pub(super) fn ask_source(&mut self, room: &RoomName, src: Source, fb: Feedback) -> bool {
-        match src.kind {
-            SourceKind::Whip | SourceKind::Upstream => {
-                let Feedback::Keyframe { layer } = fb;
+        use super::relay::RelayBody;
+        match (src.kind, fb) {
+            (SourceKind::Whip | SourceKind::Upstream, Feedback::Keyframe { layer }) => {
                 self.keyframe_from_session(src, layer)
             }
-            SourceKind::Relay { home } => {
+            (SourceKind::Whip | SourceKind::Upstream, Feedback::Need { .. }) => false,
+            (SourceKind::Relay { home }, Feedback::Keyframe { layer }) => {
                 // To the home worker, which asks its publisher (with its
-                // own throttle) for every worker at once.
-                let Feedback::Keyframe { layer } = fb;
-                self.relay_send(home, room, super::relay::RelayBody::Keyframe { layer });
+                // own throttle) for every worker at once. The need set goes
+                // first (same queue, in order), so that the home relays the
+                // layer by the time its keyframe comes.
+                self.flush_need(room);
+                self.relay_send(home, room, RelayBody::Keyframe { layer });
+                true
+            }
+            (SourceKind::Relay { home }, Feedback::Need { layers }) => {
+                self.relay_send(home, room, RelayBody::Need(layers));
                 true
             }
         }

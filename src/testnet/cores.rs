@@ -48,12 +48,13 @@ impl TestNet {
     pub fn workers(seed: u64, n: usize, config: SfuConfig) -> TestNet {
         let key = [seed as u8 ^ 0x5a; 32];
         let shard = |i| crate::sfu::TokenShard::new(key, i, n);
-        let mut net = Self::with_config(
+        let mut net = Self::at(
             seed,
             SfuConfig {
                 shard: shard(0),
                 ..config.clone()
             },
+            Instant::now(),
         );
         for w in 1..n {
             net.add_core(SfuConfig {

@@ -88,29 +88,42 @@ impl TestNet {
             None => offer,
         };
         self.last_offer = offer.clone();
+        let (mut core, home) = self.place(core, room, publisher)?;
         let room_name = RoomName::new(room).unwrap();
-        let cmd = if publisher {
-            Command::Publish {
-                room: room_name,
-                offer,
-                record: opts.record,
-            }
-        } else if let Some(home) = self.join_home {
-            Command::SubscribeRelayed {
-                room: room_name,
-                offer,
-                home,
-                edge: false,
-            }
-        } else {
-            Command::Subscribe {
-                room: room_name,
-                offer,
-                edge: false,
+        let cmd = |home: Option<usize>| {
+            let (room, offer) = (room_name.clone(), offer.clone());
+            if publisher {
+                Command::Publish {
+                    room,
+                    offer,
+                    record: opts.record,
+                }
+            } else if let Some(home) = home {
+                Command::SubscribeRelayed {
+                    room,
+                    offer,
+                    home,
+                    edge: false,
+                }
+            } else {
+                Command::Subscribe {
+                    room,
+                    offer,
+                    edge: false,
+                }
             }
         };
         let now = self.now;
-        let (token, answer, etag) = match self.core(core).handle_command(now, cmd)? {
+        let mut reply = self.core(core).handle_command(now, cmd(home));
+        if let (Err(crate::sfu::ApiError::AtCapacity), Some(h)) = (&reply, home) {
+            if self.spread > 1 {
+                // Placed: a worker that refuses a copy leaves the viewer
+                // to the room's home (as the dispatcher does).
+                core = h;
+                reply = self.core(core).handle_command(now, cmd(None));
+            }
+        }
+        let (token, answer, etag) = match reply? {
             Reply::Created {
                 token,
                 answer,

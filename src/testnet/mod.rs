@@ -31,9 +31,11 @@ mod cores;
 mod faults;
 mod join;
 mod media;
+mod spread;
 
 pub use faults::Link;
 pub use media::{only_codec, sim_size, SimLayer, SimPacket, SIM_DESC_LEN, SIM_TRAILER_LEN, VP9_SS};
+pub use spread::test_workers;
 
 /// Most iterations of any loop that drains a peer or the core, or settles
 /// the net: a peer that keeps producing output forever is a bug.
@@ -198,8 +200,17 @@ pub struct TestNet {
     pub relay_capacity: usize,
     /// Cores whose relay queues are not read (a stalled loop).
     pub relay_stalled: Vec<usize>,
+    /// Simulcast video packets queued on the relay, per (receiving core,
+    /// rid): which layers each worker is relayed.
+    pub relayed_layers: BTreeMap<(usize, String), u64>,
     /// The home worker the next join is relayed from ([`TestNet::view_relayed`]).
     join_home: Option<usize>,
+    /// With `WISP_TEST_WORKERS=n` (n > 1, see [`TestNet::with_config`]):
+    /// `n`, the cores that are one process's workers, viewers spread over
+    /// them; 0 otherwise.
+    pub spread: usize,
+    /// Viewers placed so far in spread mode (round robin).
+    spread_next: usize,
     pub clients: Vec<Client>,
     queue: BTreeMap<(Instant, u64), Datagram>,
     seq: u64,
@@ -235,8 +246,27 @@ impl TestNet {
     }
 
     /// A net whose core has `config` (candidates and seed are set here).
+    ///
+    /// With the environment variable `WISP_TEST_WORKERS=n` (n > 1), the
+    /// net is instead `n` workers' cores of one process
+    /// ([`TestNet::workers`]), and joins that name core 0 are placed as the
+    /// process's dispatcher would (`src/workers.rs`): a publisher on core 0,
+    /// every room's home; viewers round robin over the cores from core 1,
+    /// relayed from core 0 when not on it, and served by the home when their
+    /// core refuses the copy; the session and room limits apply to the
+    /// cores together. So a suite written for one core runs with its
+    /// viewers on other workers, through the relay. The aggregate views
+    /// ([`TestNet::stats`], [`TestNet::counts`], [`TestNet::list_rooms`])
+    /// are the process's, as `/metrics` and `/api/rooms` show them.
     pub fn with_config(seed: u64, config: SfuConfig) -> TestNet {
-        Self::at(seed, config, Instant::now())
+        match test_workers() {
+            n if n > 1 => {
+                let mut net = Self::workers(seed, n, config);
+                net.spread = n;
+                net
+            }
+            _ => Self::at(seed, config, Instant::now()),
+        }
     }
 
     /// [`TestNet::with_config`] with the clock starting at `now` (fuzz bodies
@@ -260,7 +290,10 @@ impl TestNet {
             relay: BTreeMap::new(),
             relay_capacity: 1024,
             relay_stalled: Vec::new(),
+            relayed_layers: BTreeMap::new(),
             join_home: None,
+            spread: 0,
+            spread_next: 0,
             clients: Vec::new(),
             queue: BTreeMap::new(),
             seq: 0,
@@ -459,8 +492,22 @@ impl TestNet {
         if q.len() >= cap || to >= n {
             self.core(from).relay_dropped(msg);
         } else {
+            if let crate::sfu::relay::RelayBody::Packet(p) = &msg.body {
+                if p.simulcast {
+                    let rid = p.rid.map(|r| r.to_string()).unwrap_or_default();
+                    *self.relayed_layers.entry((to, rid)).or_default() += 1;
+                }
+            }
             q.push_back(msg);
         }
+    }
+
+    /// Simulcast video packets of layer `rid` relayed to core `to` so far.
+    pub fn relayed(&self, to: usize, rid: &str) -> u64 {
+        self.relayed_layers
+            .get(&(to, rid.to_string()))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Hand every queued relay message to its core (not a stalled one's);
@@ -628,6 +675,12 @@ impl TestNet {
             self.next_media = now + self.media_every;
             self.send_media();
         }
+        if self.spread > 1 {
+            // What one worker's step sends another is handed over within
+            // the step (the binary's hand-over takes microseconds), so the
+            // process's views between steps are never half-way.
+            self.drain_sfu();
+        }
     }
 
     /// Run for `d` of simulated time.
@@ -654,8 +707,12 @@ impl TestNet {
     }
 
     /// Every map of the core is empty (the short grace list of ended
-    /// sessions aside).
-    pub fn assert_maps_empty(&self) {
+    /// sessions aside). With linked workers, the messages already on their
+    /// way between them are handed over first (no time passes).
+    pub fn assert_maps_empty(&mut self) {
+        if !self.cores.is_empty() {
+            self.drain_sfu();
+        }
         for k in 1..=self.cores.len() {
             let c = self.core_ref(k).counts();
             assert_eq!(
