@@ -145,6 +145,8 @@ pub struct EventLoop {
     /// from another port is an upstream's), and the sockets to read again
     /// (their read budget ran out).
     upstream_sockets: Option<(UpstreamSockets, u16, Vec<Token>)>,
+    /// Scratch for [`EventLoop::read_upstreams`].
+    upstream_todo: Vec<Token>,
     /// Figures published for placement and `/metrics` (several workers).
     gauges: Option<Arc<crate::workers::WorkerGauges>>,
     /// The relay to and from the other workers (several workers).
@@ -178,6 +180,7 @@ impl EventLoop {
             write_interest: false,
             upstream: None,
             upstream_sockets: None,
+            upstream_todo: Vec::new(),
             gauges: None,
             relay: None,
         })
@@ -249,26 +252,12 @@ impl EventLoop {
             {
                 self.socket.writable();
             }
+            // An edge's upstreams first: they carry its rooms' media, which
+            // is then sent on before anything else in this turn.
+            busy = self.read_upstreams(&events);
             // Edge-triggered: read until WouldBlock, or come back at once if the budget ran out.
-            busy = self.read_socket();
+            busy |= self.read_socket();
             let now = Instant::now();
-            if let Some((up, _, again)) = &mut self.upstream_sockets {
-                // Edge-triggered: a socket whose read budget ran out is read
-                // again next turn without a new event.
-                let sfu = &mut self.sfu;
-                let mut todo = std::mem::take(again);
-                todo.extend(events.iter().map(|e| e.token()).filter(|t| up.owns(*t)));
-                todo.sort_unstable();
-                todo.dedup();
-                for token in todo {
-                    if up.read(token, |src, dst, bytes| {
-                        sfu.handle_receive(now, src, dst, bytes)
-                    }) {
-                        again.push(token);
-                    }
-                }
-                busy |= !again.is_empty();
-            }
             busy |= self.read_commands(now);
             busy |= self.read_relays();
             self.sfu.handle_timeout(now);
@@ -396,6 +385,43 @@ impl EventLoop {
             now = Instant::now();
         }
         true
+    }
+
+    /// Read the upstream sockets that `events` named (and those whose read
+    /// budget ran out last turn: edge-triggered, they get no new event),
+    /// and after each one run the timers that fell due and send what it
+    /// caused, as [`EventLoop::read_socket`] does for a batch: an upstream's
+    /// packets reach the edge's viewers in the same turn, not after the
+    /// commands and relays. Returns true if a socket's budget ran out.
+    fn read_upstreams(&mut self, events: &Events) -> bool {
+        let Some((up, _, again)) = &mut self.upstream_sockets else {
+            return false;
+        };
+        // Scratch kept between turns: no allocation once warm.
+        let mut todo = std::mem::take(&mut self.upstream_todo);
+        todo.clear();
+        todo.append(again);
+        todo.extend(events.iter().map(|e| e.token()).filter(|t| up.owns(*t)));
+        todo.sort_unstable();
+        todo.dedup();
+        let mut busy = false;
+        for &token in &todo {
+            let now = Instant::now();
+            let Some((up, _, again)) = &mut self.upstream_sockets else {
+                break;
+            };
+            let sfu = &mut self.sfu;
+            if up.read(token, |src, dst, bytes| {
+                sfu.handle_receive(now, src, dst, bytes)
+            }) {
+                again.push(token);
+                busy = true;
+            }
+            self.sfu.handle_timeout(now);
+            self.flush();
+        }
+        self.upstream_todo = todo;
+        busy
     }
 
     /// Hand the other workers' relayed messages to the core, in batches

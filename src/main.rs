@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use wisp::auth::Auth;
 use wisp::channel::CoreLink;
-use wisp::cluster::relay::UPSTREAM_SOCKETS;
 use wisp::cluster::{ClusterNode, RelayHandle};
 use wisp::config::{Config, ConfigOutcome};
 use wisp::http::HttpConfig;
@@ -37,7 +36,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // Milliseconds: the cluster's hand-offs (directory, relay, handshake)
+    // are told apart in the log by their times.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
     match run(cfg, auth) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -102,7 +105,7 @@ fn run(cfg: Config, auth: Auth) -> Result<(), Box<dyn std::error::Error>> {
             for i in 0..n {
                 let ip = cfg.udp_addr.ip();
                 let advertised = plan.candidates()[i].first().map_or(ip, |c| c.ip());
-                let s = UpstreamSockets::bind(ip, advertised, UPSTREAM_SOCKETS)?;
+                let s = UpstreamSockets::bind(ip, advertised, c.upstream_sockets)?;
                 plan.set_upstream_addrs(i, s.addrs());
                 sockets.push(Some(s));
             }

@@ -321,6 +321,7 @@ fn an_overloaded_core_redirects_in_cluster_mode() {
         node_url: "http://a.test:8080".into(),
         node_id: "a".into(),
         cluster_token: None,
+        upstream_sockets: 64,
     };
     // The reporter's core link: never answered (it only reads load).
     let poll = mio::Poll::new().unwrap();

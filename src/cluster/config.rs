@@ -1,8 +1,9 @@
 //! Cluster settings: `WISP_REDIS_URL`, `WISP_NODE_URL`, `WISP_NODE_ID`,
-//! `WISP_CLUSTER_TOKEN` (and their flags), parsed and checked here so that
-//! `crate::config` only lists them and calls [`ClusterSettings::resolve`].
+//! `WISP_CLUSTER_TOKEN`, `WISP_UPSTREAM_SOCKETS` (and their flags), parsed
+//! and checked here so that `crate::config` only lists them and calls
+//! [`ClusterSettings::resolve`].
 //!
-//! Without a Redis URL the other three are ignored: single node stays the
+//! Without a Redis URL the others are ignored: single node stays the
 //! default and needs no Redis. Errors are one line and never show a password
 //! or a token.
 
@@ -14,6 +15,11 @@ use super::placement::derive_node_id;
 
 /// Longest accepted node id (it goes into Redis keys and JSON).
 pub const MAX_NODE_ID_LEN: usize = 128;
+/// `WISP_UPSTREAM_SOCKETS` by default: the most rooms a worker pulls at once.
+pub const DEFAULT_UPSTREAM_SOCKETS: usize = 64;
+/// Most `WISP_UPSTREAM_SOCKETS` accepts: each is a UDP socket (a file
+/// descriptor) per worker, bound at start whether used or not.
+pub const MAX_UPSTREAM_SOCKETS: usize = 1024;
 
 /// Cluster mode's settings; present only when a Redis URL is configured.
 #[derive(Clone, PartialEq, Eq)]
@@ -27,6 +33,10 @@ pub struct ClusterConfig {
     pub node_id: String,
     /// Bearer token nodes present to each other when one pulls from another.
     pub cluster_token: Option<Token>,
+    /// UDP sockets each worker binds for its upstreams (a peer connection is
+    /// one 5-tuple): the most rooms it pulls at once; a pull beyond is
+    /// refused by the core and retried. 1 to [`MAX_UPSTREAM_SOCKETS`].
+    pub upstream_sockets: usize,
 }
 
 impl fmt::Debug for ClusterConfig {
@@ -36,19 +46,33 @@ impl fmt::Debug for ClusterConfig {
             .field("node_url", &self.node_url)
             .field("node_id", &self.node_id)
             .field("cluster_token", &self.cluster_token)
+            .field("upstream_sockets", &self.upstream_sockets)
             .finish()
     }
 }
 
-/// The four settings as given, each checked on its own by its setter (called
+/// The settings as given, each checked on its own by its setter (called
 /// from `crate::config`'s settings table); [`ClusterSettings::resolve`] adds
 /// the rules between them. Redacted in `Debug`.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ClusterSettings {
     redis_url: Option<String>,
     node_url: Option<String>,
     node_id: Option<String>,
     cluster_token: Option<Token>,
+    upstream_sockets: usize,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> ClusterSettings {
+        ClusterSettings {
+            redis_url: None,
+            node_url: None,
+            node_id: None,
+            cluster_token: None,
+            upstream_sockets: DEFAULT_UPSTREAM_SOCKETS,
+        }
+    }
 }
 
 impl fmt::Debug for ClusterSettings {
@@ -58,6 +82,7 @@ impl fmt::Debug for ClusterSettings {
             .field("node_url", &self.node_url)
             .field("node_id", &self.node_id)
             .field("cluster_token", &self.cluster_token)
+            .field("upstream_sockets", &self.upstream_sockets)
             .finish()
     }
 }
@@ -103,6 +128,19 @@ impl ClusterSettings {
         Ok(())
     }
 
+    /// `WISP_UPSTREAM_SOCKETS`: 1 to [`MAX_UPSTREAM_SOCKETS`]; empty: the default.
+    pub fn set_upstream_sockets(&mut self, v: &str) -> Result<(), String> {
+        self.upstream_sockets = match nonempty(v) {
+            None => DEFAULT_UPSTREAM_SOCKETS,
+            Some(n) => n
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_UPSTREAM_SOCKETS).contains(n))
+                .ok_or_else(|| format!("{n:?} is not 1 to {MAX_UPSTREAM_SOCKETS}"))?,
+        };
+        Ok(())
+    }
+
     /// The rules between the settings. `any_token` says whether any publish,
     /// view or admin token (or a tokens file) is configured: then a cluster
     /// token is required. `Ok(None)`: no Redis URL, single node (the other
@@ -142,6 +180,7 @@ impl ClusterSettings {
             node_url: node_url.clone(),
             node_id,
             cluster_token: self.cluster_token.clone(),
+            upstream_sockets: self.upstream_sockets,
         }))
     }
 }
@@ -274,6 +313,7 @@ mod tests {
                 "--node-url" => c.set_node_url(v),
                 "--node-id" => c.set_node_id(v),
                 "--cluster-token" => c.set_cluster_token(v),
+                "--upstream-sockets" => c.set_upstream_sockets(v),
                 f => panic!("{f}"),
             }
             .map_err(|why| format!("{flag}: {why}"))?;
@@ -308,6 +348,7 @@ mod tests {
         assert_eq!(c.node_url, "http://10.0.0.2:8080");
         assert_eq!(c.node_id, "10.0.0.2-8080");
         assert_eq!(c.cluster_token, None);
+        assert_eq!(c.upstream_sockets, DEFAULT_UPSTREAM_SOCKETS);
         let dbg = format!("{c:?}");
         assert!(
             !dbg.contains("pw") && dbg.contains("10.0.0.9:6379"),
@@ -372,6 +413,23 @@ mod tests {
                 resolve(&[("--redis-url", url), ("--node-url", "http://x")], false).unwrap_err();
             assert!(e.contains(needle), "{e:?} lacks {needle:?}");
             assert!(!e.contains("hunter2"), "{e}");
+        }
+    }
+
+    #[test]
+    fn upstream_sockets_are_bounded() {
+        let base = [("--redis-url", "redis://h"), ("--node-url", "http://x")];
+        let with = |n: &str| {
+            let mut p = base.to_vec();
+            p.push(("--upstream-sockets", n));
+            resolve(&p, false)
+        };
+        assert_eq!(with("8").unwrap().unwrap().upstream_sockets, 8);
+        assert_eq!(with(" ").unwrap().unwrap().upstream_sockets, 64);
+        assert_eq!(with("1024").unwrap().unwrap().upstream_sockets, 1024);
+        for bad in ["0", "1025", "-1", "many"] {
+            let e = with(bad).unwrap_err();
+            assert!(e.contains("1 to 1024"), "{bad}: {e}");
         }
     }
 

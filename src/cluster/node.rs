@@ -11,8 +11,12 @@
 //!   connected (rooms this node relays are not its own);
 //! - rooms with viewers and no source ("waiting") whose owner is another
 //!   node: a pull is asked of the relay manager ([`super::relay`]), so an
-//!   edge pulls within a second of `RoomLive`, of a `Resync`, or of the
-//!   origin's return after a failure.
+//!   edge pulls within a second of a `Resync` or of the origin's return
+//!   after a failure.
+//!
+//! A `RoomLive` notification for a waiting room (one the last report, or
+//! a WHEP `201` since, says has viewers) starts its pull at once, on this
+//! thread between reports.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -242,6 +246,17 @@ impl ClusterNode {
         }
     }
 
+    /// A WHEP POST for `room`, which has no source here, was answered
+    /// `201`: its viewer waits. Known before the reporter's next round, so
+    /// that a room-live notification in between starts the pull.
+    pub fn viewer_waits(&self, room: &str) {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        if rooms.len() < MAX_RECENT_PUBLISH || rooms.contains_key(room) {
+            let seen = rooms.entry(room.to_string()).or_default();
+            seen.viewers = seen.viewers.max(1);
+        }
+    }
+
     /// Whether `room` has a source here: a connected local publisher (as of
     /// the last report, or published in the last seconds) or an upstream.
     pub fn has_source(&self, room: &str) -> bool {
@@ -318,10 +333,17 @@ impl ClusterNode {
                 if node == self.config.node_id {
                     return;
                 }
-                match self.relaying(&room) {
+                let (relaying, waiting) = (self.relaying(&room), self.waiting(&room));
+                log::debug!(
+                    "cluster: room {room} live on node {node}: relaying from {relaying:?}, \
+                     viewers waiting: {waiting}"
+                );
+                // `moved`: pulled at once, whatever pause earlier failures
+                // (of the room before it went live there) left.
+                match relaying {
                     Some(from) if from != node => self.moved(&room, &node, &url),
                     Some(_) => {}
-                    None if self.waiting(&room) => self.want_pull(&room, &node, &url),
+                    None if waiting => self.moved(&room, &node, &url),
                     None => {}
                 }
             }

@@ -1,16 +1,21 @@
 //! DRIVER: the relay manager (thread `wisp-relay`). An edge pulls a room
 //! from the node that has it over standard WHEP: the core makes the
-//! upstream's offer ([`PullCore::pull`]), this thread POSTs it to
-//! `{origin}/whep/{room}` with `Authorization: Bearer <cluster token>` and
-//! hands the answer back ([`PullCore::answer`]). When the core reports the
+//! upstream's offer ([`PullCore::pull`]), a thread of the pull's own
+//! (`wisp-relay-pull`) POSTs it to `{origin}/whep/{room}` with
+//! `Authorization: Bearer <cluster token>`, and this thread hands the
+//! answer back ([`PullCore::answer`]). When the core reports the
 //! upstream ended ([`RelayHandle::ended`]), the session is DELETEd at the
 //! origin and the room is free to be pulled again (the reporter in
 //! [`super::node`] asks again while viewers wait).
 //!
 //! Contracts: at most one upstream per room; every HTTP request has a
-//! timeout ([`HTTP_TIMEOUT`]); the request queue is bounded ([`QUEUE`],
-//! excess wants are dropped: the reporter repeats them every second); a
-//! room whose pull failed is not tried again before [`RETRY_AFTER_FAILURE`].
+//! timeout ([`HTTP_TIMEOUT`]) and runs on a thread of its own (at most
+//! [`MAX_EXCHANGES`] POSTs at once, DELETEs are fire-and-forget), so an
+//! origin that does not answer never delays a pull from another; the
+//! request queue is bounded ([`QUEUE`], excess wants are dropped: the
+//! reporter repeats them every second); a room whose pull from a node
+//! failed is not tried again from that node before [`RETRY_AFTER_FAILURE`],
+//! unless a room-live notification says it went live there since.
 //! Never on the media loop: the core is reached through the command channel.
 
 use std::collections::{HashMap, HashSet};
@@ -20,23 +25,22 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::channel::{CoreError, CoreLink};
 use crate::sfu::command::{ApiError, Command, Reply};
 use crate::sfu::id::{RoomName, SessionToken};
 use crate::sfu::UpstreamEvent;
 
-/// Upstream sockets a node binds in cluster mode (`crate::upstream_udp`):
-/// the most rooms it pulls at once (a pull beyond is refused by the core
-/// and retried).
-pub const UPSTREAM_SOCKETS: usize = 64;
 /// Timeout of every HTTP request to another node (connect to last byte).
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Requests waiting for the manager; more are dropped.
 pub const QUEUE: usize = 256;
 /// Pause before a room whose pull failed is pulled again.
 pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+/// Most HTTP exchanges with origins under way at once (each on a thread of
+/// its own); a pull beyond waits for the reporter's next round.
+pub const MAX_EXCHANGES: usize = 16;
 /// Longest the manager spends DELETEing upstreams at shutdown.
 const SHUTDOWN_DELETES: Duration = Duration::from_secs(2);
 /// Largest SDP answer read from an origin.
@@ -144,15 +148,21 @@ impl RelayHandle {
             .max_redirects(0)
             .build()
             .into();
+        let (done_tx, done_rx) = bounded(MAX_EXCHANGES);
         let mut m = Manager {
             core,
-            agent,
-            token: cluster_token,
-            self_url: self_url.trim_end_matches('/').to_string(),
+            http: Http {
+                agent,
+                token: cluster_token,
+                self_url: self_url.trim_end_matches('/').to_string(),
+            },
             shared: shared.clone(),
             ups: HashMap::new(),
             retry: HashMap::new(),
             failing: HashSet::new(),
+            done_tx,
+            done_rx,
+            exchanging: 0,
         };
         let thread = std::thread::Builder::new()
             .name("wisp-relay".into())
@@ -165,16 +175,20 @@ impl RelayHandle {
         })
     }
 
-    /// Pull `req.room` unless it has an upstream already. Non-blocking.
+    /// Pull `req.room` from `req.node` unless it has an upstream (or a pull
+    /// under way) from that node already; one from another node is
+    /// replaced. Non-blocking.
     pub fn want(&self, req: RelayRequest) {
-        if self.origin_of(&req.room).is_none() {
+        if self.origin_of(&req.room).as_deref() != Some(req.node.as_str()) {
             let _ = self.tx.try_send(Msg::Want(req));
         }
     }
 
-    /// `req.room` went live on `req.node`: an upstream of it from another
-    /// node (an origin that died, its claim expired) is ended and the room
-    /// pulled from `req.node` at once. Non-blocking.
+    /// `req.room` went live on `req.node` (a room-live notification): pulled
+    /// from there at once. An upstream of it from another node (an origin
+    /// that died, its claim expired) is ended first, and the pause after
+    /// failed pulls is lifted: they were of the room before it went live.
+    /// Non-blocking.
     pub fn moved(&self, req: RelayRequest) {
         let _ = self.tx.try_send(Msg::Moved(req));
     }
@@ -254,32 +268,63 @@ struct Up<T> {
     token: T,
     /// The node pulled from.
     node: String,
-    /// The session URL at the origin, for the DELETE.
+    /// The session URL at the origin, for the DELETE (once answered).
     location: Option<String>,
+    /// Its HTTP exchange is under way on a thread of its own.
+    exchanging: bool,
+}
+
+/// What an exchange thread hands back: the origin's answer and the
+/// session's absolute URL there, or why there is none.
+struct Exchanged<T> {
+    room: String,
+    token: T,
+    result: Result<(Option<String>, String), String>,
+}
+
+/// What an exchange thread needs: an HTTP client and this node's identity.
+#[derive(Clone)]
+struct Http {
+    agent: ureq::Agent,
+    /// The cluster token presented to origins.
+    token: Option<String>,
+    /// This node's base URL (a redirect there is refused).
+    self_url: String,
 }
 
 struct Manager<C: PullCore> {
     core: C,
-    agent: ureq::Agent,
-    token: Option<String>,
-    self_url: String,
+    http: Http,
     shared: Arc<Shared>,
     ups: HashMap<String, Up<C::Token>>,
     /// Rooms whose pull from a node failed, paused until then.
     retry: HashMap<String, (Instant, String)>,
     /// Rooms whose last pull failed (warned once until one succeeds).
     failing: HashSet<String>,
+    /// Exchange threads report here; at most [`MAX_EXCHANGES`] run, so a
+    /// report never waits for room.
+    done_tx: Sender<Exchanged<C::Token>>,
+    done_rx: Receiver<Exchanged<C::Token>>,
+    exchanging: usize,
 }
 
 impl<C: PullCore> Manager<C> {
     fn run(&mut self, rx: Receiver<Msg>) {
+        let done = self.done_rx.clone();
         while !self.shared.stop.load(Ordering::Relaxed) {
-            match rx.recv_timeout(Duration::from_millis(200)) {
-                Ok(Msg::Want(req)) => self.pull(req),
-                Ok(Msg::Moved(req)) => self.moved(req),
-                Ok(Msg::Ended { room, token }) => self.end(&room, &token),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
+            crossbeam_channel::select! {
+                recv(rx) -> msg => match msg {
+                    Ok(Msg::Want(req)) => self.pull(req),
+                    Ok(Msg::Moved(req)) => self.moved(req),
+                    Ok(Msg::Ended { room, token }) => self.end(&room, &token),
+                    Err(_) => break,
+                },
+                recv(done) -> ex => {
+                    if let Ok(ex) = ex {
+                        self.exchanged(ex);
+                    }
+                }
+                default(Duration::from_millis(200)) => {}
             }
         }
         // The core closes the upstreams at shutdown; close them at the
@@ -290,7 +335,9 @@ impl<C: PullCore> Manager<C> {
             if Instant::now() >= until {
                 break;
             }
-            delete(&self.agent, self.token.as_deref(), &up);
+            if let Some(url) = &up.location {
+                self.http.delete(url);
+            }
         }
     }
 
@@ -302,6 +349,9 @@ impl<C: PullCore> Manager<C> {
         };
     }
 
+    /// Start pulling `req.room` from `req.node`: the core's offer now, the
+    /// POST on a thread of its own (so that an origin that does not answer
+    /// never delays a pull from another), the answer in [`Manager::exchanged`].
     fn pull(&mut self, req: RelayRequest) {
         let now = Instant::now();
         // The pause after a failure is for the node that failed: a room
@@ -310,7 +360,17 @@ impl<C: PullCore> Manager<C> {
             .retry
             .get(&req.room)
             .is_some_and(|(t, node)| *t > now && *node == req.node);
-        if self.ups.contains_key(&req.room) || paused {
+        if paused {
+            return;
+        }
+        if let Some(up) = self.ups.get(&req.room) {
+            if up.node != req.node {
+                self.moved(req);
+            }
+            return;
+        }
+        if self.exchanging >= MAX_EXCHANGES {
+            // Asked again by the reporter's next round.
             return;
         }
         self.retry.retain(|_, (t, _)| *t > now);
@@ -320,65 +380,187 @@ impl<C: PullCore> Manager<C> {
         let Some(room) = RoomName::new(&req.room) else {
             return;
         };
+        log::debug!("relay: pull of room {room} from node {} starts", req.node);
+        let (token, offer) = match self.core.pull(&room) {
+            Ok(x) => x,
+            Err(why) => return self.failed(&req, &format!("the core: {why}")),
+        };
+        let (http, tx) = (self.http.clone(), self.done_tx.clone());
+        let (name, url) = (req.room.clone(), req.url.clone());
+        let spawned = std::thread::Builder::new()
+            .name("wisp-relay-pull".into())
+            .spawn(move || {
+                let result = http.exchange(&name, &url, &offer);
+                let _ = tx.send(Exchanged {
+                    room: name,
+                    token,
+                    result,
+                });
+            });
+        if let Err(e) = spawned {
+            self.core.failed(&room, token);
+            return self.failed(&req, &format!("no thread for the exchange: {e}"));
+        }
+        self.exchanging += 1;
         self.set_active(&req.room, Some(&req.node));
-        match self.exchange(&room, &req) {
-            Ok(up) => {
-                self.failing.remove(&req.room);
-                log::info!("relay: pulling room {room} from node {}", req.node);
-                self.ups.insert(req.room.clone(), up);
+        self.ups.insert(
+            req.room.clone(),
+            Up {
+                token,
+                node: req.node,
+                location: None,
+                exchanging: true,
+            },
+        );
+    }
+
+    /// A pull of `req` failed: pause it (retried every second while
+    /// viewers wait: warned once a run).
+    fn failed(&mut self, req: &RelayRequest, why: &str) {
+        let (room, node) = (&req.room, &req.node);
+        if self.failing.insert(room.clone()) {
+            log::warn!("relay: pull of room {room} from node {node} failed: {why}");
+        } else {
+            log::debug!("relay: pull of room {room} from node {node} failed: {why}");
+        }
+        self.set_active(room, None);
+        let until = Instant::now() + RETRY_AFTER_FAILURE;
+        self.retry.insert(room.clone(), (until, node.clone()));
+    }
+
+    /// An exchange thread is done: hand the answer to the core, or end the
+    /// upstream. One that was ended or replaced meanwhile is DELETEd at
+    /// its origin if it was created there.
+    fn exchanged(&mut self, ex: Exchanged<C::Token>) {
+        self.exchanging = self.exchanging.saturating_sub(1);
+        let current = self
+            .ups
+            .get(&ex.room)
+            .is_some_and(|u| u.token == ex.token && u.exchanging);
+        if !current {
+            if let Ok((Some(url), _)) = &ex.result {
+                self.http.delete_later(url.clone());
             }
-            Err(why) => {
-                // Retried every second while viewers wait: warned once a run.
-                let (node, first) = (&req.node, self.failing.insert(req.room.clone()));
-                if first {
-                    log::warn!("relay: pull of room {room} from node {node} failed: {why}");
-                } else {
-                    log::debug!("relay: pull of room {room} from node {node} failed: {why}");
+            return;
+        }
+        let Some(room) = RoomName::new(&ex.room) else {
+            return;
+        };
+        let Some(mut up) = self.ups.remove(&ex.room) else {
+            return;
+        };
+        let req = RelayRequest {
+            room: ex.room.clone(),
+            node: up.node.clone(),
+            url: String::new(),
+        };
+        match ex.result {
+            Ok((location, answer)) => match self.core.answer(&room, ex.token, answer) {
+                Ok(()) => {
+                    self.failing.remove(&ex.room);
+                    log::info!("relay: pulling room {room} from node {}", up.node);
+                    up.location = location;
+                    up.exchanging = false;
+                    self.ups.insert(ex.room, up);
                 }
-                self.set_active(&req.room, None);
-                let until = Instant::now() + RETRY_AFTER_FAILURE;
-                self.retry
-                    .insert(req.room.clone(), (until, req.node.clone()));
+                Err(e) => {
+                    if let Some(url) = location {
+                        self.http.delete_later(url);
+                    }
+                    self.failed(&req, &format!("the core refused the answer: {e}"));
+                }
+            },
+            Err(why) => {
+                self.core.failed(&room, ex.token);
+                self.failed(&req, &why);
             }
         }
     }
 
-    /// Offer from the core → POST to the origin → answer to the core. An
-    /// origin that is full answers `307` to a node that has the room (a
-    /// tree); that one redirect is followed (the target never bounces it).
-    fn exchange(&self, room: &RoomName, req: &RelayRequest) -> Result<Up<C::Token>, String> {
-        let (token, offer) = self.core.pull(room)?;
-        let mut url = format!("{}/whep/{room}", req.url.trim_end_matches('/'));
-        let mut result = self.post(&url, &offer);
+    fn moved(&mut self, req: RelayRequest) {
+        let stale = match self.ups.get(&req.room) {
+            Some(u) => u.node != req.node,
+            // No upstream (an earlier one ended, or a pull from the old
+            // origin failed): pull now, not at the reporter's next round.
+            None => {
+                self.retry.remove(&req.room);
+                self.pull(req);
+                return;
+            }
+        };
+        if !stale {
+            return;
+        }
+        let Some(old) = self.ups.remove(&req.room) else {
+            return;
+        };
+        log::info!(
+            "relay: room {} moved from node {} to node {}",
+            req.room,
+            old.node,
+            req.node
+        );
+        if let Some(room) = RoomName::new(&req.room) {
+            // Frees the room's source for the new upstream; its Ended is
+            // then ignored (no longer in `ups`), and so is its exchange's
+            // report if it is under way.
+            self.core.failed(&room, old.token);
+        }
+        self.set_active(&req.room, None);
+        self.retry.remove(&req.room);
+        self.pull(req);
+        if let Some(url) = old.location {
+            self.http.delete_later(url);
+        }
+    }
+
+    fn end(&mut self, room: &str, token: &str) {
+        let Some(up) = self.ups.get(room) else {
+            return;
+        };
+        if up.token.to_string() != token {
+            return;
+        }
+        if let Some(up) = self.ups.remove(room) {
+            log::info!("relay: upstream of room {room} ended");
+            if let Some(url) = up.location {
+                self.http.delete_later(url);
+            }
+        }
+        self.set_active(room, None);
+    }
+}
+
+impl Http {
+    /// Offer → POST to `{base}/whep/{room}` → the answer and the session's
+    /// absolute URL. An origin that is full answers `307` to a node that
+    /// has the room (a tree); that one redirect is followed (the target
+    /// never bounces it), unless it points here.
+    fn exchange(
+        &self,
+        room: &str,
+        base: &str,
+        offer: &str,
+    ) -> Result<(Option<String>, String), String> {
+        let started = Instant::now();
+        let mut url = format!("{}/whep/{room}", base.trim_end_matches('/'));
+        let mut result = self.post(&url, offer);
         if let Ok(Posted::Redirect(to)) = &result {
             if base_of(to) == self.self_url {
-                self.core.failed(room, token);
                 return Err(format!("POST {url}: redirected to this node"));
             }
             url = to.clone();
-            result = self.post(&url, &offer);
+            result = self.post(&url, offer);
         }
-        match result {
-            Ok(Posted::Created { location, answer }) => {
-                let up = Up {
-                    token,
-                    node: req.node.clone(),
-                    location: location.map(|l| resolve(base_of(&url), &l)),
-                };
-                if let Err(e) = self.core.answer(room, token, answer) {
-                    self.delete(&up);
-                    return Err(format!("the core refused the answer: {e}"));
-                }
-                Ok(up)
+        match result? {
+            Posted::Created { location, answer } => {
+                log::debug!(
+                    "relay: POST {url} answered in {} ms",
+                    started.elapsed().as_millis()
+                );
+                Ok((location.map(|l| resolve(base_of(&url), &l)), answer))
             }
-            Ok(Posted::Redirect(_)) => {
-                self.core.failed(room, token);
-                Err(format!("POST {url}: redirected twice"))
-            }
-            Err(e) => {
-                self.core.failed(room, token);
-                Err(e)
-            }
+            Posted::Redirect(_) => Err(format!("POST {url}: redirected twice")),
         }
     }
 
@@ -414,61 +596,27 @@ impl<C: PullCore> Manager<C> {
         }
     }
 
-    fn moved(&mut self, req: RelayRequest) {
-        let stale = self.ups.get(&req.room).is_some_and(|u| u.node != req.node);
-        if !stale {
-            return;
+    /// DELETE the session at `url` (best effort, bounded by the timeout).
+    fn delete(&self, url: &str) {
+        let mut del = self.agent.delete(url);
+        if let Some(t) = &self.token {
+            del = del.header("Authorization", format!("Bearer {t}"));
         }
-        let Some(old) = self.ups.remove(&req.room) else {
-            return;
-        };
-        log::info!(
-            "relay: room {} moved from node {} to node {}",
-            req.room,
-            old.node,
-            req.node
-        );
-        if let Some(room) = RoomName::new(&req.room) {
-            // Frees the room's source for the new upstream; its Ended is
-            // then ignored (no longer in `ups`).
-            self.core.failed(&room, old.token);
+        if let Err(e) = del.call() {
+            log::debug!("relay: DELETE {url}: {e}");
         }
-        self.set_active(&req.room, None);
-        self.retry.remove(&req.room);
-        self.pull(req);
-        self.delete(&old);
     }
 
-    fn end(&mut self, room: &str, token: &str) {
-        let Some(up) = self.ups.get(room) else {
-            return;
-        };
-        if up.token.to_string() != token {
-            return;
+    /// [`Http::delete`] on a thread of its own: an origin that does not
+    /// answer never holds the manager (done at once if no thread starts).
+    fn delete_later(&self, url: String) {
+        let http = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("wisp-relay-delete".into())
+            .spawn(move || http.delete(&url));
+        if spawned.is_err() {
+            log::debug!("relay: no thread for a DELETE; the origin's session times out");
         }
-        if let Some(up) = self.ups.remove(room) {
-            log::info!("relay: upstream of room {room} ended");
-            self.delete(&up);
-        }
-        self.set_active(room, None);
-    }
-
-    /// DELETE the upstream's session at the origin (best effort, bounded).
-    fn delete(&self, up: &Up<C::Token>) {
-        delete(&self.agent, self.token.as_deref(), up);
-    }
-}
-
-/// DELETE `up`'s session at its origin, presenting `token` (best effort,
-/// bounded by the agent's timeout).
-fn delete<T>(agent: &ureq::Agent, token: Option<&str>, up: &Up<T>) {
-    let Some(url) = &up.location else { return };
-    let mut del = agent.delete(url);
-    if let Some(t) = token {
-        del = del.header("Authorization", format!("Bearer {t}"));
-    }
-    if let Err(e) = del.call() {
-        log::debug!("relay: DELETE {url}: {e}");
     }
 }
 
@@ -629,6 +777,79 @@ mod tests {
         std::thread::sleep(RETRY_AFTER_FAILURE);
         h.want(want);
         assert_eq!(calls.recv_timeout(WAIT).unwrap(), Call::Pull("r".into()));
+        h.shutdown();
+    }
+
+    /// A room-live notification (`moved`) pulls at once: with no upstream,
+    /// and through the pause that failed pulls of the same node left (they
+    /// were of the room before it went live again there).
+    #[test]
+    fn a_room_live_notification_pulls_at_once_despite_the_pause() {
+        let (url, seen) = origin(503);
+        let (tx, calls) = mpsc::channel();
+        let h = RelayHandle::start(FakeCore(tx), None, "http://self:1").unwrap();
+        let want = RelayRequest {
+            room: "r".into(),
+            node: "a".into(),
+            url,
+        };
+        h.want(want.clone());
+        assert_eq!(calls.recv_timeout(WAIT).unwrap(), Call::Pull("r".into()));
+        let _ = seen.recv_timeout(WAIT).unwrap();
+        assert_eq!(
+            calls.recv_timeout(WAIT).unwrap(),
+            Call::Failed("r".into(), 7)
+        );
+        let t = Instant::now();
+        while h.origin_of("r").is_some() {
+            assert!(t.elapsed() < WAIT);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Paused for a want...
+        h.want(want.clone());
+        assert!(calls.recv_timeout(Duration::from_millis(200)).is_err());
+        // ... not for the notification, well inside RETRY_AFTER_FAILURE.
+        let asked = Instant::now();
+        h.moved(want);
+        assert_eq!(calls.recv_timeout(WAIT).unwrap(), Call::Pull("r".into()));
+        assert!(asked.elapsed() < RETRY_AFTER_FAILURE / 2);
+        h.shutdown();
+    }
+
+    /// An origin that takes the connection and never answers holds only
+    /// its own pull: another room's pull from a live origin goes on at once.
+    #[test]
+    fn a_silent_origin_does_not_hold_other_pulls() {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let silent_url = format!("http://{}", silent.local_addr().unwrap());
+        let held = std::thread::spawn(move || silent.accept().map(|(c, _)| c));
+        let (url, seen) = origin(201);
+        let (tx, calls) = mpsc::channel();
+        let h = RelayHandle::start(FakeCore(tx), None, "http://self:1").unwrap();
+        h.want(RelayRequest {
+            room: "stuck".into(),
+            node: "dead".into(),
+            url: silent_url,
+        });
+        assert_eq!(
+            calls.recv_timeout(WAIT).unwrap(),
+            Call::Pull("stuck".into())
+        );
+        let _conn = held.join().unwrap().unwrap();
+        let asked = Instant::now();
+        h.want(RelayRequest {
+            room: "live".into(),
+            node: "a".into(),
+            url,
+        });
+        assert_eq!(calls.recv_timeout(WAIT).unwrap(), Call::Pull("live".into()));
+        let _ = seen.recv_timeout(WAIT).unwrap();
+        assert_eq!(
+            calls.recv_timeout(WAIT).unwrap(),
+            Call::Answer("live".into(), 7, "v=0 answer".into())
+        );
+        assert!(asked.elapsed() < HTTP_TIMEOUT / 5, "{:?}", asked.elapsed());
+        assert_eq!(h.origin_of("stuck").as_deref(), Some("dead"));
         h.shutdown();
     }
 

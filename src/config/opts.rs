@@ -23,7 +23,7 @@ pub(super) struct Opt {
 }
 
 /// Every setting, in the order `--help` lists them.
-pub(super) const OPTS: [Opt; 22] = [
+pub(super) const OPTS: [Opt; 23] = [
     Opt {
         flag: "--http-addr",
         env: "WISP_HTTP_ADDR",
@@ -257,6 +257,14 @@ pub(super) const OPTS: [Opt; 22] = [
         help: "Bearer token between nodes (required in cluster mode with any token)",
         secret: true,
         set: |c, v| c.cluster_settings.set_cluster_token(v),
+    },
+    Opt {
+        flag: "--upstream-sockets",
+        env: "WISP_UPSTREAM_SOCKETS",
+        default: "64",
+        help: "UDP sockets per worker for pulls from other nodes: the most rooms a worker pulls at once (1-1024)",
+        secret: false,
+        set: |c, v| c.cluster_settings.set_upstream_sockets(v),
     },
 ];
 

@@ -60,6 +60,7 @@ pub(super) fn post(
     }
     let mut claimed = false;
     let mut pull = None;
+    let mut waits = false;
     match role {
         // A request the core will not see (wrong type, no offer) claims
         // nothing: a claim tells the edges that the room went live.
@@ -74,6 +75,7 @@ pub(super) fn post(
             }
         },
         Role::Subscriber if !node.has_source(room.as_str()) => {
+            waits = true;
             match node.remote_owner(room.as_str()) {
                 Ok(owner) => pull = owner,
                 Err(e) => {
@@ -106,7 +108,8 @@ pub(super) fn post(
     if resp.status == 201 && role == Role::Publisher {
         node.published(room.as_str());
     }
-    if resp.status == 201 {
+    if resp.status == 201 && waits {
+        node.viewer_waits(room.as_str());
         if let Some((owner, url)) = pull {
             node.want_pull(room.as_str(), &owner, &url);
         }

@@ -229,6 +229,10 @@ pub struct TestNet {
     pub upstream_events: Vec<(usize, crate::sfu::UpstreamEvent)>,
     /// Cores killed ([`TestNet::kill_core`]).
     pub cores_down: Vec<usize>,
+    /// Cores whose `handle_timeout` [`TestNet::step`] does not call: they
+    /// see only datagrams (and `poll_output`), so whatever they send then
+    /// was caused by a datagram at its own `now`, never by a timer.
+    pub timers_held: Vec<usize>,
     /// A client error ends that client (`alive` false, like a closed browser
     /// tab) instead of failing: for the fuzz bodies, whose inputs end
     /// sessions and silence clients at any moment (a client whose server
@@ -302,6 +306,7 @@ impl TestNet {
             stray: Vec::new(),
             upstream_events: Vec::new(),
             cores_down: Vec::new(),
+            timers_held: Vec::new(),
             client_errors_end_clients: false,
         }
     }
@@ -656,7 +661,7 @@ impl TestNet {
         }
         // Timers.
         for k in 0..=self.cores.len() {
-            if !self.cores_down.contains(&k) {
+            if !self.cores_down.contains(&k) && !self.timers_held.contains(&k) {
                 self.core(k).handle_timeout(now);
             }
         }

@@ -64,6 +64,11 @@ pub struct Peer {
     pub got_video_seq: Vec<u16>,
     pub got_audio: usize,
     pub closed: bool,
+    /// Publisher: answer a keyframe request (PLI) with a keyframe on the
+    /// next frame, as browsers do; otherwise keyframes come every 30 frames.
+    pub keyframe_on_request: bool,
+    /// A keyframe request is pending (see `keyframe_on_request`).
+    pub keyframe_asked: bool,
 }
 
 impl Peer {
@@ -111,6 +116,8 @@ impl Peer {
             got_video_seq: vec![],
             got_audio: 0,
             closed: false,
+            keyframe_on_request: false,
+            keyframe_asked: false,
         }
     }
 
@@ -136,6 +143,7 @@ impl Peer {
                 }
                 Output::Event(Event::Connected) => self.connected = true,
                 Output::Event(Event::Closed) => self.closed = true,
+                Output::Event(Event::KeyframeRequest(_)) => self.keyframe_asked = true,
                 Output::Event(Event::RtpPacket(p)) => {
                     let mid = self
                         .rtc
@@ -173,8 +181,12 @@ impl Peer {
         ports
     }
 
+    /// Send frame `n` (video and audio): a keyframe every 30 frames, and
+    /// on request with `keyframe_on_request`.
     pub fn send_frame(&mut self, n: u64) {
         let now = Instant::now();
+        let asked = std::mem::take(&mut self.keyframe_asked) && self.keyframe_on_request;
+        let key = n.is_multiple_of(30) || asked;
         for (mid, kind) in self.mids.clone() {
             let codec = if kind == MediaKind::Video {
                 Codec::Vp8
@@ -189,7 +201,7 @@ impl Peer {
                 .pt();
             let mut payload = if kind == MediaKind::Video {
                 // VP8 descriptor with S=1, PID=0; keyframe every 30 frames.
-                vec![0x10, if n.is_multiple_of(30) { 0x00 } else { 0x01 }]
+                vec![0x10, if key { 0x00 } else { 0x01 }]
             } else {
                 vec![0xfc, 0xff]
             };

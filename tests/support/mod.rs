@@ -265,7 +265,11 @@ impl Wisp {
         let mut child = cmd
             .env("WISP_HTTP_ADDR", "127.0.0.1:0")
             .env("WISP_UDP_ADDR", "127.0.0.1:0")
-            .env("RUST_LOG", "info")
+            // `WISP_TEST_RUST_LOG` overrides the level (e.g. `wisp=debug`).
+            .env(
+                "RUST_LOG",
+                std::env::var("WISP_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             // These tests run the debug build on a shared 2-core machine next
             // to browsers and GStreamer: its event loop is busy for reasons
             // that say nothing of a release node's capacity. Overload control

@@ -58,6 +58,7 @@ impl Subscriber {
             let Some((room, node, url)) = parse_live(msg.get_payload_bytes()) else {
                 continue;
             };
+            log::debug!("directory: room {room} live on node {node}");
             self.shared.cache_owner(
                 &room,
                 RoomOwner {

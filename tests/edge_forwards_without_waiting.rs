@@ -1,0 +1,188 @@
+//! An edge adds no waiting of its own (issue 15: added latency through an
+//! edge, and the republish bound). Origin and edge cores in one TestNet with
+//! str0m peers; the edge's timers are held (`TestNet::timers_held`), so
+//! whatever it sends was caused by a datagram at that datagram's `now`.
+//! Every edge viewer then gets each packet exactly one link latency after a
+//! viewer on the origin does: the hop from origin to edge, and nothing else
+//! (no receive-side hold or reorder buffer in the upstream's `Rtc`, no pacer
+//! on the origin's session to the edge, no timer-driven flush).
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::TestNet;
+use str0m::media::MediaKind;
+use wisp::sfu::{Command, Reply, RoomName, SfuConfig};
+
+/// When viewer `i` got each payload counter of `kind`, from `from` on.
+fn arrivals(net: &TestNet, i: usize, kind: MediaKind, from: Instant) -> Vec<(u64, Instant)> {
+    net.clients[i]
+        .got
+        .iter()
+        .filter(|g| g.kind == kind && g.at >= from)
+        .map(|g| {
+            (
+                u64::from_be_bytes(g.payload[2..10].try_into().unwrap()),
+                g.at,
+            )
+        })
+        .collect()
+}
+
+/// Every packet edge viewer `v` got of `kind` from `from` on reached it
+/// exactly one link latency after origin viewer `o` got the same payload;
+/// returns how many.
+fn one_hop_behind(net: &TestNet, o: usize, v: usize, kind: MediaKind, from: Instant) -> usize {
+    let at_origin: HashMap<u64, Instant> = arrivals(net, o, kind, net.start).into_iter().collect();
+    let at_edge = arrivals(net, v, kind, from);
+    for (counter, at) in &at_edge {
+        let there = at_origin
+            .get(counter)
+            .unwrap_or_else(|| panic!("{kind:?} {counter}: not at the origin viewer"));
+        assert_eq!(
+            *at - *there,
+            net.latency,
+            "{kind:?} {counter}: the edge held it"
+        );
+    }
+    at_edge.len()
+}
+
+/// Viewer `v` got packets of `kind` numbered one after the other.
+fn assert_continuous(net: &TestNet, v: usize, kind: MediaKind) {
+    let seqs: Vec<u64> = net.clients[v]
+        .got
+        .iter()
+        .filter(|g| g.kind == kind)
+        .map(|g| g.seq)
+        .collect();
+    for w in seqs.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "viewer {v} {kind:?} numbering");
+    }
+}
+
+fn has_video(net: &TestNet, v: usize) -> bool {
+    net.clients[v]
+        .got
+        .iter()
+        .any(|g| g.kind == MediaKind::Video)
+}
+
+#[test]
+fn edge_viewers_get_each_packet_in_the_turn_it_reaches_the_edge() {
+    let mut net = TestNet::new(41);
+    let edge = net.add_core(SfuConfig::default());
+    net.publish_on(0, "now");
+    let o = net.view_on(0, "now");
+    let viewers = [net.view_on(edge, "now"), net.view_on(edge, "now")];
+    net.pull(edge, 0, "now").expect("pull");
+    assert!(net.run_until(Duration::from_secs(5), |n| viewers
+        .iter()
+        .all(|v| has_video(n, *v))));
+    net.run_for(Duration::from_millis(500));
+
+    // From here the edge runs on datagrams alone.
+    net.timers_held.push(edge);
+    let from = net.now;
+    net.run_for(Duration::from_secs(1));
+    net.media_on = false;
+    net.run_for(Duration::from_millis(100));
+    for v in viewers {
+        // 30 frames of 3 packets, and 30 audio packets, a second.
+        assert!(one_hop_behind(&net, o, v, MediaKind::Video, from) >= 85);
+        assert!(one_hop_behind(&net, o, v, MediaKind::Audio, from) >= 28);
+        assert_continuous(&net, v, MediaKind::Video);
+    }
+}
+
+/// The origin-killed fault in the core: the upstream ends (here the driver
+/// ends it, as the relay manager does when the room moves), the room goes
+/// live on another core, and the edge pulls from there. The waiting edge
+/// viewer gets the new upstream's first keyframe in the turn it reaches
+/// the edge, and that keyframe is the one the new origin asked its
+/// publisher for when the edge's session connected, not a periodic one.
+#[test]
+fn waiting_edge_viewers_get_the_new_upstreams_keyframe_at_once() {
+    let mut net = TestNet::new(42);
+    let edge = net.add_core(SfuConfig::default());
+    let other = net.add_core(SfuConfig::default());
+    net.publish_on(0, "moved");
+    let v = net.view_on(edge, "moved");
+    let (up, _) = net.pull(edge, 0, "moved").expect("pull");
+    assert!(net.run_until(Duration::from_secs(5), |n| has_video(n, v)));
+    net.run_for(Duration::from_millis(500));
+    let now = net.now;
+    let room = RoomName::new("moved").unwrap();
+    let cmd = Command::PullFailed {
+        room: room.clone(),
+        token: up,
+    };
+    assert!(matches!(
+        net.core(edge).handle_command(now, cmd),
+        Ok(Reply::Done)
+    ));
+    net.run_for(Duration::from_millis(200));
+    assert!(net.connected(v), "the edge viewer waits");
+    let before = net.clients[v].got.len();
+
+    // The room goes live on another core, with a viewer there; 1.5 s
+    // later (its keyframe request is no longer throttled, the periodic
+    // keyframe is 1.5 s away) the edge pulls from it.
+    let p2 = net.publish_on(other, "moved");
+    let o = net.view_on(other, "moved");
+    assert!(net.run_until(Duration::from_secs(5), |n| has_video(n, o)));
+    net.run_for(Duration::from_millis(1500));
+    let requests = net.clients[p2].keyframe_requests;
+    net.pull(edge, other, "moved")
+        .expect("pull from the new origin");
+    let pulled = net.now;
+    assert!(net.run_until(Duration::from_secs(1), |n| n
+        .core_ref(edge)
+        .stats()
+        .relay_upstreams_connected
+        == 1));
+    assert_eq!(
+        net.clients[v].got.len(),
+        before,
+        "nothing before the keyframe"
+    );
+
+    net.timers_held.push(edge);
+    let connected = net.now;
+    assert!(
+        net.run_until(Duration::from_secs(1), |n| n.clients[v].got[before..]
+            .iter()
+            .any(|g| g.kind == MediaKind::Video))
+    );
+    let first = net.clients[v].got[before..]
+        .iter()
+        .find(|g| g.kind == MediaKind::Video)
+        .unwrap()
+        .clone();
+    // The start of a keyframe (VP8 S bit set, P bit clear).
+    assert_eq!(first.payload[0] & 0x10, 0x10);
+    assert_eq!(first.payload[1] & 0x01, 0);
+    assert!(
+        net.clients[p2].keyframe_requests > requests,
+        "the new origin asked its publisher"
+    );
+    eprintln!(
+        "first video {} ms after the pull ({} ms after the upstream connected)",
+        (first.at - pulled).as_millis(),
+        (first.at - connected).as_millis()
+    );
+    // The handshake (a few round trips of 2 x 5 ms), the origin's request,
+    // the publisher's next frame (33 ms), two hops: no timer of the edge's.
+    assert!(first.at - pulled <= Duration::from_millis(120));
+    net.run_for(Duration::from_millis(500));
+    let after = net.clients[v].got[before].at;
+    assert!(one_hop_behind(&net, o, v, MediaKind::Video, after) > 20);
+    assert!(one_hop_behind(&net, o, v, MediaKind::Audio, after) > 5);
+
+    net.timers_held.clear();
+    net.run_for(Duration::from_secs(1));
+    assert_continuous(&net, v, MediaKind::Video);
+    assert_continuous(&net, v, MediaKind::Audio);
+}
