@@ -29,9 +29,14 @@
 //! of a worker's event loop does (`read_relays` in src/event_loop.rs). Not
 //! counted: the channel between the loops and the kernel's sends.
 //! `forwarded` is then the sum over the cores (written to str0m; compare it
-//! with `datagrams_out`: the viewers here join before the room has video,
-//! so the relayed ones get str0m's estimator and pacer, which at batch > 2
-//! sends fewer datagrams than were written; see BENCHMARKS.md "Workers").
+//! with `datagrams_out`). By default every viewer joins before the room has
+//! video, so a relayed viewer's core cannot know the room is not simulcast
+//! and gives it str0m's bandwidth estimator and pacer (src/sfu/lifecycle.rs),
+//! which at batch > 2 sends fewer datagrams than were written here. With
+//! `FANOUT_LATE_JOIN=1`, one viewer per core joins first and the others only
+//! once every core's copy has had 500 ms of video (joining a running room):
+//! then only that first viewer on each other core has the estimator. See
+//! BENCHMARKS.md "Workers".
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -205,6 +210,7 @@ fn main() {
     let batch = arg(4, 1);
     let warmup = arg(5, 0);
     let workers = arg(6, 1).max(1);
+    let late_join = std::env::var_os("FANOUT_LATE_JOIN").is_some_and(|v| v == "1");
     str0m::crypto::from_feature_flags().install_process_default();
     // The packet path alone: no admission by load (the core sees no load
     // samples here, and thousands of joins in a second would be refused).
@@ -227,12 +233,23 @@ fn main() {
         .unwrap();
     }
     let p = net.publish("bench");
-    let vs: Vec<usize> = (0..viewers)
-        .map(|i| match i % workers {
+    let mut vs = Vec::with_capacity(viewers);
+    for i in 0..viewers {
+        if late_join && i == workers.min(viewers) {
+            // One viewer per core is in: media flows until every core's
+            // copy of the room has its video track.
+            net.media_on = true;
+            let first = vs.clone();
+            assert!(net.run_until(Duration::from_secs(10), |n| {
+                n.connected(p) && first.iter().all(|v| n.connected(*v))
+            }));
+            net.run_for(Duration::from_millis(500));
+        }
+        vs.push(match i % workers {
             0 => net.view("bench"),
             k => net.view_relayed(k, 0, "bench"),
-        })
-        .collect();
+        });
+    }
     net.media_on = false;
     assert!(net.run_until(Duration::from_secs(10), |n| {
         n.connected(p) && vs.iter().all(|v| n.connected(*v))
