@@ -43,6 +43,7 @@ use crate::record::RecorderStats;
 use crate::sfu::overload::LoadSample;
 use crate::sfu::recorder_tap::RecordEvent;
 use crate::sfu::relay::RelayMsg;
+use crate::sfu::sdp;
 use crate::sfu::stats::WorkerFigures;
 use crate::sfu::{ApiError, Command, Reply, RoomInfo, RoomName, Sfu, SfuConfig, TokenShard};
 
@@ -181,6 +182,9 @@ struct Home {
     pending: u32,
     /// When the last placement was answered.
     settled: Instant,
+    /// Whether its publisher's last WHIP offer had simulcast video (`None`:
+    /// no publish seen); told to relayed viewers' workers.
+    simulcast: Option<bool>,
 }
 
 /// What one worker answered.
@@ -323,10 +327,17 @@ impl Dispatcher {
             return Ok(Err(ApiError::AtCapacity));
         }
         self.sweep();
+        let offered_simulcast = match &cmd {
+            Command::Publish { offer, .. } => Some(sdp::offers_simulcast(offer)),
+            _ => None,
+        };
         let w = {
             let mut homes = self.lock_homes();
             match homes.get_mut(&room) {
                 Some(h) => {
+                    if offered_simulcast.is_some() {
+                        h.simulcast = offered_simulcast;
+                    }
                     let home = h.worker;
                     let w = self.least_loaded();
                     // A viewer goes to the home unless the home is busier
@@ -340,6 +351,7 @@ impl Dispatcher {
                             unreachable!("matched above");
                         };
                         h.pending += 1;
+                        let simulcast = h.simulcast;
                         drop(homes);
                         self.gauges[w].sessions.fetch_add(1, Ordering::Relaxed);
                         let cmd = Command::SubscribeRelayed {
@@ -347,6 +359,7 @@ impl Dispatcher {
                             offer: offer.clone(),
                             home,
                             edge,
+                            simulcast,
                         };
                         let mut r = self.links[w].call(cmd);
                         if matches!(r, Ok(Err(ApiError::AtCapacity))) {
@@ -383,6 +396,7 @@ impl Dispatcher {
                             worker: w,
                             pending: 1,
                             settled: Instant::now(),
+                            simulcast: offered_simulcast,
                         },
                     );
                     w

@@ -63,6 +63,12 @@ pub enum Command {
         home: usize,
         /// As in [`Command::Subscribe`].
         edge: bool,
+        /// Whether the room's publisher offered simulcast video, as the
+        /// dispatcher saw its WHIP offer (`None`: not known, e.g. no
+        /// publisher yet, or an edge's pull). A viewer that joins before
+        /// this worker's copy of the room has video gets a bandwidth
+        /// estimator (and its pacer) only if the room may be simulcast.
+        simulcast: Option<bool>,
     },
     /// DELETE on a session URL.
     DeleteSession {

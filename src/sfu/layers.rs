@@ -76,7 +76,15 @@ impl Sfu {
 
     // ---------------------------------------------------------- layer choice
 
-    pub(super) fn is_simulcast(&self, room: &RoomName) -> bool {
+    /// Whether `room` has a video track (its shape is known).
+    pub(crate) fn has_video(&self, room: &RoomName) -> bool {
+        self.rooms
+            .get(room)
+            .is_some_and(|r| r.tracks.video.is_some())
+    }
+
+    /// Whether `room`'s video is simulcast.
+    pub(crate) fn is_simulcast(&self, room: &RoomName) -> bool {
         self.rooms
             .get(room)
             .and_then(|r| r.tracks.video.as_ref())

@@ -79,13 +79,14 @@ impl Sfu {
         offer: &str,
         edge: bool,
     ) -> Result<Reply, ApiError> {
-        self.subscribe_via(now, room, offer, None, edge)
+        self.subscribe_via(now, room, offer, None, edge, None)
     }
 
     /// [`Sfu::subscribe`] where the room's packets come from worker `home`
     /// (`relay.rs`), unless the room's publisher is here. A new copy of the
     /// room counts against this core's `max_rooms` (`AtCapacity` past it),
-    /// not the process's (see the room limits in `relay.rs`).
+    /// not the process's (see the room limits in `relay.rs`). `simulcast`
+    /// as in [`Command::SubscribeRelayed`].
     pub fn subscribe_relayed(
         &mut self,
         now: Instant,
@@ -93,10 +94,11 @@ impl Sfu {
         offer: &str,
         home: usize,
         edge: bool,
+        simulcast: Option<bool>,
     ) -> Result<Reply, ApiError> {
         let home =
             (home != self.config.shard.index && home < self.config.shard.count).then_some(home);
-        self.subscribe_via(now, room, offer, home, edge)
+        self.subscribe_via(now, room, offer, home, edge, simulcast)
     }
 
     fn subscribe_via(
@@ -106,6 +108,7 @@ impl Sfu {
         offer: &str,
         home: Option<usize>,
         edge: bool,
+        simulcast: Option<bool>,
     ) -> Result<Reply, ApiError> {
         self.check_capacity(&room)?;
         // An edge's pull: told by the HTTP side (cluster token), or an
@@ -113,8 +116,12 @@ impl Sfu {
         let edge = edge || sdp::asks_every_layer(offer);
         self.admit_viewer(now, &room, edge)?;
         // A relayed room's shape is unknown here before its first packets
-        // come: its viewers get an estimator in case it is simulcast.
+        // come: its viewers get an estimator in case it is simulcast, unless
+        // the publisher's offer said it is not. (An estimator's pacer costs
+        // ~7,000 instructions a packet and holds packets that a batch of
+        // relayed ones brings faster than its rate: benches/fanout.rs.)
         let unknown = home.is_some()
+            && simulcast != Some(false)
             && self
                 .rooms
                 .get(&room)

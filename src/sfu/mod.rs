@@ -420,7 +420,8 @@ impl Sfu {
                 offer,
                 home,
                 edge,
-            } => self.subscribe_relayed(now, room, &offer, home, edge),
+                simulcast,
+            } => self.subscribe_relayed(now, room, &offer, home, edge, simulcast),
             Command::DeleteSession { role, room, token } => self.delete(now, role, &room, token),
             Command::Patch {
                 role,

@@ -183,6 +183,11 @@ pub fn asks_every_layer(offer: &str) -> bool {
     offer.contains("a=simulcast:recv")
 }
 
+/// Whether a WHIP offer sends simulcast video (`a=simulcast:send`).
+pub fn offers_simulcast(offer: &str) -> bool {
+    offer.contains("a=simulcast:send")
+}
+
 /// The offer without its simulcast (`a=simulcast:` and `a=rid:` lines), so
 /// the answer offers one plain stream: what a viewer that asked for every
 /// layer gets of a room whose video has none. Other lines are kept.

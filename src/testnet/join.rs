@@ -90,6 +90,12 @@ impl TestNet {
         self.last_offer = offer.clone();
         let (mut core, home) = self.place(core, room, publisher)?;
         let room_name = RoomName::new(room).unwrap();
+        // What the dispatcher knows from the publisher's offer: the home
+        // core's view of its room (`None` before it has video).
+        let simulcast = home.and_then(|h| {
+            let c = self.core(h);
+            c.has_video(&room_name).then(|| c.is_simulcast(&room_name))
+        });
         let cmd = |home: Option<usize>| {
             let (room, offer) = (room_name.clone(), offer.clone());
             if publisher {
@@ -104,6 +110,7 @@ impl TestNet {
                     offer,
                     home,
                     edge: false,
+                    simulcast,
                 }
             } else {
                 Command::Subscribe {

@@ -32,6 +32,13 @@ fn fake_rooms(n: usize, max_sessions: usize, max_rooms: usize, copy_cap: usize) 
                     let set: std::collections::HashSet<_> = rooms.iter().collect();
                     set.len()
                 };
+                // A relayed viewer's answer tells the room's shape it was given.
+                let shape = match &r.command {
+                    Command::SubscribeRelayed {
+                        simulcast: Some(s), ..
+                    } => format!(" simulcast={s}"),
+                    _ => String::new(),
+                };
                 let reply = match r.command {
                     Command::SubscribeRelayed { .. } if distinct(&rooms) >= copy_cap => {
                         Err(ApiError::AtCapacity)
@@ -45,7 +52,7 @@ fn fake_rooms(n: usize, max_sessions: usize, max_rooms: usize, copy_cap: usize) 
                         gg.sessions.store(mine.len() as u64, Ordering::Relaxed);
                         Ok(Reply::Created {
                             token,
-                            answer: format!("worker {i}"),
+                            answer: format!("worker {i}{shape}"),
                             etag: String::new(),
                         })
                     }
@@ -153,6 +160,36 @@ fn a_busy_home_s_viewers_are_relayed_and_counted_everywhere() {
         Ok(Ok(Reply::ViewerState(v))) => assert_eq!(v.viewers, 5),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn relayed_viewers_are_told_whether_the_publisher_offered_simulcast() {
+    // The answers to a publish (if any) and then three viewers, on a fresh
+    // pair of workers: the third viewer is relayed.
+    let placed = |offer: Option<&str>| -> Vec<String> {
+        let d = fake(2, 100);
+        if let Some(offer) = offer {
+            let cmd = Command::Publish {
+                room: RoomName::new("a").unwrap(),
+                offer: offer.into(),
+                record: None,
+            };
+            assert!(matches!(d.call(cmd), Ok(Ok(Reply::Created { .. }))));
+        }
+        (0..3).map(|_| post(&d, "a").unwrap().1).collect()
+    };
+    let plain = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n";
+    assert_eq!(
+        placed(Some(plain)),
+        ["worker 0", "worker 1 simulcast=false", "worker 0"]
+    );
+    let layers = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=simulcast:send h;l\r\n";
+    assert_eq!(
+        placed(Some(layers)),
+        ["worker 0", "worker 1 simulcast=true", "worker 0"]
+    );
+    // No publisher yet: not known.
+    assert_eq!(placed(None), ["worker 0", "worker 0", "worker 1"]);
 }
 
 #[test]
