@@ -335,9 +335,6 @@ impl Dispatcher {
             let mut homes = self.lock_homes();
             match homes.get_mut(&room) {
                 Some(h) => {
-                    if offered_simulcast.is_some() {
-                        h.simulcast = offered_simulcast;
-                    }
                     let home = h.worker;
                     let w = self.least_loaded();
                     // A viewer goes to the home unless the home is busier
@@ -370,7 +367,7 @@ impl Dispatcher {
                             let room = room.clone();
                             r = self.links[home].call(Command::Subscribe { room, offer, edge });
                         }
-                        self.settle(&room, &r);
+                        self.settle(&room, &r, None);
                         return r;
                     }
                     h.pending += 1;
@@ -396,7 +393,7 @@ impl Dispatcher {
                             worker: w,
                             pending: 1,
                             settled: Instant::now(),
-                            simulcast: offered_simulcast,
+                            simulcast: None,
                         },
                     );
                     w
@@ -407,16 +404,22 @@ impl Dispatcher {
         // publish their next figures.
         self.gauges[w].sessions.fetch_add(1, Ordering::Relaxed);
         let r = self.links[w].call(cmd);
-        self.settle(&room, &r);
+        self.settle(&room, &r, offered_simulcast);
         r
     }
 
     /// A placement into `room` answered `r`: its entry may be swept from
     /// now on (and soon, if the placement failed).
-    fn settle(&self, room: &RoomName, r: &Answer) {
+    /// `published`: the placement was a publish whose offer had simulcast
+    /// video (`Some(true)`) or not; recorded only if it was accepted (a
+    /// refused second publisher does not describe the room).
+    fn settle(&self, room: &RoomName, r: &Answer, published: Option<bool>) {
         if let Some(h) = self.lock_homes().get_mut(room) {
             h.pending = h.pending.saturating_sub(1);
             h.settled = Instant::now();
+            if let (Some(s), Ok(Ok(Reply::Created { .. }))) = (published, r) {
+                h.simulcast = Some(s);
+            }
         }
         if !matches!(r, Ok(Ok(Reply::Created { .. }))) {
             self.dirty.store(true, Ordering::Relaxed);

@@ -40,6 +40,10 @@ fn fake_rooms(n: usize, max_sessions: usize, max_rooms: usize, copy_cap: usize) 
                     _ => String::new(),
                 };
                 let reply = match r.command {
+                    // A second publisher of a live room.
+                    Command::Publish { ref offer, .. } if offer.contains("a=second") => {
+                        Err(ApiError::AlreadyPublished)
+                    }
                     Command::SubscribeRelayed { .. } if distinct(&rooms) >= copy_cap => {
                         Err(ApiError::AtCapacity)
                     }
@@ -190,6 +194,32 @@ fn relayed_viewers_are_told_whether_the_publisher_offered_simulcast() {
     );
     // No publisher yet: not known.
     assert_eq!(placed(None), ["worker 0", "worker 0", "worker 1"]);
+    // A refused second publisher does not change what the room is.
+    let d = fake(2, 100);
+    let publish = |offer: String| {
+        d.call(Command::Publish {
+            room: RoomName::new("a").unwrap(),
+            offer,
+            record: None,
+        })
+    };
+    assert!(matches!(
+        publish(plain.into()),
+        Ok(Ok(Reply::Created { .. }))
+    ));
+    let second = format!("{layers}a=second\r\n");
+    assert!(matches!(
+        publish(second),
+        Ok(Err(ApiError::AlreadyPublished))
+    ));
+    let answers: Vec<String> = (0..3).map(|_| post(&d, "a").unwrap().1).collect();
+    // (Which viewer is relayed depends on the refused POST's count in the
+    // gauges; what it is told does not.)
+    assert!(
+        answers.iter().any(|a| a == "worker 1 simulcast=false")
+            && !answers.iter().any(|a| a.contains("simulcast=true")),
+        "{answers:?}"
+    );
 }
 
 #[test]
