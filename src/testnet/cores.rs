@@ -80,16 +80,7 @@ impl TestNet {
         room: &str,
     ) -> Result<usize, crate::sfu::ApiError> {
         self.join_home = Some(home);
-        let v = self.join_on(
-            core,
-            room,
-            false,
-            &[
-                (MediaKind::Audio, Direction::RecvOnly),
-                (MediaKind::Video, Direction::RecvOnly),
-            ],
-            &JoinOpts::default(),
-        );
+        let v = self.try_view_on(core, room);
         self.join_home = None;
         v
     }

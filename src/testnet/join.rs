@@ -236,6 +236,11 @@ impl TestNet {
 
     /// A viewer of audio and video on core `core`.
     pub fn view_on(&mut self, core: usize, room: &str) -> usize {
+        self.try_view_on(core, room).expect("subscribe")
+    }
+
+    /// [`TestNet::view_on`], with the core's refusal as an error.
+    pub fn try_view_on(&mut self, core: usize, room: &str) -> Result<usize, crate::sfu::ApiError> {
         self.join_on(
             core,
             room,
@@ -246,7 +251,6 @@ impl TestNet {
             ],
             &JoinOpts::default(),
         )
-        .expect("subscribe")
     }
 
     /// A publisher of audio and video on core `core`.
