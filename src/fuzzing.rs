@@ -15,6 +15,8 @@
 //! [`crate::testnet`], the network the integration tests use.
 
 mod core_ops;
+#[cfg(fuzzing)]
+pub(crate) mod crypto;
 mod datagram;
 mod http_request;
 mod recording;

@@ -13,12 +13,17 @@ use super::Tape;
 use crate::sfu::{ApiError, Command, Reply, RoomName, ENDED_GRACE};
 use crate::testnet::{only_codec, JoinOpts, TestNet};
 
-/// Most sessions created per input.
-const MAX_JOINS: usize = 8;
-/// Most simulated time per input: past the 15 s connect timeout and the
-/// seeds' longest run (26 s). Simulated media is most of an input's cost;
-/// longer spans are reached with clock jumps, which cost nothing.
-const MAX_SIM: Duration = Duration::from_secs(30);
+/// Most sessions created per input: a publisher and viewers of it, or a
+/// second room. A join costs about 4 M instructions (most of it str0m's SDP
+/// parser, on both sides), so more would make every input slow.
+const MAX_JOINS: usize = 3;
+/// Most simulated time per input, summed over the time operations; clock
+/// jumps (which run nothing in between) reach the long timeouts, such as
+/// the 15 s connect timeout and consent expiry, at no cost. Simulated media
+/// and timers were most of an input's cost.
+const MAX_SIM: Duration = Duration::from_secs(4);
+/// Most simulated time one operation runs.
+const MAX_RUN_MS: u64 = 2000;
 
 fn room_name(b: u8) -> &'static str {
     ["r0", "r1", "r2"][usize::from(b % 3)]
@@ -127,7 +132,7 @@ fn frag(t: &mut Tape<'_>, restart: bool) -> String {
 pub fn core_ops(data: &[u8]) {
     let mut t = Tape(data);
     let mut net = super::net(t.byte());
-    let start = net.now;
+    let mut sim = Duration::ZERO;
     let mut joins = 0;
     // Clients this body has DELETEd. A client whose own `Rtc` ended is not
     // alive either, but its session may still be live on the server (or
@@ -183,9 +188,11 @@ pub fn core_ops(data: &[u8]) {
                 net.settle();
             }
             4 | 5 => {
-                let ms = u64::from(u16::from_be_bytes([arg, t.byte()])) % 8000 + 1;
-                if net.now + Duration::from_millis(ms) <= start + MAX_SIM {
-                    net.run_for(Duration::from_millis(ms));
+                let ms = u64::from(u16::from_be_bytes([arg, t.byte()])) % MAX_RUN_MS + 1;
+                let d = Duration::from_millis(ms);
+                if sim + d <= MAX_SIM {
+                    sim += d;
+                    net.run_for(d);
                 }
             }
             6 => {

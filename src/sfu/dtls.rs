@@ -73,6 +73,12 @@ impl SharedConfigDtls {
         // As str0m's aws-lc backend configures it: ICE has already proven
         // the peer's address before DTLS, so no server cookie.
         let mut b = dimpl::Config::builder().use_server_cookie(false);
+        // Fuzz builds only: the same handshake with cheap public-key
+        // arithmetic (see `fuzzing::crypto`).
+        #[cfg(all(fuzzing, feature = "fuzzing"))]
+        {
+            b = b.with_crypto_provider(crate::fuzzing::crypto::dimpl_provider());
+        }
         if let Some(mtu) = mtu {
             b = b.mtu(mtu);
         }
