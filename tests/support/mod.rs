@@ -14,6 +14,7 @@ use std::time::Duration;
 use wisp::http::HttpRequest;
 
 pub mod redis;
+pub mod sse;
 
 // ---- requests for the pure handler ----------------------------------------------------
 
