@@ -263,6 +263,8 @@ pub struct ClusterFigures {
     pub upstreams: u64,
     /// `307`s answered.
     pub redirects: u64,
+    /// Pulls from other nodes that failed.
+    pub pull_failures: u64,
     /// Failed directory operations.
     pub directory_errors: u64,
 }
@@ -287,6 +289,12 @@ pub fn render_cluster(page: &mut String, c: &ClusterFigures) {
         "counter",
         "WHIP/WHEP POSTs sent to another node with 307.",
         c.redirects,
+    );
+    o.single(
+        "wisp_relay_pull_failures_total",
+        "counter",
+        "Pulls from another node that failed (refused, unreachable, certificate not trusted).",
+        c.pull_failures,
     );
     o.single(
         "wisp_directory_errors_total",

@@ -316,6 +316,11 @@ impl ClusterNode {
         self.relay.as_ref().map_or(0, |r| r.count())
     }
 
+    /// Pulls that failed since start (`wisp_relay_pull_failures_total`).
+    pub fn pull_failures(&self) -> u64 {
+        self.relay.as_ref().map_or(0, |r| r.failures())
+    }
+
     /// The `GET /api/cluster` body: the directory's snapshot, plus this node.
     pub fn to_json(&self) -> serde_json::Value {
         let mut v = self.dir.snapshot().to_json(Instant::now());

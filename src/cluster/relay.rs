@@ -17,15 +17,23 @@
 //! failed is not tried again from that node before [`RETRY_AFTER_FAILURE`],
 //! unless a room-live notification says it went live there since.
 //! Never on the media loop: the core is reached through the command channel.
+//!
+//! Origins at `https://` URLs are reached over rustls on aws-lc-rs (the
+//! crypto str0m already uses), trusting the system's root certificates as
+//! OpenSSL finds them: `SSL_CERT_FILE` / `SSL_CERT_DIR` replace the system
+//! store ([`tls_config`]). A certificate that does not verify fails the
+//! pull like any other failure: logged, counted
+//! ([`RelayHandle::failures`]) and retried after the pause.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
+use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
 
 use crate::channel::{CoreError, CoreLink};
 use crate::sfu::command::{ApiError, Command, Reply};
@@ -119,6 +127,8 @@ enum Msg {
 struct Shared {
     /// Rooms with an upstream (or a pull under way), by origin node id.
     active: Mutex<HashMap<String, String>>,
+    /// Pulls that failed (`wisp_relay_pull_failures_total`).
+    failures: AtomicU64,
     stop: AtomicBool,
 }
 
@@ -146,6 +156,7 @@ impl RelayHandle {
             .timeout_global(Some(HTTP_TIMEOUT))
             .http_status_as_error(false)
             .max_redirects(0)
+            .tls_config(tls_config())
             .build()
             .into();
         let (done_tx, done_rx) = bounded(MAX_EXCHANGES);
@@ -232,6 +243,12 @@ impl RelayHandle {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Pulls that failed since start: the origin refused or could not be
+    /// reached (its certificate not trusted included), or the core refused.
+    pub fn failures(&self) -> u64 {
+        self.shared.failures.load(Ordering::Relaxed)
     }
 
     /// Upstreams now.
@@ -418,6 +435,7 @@ impl<C: PullCore> Manager<C> {
     /// viewers wait: warned once a run).
     fn failed(&mut self, req: &RelayRequest, why: &str) {
         let (room, node) = (&req.room, &req.node);
+        self.shared.failures.fetch_add(1, Ordering::Relaxed);
         if self.failing.insert(room.clone()) {
             log::warn!("relay: pull of room {room} from node {node} failed: {why}");
         } else {
@@ -620,6 +638,40 @@ impl Http {
     }
 }
 
+/// TLS for `https://` nodes: rustls with the aws-lc-rs provider (ureq's
+/// default would be ring, a second crypto library) and the system's root
+/// certificates, read once at start by `rustls-native-certs` as OpenSSL
+/// finds them (`SSL_CERT_FILE` / `SSL_CERT_DIR` replace the system store,
+/// so a private CA is trusted the standard way). A store that cannot be
+/// read is logged, not fatal: plain `http://` pulls need none.
+fn tls_config() -> TlsConfig {
+    let found = rustls_native_certs::load_native_certs();
+    if let Some(e) = found.errors.first() {
+        log::warn!(
+            "relay: reading trusted root certificates: {e} ({} error(s))",
+            found.errors.len()
+        );
+    }
+    if found.certs.is_empty() {
+        log::warn!(
+            "relay: no trusted root certificates found (system store, SSL_CERT_FILE, \
+             SSL_CERT_DIR): pulls from https:// nodes will fail"
+        );
+    } else {
+        log::debug!("relay: {} trusted root certificates", found.certs.len());
+    }
+    let roots = found
+        .certs
+        .iter()
+        .map(|c| Certificate::from_der(c.as_ref()).to_owned());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .root_certs(RootCerts::from(roots))
+        .unversioned_rustls_crypto_provider(provider)
+        .build()
+}
+
 /// The node's base URL (its `WISP_NODE_URL`, path prefix included) in the
 /// URL of one of its WHEP endpoints: what its session `Location`s are
 /// relative to.
@@ -753,6 +805,12 @@ mod tests {
             calls.recv_timeout(WAIT).unwrap(),
             Call::Failed("r".into(), 7)
         );
+        // Counted (`wisp_relay_pull_failures_total`).
+        let t = Instant::now();
+        while h.failures() == 0 {
+            assert!(t.elapsed() < WAIT);
+            std::thread::sleep(Duration::from_millis(10));
+        }
         // Not again within RETRY_AFTER_FAILURE...
         let t = Instant::now();
         while h.origin_of("r").is_some() {
@@ -850,6 +908,37 @@ mod tests {
         );
         assert!(asked.elapsed() < HTTP_TIMEOUT / 5, "{:?}", asked.elapsed());
         assert_eq!(h.origin_of("stuck").as_deref(), Some("dead"));
+        h.shutdown();
+    }
+
+    /// An `https://` origin that takes the connection and never starts the
+    /// TLS handshake: the pull fails within the timeout (no hang), like any
+    /// other failure.
+    #[test]
+    fn a_silent_https_origin_fails_the_pull_within_the_timeout() {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("https://{}", silent.local_addr().unwrap());
+        let held = std::thread::spawn(move || silent.accept().map(|(c, _)| c));
+        let (tx, calls) = mpsc::channel();
+        let h = RelayHandle::start(FakeCore(tx), None, "http://self:1").unwrap();
+        let asked = Instant::now();
+        h.want(RelayRequest {
+            room: "r".into(),
+            node: "a".into(),
+            url,
+        });
+        assert_eq!(calls.recv_timeout(WAIT).unwrap(), Call::Pull("r".into()));
+        let _conn = held.join().unwrap().unwrap();
+        assert_eq!(
+            calls.recv_timeout(HTTP_TIMEOUT + WAIT).unwrap(),
+            Call::Failed("r".into(), 7)
+        );
+        assert!(asked.elapsed() < HTTP_TIMEOUT + Duration::from_secs(2));
+        let t = Instant::now();
+        while h.failures() == 0 {
+            assert!(t.elapsed() < WAIT);
+            std::thread::sleep(Duration::from_millis(10));
+        }
         h.shutdown();
     }
 

@@ -195,6 +195,7 @@ pub(super) fn figures(node: &ClusterNode) -> ClusterFigures {
         nodes: node.dir.snapshot().live(std::time::Instant::now()).count() as u64,
         upstreams: node.upstreams() as u64,
         redirects: node.redirects(),
+        pull_failures: node.pull_failures(),
         directory_errors: node.dir.errors(),
     }
 }

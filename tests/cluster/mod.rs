@@ -10,42 +10,81 @@ use str0m::Rtc;
 
 use crate::realnet;
 use crate::support::redis::free_port;
-use crate::support::{Resp, Wisp};
+use crate::support::{Resp, TlsFiles, Wisp};
 
 /// A wisp node in cluster mode on a fixed, free HTTP port (its URL must be
 /// known before it starts).
 pub struct Node {
     pub wisp: Wisp,
     pub url: String,
+    /// The certificate (DER) of a node serving HTTPS, which its requests trust.
+    pub tls: Option<Vec<u8>>,
 }
 
 impl Node {
     pub fn start(redis: &str, env: &[(&str, &str)]) -> Node {
+        Node::launch(redis, None, env)
+    }
+
+    /// A node serving HTTPS with `tls` (`WISP_TLS_CERT` / `WISP_TLS_KEY`),
+    /// its `WISP_NODE_URL` `https://127.0.0.1:PORT`.
+    pub fn start_tls(redis: &str, tls: &TlsFiles, env: &[(&str, &str)]) -> Node {
+        Node::launch(redis, Some(tls), env)
+    }
+
+    fn launch(redis: &str, tls: Option<&TlsFiles>, env: &[(&str, &str)]) -> Node {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
-        let url = format!("http://{addr}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{addr}");
         let mut all = vec![
             ("WISP_HTTP_ADDR", addr.as_str()),
             ("WISP_REDIS_URL", redis),
             ("WISP_NODE_URL", url.as_str()),
         ];
+        let files = tls.map(|t| (t.cert.to_str().unwrap(), t.key.to_str().unwrap()));
+        if let Some((cert, key)) = files {
+            all.extend_from_slice(&[("WISP_TLS_CERT", cert), ("WISP_TLS_KEY", key)]);
+        }
         all.extend_from_slice(env);
         let wisp = Wisp::start(&all);
-        Node { wisp, url }
+        let tls = tls.map(|t| t.der.clone());
+        Node { wisp, url, tls }
     }
 
+    /// Its id as derived from its URL (`127.0.0.1-PORT`).
     pub fn id(&self) -> String {
-        self.url.trim_start_matches("http://").replace(':', "-")
+        let host = self.url.split_once("://").map_or(&*self.url, |(_, h)| h);
+        host.replace(':', "-")
+    }
+
+    /// One request (10 s bound), over TLS for a node serving HTTPS.
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+        let Some(der) = &self.tls else {
+            return self.wisp.request(method, path, headers, body);
+        };
+        let timeout = Duration::from_secs(10);
+        crate::support::https_with(self.wisp.http, der, method, path, headers, body, timeout)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
     pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
-        self.wisp.request("GET", path, headers, b"")
+        self.request("GET", path, headers, b"")
     }
 
     pub fn post(&self, path: &str, headers: &[(&str, &str)], body: &str) -> Resp {
         let mut h = vec![("Content-Type", "application/sdp")];
         h.extend_from_slice(headers);
-        self.wisp.request("POST", path, &h, body.as_bytes())
+        self.request("POST", path, &h, body.as_bytes())
+    }
+
+    /// A str0m peer of this node (WHIP or WHEP at `path`).
+    pub fn peer(&self, path: &str, dir: Direction) -> realnet::Peer {
+        realnet::Peer::with_post(path, dir, |offer| {
+            let r = self.post(path, &[], offer);
+            let text = r.text();
+            (r.status, r.headers, text)
+        })
     }
 
     pub fn cluster(&self, headers: &[(&str, &str)]) -> serde_json::Value {

@@ -73,6 +73,18 @@ pub struct Peer {
 
 impl Peer {
     pub fn new(server: &Server, path: &str, dir: Direction) -> Peer {
+        Peer::with_post(path, dir, |offer| {
+            http(server.http, "POST", path, Some("application/sdp"), offer)
+        })
+    }
+
+    /// A peer whose offer is POSTed by `post` (status, lower-cased
+    /// headers, body): e.g. over TLS.
+    pub fn with_post(
+        path: &str,
+        dir: Direction,
+        post: impl FnOnce(&str) -> (u16, Vec<(String, String)>, String),
+    ) -> Peer {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         sock.set_nonblocking(true).unwrap();
         let addr = sock.local_addr().unwrap();
@@ -90,13 +102,7 @@ impl Peer {
             ),
         ];
         let (offer, pending) = api.apply().unwrap();
-        let (status, headers, body) = http(
-            server.http,
-            "POST",
-            path,
-            Some("application/sdp"),
-            &offer.to_sdp_string(),
-        );
+        let (status, headers, body) = post(&offer.to_sdp_string());
         assert_eq!(status, 201, "{body}");
         let location = header(&headers, "location").expect("Location").to_string();
         assert!(location.starts_with(path), "{location}");

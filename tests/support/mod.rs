@@ -14,6 +14,7 @@ use std::time::Duration;
 use wisp::http::HttpRequest;
 
 pub mod redis;
+pub mod sse;
 
 // ---- requests for the pure handler ----------------------------------------------------
 
@@ -179,9 +180,11 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
-    /// Generate the pair; `name` keeps the directories of concurrent tests apart.
+    /// Generate the pair, for `localhost` and `127.0.0.1`; `name` keeps the
+    /// directories of concurrent tests apart.
     pub fn generate(name: &str) -> TlsFiles {
-        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let sans = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let ck = rcgen::generate_simple_self_signed(sans).unwrap();
         let dir = std::env::temp_dir().join(format!("wisp-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let cert = dir.join("cert.pem");
@@ -212,15 +215,31 @@ pub fn https(
     path: &str,
     timeout: Duration,
 ) -> std::io::Result<Resp> {
+    https_with(addr, cert_der, method, path, &[], b"", timeout)
+}
+
+/// [`https`] with request headers and a body.
+pub fn https_with(
+    addr: SocketAddr,
+    cert_der: &[u8],
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> std::io::Result<Resp> {
+    use rustls::pki_types::{CertificateDer, ServerName};
     let mut roots = rustls::RootCertStore::empty();
     roots
-        .add(&rustls::Certificate(cert_der.to_vec()))
+        .add(CertificateDer::from(cert_der.to_vec()))
         .map_err(std::io::Error::other)?;
-    let config = rustls::ClientConfig::builder()
-        .with_safe_defaults()
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let name = "localhost".try_into().map_err(std::io::Error::other)?;
+    let name = ServerName::try_from("localhost").map_err(std::io::Error::other)?;
     let conn =
         rustls::ClientConnection::new(Arc::new(config), name).map_err(std::io::Error::other)?;
     let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
@@ -228,7 +247,7 @@ pub fn https(
     tcp.set_write_timeout(Some(timeout))?;
     let mut tls = rustls::StreamOwned::new(conn, tcp);
     let host = format!("localhost:{}", addr.port());
-    exchange(&mut tls, &host, method, path, &[], b"")
+    exchange(&mut tls, &host, method, path, headers, body)
 }
 
 // ---- the binary ---------------------------------------------------------------------------
