@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use str0m::media::Direction;
 
-use cluster::{nodes, Node};
+use cluster::{nodes, run, Node};
 use realnet::Peer;
 use support::redis::{have_redis, Redis};
 
@@ -23,35 +23,6 @@ fn counters(p: &Peer) -> Vec<u64> {
         .iter()
         .map(|b| u64::from_be_bytes(b[2..10].try_into().unwrap()))
         .collect()
-}
-
-/// Pump the publisher (a frame every 20 ms once connected) and the viewers
-/// until `done` holds or `limit` passes; false on timeout.
-fn run(
-    publisher: &mut Peer,
-    viewers: &mut [&mut Peer],
-    frame: &mut u64,
-    limit: Duration,
-    mut done: impl FnMut(&[&mut Peer]) -> bool,
-) -> bool {
-    let end = Instant::now() + limit;
-    let mut next = Instant::now();
-    while Instant::now() < end {
-        publisher.pump();
-        for v in viewers.iter_mut() {
-            v.pump();
-        }
-        if publisher.connected && Instant::now() >= next {
-            publisher.send_frame(*frame);
-            *frame += 1;
-            next += Duration::from_millis(20);
-        }
-        if done(viewers) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    false
 }
 
 /// Sequence numbers that count up by one.

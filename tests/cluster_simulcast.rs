@@ -21,7 +21,6 @@ use serde_json::Value;
 use str0m::change::SdpAnswer;
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Simulcast, SimulcastLayer};
-use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
@@ -120,18 +119,6 @@ impl SimPublisher {
         }
     }
 
-    fn pump(&mut self) {
-        let mut buf = [0u8; 2000];
-        while let Ok((n, src)) = self.sock.recv_from(&mut buf) {
-            if let Ok(r) = Receive::new(Protocol::Udp, src, self.addr, &buf[..n]) {
-                let _ = self.rtc.handle_input(Input::Receive(Instant::now(), r));
-                self.drain();
-            }
-        }
-        let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
-        self.drain();
-    }
-
     fn drain(&mut self) {
         loop {
             match self.rtc.poll_output().unwrap() {
@@ -150,6 +137,20 @@ impl SimPublisher {
                 Output::Event(_) => {}
             }
         }
+    }
+}
+
+impl cluster::Publisher for SimPublisher {
+    fn pump(&mut self) {
+        while support::udp::recv_one(&mut self.rtc, &self.sock, self.addr) {
+            self.drain();
+        }
+        let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
+        self.drain();
+    }
+
+    fn connected(&self) -> bool {
+        self.connected
     }
 
     /// One frame of every layer: VP8 with picture id and TL0PICIDX (which
@@ -245,22 +246,10 @@ fn run(
     limit: Duration,
     mut done: impl FnMut(&Peer, &[(String, Value)]) -> bool,
 ) -> bool {
-    let end = Instant::now() + limit;
-    let mut next = Instant::now();
-    while Instant::now() < end {
-        publisher.pump();
-        viewer.pump();
-        if publisher.connected && Instant::now() >= next {
-            publisher.send_frame();
-            next += FRAME;
-        }
+    cluster::paced(publisher, &mut [viewer], FRAME, limit, |v| {
         seen.extend(events.try_iter());
-        if done(viewer, seen) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    false
+        done(v[0], seen)
+    })
 }
 
 /// The layers of the last `layers` event in `seen`, by rid.

@@ -15,37 +15,9 @@ use std::time::{Duration, Instant};
 
 use str0m::media::Direction;
 
-use cluster::{nodes, Node};
-use realnet::Peer;
+use cluster::{nodes, run, Node};
 use support::redis::{have_redis, Redis};
 use support::TlsFiles;
-
-/// Pump the publisher (a frame every 20 ms once connected) and the viewer
-/// until `done` holds or `limit` passes; false on timeout.
-fn run(
-    publisher: &mut Peer,
-    viewer: &mut Peer,
-    frame: &mut u64,
-    limit: Duration,
-    mut done: impl FnMut(&Peer) -> bool,
-) -> bool {
-    let end = Instant::now() + limit;
-    let mut next = Instant::now();
-    while Instant::now() < end {
-        publisher.pump();
-        viewer.pump();
-        if publisher.connected && Instant::now() >= next {
-            publisher.send_frame(*frame);
-            *frame += 1;
-            next += Duration::from_millis(20);
-        }
-        if done(viewer) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    false
-}
 
 #[test]
 fn an_edge_trusting_the_origins_certificate_relays_over_https() {
@@ -66,10 +38,10 @@ fn an_edge_trusting_the_origins_certificate_relays_over_https() {
     let mut frame = 0;
     let ok = run(
         &mut publisher,
-        &mut viewer,
+        &mut [&mut viewer],
         &mut frame,
         Duration::from_secs(20),
-        |v| v.got_video.len() >= 50,
+        |v| v[0].got_video.len() >= 50,
     );
     assert!(
         ok,
@@ -118,7 +90,7 @@ fn an_edge_not_trusting_the_origins_certificate_fails_the_pull_cleanly() {
         );
         run(
             &mut publisher,
-            &mut viewer,
+            &mut [&mut viewer],
             &mut frame,
             Duration::from_millis(500),
             |_| false,

@@ -21,7 +21,6 @@ use serde_json::{json, Value};
 use str0m::change::SdpAnswer;
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid};
-use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
@@ -718,12 +717,8 @@ impl Peer {
 
     /// Read the socket, feed str0m, send what it wants to send.
     pub fn pump(&mut self) {
-        let mut buf = [0u8; 2000];
-        while let Ok((n, src)) = self.sock.recv_from(&mut buf) {
-            if let Ok(r) = Receive::new(Protocol::Udp, src, self.addr, &buf[..n]) {
-                let _ = self.rtc.handle_input(Input::Receive(Instant::now(), r));
-                self.drain();
-            }
+        while support::udp::recv_one(&mut self.rtc, &self.sock, self.addr) {
+            self.drain();
         }
         let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
         self.drain();

@@ -136,24 +136,91 @@ pub fn offer(dir: Direction) -> String {
     offer.to_sdp_string()
 }
 
-/// Pump `peers` (sending a frame every 20 ms from `publisher` once it is
-/// connected) for `d`; returns the frame counter.
+/// What [`paced`] drives as the publisher.
+pub trait Publisher {
+    fn pump(&mut self);
+    fn connected(&self) -> bool;
+    /// Send the next frame.
+    fn send_frame(&mut self);
+}
+
+/// A [`realnet::Peer`] publishing numbered frames, the next one `frame`
+/// (see [`realnet::Peer::send_frame`]).
+struct Numbered<'a> {
+    peer: &'a mut realnet::Peer,
+    frame: &'a mut u64,
+}
+
+impl Publisher for Numbered<'_> {
+    fn pump(&mut self) {
+        self.peer.pump();
+    }
+    fn connected(&self) -> bool {
+        self.peer.connected
+    }
+    fn send_frame(&mut self) {
+        self.peer.send_frame(*self.frame);
+        *self.frame += 1;
+    }
+}
+
+/// Pump the publisher and the viewers every 2 ms, sending a frame every
+/// `period` once the publisher is connected, until `done` holds or `limit`
+/// passes; false on timeout.
+pub fn paced(
+    publisher: &mut impl Publisher,
+    viewers: &mut [&mut realnet::Peer],
+    period: Duration,
+    limit: Duration,
+    mut done: impl FnMut(&[&mut realnet::Peer]) -> bool,
+) -> bool {
+    let end = Instant::now() + limit;
+    let mut next = Instant::now();
+    while Instant::now() < end {
+        publisher.pump();
+        for v in viewers.iter_mut() {
+            v.pump();
+        }
+        if publisher.connected() && Instant::now() >= next {
+            publisher.send_frame();
+            next += period;
+        }
+        if done(viewers) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    false
+}
+
+/// [`paced`] with a [`realnet::Peer`] publisher: a frame every 20 ms,
+/// numbered on from `frame`.
+pub fn run(
+    publisher: &mut realnet::Peer,
+    viewers: &mut [&mut realnet::Peer],
+    frame: &mut u64,
+    limit: Duration,
+    done: impl FnMut(&[&mut realnet::Peer]) -> bool,
+) -> bool {
+    let mut publisher = Numbered {
+        peer: publisher,
+        frame,
+    };
+    paced(
+        &mut publisher,
+        viewers,
+        Duration::from_millis(20),
+        limit,
+        done,
+    )
+}
+
+/// [`run`] for `d`, with one viewer.
 pub fn pump_for(
     publisher: &mut realnet::Peer,
     viewer: &mut realnet::Peer,
     frame: &mut u64,
     d: Duration,
 ) {
-    let end = Instant::now() + d;
-    let mut next = Instant::now();
-    while Instant::now() < end {
-        publisher.pump();
-        viewer.pump();
-        if publisher.connected && Instant::now() >= next {
-            publisher.send_frame(*frame);
-            *frame += 1;
-            next += Duration::from_millis(20);
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    run(publisher, &mut [viewer], frame, d, |_| false);
 }

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use str0m::change::SdpAnswer;
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid};
-use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
@@ -127,14 +126,11 @@ impl Peer {
         }
     }
 
-    /// Poll the Rtc, send its datagrams, read the socket once. Returns its next deadline.
+    /// Feed the Rtc every datagram waiting on the socket, then a timeout,
+    /// sending what it wants to send. Returns its next deadline.
     pub fn pump(&mut self) -> Instant {
-        let mut buf = [0u8; 2000];
-        while let Ok((n, src)) = self.sock.recv_from(&mut buf) {
-            if let Ok(r) = Receive::new(Protocol::Udp, src, self.addr, &buf[..n]) {
-                let _ = self.rtc.handle_input(Input::Receive(Instant::now(), r));
-                self.drain();
-            }
+        while crate::support::udp::recv_one(&mut self.rtc, &self.sock, self.addr) {
+            self.drain();
         }
         let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
         self.drain()

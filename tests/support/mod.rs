@@ -15,6 +15,7 @@ use wisp::http::HttpRequest;
 
 pub mod redis;
 pub mod sse;
+pub mod udp;
 
 // ---- requests for the pure handler ----------------------------------------------------
 
