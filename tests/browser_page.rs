@@ -13,8 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use browser::{begin, vp8_keyframe_size, vp8_picture_id, vp8_shift_picture_id, wait_for};
-use browser::{Browser, Packet, Peer, Wisp};
+use browser::peer::{Packet, Peer};
+use browser::vp8::{vp8_keyframe_size, vp8_picture_id, vp8_shift_picture_id};
+use browser::{begin, wait_for, Browser, Wisp};
 use serde_json::{json, Value};
 use str0m::media::{Direction, MediaKind};
 

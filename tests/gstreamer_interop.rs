@@ -36,7 +36,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use browser::{Packet, Peer, Wisp};
+use browser::peer::{Packet, Peer};
+use browser::Wisp;
 use serde_json::Value;
 use str0m::format::{Codec, CodecExtra};
 use str0m::media::{Direction, MediaKind};
