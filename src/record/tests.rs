@@ -1,6 +1,8 @@
 use super::*;
 use crossbeam_channel::{bounded, Sender};
+use std::path::Path;
 use std::sync::atomic::Ordering::SeqCst;
+use std::time::UNIX_EPOCH;
 
 fn tmpdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("wisp-rec-unit-{name}-{}", std::process::id()));
