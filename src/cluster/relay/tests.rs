@@ -60,11 +60,42 @@ fn origin(status: u16) -> (String, mpsc::Receiver<(String, String, String, Strin
 
 const WAIT: Duration = Duration::from_secs(5);
 
+/// A relay manager on a fake core, with `token` as the cluster token; and
+/// what the core is asked.
+fn start(token: Option<&str>) -> (RelayHandle, mpsc::Receiver<Call>) {
+    let (tx, calls) = mpsc::channel();
+    let h = RelayHandle::start(FakeCore(tx), token.map(String::from), "http://self:1").unwrap();
+    (h, calls)
+}
+
+/// Room `r` is pulled, the origin refuses, the core is told; returns what
+/// the origin saw.
+fn refused(
+    calls: &mpsc::Receiver<Call>,
+    seen: &mpsc::Receiver<(String, String, String, String)>,
+) -> (String, String, String, String) {
+    assert_eq!(calls.recv_timeout(WAIT).unwrap(), Call::Pull("r".into()));
+    let request = seen.recv_timeout(WAIT).unwrap();
+    assert_eq!(
+        calls.recv_timeout(WAIT).unwrap(),
+        Call::Failed("r".into(), 7)
+    );
+    request
+}
+
+/// Wait until `done` holds; fails after `WAIT`.
+fn until(mut done: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !done() {
+        assert!(t.elapsed() < WAIT);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn pulls_answers_and_deletes_at_the_origin() {
     let (url, seen) = origin(201);
-    let (tx, calls) = mpsc::channel();
-    let h = RelayHandle::start(FakeCore(tx), Some("c1".into()), "http://self:1").unwrap();
+    let (h, calls) = start(Some("c1"));
     let want = RelayRequest {
         room: "r".into(),
         node: "a".into(),
@@ -90,44 +121,26 @@ fn pulls_answers_and_deletes_at_the_origin() {
     let (m, path, auth, _) = seen.recv_timeout(WAIT).unwrap();
     assert_eq!((m.as_str(), path.as_str()), ("DELETE", "/whep/r/tok"));
     assert_eq!(auth, "Bearer c1");
-    let t = Instant::now();
-    while h.count() > 0 {
-        assert!(t.elapsed() < WAIT);
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    until(|| h.count() == 0);
     h.shutdown();
 }
 
 #[test]
 fn a_refused_pull_is_dropped_in_the_core_and_retried_later() {
     let (url, seen) = origin(503);
-    let (tx, calls) = mpsc::channel();
-    let h = RelayHandle::start(FakeCore(tx), None, "http://self:1").unwrap();
+    let (h, calls) = start(None);
     let want = RelayRequest {
         room: "r".into(),
         node: "a".into(),
         url,
     };
     h.want(want.clone());
-    assert_eq!(calls.recv_timeout(WAIT).unwrap(), Call::Pull("r".into()));
-    let (_, _, auth, _) = seen.recv_timeout(WAIT).unwrap();
+    let (_, _, auth, _) = refused(&calls, &seen);
     assert_eq!(auth, "");
-    assert_eq!(
-        calls.recv_timeout(WAIT).unwrap(),
-        Call::Failed("r".into(), 7)
-    );
     // Counted (`wisp_relay_pull_failures_total`).
-    let t = Instant::now();
-    while h.failures() == 0 {
-        assert!(t.elapsed() < WAIT);
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    until(|| h.failures() > 0);
     // Not again within RETRY_AFTER_FAILURE...
-    let t = Instant::now();
-    while h.origin_of("r").is_some() {
-        assert!(t.elapsed() < WAIT);
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    until(|| h.origin_of("r").is_none());
     h.want(want.clone());
     assert!(calls.recv_timeout(Duration::from_millis(200)).is_err());
     // ... unless the room is now on another node ...
@@ -136,12 +149,7 @@ fn a_refused_pull_is_dropped_in_the_core_and_retried_later() {
         ..want.clone()
     };
     h.want(elsewhere);
-    assert_eq!(calls.recv_timeout(WAIT).unwrap(), Call::Pull("r".into()));
-    let _ = seen.recv_timeout(WAIT).unwrap();
-    assert_eq!(
-        calls.recv_timeout(WAIT).unwrap(),
-        Call::Failed("r".into(), 7)
-    );
+    refused(&calls, &seen);
     // ... and again after it.
     std::thread::sleep(RETRY_AFTER_FAILURE);
     h.want(want);
@@ -155,25 +163,15 @@ fn a_refused_pull_is_dropped_in_the_core_and_retried_later() {
 #[test]
 fn a_room_live_notification_pulls_at_once_despite_the_pause() {
     let (url, seen) = origin(503);
-    let (tx, calls) = mpsc::channel();
-    let h = RelayHandle::start(FakeCore(tx), None, "http://self:1").unwrap();
+    let (h, calls) = start(None);
     let want = RelayRequest {
         room: "r".into(),
         node: "a".into(),
         url,
     };
     h.want(want.clone());
-    assert_eq!(calls.recv_timeout(WAIT).unwrap(), Call::Pull("r".into()));
-    let _ = seen.recv_timeout(WAIT).unwrap();
-    assert_eq!(
-        calls.recv_timeout(WAIT).unwrap(),
-        Call::Failed("r".into(), 7)
-    );
-    let t = Instant::now();
-    while h.origin_of("r").is_some() {
-        assert!(t.elapsed() < WAIT);
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    refused(&calls, &seen);
+    until(|| h.origin_of("r").is_none());
     // Paused for a want...
     h.want(want.clone());
     assert!(calls.recv_timeout(Duration::from_millis(200)).is_err());
@@ -193,8 +191,7 @@ fn a_silent_origin_does_not_hold_other_pulls() {
     let silent_url = format!("http://{}", silent.local_addr().unwrap());
     let held = std::thread::spawn(move || silent.accept().map(|(c, _)| c));
     let (url, seen) = origin(201);
-    let (tx, calls) = mpsc::channel();
-    let h = RelayHandle::start(FakeCore(tx), None, "http://self:1").unwrap();
+    let (h, calls) = start(None);
     h.want(RelayRequest {
         room: "stuck".into(),
         node: "dead".into(),
@@ -230,8 +227,7 @@ fn a_silent_https_origin_fails_the_pull_within_the_timeout() {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("https://{}", silent.local_addr().unwrap());
     let held = std::thread::spawn(move || silent.accept().map(|(c, _)| c));
-    let (tx, calls) = mpsc::channel();
-    let h = RelayHandle::start(FakeCore(tx), None, "http://self:1").unwrap();
+    let (h, calls) = start(None);
     let asked = Instant::now();
     h.want(RelayRequest {
         room: "r".into(),
@@ -245,11 +241,7 @@ fn a_silent_https_origin_fails_the_pull_within_the_timeout() {
         Call::Failed("r".into(), 7)
     );
     assert!(asked.elapsed() < HTTP_TIMEOUT + Duration::from_secs(2));
-    let t = Instant::now();
-    while h.failures() == 0 {
-        assert!(t.elapsed() < WAIT);
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    until(|| h.failures() > 0);
     h.shutdown();
 }
 
