@@ -12,6 +12,9 @@
 # wisp-load spins on its core), DURATION seconds per run (default 10), FULL
 # decrypting viewers per node (default 2: the latency samples), EDGE_VIEWERS
 # (default "1 10 100": the origin-cost step), NICE (default -19, needs root),
+# LOAD_NICE (wisp-load's nice value, default NICE; a higher value keeps the
+# load generator from delaying the nodes' wake-ups on this two-core box, as
+# on separate machines; its latency clock is the kernel's receive timestamp),
 # MAX_LOAD (the nodes' WISP_MAX_LOAD), LABEL (default: git commit), STEPS
 # (default 123).
 #
@@ -90,7 +93,7 @@ done
 load() {
   echo "+ wisp-load $*" >&2
   echo "loadavg $(cat /proc/loadavg)" >&2
-  WISP_LOAD_LOG="$JSONL" nice -n "$NICE" taskset -c "$LOAD_CPUS" "$BIN/wisp-load" \
+  WISP_LOAD_LOG="$JSONL" nice -n "${LOAD_NICE:-$NICE}" taskset -c "$LOAD_CPUS" "$BIN/wisp-load" \
     --url "http://$O_HTTP" --server-pid "$O_PID" --node-pid "http://$E_HTTP=$E_PID" \
     --video-pps "$VIDEO_PPS" --duration "$DURATION" --label "$LABEL" "$@"
 }
