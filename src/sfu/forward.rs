@@ -221,10 +221,19 @@ impl Sfu {
     /// however many packets it was given since the last call. Skipping the
     /// drain right after `write_rtp`, which could only return a timeout,
     /// saves a full `poll_output` walk per packet too.
+    ///
+    /// One call drains at most [`DRAIN_STEP`] viewers, in fan-out order
+    /// (downstream edges first): `poll_output` hands their datagrams out
+    /// before the next ones are encrypted, so the driver can send the first
+    /// copies of a fan-out while the rest are made. Draining every viewer
+    /// first delayed the first copy (and an edge's whole audience) by the
+    /// whole fan-out: about 0.45 ms at 100 viewers.
     pub(super) fn drain_written(&mut self) {
         let now = self.last_now;
-        let mut ids = std::mem::take(&mut self.out.written);
-        for &id in &ids {
+        let start = self.out.written_at;
+        let end = self.out.written.len().min(start + DRAIN_STEP);
+        for k in start..end {
+            let id = self.out.written[k];
             let Some(s) = self.sessions.get_mut(&id) else {
                 continue;
             };
@@ -240,14 +249,19 @@ impl Sfu {
                 };
             self.settle(id, drained);
         }
-        if self.out.written.is_empty() {
+        self.out.written_at = end;
+        if end == self.out.written.len() {
             // Keep the capacity: no allocation per batch.
-            ids.clear();
-            self.out.written = ids;
+            self.out.written.clear();
+            self.out.written_at = 0;
+            self.process(now);
         }
-        self.process(now);
     }
 }
+
+/// Viewers one [`Sfu::drain_written`] call drains: small, so that the first
+/// copies leave early, and each step costs one loop check.
+const DRAIN_STEP: usize = 8;
 
 /// What [`forward_in`] leaves to do once the fan-out's borrows end.
 #[derive(Debug, Default)]

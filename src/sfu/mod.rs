@@ -261,6 +261,8 @@ struct Outbox {
     /// timeout and one drain, so the packets of one ingress batch cost a
     /// viewer one drain, not one each.
     written: Vec<SessionId>,
+    /// How far [`Sfu::drain_written`] has drained `written`.
+    written_at: usize,
     records: VecDeque<recorder_tap::RecordEvent>,
     /// Messages for other workers' cores: (worker, message).
     relays: VecDeque<(usize, relay::RelayMsg)>,
@@ -373,6 +375,7 @@ impl Sfu {
             out: Outbox {
                 transmits: VecDeque::new(),
                 written: Vec::new(),
+                written_at: 0,
                 records: VecDeque::new(),
                 relays: VecDeque::new(),
                 relay_retry: Vec::new(),
@@ -529,13 +532,18 @@ impl Sfu {
 
     /// Next output: a datagram to send, or the instant of the next timeout.
     pub fn poll_output(&mut self) -> Output {
-        while !self.out.written.is_empty() {
+        loop {
+            if let Some(t) = self.out.transmits.pop_front() {
+                self.out.stats.datagrams_out += 1;
+                self.out.stats.bytes_out += t.contents.len() as u64;
+                return Output::Transmit(t);
+            }
+            if self.out.written.is_empty() {
+                break;
+            }
+            // A few viewers at a time: their datagrams go out before the
+            // rest are made (`drain_written`).
             self.drain_written();
-        }
-        if let Some(t) = self.out.transmits.pop_front() {
-            self.out.stats.datagrams_out += 1;
-            self.out.stats.bytes_out += t.contents.len() as u64;
-            return Output::Transmit(t);
         }
         if let Some(r) = self.out.records.pop_front() {
             return Output::Record(r);
@@ -595,6 +603,12 @@ impl Sfu {
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
+    }
+
+    /// Viewers written to whose datagrams `poll_output` has not made yet
+    /// (it makes them a few viewers at a time, in fan-out order).
+    pub fn undrained(&self) -> usize {
+        self.out.written.len() - self.out.written_at
     }
 
     /// RTP packets written to viewers so far (cheap: no snapshot).

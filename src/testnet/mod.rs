@@ -536,54 +536,9 @@ impl TestNet {
     /// Queue everything core `k` sends: to a client (with its loss and
     /// link), to another core, or stray.
     fn drain_core(&mut self, k: usize) -> Instant {
-        let from = core_addr(k);
         for _ in 0..MAX_ITER {
             match self.core(k).poll_output() {
-                crate::sfu::Output::Transmit(t) => {
-                    let to = t.destination;
-                    if self.core_at(to).is_some() {
-                        // From the socket it names: an upstream may have its own.
-                        self.push(t.source, to, t.contents.to_vec());
-                        continue;
-                    }
-                    let target = self
-                        .clients
-                        .iter()
-                        .position(|c| c.wire_addr() == to)
-                        .map(|i| (i, self.clients[i].blackholed, self.clients[i].inbound_loss));
-                    let lost = match target {
-                        Some((_, blackholed, loss)) => {
-                            blackholed || (loss > 0.0 && self.random() < loss)
-                        }
-                        None => {
-                            self.stray.push(to);
-                            true
-                        }
-                    };
-                    if lost {
-                        continue;
-                    }
-                    let i = target.map(|t| t.0).unwrap();
-                    let now = self.now;
-                    let len = t.contents.len();
-                    match self.clients[i].downlink.as_mut() {
-                        None => self.push(from, to, t.contents.to_vec()),
-                        Some(link) => {
-                            let start = link.busy_until.max(now);
-                            if start - now > link.max_queue {
-                                link.dropped += 1;
-                                continue;
-                            }
-                            // IP + UDP headers count on the wire.
-                            let bits = (len as u64 + 28) * 8;
-                            link.busy_until =
-                                start + Duration::from_nanos(bits * 1_000_000_000 / link.rate_bps);
-                            link.delivered_bytes += len as u64;
-                            let at = link.busy_until + self.latency;
-                            self.push_at(at, from, to, t.contents.to_vec());
-                        }
-                    }
-                }
+                crate::sfu::Output::Transmit(t) => self.send_from_core(k, t),
                 crate::sfu::Output::Record(r) => self.recorded.push(r),
                 crate::sfu::Output::Relay { to, msg } => self.relay_push(k, to, msg),
                 crate::sfu::Output::Upstream(u) => self.upstream_events.push((k, u)),
@@ -591,6 +546,54 @@ impl TestNet {
             }
         }
         panic!("core {k} never reached a timeout");
+    }
+
+    /// Put a datagram core `k` made on the net: to a client (with its loss
+    /// and link), to another core, or stray. For tests that poll a core
+    /// themselves.
+    pub fn send_from_core(&mut self, k: usize, t: str0m::net::Transmit) {
+        let from = core_addr(k);
+        let to = t.destination;
+        if self.core_at(to).is_some() {
+            // From the socket it names: an upstream may have its own.
+            self.push(t.source, to, t.contents.to_vec());
+            return;
+        }
+        let target = self
+            .clients
+            .iter()
+            .position(|c| c.wire_addr() == to)
+            .map(|i| (i, self.clients[i].blackholed, self.clients[i].inbound_loss));
+        let lost = match target {
+            Some((_, blackholed, loss)) => blackholed || (loss > 0.0 && self.random() < loss),
+            None => {
+                self.stray.push(to);
+                true
+            }
+        };
+        if lost {
+            return;
+        }
+        let i = target.map(|t| t.0).unwrap();
+        let now = self.now;
+        let len = t.contents.len();
+        match self.clients[i].downlink.as_mut() {
+            None => self.push(from, to, t.contents.to_vec()),
+            Some(link) => {
+                let start = link.busy_until.max(now);
+                if start - now > link.max_queue {
+                    link.dropped += 1;
+                    return;
+                }
+                // IP + UDP headers count on the wire.
+                let bits = (len as u64 + 28) * 8;
+                link.busy_until =
+                    start + Duration::from_nanos(bits * 1_000_000_000 / link.rate_bps);
+                link.delivered_bytes += len as u64;
+                let at = link.busy_until + self.latency;
+                self.push_at(at, from, to, t.contents.to_vec());
+            }
+        }
     }
 
     /// Hand a datagram that is due to its receiver, the core or a client
