@@ -592,3 +592,62 @@ fn ice_servers_from_link_headers_and_trickle_patch() {
     );
     eprintln!("RESULT ice/trickle: {servers}; requests {log}");
 }
+
+/// Issue 15 with real browsers: Chromium publishes to one node of a
+/// cluster (Redis) and another Chromium watches the room on a second node,
+/// which pulls it from the first over WHEP as an edge.
+#[test]
+fn chromium_publishes_on_one_node_and_chromium_watches_on_an_edge() {
+    let test = "chromium_publishes_on_one_node_and_chromium_watches_on_an_edge";
+    let Some(_one_at_a_time) = begin(test) else {
+        return;
+    };
+    if !support::redis::have_redis(test) {
+        return;
+    }
+    let redis = support::redis::Redis::new();
+    let directory = redis.url();
+    let node = || {
+        let addr = format!("127.0.0.1:{}", support::redis::free_port());
+        let url = format!("http://{addr}");
+        let id = addr.replace(':', "-");
+        let env = [
+            ("WISP_HTTP_ADDR", addr.as_str()),
+            ("WISP_REDIS_URL", directory.as_str()),
+            ("WISP_NODE_URL", url.as_str()),
+        ];
+        (Wisp::start_with(&env), id)
+    };
+    let (origin, origin_id) = node();
+    let (edge, _) = node();
+    wait_for(
+        "both nodes in the directory",
+        Duration::from_secs(10),
+        || {
+            let n = edge.get("/api/cluster").json()["nodes"].as_array()?.len();
+            (n == 2).then_some(())
+        },
+    );
+
+    let publisher = open_page(&origin);
+    click_publish(&publisher, "spread", "video/VP8");
+    wait_publishing(&publisher);
+    let viewer = open_page(&edge);
+    let clicked = click_watch(&viewer, "spread");
+    wait_first_frame(&viewer);
+    let ttff = clicked.elapsed().as_millis();
+    let (a, b) = frames_over_3s(&viewer);
+    let (w, h) = assert_same_size(&publisher, &viewer);
+    assert_loopback(&stats(&viewer, "viewer"));
+    let room = edge.room("spread").expect("the edge lists the room");
+    assert_eq!(room["relayed"], true, "{room}");
+    assert_eq!(room["origin"], origin_id.as_str(), "{room}");
+    let at_origin = origin.room("spread").expect("the origin lists the room");
+    assert_eq!(at_origin["viewers"], 1, "the edge's one pull: {at_origin}");
+    eprintln!(
+        "RESULT {test}: framesDecoded {a} -> {b} in 3 s, {w}x{h}, \
+         first frame {ttff} ms after the click (test, incl. polling)"
+    );
+    viewer.click("#watch-stop");
+    publisher.click("#pub-stop");
+}
