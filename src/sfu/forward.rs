@@ -216,6 +216,12 @@ impl Sfu {
         }
     }
 
+    /// Viewers written to whose datagrams `poll_output` has not made yet
+    /// (it makes them a few viewers at a time, in fan-out order).
+    pub fn undrained(&self) -> usize {
+        self.out.written.len() - self.out.written_at
+    }
+
     /// Send what `forward` wrote: each written viewer gets one str0m timeout
     /// (str0m releases a written packet only on a timeout) and one drain,
     /// however many packets it was given since the last call. Skipping the

@@ -605,12 +605,6 @@ impl Sfu {
         v
     }
 
-    /// Viewers written to whose datagrams `poll_output` has not made yet
-    /// (it makes them a few viewers at a time, in fan-out order).
-    pub fn undrained(&self) -> usize {
-        self.out.written.len() - self.out.written_at
-    }
-
     /// RTP packets written to viewers so far (cheap: no snapshot).
     pub fn forwarded(&self) -> u64 {
         self.out.stats.rtp_forwarded
