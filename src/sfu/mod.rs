@@ -30,8 +30,9 @@
 //!    moved, leads to a keyframe request (sent to the source by
 //!    `Sfu::ask_source` in `source.rs`, the one dispatch on the source's
 //!    kind) or a new layer choice.
-//! 6. `forward.rs` again: [`Sfu::poll_output`] first drains each viewer written
-//!    to, once per batch (`drain_written`), and returns the SRTP datagrams.
+//! 6. `forward.rs` again: [`Sfu::poll_output`] drains each written viewer once
+//!    per batch (`drain_written`), a few at a time in fan-out order, edges
+//!    first, and hands out their SRTP datagrams before it makes the next.
 //!
 //! Sessions begin and end in `lifecycle.rs` (publish, view, patch, close);
 //! an edge's pull of a room from its origin, a session in the client role
