@@ -558,12 +558,10 @@ fn post_flood_gets_503_with_retry_after_and_bounded_threads() {
     assert!(peak <= base + 100 + 40 + 8, "threads {base} -> {peak}");
     drop(stuck);
     // Service comes back, and the extra connection threads go away: tiny_http
-    // retires idle pool threads after 5 s, except a few that began to wait
-    // while at most 4 tasks were active (those wait without a timeout; their
-    // number is bounded by the peak, it does not grow with further floods).
-    // Service first; then the thread count, read from /proc only: every
-    // request wakes one idle pool thread and restarts its 5 s, so polling
-    // over HTTP would itself keep the idle threads alive.
+    // retires a pool thread idle for 5 s (a few, at most its minimum of 4,
+    // may wait without a timeout). Service first; then the thread count,
+    // read from /proc only: every request wakes one idle pool thread and
+    // restarts its 5 s, so polling over HTTP would keep idle threads alive.
     let deadline = Instant::now() + Duration::from_secs(20);
     while realnet::http(a, "GET", "/healthz", None, "").0 != 200 {
         assert!(Instant::now() < deadline, "no service after the flood");
