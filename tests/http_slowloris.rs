@@ -129,8 +129,7 @@ fn slow_clients_are_cut_off_while_others_are_served() {
     let server = start(&[]);
     let a = server.http;
     let pid = server.child.id();
-    assert_eq!(call(a, "GET", "/healthz", "text/plain", "").0, 200);
-    let base = threads(pid);
+    let base = support::settled_threads(a, pid);
     let t_attack = Instant::now();
 
     // One header byte per second.
