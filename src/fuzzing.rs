@@ -20,6 +20,8 @@ pub(crate) mod crypto;
 mod datagram;
 mod http_request;
 mod recording;
+#[cfg(fuzzing)]
+pub(crate) mod sdp_memo;
 
 pub use core_ops::core_ops;
 pub use datagram::{datagram, sample_datagrams};

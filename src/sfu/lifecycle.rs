@@ -8,7 +8,6 @@
 use std::time::{Duration, Instant};
 
 use str0m::bwe::Bitrate;
-use str0m::change::SdpOffer;
 use str0m::media::{MediaKind, Mid, Rid};
 use str0m::{Candidate, Rtc, RtcConfig};
 
@@ -216,8 +215,8 @@ impl Sfu {
             offer_text = sdp::without_simulcast(&offer_text);
         }
         let offer = offer_text.as_str();
-        let offer = SdpOffer::from_sdp_string(offer)
-            .map_err(|e| ApiError::BadOffer(one_line(&e.to_string())))?;
+        let offer =
+            sdp::parse_offer(offer).map_err(|e| ApiError::BadOffer(one_line(&e.to_string())))?;
         let candidates = self.config.candidates.clone();
         let cert = self.config.dtls_cert.clone();
         // Bandwidth estimation only where there is a choice to make (a
@@ -482,7 +481,7 @@ impl Sfu {
         }
         let new_offer = sdp::restart_offer(&s.offer.text(), &frag)
             .ok_or_else(|| ApiError::BadFragment("bad ICE restart".into()))?;
-        let parsed = SdpOffer::from_sdp_string(&new_offer)
+        let parsed = sdp::parse_offer(&new_offer)
             .map_err(|e| ApiError::BadFragment(one_line(&e.to_string())))?;
         let answer = match guarded(&mut s.rtc, |rtc| rtc.sdp_api().accept_offer(parsed)) {
             Ok(Ok(a)) => a.to_sdp_string(),

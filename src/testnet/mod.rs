@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::change::SdpPendingOffer;
 use str0m::config::DtlsCert;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
