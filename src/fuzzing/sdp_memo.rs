@@ -16,46 +16,54 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::ops::Deref;
+use std::thread::LocalKey;
 
 use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::error::SdpError;
 
-/// Texts remembered per thread (a few MB at most); the map is emptied when
-/// it is full, so it stays bounded whatever the inputs.
+/// Texts remembered per thread and kind (a few MB at most); a map is
+/// emptied when it is full, so it stays bounded whatever the inputs.
 const MAX_TEXTS: usize = 512;
 
+type Memo<T> = RefCell<HashMap<String, T>>;
+
 thread_local! {
-    static OFFERS: RefCell<HashMap<String, SdpOffer>> = RefCell::new(HashMap::new());
-    static ANSWERS: RefCell<HashMap<String, SdpAnswer>> = RefCell::new(HashMap::new());
+    static OFFERS: Memo<SdpOffer> = RefCell::new(HashMap::new());
+    static ANSWERS: Memo<SdpAnswer> = RefCell::new(HashMap::new());
 }
 
 /// [`SdpOffer::from_sdp_string`], remembered.
-pub(crate) fn offer(text: &str) -> Result<SdpOffer, str0m::error::SdpError> {
-    OFFERS.with(|m| {
-        let mut m = m.borrow_mut();
-        if let Some(o) = m.get(text) {
-            return Ok(SdpOffer::from((**o).clone()));
-        }
-        let o = SdpOffer::from_sdp_string(text)?;
-        if m.len() >= MAX_TEXTS {
-            m.clear();
-        }
-        m.insert(text.to_owned(), SdpOffer::from((*o).clone()));
-        Ok(o)
-    })
+pub(crate) fn offer(text: &str) -> Result<SdpOffer, SdpError> {
+    remembered(&OFFERS, text, SdpOffer::from_sdp_string)
 }
 
 /// [`SdpAnswer::from_sdp_string`], remembered.
-pub(crate) fn answer(text: &str) -> Result<SdpAnswer, str0m::error::SdpError> {
-    ANSWERS.with(|m| {
+pub(crate) fn answer(text: &str) -> Result<SdpAnswer, SdpError> {
+    remembered(&ANSWERS, text, SdpAnswer::from_sdp_string)
+}
+
+/// `parse(text)`, or a copy of its earlier success. Offer and answer wrap
+/// the same parsed SDP (`Deref` to it, `From` it), which is `Clone`.
+fn remembered<T, S>(
+    memo: &'static LocalKey<Memo<T>>,
+    text: &str,
+    parse: fn(&str) -> Result<T, SdpError>,
+) -> Result<T, SdpError>
+where
+    T: Deref<Target = S> + From<S>,
+    S: Clone,
+{
+    memo.with(|m| {
         let mut m = m.borrow_mut();
-        if let Some(a) = m.get(text) {
-            return Ok(SdpAnswer::from((**a).clone()));
+        if let Some(p) = m.get(text) {
+            return Ok(T::from((**p).clone()));
         }
-        let a = SdpAnswer::from_sdp_string(text)?;
+        let p = parse(text)?;
         if m.len() >= MAX_TEXTS {
             m.clear();
         }
-        m.insert(text.to_owned(), SdpAnswer::from((*a).clone()));
-        Ok(a)
+        m.insert(text.to_owned(), T::from((*p).clone()));
+        Ok(p)
     })
 }

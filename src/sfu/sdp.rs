@@ -350,7 +350,6 @@ pub fn mline_of(sdp: &str, mid: &str) -> Option<usize> {
     None
 }
 
-/// The first line of `s`, trimmed to 200 characters, for error bodies.
 /// str0m's parse of an offer. Fuzz builds remember earlier parses of the
 /// same text (`fuzzing::sdp_memo`, a third of `core_ops`'s time otherwise).
 pub fn parse_offer(text: &str) -> Result<str0m::change::SdpOffer, str0m::error::SdpError> {
@@ -360,6 +359,7 @@ pub fn parse_offer(text: &str) -> Result<str0m::change::SdpOffer, str0m::error::
     str0m::change::SdpOffer::from_sdp_string(text)
 }
 
+/// The first line of `s`, trimmed to 200 characters, for error bodies.
 pub fn one_line(s: &str) -> String {
     let line = s.lines().next().unwrap_or("").trim();
     line.chars().take(200).collect()

@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wisp::http::HttpRequest;
 
@@ -356,29 +356,25 @@ impl Wisp {
     }
 }
 
-/// Threads of process `pid` (Linux `/proc`).
 /// The thread count of a server that has finished starting: `/healthz`
 /// answers, then the count holds still for a second. A count read right
 /// after the port opens misses threads spawned later in start-up (seen in
 /// CI with two workers: 22 read against 24 steady).
-pub fn settled_threads(http: std::net::SocketAddr, pid: u32) -> usize {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+pub fn settled_threads(http: SocketAddr, pid: u32) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(20);
     let ok = || {
         self::http(http, "GET", "/healthz", &[], b"", Duration::from_secs(2))
             .is_ok_and(|r| r.status == 200)
     };
     while !ok() {
-        assert!(std::time::Instant::now() < deadline, "no /healthz");
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(Instant::now() < deadline, "no /healthz");
+        std::thread::sleep(Duration::from_millis(100));
     }
     let mut last = threads(pid);
     let mut still = 0;
     while still < 10 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "thread count never settled"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(Instant::now() < deadline, "thread count never settled");
+        std::thread::sleep(Duration::from_millis(100));
         let now = threads(pid);
         still = if now == last { still + 1 } else { 0 };
         last = now;
@@ -386,6 +382,7 @@ pub fn settled_threads(http: std::net::SocketAddr, pid: u32) -> usize {
     last
 }
 
+/// Threads of process `pid` (Linux `/proc`).
 pub fn threads(pid: u32) -> usize {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     s.lines()
