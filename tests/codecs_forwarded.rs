@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{JoinOpts, TestNet};
+use common::{vp9_profile, JoinOpts, TestNet};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind};
 
@@ -133,22 +133,6 @@ fn h264_profiles_forward_when_the_viewer_can_decode() {
         "audio still flows"
     );
     net.assert_accounting();
-}
-
-fn vp9_profile(b: str0m::RtcConfig, profile_id: u32) -> str0m::RtcConfig {
-    let mut b = b.clear_codecs().enable_opus(true, false);
-    b.codec_config().add_config(
-        98.into(),
-        Some(99.into()),
-        Codec::Vp9,
-        str0m::media::Frequency::NINETY_KHZ,
-        None,
-        str0m::format::FormatParams {
-            profile_id: Some(profile_id),
-            ..Default::default()
-        },
-    );
-    b
 }
 
 /// VP9 `profile-id` (RFC 9628 §6): a profile 2 (10-bit) publisher reaches a

@@ -52,13 +52,7 @@ fn one_hop_behind(net: &TestNet, o: usize, v: usize, kind: MediaKind, from: Inst
 
 /// Viewer `v` got packets of `kind` numbered one after the other.
 fn assert_continuous(net: &TestNet, v: usize, kind: MediaKind) {
-    let seqs: Vec<u64> = net.clients[v]
-        .got
-        .iter()
-        .filter(|g| g.kind == kind)
-        .map(|g| g.seq)
-        .collect();
-    for w in seqs.windows(2) {
+    for w in net.seqs(v, kind).windows(2) {
         assert_eq!(w[1], w[0] + 1, "viewer {v} {kind:?} numbering");
     }
 }
@@ -113,16 +107,11 @@ fn waiting_edge_viewers_get_the_new_upstreams_keyframe_at_once() {
     let (up, _) = net.pull(edge, 0, "moved").expect("pull");
     assert!(net.run_until(Duration::from_secs(5), |n| has_video(n, v)));
     net.run_for(Duration::from_millis(500));
-    let now = net.now;
-    let room = RoomName::new("moved").unwrap();
     let cmd = Command::PullFailed {
-        room: room.clone(),
+        room: RoomName::new("moved").unwrap(),
         token: up,
     };
-    assert!(matches!(
-        net.core(edge).handle_command(now, cmd),
-        Ok(Reply::Done)
-    ));
+    assert!(matches!(net.command_on(edge, cmd), Ok(Reply::Done)));
     net.run_for(Duration::from_millis(200));
     assert!(net.connected(v), "the edge viewer waits");
     let before = net.clients[v].got.len();
@@ -151,19 +140,11 @@ fn waiting_edge_viewers_get_the_new_upstreams_keyframe_at_once() {
 
     net.timers_held.push(edge);
     let connected = net.now;
-    assert!(
-        net.run_until(Duration::from_secs(1), |n| n.clients[v].got[before..]
-            .iter()
-            .any(|g| g.kind == MediaKind::Video))
-    );
-    let first = net.clients[v].got[before..]
-        .iter()
-        .find(|g| g.kind == MediaKind::Video)
-        .unwrap()
-        .clone();
+    let first = net
+        .first_video_from(v, before, Duration::from_secs(1))
+        .expect("video within 1 s");
     // The start of a keyframe (VP8 S bit set, P bit clear).
-    assert_eq!(first.payload[0] & 0x10, 0x10);
-    assert_eq!(first.payload[1] & 0x01, 0);
+    assert!(first.starts_vp8_keyframe());
     assert!(
         net.clients[p2].keyframe_requests > requests,
         "the new origin asked its publisher"

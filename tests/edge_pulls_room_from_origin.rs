@@ -21,12 +21,7 @@ fn origin_and_edge(seed: u64) -> (TestNet, usize) {
 
 /// Viewer `v` got packets of `kind` numbered one after the other.
 fn assert_continuous(net: &TestNet, v: usize, kind: MediaKind) {
-    let seqs: Vec<u64> = net.clients[v]
-        .got
-        .iter()
-        .filter(|g| g.kind == kind)
-        .map(|g| g.seq)
-        .collect();
+    let seqs = net.seqs(v, kind);
     assert!(
         seqs.len() > 20,
         "viewer {v} {kind:?}: {} packets",
@@ -115,19 +110,7 @@ fn late_edge_viewer_gets_a_keyframe_from_the_origin_publisher() {
     let requests = net.clients[p].keyframe_requests;
 
     let v2 = net.view_on(edge, "late");
-    assert!(net.run_until(Duration::from_secs(5), |n| n.connected(v2)));
-    let connected = net.clients[v2].connected_at.unwrap();
-    assert!(net.run_until(Duration::from_secs(2), |n| n.clients[v2]
-        .got
-        .iter()
-        .any(|g| g.kind == MediaKind::Video)));
-    let first = net.clients[v2]
-        .got
-        .iter()
-        .find(|g| g.kind == MediaKind::Video)
-        .unwrap()
-        .clone();
-    let wait = first.at - connected;
+    let (first, wait) = net.first_video_after_connecting(v2, Duration::from_secs(2));
     eprintln!(
         "late edge viewer: first video {} ms after connecting",
         wait.as_millis()
@@ -137,8 +120,7 @@ fn late_edge_viewer_gets_a_keyframe_from_the_origin_publisher() {
         "first video after {wait:?}"
     );
     // The start of a keyframe (VP8 S bit set, P bit clear).
-    assert_eq!(first.payload[0] & 0x10, 0x10);
-    assert_eq!(first.payload[1] & 0x01, 0);
+    assert!(first.starts_vp8_keyframe());
     assert!(
         net.clients[p].keyframe_requests > requests,
         "the PLI went up to the origin's publisher"
@@ -243,11 +225,7 @@ fn a_new_upstream_after_one_ended_keeps_edge_numbering() {
         room: RoomName::new("again").unwrap(),
         token: at_origin,
     };
-    let now = net.now;
-    assert!(matches!(
-        net.sfu.handle_command(now, del),
-        Ok(Reply::Deleted)
-    ));
+    assert!(matches!(net.command_on(0, del), Ok(Reply::Deleted)));
     assert!(net.run_until(Duration::from_secs(20), |n| !ended(n, edge).is_empty()));
     let UpstreamEvent::Ended { why, viewers, .. } = ended(&net, edge)[0].clone();
     assert_eq!((why, viewers), (UpstreamEnd::Failed, 1));
@@ -508,15 +486,11 @@ fn the_driver_ends_an_upstream_at_any_time() {
     assert!(net.run_until(Duration::from_secs(5), |n| !n.clients[v].got.is_empty()));
     // The driver learns the origin is gone (its claim expired): it need
     // not wait for ICE to notice.
-    let now = net.now;
     let cmd = Command::PullFailed {
         room: RoomName::new("cut").unwrap(),
         token: up,
     };
-    assert!(matches!(
-        net.core(edge).handle_command(now, cmd),
-        Ok(Reply::Done)
-    ));
+    assert!(matches!(net.command_on(edge, cmd), Ok(Reply::Done)));
     net.run_for(Duration::from_millis(100));
     let UpstreamEvent::Ended { why, viewers, .. } = ended(&net, edge)[0].clone();
     assert_eq!((why, viewers), (UpstreamEnd::PullFailed, 1));

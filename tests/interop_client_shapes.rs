@@ -260,19 +260,6 @@ fn trickle_patch_rules() {
     assert_media_flows(&mut net, p, v);
 }
 
-/// Build an sdpfrag from the client's restart offer: its new ICE lines and candidates.
-fn frag_of(offer: &str) -> String {
-    offer
-        .lines()
-        .filter(|l| {
-            l.starts_with("a=ice-ufrag:")
-                || l.starts_with("a=ice-pwd:")
-                || l.starts_with("a=candidate:")
-        })
-        .map(|l| format!("{l}\r\n"))
-        .collect()
-}
-
 #[test]
 fn ice_restart_via_patch_restores_media() {
     let mut net = TestNet::new(28);
@@ -286,11 +273,7 @@ fn ice_restart_via_patch_restores_media() {
         .to_string();
 
     // The viewer restarts ICE (new network): new ufrag/pwd, sent with If-Match: "*".
-    let mut api = net.clients[v].rtc.sdp_api();
-    api.ice_restart(true);
-    let (offer, pending) = api.apply().expect("restart offer");
-    let offer = offer.to_sdp_string();
-    let frag = frag_of(&offer);
+    let (frag, pending) = net.ice_restart_frag(v);
     let (server_frag, new_etag) = match net.patch(v, Some("*"), &frag) {
         Ok(Reply::Patched {
             fragment: Some(f),
@@ -302,9 +285,6 @@ fn ice_restart_via_patch_restores_media() {
     let new_ufrag = wisp::sfu::sdp::attr(&server_frag, "ice-ufrag")
         .unwrap()
         .to_string();
-    let new_pwd = wisp::sfu::sdp::attr(&server_frag, "ice-pwd")
-        .unwrap()
-        .to_string();
     assert_ne!(new_ufrag, old_ufrag);
     assert!(
         server_frag.contains("a=candidate:") && server_frag.contains("a=ice-lite"),
@@ -312,32 +292,10 @@ fn ice_restart_via_patch_restores_media() {
     );
 
     // The client applies the server's new credentials as its answer.
-    let old_pwd = wisp::sfu::sdp::attr(&old_answer, "ice-pwd")
-        .unwrap()
-        .to_string();
-    let answer = old_answer
-        .replace(
-            &format!("a=ice-ufrag:{old_ufrag}"),
-            &format!("a=ice-ufrag:{new_ufrag}"),
-        )
-        .replace(
-            &format!("a=ice-pwd:{old_pwd}"),
-            &format!("a=ice-pwd:{new_pwd}"),
-        );
-    let answer = str0m::change::SdpAnswer::from_sdp_string(&answer).unwrap();
-    net.clients[v]
-        .rtc
-        .sdp_api()
-        .accept_answer(pending, answer)
-        .unwrap();
+    net.accept_ice_restart(v, pending, &old_answer, &server_frag);
 
-    let before = net.counters(v, MediaKind::Video).len();
-    net.run_for(Duration::from_secs(3));
-    let after = net.counters(v, MediaKind::Video).len();
-    assert!(
-        after > before + 50,
-        "media after restart: {before} -> {after}"
-    );
+    let got = net.video_during(v, Duration::from_secs(3));
+    assert!(got > 50, "media after restart: {got} video packets in 3 s");
     // The old ETag is now stale.
     assert_eq!(
         net.patch(v, Some(&etag), "a=end-of-candidates\r\n").err(),

@@ -20,18 +20,7 @@ fn late_viewer_gets_a_keyframe_within_a_few_hundred_ms() {
     let requests_before = net.clients[p].keyframe_requests;
 
     let v2 = net.view("late");
-    assert!(net.run_until(Duration::from_secs(5), |n| n.connected(v2)));
-    let connected = net.clients[v2].connected_at.unwrap();
-    assert!(net.run_until(Duration::from_secs(2), |n| n.clients[v2]
-        .got
-        .iter()
-        .any(|g| g.kind == MediaKind::Video)));
-    let first = net.clients[v2]
-        .got
-        .iter()
-        .find(|g| g.kind == MediaKind::Video)
-        .unwrap();
-    let wait = first.at - connected;
+    let (first, wait) = net.first_video_after_connecting(v2, Duration::from_secs(2));
     eprintln!(
         "late viewer: first video packet {} ms after connecting",
         wait.as_millis()
@@ -41,18 +30,12 @@ fn late_viewer_gets_a_keyframe_within_a_few_hundred_ms() {
         "first video after {wait:?}"
     );
     // The first packet it sees is the start of a keyframe (VP8 P bit clear).
-    assert_eq!(first.payload[0] & 0x10, 0x10);
-    assert_eq!(first.payload[1] & 0x01, 0);
+    assert!(first.starts_vp8_keyframe());
     assert!(net.clients[p].keyframe_requests > requests_before);
 
     // The early viewer was not disturbed: its video stays continuous.
     net.run_for(Duration::from_secs(1));
-    let v1_video: Vec<u64> = net.clients[v1]
-        .got
-        .iter()
-        .filter(|g| g.kind == MediaKind::Video)
-        .map(|g| g.seq)
-        .collect();
+    let v1_video = net.seqs(v1, MediaKind::Video);
     assert!(v1_video.windows(2).all(|w| w[1] == w[0] + 1));
 }
 

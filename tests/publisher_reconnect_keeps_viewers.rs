@@ -40,12 +40,7 @@ fn viewer_first_then_publisher_leaves_and_another_arrives() {
         "viewer receives the new publisher"
     );
     for kind in [MediaKind::Video, MediaKind::Audio] {
-        let seqs: Vec<u64> = got
-            .iter()
-            .filter(|g| g.kind == kind)
-            .map(|g| g.seq)
-            .collect();
-        for w in seqs.windows(2) {
+        for w in net.seqs(v, kind).windows(2) {
             assert_eq!(
                 w[1],
                 w[0] + 1,

@@ -21,13 +21,7 @@ fn assert_every_payload_in_order(net: &TestNet, viewers: &[usize], min: usize) {
             for w in got.windows(2) {
                 assert!(w[1] > w[0], "viewer {v} {kind:?} out of order: {w:?}");
             }
-            let seqs: Vec<u64> = net.clients[v]
-                .got
-                .iter()
-                .filter(|g| g.kind == kind)
-                .map(|g| g.seq)
-                .collect();
-            for w in seqs.windows(2) {
+            for w in net.seqs(v, kind).windows(2) {
                 assert_eq!(w[1], w[0] + 1, "viewer {v} {kind:?}: continuous sequence");
             }
         }
@@ -116,12 +110,7 @@ fn a_publisher_reconnect_keeps_every_worker_s_viewers() {
         let got = &net.clients[v].got;
         assert!(got.len() > n + 50, "viewer {v} receives the new publisher");
         for kind in [MediaKind::Video, MediaKind::Audio] {
-            let seqs: Vec<u64> = got
-                .iter()
-                .filter(|g| g.kind == kind)
-                .map(|g| g.seq)
-                .collect();
-            for w in seqs.windows(2) {
+            for w in net.seqs(v, kind).windows(2) {
                 assert_eq!(
                     w[1],
                     w[0] + 1,
@@ -247,18 +236,6 @@ fn a_room_is_recorded_once_on_its_home_worker() {
     assert!(net.core_ref(0).list_rooms(net.now)[0].recording);
 }
 
-/// The ICE lines of an SDP, as a trickle-ice-sdpfrag body.
-fn frag_of(sdp: &str) -> String {
-    sdp.lines()
-        .filter(|l| {
-            l.starts_with("a=ice-ufrag:")
-                || l.starts_with("a=ice-pwd:")
-                || l.starts_with("a=candidate:")
-        })
-        .map(|l| format!("{l}\r\n"))
-        .collect()
-}
-
 #[test]
 fn a_relayed_viewer_restarts_ice_on_its_worker() {
     let mut net = TestNet::workers(16, 2, SfuConfig::default());
@@ -267,12 +244,9 @@ fn a_relayed_viewer_restarts_ice_on_its_worker() {
     assert!(net.run_until(Duration::from_secs(5), |n| n.connected(p) && n.connected(v)));
     net.run_for(Duration::from_secs(1));
     let old_answer = net.last_answer.clone();
-    let attr = |sdp: &str, a: &str| wisp::sfu::sdp::attr(sdp, a).unwrap().to_string();
 
-    let mut api = net.clients[v].rtc.sdp_api();
-    api.ice_restart(true);
-    let (offer, pending) = api.apply().expect("restart offer");
-    let server_frag = match net.patch(v, Some("*"), &frag_of(&offer.to_sdp_string())) {
+    let (frag, pending) = net.ice_restart_frag(v);
+    let server_frag = match net.patch(v, Some("*"), &frag) {
         Ok(Reply::Patched {
             fragment: Some(f), ..
         }) => f,
@@ -283,28 +257,9 @@ fn a_relayed_viewer_restarts_ice_on_its_worker() {
         server_frag.contains(&format!("{} {} typ host", worker_1.ip(), worker_1.port())),
         "the restart answers with the viewer's worker's candidate: {server_frag}"
     );
-    let answer = old_answer
-        .replace(
-            &attr(&old_answer, "ice-ufrag"),
-            &attr(&server_frag, "ice-ufrag"),
-        )
-        .replace(
-            &attr(&old_answer, "ice-pwd"),
-            &attr(&server_frag, "ice-pwd"),
-        );
-    let answer = str0m::change::SdpAnswer::from_sdp_string(&answer).unwrap();
-    net.clients[v]
-        .rtc
-        .sdp_api()
-        .accept_answer(pending, answer)
-        .unwrap();
-    let before = net.counters(v, MediaKind::Video).len();
-    net.run_for(Duration::from_secs(3));
-    let after = net.counters(v, MediaKind::Video).len();
-    assert!(
-        after > before + 50,
-        "media after restart: {before} -> {after}"
-    );
+    net.accept_ice_restart(v, pending, &old_answer, &server_frag);
+    let got = net.video_during(v, Duration::from_secs(3));
+    assert!(got > 50, "media after restart: {got} video packets in 3 s");
 }
 
 #[test]

@@ -42,6 +42,13 @@ impl TestNet {
         }
     }
 
+    /// `cmd` to core `k` now (as its node's HTTP side or relay driver
+    /// would hand it).
+    pub fn command_on(&mut self, k: usize, cmd: Command) -> Result<Reply, crate::sfu::ApiError> {
+        let now = self.now;
+        self.core(k).handle_command(now, cmd)
+    }
+
     /// A net of `n` workers' cores of one process, linked by the relay
     /// between workers (`src/sfu/relay.rs`) as the binary's `--workers n`
     /// links its loops: core k is worker k, with its share of the tokens.

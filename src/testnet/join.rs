@@ -291,6 +291,57 @@ impl TestNet {
         self.core(core).handle_command(now, cmd)
     }
 
+    /// Client `i` restarts ICE (new credentials, e.g. a new network): the
+    /// trickle-ice-sdpfrag body that sends its new ICE lines and candidates
+    /// (RFC 8840), and the offer that [`TestNet::accept_ice_restart`]
+    /// completes.
+    pub fn ice_restart_frag(&mut self, i: usize) -> (String, SdpPendingOffer) {
+        let mut api = self.clients[i].rtc.sdp_api();
+        api.ice_restart(true);
+        let (offer, pending) = api.apply().expect("restart offer");
+        let frag = offer
+            .to_sdp_string()
+            .lines()
+            .filter(|l| {
+                l.starts_with("a=ice-ufrag:")
+                    || l.starts_with("a=ice-pwd:")
+                    || l.starts_with("a=candidate:")
+            })
+            .map(|l| format!("{l}\r\n"))
+            .collect();
+        (frag, pending)
+    }
+
+    /// Client `i` completes its ICE restart: the answer to `pending` is
+    /// `answer` (the session's answer) with the server's new ICE
+    /// credentials from `server_frag` (its PATCH reply).
+    pub fn accept_ice_restart(
+        &mut self,
+        i: usize,
+        pending: SdpPendingOffer,
+        answer: &str,
+        server_frag: &str,
+    ) {
+        let (old_ufrag, old_pwd) = ice_of(answer);
+        let (ufrag, pwd) = ice_of(server_frag);
+        assert!(
+            !ufrag.is_empty() && !pwd.is_empty(),
+            "no ICE credentials in {server_frag}"
+        );
+        let answer = answer
+            .replace(
+                &format!("a=ice-ufrag:{old_ufrag}"),
+                &format!("a=ice-ufrag:{ufrag}"),
+            )
+            .replace(&format!("a=ice-pwd:{old_pwd}"), &format!("a=ice-pwd:{pwd}"));
+        let answer = str0m::change::SdpAnswer::from_sdp_string(&answer).expect("answer parses");
+        self.clients[i]
+            .rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .expect("restart answer accepted");
+    }
+
     /// PATCH the client's session with an sdpfrag.
     pub fn patch(
         &mut self,

@@ -142,7 +142,50 @@ impl SimPacket {
     }
 }
 
+impl Got {
+    /// The first packet of a keyframe in the plain stream's VP8 layout: the
+    /// one-byte descriptor with S set, then the payload header with P (an
+    /// inter frame) clear.
+    pub fn starts_vp8_keyframe(&self) -> bool {
+        self.payload[0] & 0x10 == 0x10 && self.payload[1] & 0x01 == 0
+    }
+}
+
 impl TestNet {
+    /// Run until client `i` has got a video packet, for at most `within`;
+    /// the first video packet it got, or `None`.
+    pub fn first_video(&mut self, i: usize, within: Duration) -> Option<Got> {
+        self.first_video_from(i, 0, within)
+    }
+
+    /// Run until client `i` is connected (at most 5 s), then
+    /// [`TestNet::first_video`]: that packet, and how long after
+    /// connecting it came (a late viewer's wait for its keyframe).
+    pub fn first_video_after_connecting(&mut self, i: usize, within: Duration) -> (Got, Duration) {
+        assert!(
+            self.run_until(Duration::from_secs(5), |n| n.connected(i)),
+            "client {i} not connected within 5 s"
+        );
+        let connected = self.clients[i].connected_at.unwrap();
+        let first = self
+            .first_video(i, within)
+            .unwrap_or_else(|| panic!("client {i}: no video within {within:?}"));
+        let wait = first.at - connected;
+        (first, wait)
+    }
+
+    /// [`TestNet::first_video`] among the packets client `i` got from its
+    /// `from`th on (those that came after some point of the test).
+    pub fn first_video_from(&mut self, i: usize, from: usize, within: Duration) -> Option<Got> {
+        let video = |n: &TestNet| {
+            n.clients[i].got[from..]
+                .iter()
+                .position(|g| g.kind == MediaKind::Video)
+        };
+        self.run_until(within, |n| video(n).is_some());
+        video(self).map(|k| self.clients[i].got[from + k].clone())
+    }
+
     /// Publish audio + simulcast video with `layers` (rid, packets per frame, packet size).
     pub fn publish_simulcast(
         &mut self,
@@ -564,23 +607,27 @@ pub fn sim_size(rid: &str) -> ((u16, u16), &'static [u8], &'static [u8]) {
 /// An Rtc config offering only `codec` for video (VP9: profile 0), and Opus.
 pub fn only_codec(codec: Codec) -> fn(str0m::RtcConfig) -> str0m::RtcConfig {
     match codec {
-        Codec::Vp9 => |b| {
-            let mut b = b.clear_codecs().enable_opus(true, false);
-            b.codec_config().add_config(
-                98.into(),
-                Some(99.into()),
-                Codec::Vp9,
-                str0m::media::Frequency::NINETY_KHZ,
-                None,
-                str0m::format::FormatParams {
-                    profile_id: Some(0),
-                    ..Default::default()
-                },
-            );
-            b
-        },
+        Codec::Vp9 => |b| vp9_profile(b, 0),
         Codec::H264 => |b| b.clear_codecs().enable_h264(true).enable_opus(true, false),
         Codec::Av1 => |b| b.clear_codecs().enable_av1(true).enable_opus(true, false),
         _ => |b| b.clear_codecs().enable_vp8(true).enable_opus(true, false),
     }
+}
+
+/// `config` offering only VP9 with `profile-id` `profile_id` for video (RFC
+/// 9628 §6; payload type 98, RTX 99), and Opus.
+pub fn vp9_profile(config: str0m::RtcConfig, profile_id: u32) -> str0m::RtcConfig {
+    let mut b = config.clear_codecs().enable_opus(true, false);
+    b.codec_config().add_config(
+        98.into(),
+        Some(99.into()),
+        Codec::Vp9,
+        str0m::media::Frequency::NINETY_KHZ,
+        None,
+        str0m::format::FormatParams {
+            profile_id: Some(profile_id),
+            ..Default::default()
+        },
+    );
+    b
 }

@@ -34,7 +34,9 @@ mod media;
 mod spread;
 
 pub use faults::Link;
-pub use media::{only_codec, sim_size, SimLayer, SimPacket, SIM_DESC_LEN, SIM_TRAILER_LEN, VP9_SS};
+pub use media::{
+    only_codec, sim_size, vp9_profile, SimLayer, SimPacket, SIM_DESC_LEN, SIM_TRAILER_LEN, VP9_SS,
+};
 pub use spread::test_workers;
 
 /// Most iterations of any loop that drains a peer or the core, or settles
@@ -768,6 +770,23 @@ impl TestNet {
 
     pub fn connected(&self, i: usize) -> bool {
         self.clients[i].connected_at.is_some()
+    }
+
+    /// Run for `d`: how many video packets client `i` got in that time.
+    pub fn video_during(&mut self, i: usize, d: Duration) -> usize {
+        let before = self.counters(i, MediaKind::Video).len();
+        self.run_for(d);
+        self.counters(i, MediaKind::Video).len() - before
+    }
+
+    /// Extended sequence numbers of what viewer `i` got of `kind`, in arrival order.
+    pub fn seqs(&self, i: usize, kind: MediaKind) -> Vec<u64> {
+        self.clients[i]
+            .got
+            .iter()
+            .filter(|g| g.kind == kind)
+            .map(|g| g.seq)
+            .collect()
     }
 
     /// Payload counters (bytes 2..10) of what viewer `i` got of `kind`, in arrival order.
