@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use str0m::media::Direction;
 
-use cluster::{nodes, run, Node};
+use cluster::{nodes, run, run_until_video, Node};
 use realnet::Peer;
 use support::redis::{have_redis, Redis};
 
@@ -48,13 +48,7 @@ fn a_publisher_on_one_node_reaches_viewers_on_two_others() {
     let mut vb = Peer::new(&b.wisp, "/whep/show", Direction::RecvOnly);
     let mut publisher = Peer::new(&a.wisp, "/whip/show", Direction::SendOnly);
     let mut frame = 0;
-    let ok = run(
-        &mut publisher,
-        &mut [&mut vb],
-        &mut frame,
-        Duration::from_secs(20),
-        |v| v[0].got_video.len() >= 50,
-    );
+    let ok = run_until_video(&mut publisher, &mut vb, &mut frame, 50);
     assert!(ok, "B's viewer got {} video packets", vb.got_video.len());
     // C's viewer comes after.
     let mut vc = Peer::new(&c.wisp, "/whep/show", Direction::RecvOnly);
@@ -130,13 +124,7 @@ fn origin_killed_edge_viewers_wait_and_resume_on_republish() {
     let mut publisher = Peer::new(&a.wisp, "/whip/live", Direction::SendOnly);
     let mut viewer = Peer::new(&b.wisp, "/whep/live", Direction::RecvOnly);
     let mut frame = 0;
-    let ok = run(
-        &mut publisher,
-        &mut [&mut viewer],
-        &mut frame,
-        Duration::from_secs(20),
-        |v| v[0].got_video.len() >= 50,
-    );
+    let ok = run_until_video(&mut publisher, &mut viewer, &mut frame, 50);
     assert!(
         ok,
         "edge viewer got {} video packets",

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use str0m::media::Direction;
 
-use cluster::{nodes, run, Node};
+use cluster::{nodes, run, run_until_video, Node};
 use support::redis::{have_redis, Redis};
 use support::TlsFiles;
 
@@ -36,13 +36,7 @@ fn an_edge_trusting_the_origins_certificate_relays_over_https() {
     let mut publisher = origin.peer("/whip/secure", Direction::SendOnly);
     let mut viewer = edge.peer("/whep/secure", Direction::RecvOnly);
     let mut frame = 0;
-    let ok = run(
-        &mut publisher,
-        &mut [&mut viewer],
-        &mut frame,
-        Duration::from_secs(20),
-        |v| v[0].got_video.len() >= 50,
-    );
+    let ok = run_until_video(&mut publisher, &mut viewer, &mut frame, 50);
     assert!(
         ok,
         "the edge viewer got {} video packets; edge log: {:?}",

@@ -215,6 +215,20 @@ pub fn run(
     )
 }
 
+/// [`run`] with one viewer, until it has `n` video packets; false if it
+/// has fewer after 20 s (ample for a first stream through a relay).
+pub fn run_until_video(
+    publisher: &mut realnet::Peer,
+    viewer: &mut realnet::Peer,
+    frame: &mut u64,
+    n: usize,
+) -> bool {
+    let limit = Duration::from_secs(20);
+    run(publisher, &mut [viewer], frame, limit, |v| {
+        v[0].got_video.len() >= n
+    })
+}
+
 /// [`run`] for `d`, with one viewer.
 pub fn pump_for(
     publisher: &mut realnet::Peer,
