@@ -9,7 +9,7 @@ use str0m::change::SdpAnswer;
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid};
 use str0m::rtp::{RtpWrite, SeqNo};
-use str0m::{Candidate, Event, Input, Output, Rtc};
+use str0m::{Event, Input, Output, Rtc};
 
 use super::{http, Wisp};
 use crate::support;
@@ -45,29 +45,13 @@ impl Peer {
 
     /// A peer whose socket and host candidate are on `ip`.
     pub fn new_on(wisp: &Wisp, path: &str, dir: Direction, ip: std::net::IpAddr) -> Peer {
-        let sock = UdpSocket::bind((ip, 0)).expect("udp socket");
-        sock.set_nonblocking(true).expect("nonblocking");
-        let addr = sock.local_addr().expect("local addr");
-        let mut rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());
-        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("host candidate"));
-        let mut api = rtc.sdp_api();
-        let mids = vec![
-            (
-                api.add_media(MediaKind::Audio, dir, None, None, None),
-                MediaKind::Audio,
-            ),
-            (
-                api.add_media(MediaKind::Video, dir, None, None, None),
-                MediaKind::Video,
-            ),
-        ];
-        let (offer, pending) = api.apply().expect("an offer");
+        let (mut rtc, sock, addr, mids, offer, pending) = support::udp::offering(ip, dir);
         let r = http(
             wisp.http,
             "POST",
             path,
             &[("Content-Type", "application/sdp")],
-            offer.to_sdp_string().as_bytes(),
+            offer.as_bytes(),
             Duration::from_secs(10),
         )
         .expect("POST offer");
@@ -107,16 +91,7 @@ impl Peer {
                 }
                 Ok(Output::Event(Event::Connected)) => self.connected = true,
                 Ok(Output::Event(Event::RtpPacket(p))) => {
-                    let mid = self
-                        .rtc
-                        .direct_api()
-                        .stream_rx(&p.header.ssrc)
-                        .map(|s| s.mid());
-                    let kind = self
-                        .mids
-                        .iter()
-                        .find(|(m, _)| Some(*m) == mid)
-                        .map_or(MediaKind::Audio, |(_, k)| *k);
+                    let kind = support::udp::kind_of(&mut self.rtc, &self.mids, p.header.ssrc);
                     self.got.push(Packet {
                         at: Instant::now(),
                         kind,

@@ -9,7 +9,7 @@ use str0m::change::SdpAnswer;
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid};
 use str0m::rtp::{RtpWrite, SeqNo};
-use str0m::{Candidate, Event, Input, Output, Rtc};
+use str0m::{Event, Input, Output, Rtc};
 
 /// The binary (see `support::Wisp`; its log is echoed with `WISP_TEST_LOG` set).
 pub use crate::support::Wisp as Server;
@@ -84,24 +84,9 @@ impl Peer {
         dir: Direction,
         post: impl FnOnce(&str) -> (u16, Vec<(String, String)>, String),
     ) -> Peer {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_nonblocking(true).unwrap();
-        let addr = sock.local_addr().unwrap();
-        let mut rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());
-        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
-        let mut api = rtc.sdp_api();
-        let mids = vec![
-            (
-                api.add_media(MediaKind::Audio, dir, None, None, None),
-                MediaKind::Audio,
-            ),
-            (
-                api.add_media(MediaKind::Video, dir, None, None, None),
-                MediaKind::Video,
-            ),
-        ];
-        let (offer, pending) = api.apply().unwrap();
-        let (status, headers, body) = post(&offer.to_sdp_string());
+        let (mut rtc, sock, addr, mids, offer, pending) =
+            crate::support::udp::offering(std::net::Ipv4Addr::LOCALHOST.into(), dir);
+        let (status, headers, body) = post(&offer);
         assert_eq!(status, 201, "{body}");
         let location = header(&headers, "location").expect("Location").to_string();
         assert!(location.starts_with(path), "{location}");
@@ -147,18 +132,8 @@ impl Peer {
                 Output::Event(Event::Closed) => self.closed = true,
                 Output::Event(Event::KeyframeRequest(_)) => self.keyframe_asked = true,
                 Output::Event(Event::RtpPacket(p)) => {
-                    let mid = self
-                        .rtc
-                        .direct_api()
-                        .stream_rx(&p.header.ssrc)
-                        .map(|s| s.mid());
-                    match self
-                        .mids
-                        .iter()
-                        .find(|(m, _)| Some(*m) == mid)
-                        .map(|(_, k)| *k)
-                    {
-                        Some(MediaKind::Video) => {
+                    match crate::support::udp::kind_of(&mut self.rtc, &self.mids, p.header.ssrc) {
+                        MediaKind::Video => {
                             self.got_video_seq.push(p.header.sequence_number);
                             self.got_video.push(p.payload.to_vec());
                         }

@@ -1,10 +1,51 @@
-//! A str0m peer's real UDP socket: one datagram in, non-blocking.
+//! A str0m peer's real UDP socket: the peer's setup up to its offer, one
+//! datagram in (non-blocking), and the kind of a received packet.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Instant;
 
+use str0m::change::SdpPendingOffer;
+use str0m::media::{Direction, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
-use str0m::{Input, Rtc};
+use str0m::rtp::Ssrc;
+use str0m::{Candidate, Input, Rtc};
+
+/// A str0m peer (RTP mode) on a new non-blocking UDP socket on `ip` (any
+/// port), its host candidate the socket's address, that has offered one
+/// audio and one video m-line in direction `dir`: the peer, the socket,
+/// its address, the m-lines, the offer's SDP text and the pending offer.
+pub fn offering(
+    ip: IpAddr,
+    dir: Direction,
+) -> (
+    Rtc,
+    UdpSocket,
+    SocketAddr,
+    Vec<(Mid, MediaKind)>,
+    String,
+    SdpPendingOffer,
+) {
+    let sock = UdpSocket::bind((ip, 0)).expect("udp socket");
+    sock.set_nonblocking(true).expect("nonblocking");
+    let addr = sock.local_addr().expect("local addr");
+    let mut rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());
+    rtc.add_local_candidate(Candidate::host(addr, "udp").expect("host candidate"));
+    let mut api = rtc.sdp_api();
+    let mids = [MediaKind::Audio, MediaKind::Video]
+        .map(|k| (api.add_media(k, dir, None, None, None), k))
+        .to_vec();
+    let (offer, pending) = api.apply().expect("an offer");
+    (rtc, sock, addr, mids, offer.to_sdp_string(), pending)
+}
+
+/// The kind of the m-line (among `mids`) whose stream received `ssrc`;
+/// audio when it is none of them.
+pub fn kind_of(rtc: &mut Rtc, mids: &[(Mid, MediaKind)], ssrc: Ssrc) -> MediaKind {
+    let mid = rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid());
+    mids.iter()
+        .find(|(m, _)| Some(*m) == mid)
+        .map_or(MediaKind::Audio, |(_, k)| *k)
+}
 
 /// Feed `rtc` the next datagram waiting on `sock` (bound at `addr`); false
 /// when none is waiting. The caller drains `rtc` after each.
