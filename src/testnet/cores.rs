@@ -92,7 +92,6 @@ impl TestNet {
         v
     }
 
-    /// Which core listens on `addr`.
     /// The relay driver's exchange, played in memory: core `edge` pulls
     /// `room` from core `origin` (its `Pull` offer becomes a WHEP
     /// `Subscribe` on the origin, whose answer goes back as `PullAnswer`;

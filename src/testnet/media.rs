@@ -152,6 +152,13 @@ impl Got {
 }
 
 impl TestNet {
+    /// Run for `d`: how many video packets client `i` got in that time.
+    pub fn video_during(&mut self, i: usize, d: Duration) -> usize {
+        let before = self.counters(i, MediaKind::Video).len();
+        self.run_for(d);
+        self.counters(i, MediaKind::Video).len() - before
+    }
+
     /// Run until client `i` has got a video packet, for at most `within`;
     /// the first video packet it got, or `None`.
     pub fn first_video(&mut self, i: usize, within: Duration) -> Option<Got> {

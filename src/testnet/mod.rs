@@ -772,13 +772,6 @@ impl TestNet {
         self.clients[i].connected_at.is_some()
     }
 
-    /// Run for `d`: how many video packets client `i` got in that time.
-    pub fn video_during(&mut self, i: usize, d: Duration) -> usize {
-        let before = self.counters(i, MediaKind::Video).len();
-        self.run_for(d);
-        self.counters(i, MediaKind::Video).len() - before
-    }
-
     /// Extended sequence numbers of what viewer `i` got of `kind`, in arrival order.
     pub fn seqs(&self, i: usize, kind: MediaKind) -> Vec<u64> {
         self.clients[i]
