@@ -201,6 +201,20 @@ fn check_redis_url(url: &str) -> Result<(), String> {
         Some(i) => &authority[i + 1..],
         None => authority,
     };
+    check_host_port(hostport)?;
+    match path {
+        "" | "/" => {}
+        p if p.starts_with('/') && p[1..].parse::<u32>().is_ok() => {}
+        p => return Err(format!("{p:?} is not a database number (/0, /1, ...)")),
+    }
+    // The client's own parser must agree (it sees no network here).
+    redis::Client::open(url)
+        .map_err(|e| format!("rejected by the Redis client ({:?})", e.kind()))?;
+    Ok(())
+}
+
+/// `host[:port]` with a host and, if given, a port in 1-65535.
+fn check_host_port(hostport: &str) -> Result<(), String> {
     let (host, port) = split_host_port(hostport)?;
     if host.is_empty() {
         return Err("no host".to_string());
@@ -211,14 +225,6 @@ fn check_redis_url(url: &str) -> Result<(), String> {
             .filter(|&p| p != 0)
             .ok_or_else(|| format!("port {p:?} is not 1-65535"))?;
     }
-    match path {
-        "" | "/" => {}
-        p if p.starts_with('/') && p[1..].parse::<u32>().is_ok() => {}
-        p => return Err(format!("{p:?} is not a database number (/0, /1, ...)")),
-    }
-    // The client's own parser must agree (it sees no network here).
-    redis::Client::open(url)
-        .map_err(|e| format!("rejected by the Redis client ({:?})", e.kind()))?;
     Ok(())
 }
 
@@ -237,16 +243,7 @@ fn check_node_url(url: &str) -> Result<String, String> {
     if authority.contains('@') {
         return Err("no user information in a base URL".to_string());
     }
-    let (host, port) = split_host_port(authority)?;
-    if host.is_empty() {
-        return Err("no host".to_string());
-    }
-    if let Some(p) = port {
-        p.parse::<u16>()
-            .ok()
-            .filter(|&p| p != 0)
-            .ok_or_else(|| format!("port {p:?} is not 1-65535"))?;
-    }
+    check_host_port(authority)?;
     Ok(url.trim_end_matches('/').to_string())
 }
 
