@@ -45,13 +45,14 @@ impl Peer {
 
     /// A peer whose socket and host candidate are on `ip`.
     pub fn new_on(wisp: &Wisp, path: &str, dir: Direction, ip: std::net::IpAddr) -> Peer {
-        let (mut rtc, sock, addr, mids, offer, pending) = support::udp::offering(ip, dir);
+        let o = support::udp::offering(ip, dir);
+        let mut rtc = o.rtc;
         let r = http(
             wisp.http,
             "POST",
             path,
             &[("Content-Type", "application/sdp")],
-            offer.as_bytes(),
+            o.offer.as_bytes(),
             Duration::from_secs(10),
         )
         .expect("POST offer");
@@ -59,13 +60,13 @@ impl Peer {
         let location = r.header("location").expect("Location").to_string();
         let answer = SdpAnswer::from_sdp_string(&r.text()).expect("answer parses");
         rtc.sdp_api()
-            .accept_answer(pending, answer)
+            .accept_answer(o.pending, answer)
             .expect("answer accepted");
         Peer {
             rtc,
-            sock,
-            addr,
-            mids,
+            sock: o.sock,
+            addr: o.addr,
+            mids: o.mids,
             location,
             connected: false,
             got: Vec::new(),

@@ -84,21 +84,21 @@ impl Peer {
         dir: Direction,
         post: impl FnOnce(&str) -> (u16, Vec<(String, String)>, String),
     ) -> Peer {
-        let (mut rtc, sock, addr, mids, offer, pending) =
-            crate::support::udp::offering(std::net::Ipv4Addr::LOCALHOST.into(), dir);
-        let (status, headers, body) = post(&offer);
+        let o = crate::support::udp::offering(std::net::Ipv4Addr::LOCALHOST.into(), dir);
+        let mut rtc = o.rtc;
+        let (status, headers, body) = post(&o.offer);
         assert_eq!(status, 201, "{body}");
         let location = header(&headers, "location").expect("Location").to_string();
         assert!(location.starts_with(path), "{location}");
         assert!(body.contains("a=candidate"), "answer has candidates");
         let answer_text = body.clone();
         let answer = SdpAnswer::from_sdp_string(&body).unwrap();
-        rtc.sdp_api().accept_answer(pending, answer).unwrap();
+        rtc.sdp_api().accept_answer(o.pending, answer).unwrap();
         Peer {
             rtc,
-            sock,
-            addr,
-            mids,
+            sock: o.sock,
+            addr: o.addr,
+            mids: o.mids,
             location,
             answer: answer_text,
             connected: false,

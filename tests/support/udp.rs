@@ -10,21 +10,21 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::Ssrc;
 use str0m::{Candidate, Input, Rtc};
 
-/// A str0m peer (RTP mode) on a new non-blocking UDP socket on `ip` (any
-/// port), its host candidate the socket's address, that has offered one
-/// audio and one video m-line in direction `dir`: the peer, the socket,
-/// its address, the m-lines, the offer's SDP text and the pending offer.
-pub fn offering(
-    ip: IpAddr,
-    dir: Direction,
-) -> (
-    Rtc,
-    UdpSocket,
-    SocketAddr,
-    Vec<(Mid, MediaKind)>,
-    String,
-    SdpPendingOffer,
-) {
+/// A str0m peer (RTP mode) that has offered one audio and one video m-line.
+pub struct Offering {
+    pub rtc: Rtc,
+    /// Non-blocking, on the `ip` given to [`offering`] (any port).
+    pub sock: UdpSocket,
+    /// The socket's address, also the peer's host candidate.
+    pub addr: SocketAddr,
+    pub mids: Vec<(Mid, MediaKind)>,
+    /// The offer's SDP text.
+    pub offer: String,
+    pub pending: SdpPendingOffer,
+}
+
+/// A peer on a new UDP socket on `ip`, with its offer in direction `dir`.
+pub fn offering(ip: IpAddr, dir: Direction) -> Offering {
     let sock = UdpSocket::bind((ip, 0)).expect("udp socket");
     sock.set_nonblocking(true).expect("nonblocking");
     let addr = sock.local_addr().expect("local addr");
@@ -35,7 +35,14 @@ pub fn offering(
         .map(|k| (api.add_media(k, dir, None, None, None), k))
         .to_vec();
     let (offer, pending) = api.apply().expect("an offer");
-    (rtc, sock, addr, mids, offer.to_sdp_string(), pending)
+    Offering {
+        rtc,
+        sock,
+        addr,
+        mids,
+        offer: offer.to_sdp_string(),
+        pending,
+    }
 }
 
 /// The kind of the m-line (among `mids`) whose stream received `ssrc`;
